@@ -1,0 +1,156 @@
+"""The search's metrics: token overlap (METHOD.md §4), perplexity and S_opt (eq. 6).
+
+Token overlap is *recall of the answer's word types*: TO = |G ∩ P| / |G| where G and P
+are the sets of NLTK word tokens of the lower-cased ground truth and prediction. NLTK's
+``word_tokenize`` first splits sentences with the trained Punkt model, which is NLTK
+*data* and not downloadable here; an untrained ``PunktSentenceTokenizer()`` reproduces
+all 520 released ``token_overlap`` values exactly (skipping the sentence split gets 10
+wrong: a sentence-final "range." would stay one token).
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+__all__ = [
+    "ObjectiveConfig",
+    "Perplexity",
+    "objective",
+    "token_overlap",
+    "word_types",
+]
+
+_PUNCT = frozenset(string.punctuation)
+
+
+@lru_cache(maxsize=1)
+def _tokenizers() -> tuple[Any, Any]:
+    from nltk.tokenize.destructive import NLTKWordTokenizer
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+    return PunktSentenceTokenizer(), NLTKWordTokenizer()
+
+
+@lru_cache(maxsize=65536)
+def word_types(text: str) -> frozenset[str]:
+    """Lower-cased NLTK word types of ``text``, single punctuation characters dropped."""
+    sentences, words = _tokenizers()
+    lowered = text.lower()
+    return frozenset(
+        tok
+        for sent in sentences.tokenize(lowered)
+        for tok in words.tokenize(sent)
+        if not (len(tok) == 1 and tok in _PUNCT)
+    )
+
+
+def token_overlap(ground_truth: str, prediction: str) -> float:
+    """TO = |G ∩ P| / |G| over word types, rounded to 4 decimals; 0 when G is empty.
+
+    Example:
+        >>> token_overlap("Michio Sugeno", "The award went to Michio Sugeno.")
+        1.0
+    """
+    gt = word_types(ground_truth)
+    if not gt:
+        return 0.0
+    return round(len(gt & word_types(prediction)) / len(gt), 4)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectiveConfig:
+    """S_opt = w_to * TO - w_ppl * min(PPL / ppl_cap, 1)  (METHOD.md eq. 6).
+
+    Attributes:
+        w_to: weight of token overlap (paper 0.7).
+        w_ppl: weight of the capped perplexity penalty (paper 0.3).
+        ppl_cap: perplexity at which the penalty saturates (paper 100).
+    """
+
+    w_to: float = 0.7
+    w_ppl: float = 0.3
+    ppl_cap: float = 100.0
+
+    def __post_init__(self) -> None:
+        for name in ("w_to", "w_ppl", "ppl_cap"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ValueError(f"ObjectiveConfig.{name} must be finite, got {value}")
+        if self.ppl_cap <= 0:
+            raise ValueError(f"ObjectiveConfig.ppl_cap must be > 0, got {self.ppl_cap}")
+
+
+def objective(to: float, ppl: float, config: ObjectiveConfig = ObjectiveConfig()) -> float:
+    """S_opt of one trial; a NaN perplexity (empty text) takes the full penalty."""
+    penalty = 1.0 if not math.isfinite(ppl) else min(ppl / config.ppl_cap, 1.0)
+    return config.w_to * to - config.w_ppl * penalty
+
+
+class Perplexity:
+    """Perplexity of texts under a scorer causal LM, with a cache of scored texts.
+
+    PPL = exp(mean over windows of the window's mean token loss), windows of ``window``
+    tokens (paper: GPT-2 small, 512), as the release computed it. Identical texts are
+    scored once (the search produces many duplicates), and texts of equal token length
+    are scored in one batch.
+
+    Args:
+        model: a transformers causal LM (any ``torch.nn.Module`` returning ``.logits``).
+        tokenizer: its tokenizer.
+        window: tokens per window.
+        batch_size: texts per forward pass.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, *, window: int = 512, batch_size: int = 16):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.window = window
+        self.batch_size = batch_size
+        self._cache: dict[str, float] = {}
+        self.calls = 0  # texts actually scored (cache misses), for tests and benchmarks
+
+    def __call__(self, texts: Sequence[str]) -> list[float]:
+        todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if todo:
+            self._score(todo)
+        return [self._cache[t] for t in texts]
+
+    @torch.no_grad()
+    def _score(self, texts: list[str]) -> None:
+        device = next(self.model.parameters()).device
+        encoded = [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+        # windows: (text index, token ids); a text's PPL is exp(mean of its window losses)
+        windows: list[tuple[int, list[int]]] = []
+        for i, ids in enumerate(encoded):
+            for start in range(0, len(ids), self.window):
+                chunk = ids[start : start + self.window]
+                if len(chunk) >= 2:  # a 1-token window predicts nothing
+                    windows.append((i, chunk))
+        losses: list[list[float]] = [[] for _ in texts]
+        windows.sort(key=lambda w: len(w[1]))
+        for start in range(0, len(windows), self.batch_size):
+            group = windows[start : start + self.batch_size]
+            width = max(len(ids) for _, ids in group)
+            ids = torch.zeros(len(group), width, dtype=torch.long)
+            mask = torch.zeros(len(group), width, dtype=torch.long)
+            for row, (_, chunk) in enumerate(group):  # right padding: positions stay 0..n-1
+                ids[row, : len(chunk)] = torch.tensor(chunk)
+                mask[row, : len(chunk)] = 1
+            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            target = ids[:, 1:].to(device)
+            nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            valid = mask[:, 1:].to(device).float()
+            mean = (nll * valid).sum(1) / valid.sum(1)
+            for row, (i, _) in enumerate(group):
+                losses[i].append(float(mean[row]))
+        self.calls += len(texts)
+        for text, text_losses in zip(texts, losses, strict=True):
+            self._cache[text] = math.exp(sum(text_losses) / len(text_losses)) if text_losses else math.nan
