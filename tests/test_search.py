@@ -1,0 +1,165 @@
+"""Search: metrics vs the release, objective, batched == sequential, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fsnn.errors import FsnnError
+from fsnn.metrics import ObjectiveConfig, Perplexity, objective, token_overlap
+from fsnn.search import SearchConfig, SearchItem, open_storage, run_search
+from fsnn.spec import SegmentLayout
+from tests.conftest import shared_path
+
+
+def test_token_overlap_hand_cases():
+    assert token_overlap("Michio Sugeno", "michio SUGENO!") == 1.0
+    assert token_overlap("New York City", "york, new") == round(2 / 3, 4)
+    assert token_overlap("the the cat", "the") == 0.5  # word types, not counts
+    assert token_overlap("", "anything") == 0.0
+    assert token_overlap("?!", "?!") == 0.0  # single punctuation tokens dropped -> empty G
+    assert token_overlap("...", "...") == 1.0  # a multi-character token is kept
+    assert token_overlap("Zürich", "He lived in Zürich.") == 1.0
+    assert token_overlap("São Paulo", "sao paulo") == 0.5
+    # a sentence-final period is split off by the Punkt + Treebank pipeline
+    assert token_overlap("range", "It is out of range. Then more.") == 1.0
+
+
+def test_objective_eq6():
+    assert objective(1.0, 50.0) == pytest.approx(0.7 - 0.15)
+    assert objective(0.5, 1000.0) == pytest.approx(0.35 - 0.3)
+    assert objective(0.0, float("nan")) == pytest.approx(-0.3)
+    cfg = ObjectiveConfig(w_to=1.0, w_ppl=0.0, ppl_cap=10.0)
+    assert objective(0.25, 5.0, cfg) == 0.25
+
+
+def test_release_token_overlap_and_objective_reproduced():
+    release = Path(shared_path("FSNN_RELEASE_DIR"))
+    mismatched_to, mismatched_s, n = 0, 0, 0
+    for name in ("per_prompt_optuna_summary_full.csv", "per_prompt_optuna_summary_segmented.csv"):
+        with open(release / name, newline="") as fh:
+            for row in csv.DictReader(fh):
+                n += 1
+                if token_overlap(row["ground_truth"], row["generated_text"]) != round(float(row["token_overlap"]), 4):
+                    mismatched_to += 1
+                s = objective(float(row["token_overlap"]), float(row["perplexity"]))
+                if abs(s - float(row["combined_score"])) > 1e-6:
+                    mismatched_s += 1
+    assert n == 520
+    assert mismatched_to == 0
+    assert mismatched_s == 0
+
+
+def _items(model, n=2, seed=0):
+    torch.manual_seed(seed)
+    qs = ["Who received the award in 2010?", "What is the capital of France?", "Which river?"]
+    return [
+        SearchItem(key=f"p{i}", prompt=f"Question: {qs[i]}\nAnswer and explanation:", answer=["Michio Sugeno", "Paris", "Danube"][i],
+                   h=torch.randn(model.n_layers, model.d_model))
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("mode", ["faithful", "cached"])
+def test_batched_search_equals_sequential(tiny_gemma2, tmp_path, mode):
+    model = tiny_gemma2
+    ppl = Perplexity(model.hf_model, model.tokenizer)
+    layout = SegmentLayout.segmented(model.n_layers)
+    items = _items(model)
+    results = []
+    for k, rows in ((5, 16), (1, 1)):
+        cfg = SearchConfig(n_trials=5, batch_trials=k, batch_rows=rows, sampler="random", seed=7)
+        storage = open_storage(f"sqlite:///{tmp_path}/s{k}.db")
+        results.append(run_search(model, items, layout, cfg, storage=storage, ppl=ppl, mode=mode,
+                                  max_new_tokens=5, progress=False))
+    batched, sequential = results
+    np.testing.assert_array_equal(batched.alpha.values, sequential.alpha.values)
+    assert (batched.completion.values == sequential.completion.values).all()
+    np.testing.assert_allclose(batched.objective.values, sequential.objective.values, rtol=1e-5)
+    assert batched.is_best.sum("trial").values.tolist() == [1, 1]
+    assert len(set(batched.completion.values.ravel())) > 1  # strengths matter
+
+
+def test_tpe_seed_repeats_and_product_parametrization(tiny_gemma2, tmp_path):
+    model = tiny_gemma2
+    ppl = Perplexity(model.hf_model, model.tokenizer)
+    layout = SegmentLayout.full(model.n_layers)
+    items = _items(model, 1)
+    runs = []
+    for i in range(2):
+        cfg = SearchConfig(n_trials=3, batch_trials=3, sampler="tpe", seed=3, parametrization="product")
+        runs.append(run_search(model, items, layout, cfg, storage=open_storage(f"sqlite:///{tmp_path}/t{i}.db"),
+                               ppl=ppl, max_new_tokens=4, progress=False))
+    np.testing.assert_array_equal(runs[0].params.values, runs[1].params.values)
+    assert runs[0].param.values.tolist() == ["k_all"]
+    assert (runs[0].alpha.values == 1.0).all()
+
+
+def test_bad_search_config():
+    with pytest.raises(FsnnError, match="empty parameter range"):
+        SearchConfig(low=0.5, high=0.5)
+    with pytest.raises(FsnnError, match="n_trials"):
+        SearchConfig(n_trials=0)
+    with pytest.raises(FsnnError, match="cannot open Optuna storage"):
+        open_storage("postgresql://nobody@127.0.0.1:1/none")
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, torch
+    sys.path.insert(0, {root!r})
+    from tests.conftest import make_tiny
+    from fsnn.models import ALIASES, resolve_alias
+    from fsnn.metrics import Perplexity
+    from fsnn.search import SearchConfig, SearchItem, open_storage, run_search
+    from fsnn.spec import SegmentLayout
+    model = make_tiny("gemma2", resolve_alias(ALIASES["smollm2-135m"]))
+    torch.manual_seed(0)
+    items = [SearchItem(key=f"p{{i}}", prompt=f"Question: q{{i}}?\\nAnswer and explanation:", answer="Paris",
+                        h=torch.randn(model.n_layers, model.d_model)) for i in range(2)]
+    cfg = SearchConfig(n_trials=5, batch_trials=2, batch_rows=2, sampler="tpe", seed=1)
+    rounds = []
+    def on_round():
+        rounds.append(1)
+        if sys.argv[2] == "kill" and len(rounds) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    ds = run_search(model, items, SegmentLayout.segmented(model.n_layers), cfg,
+                    storage=open_storage(sys.argv[1]), ppl=Perplexity(model.hf_model, model.tokenizer),
+                    max_new_tokens=4, progress=False, on_round=on_round)
+    ds.to_netcdf(sys.argv[3])
+    """
+)
+
+
+def test_resume_after_sigkill(tmp_path):
+    import optuna
+    import xarray as xr
+
+    root = str(Path(__file__).resolve().parents[1])
+    script = tmp_path / "search.py"
+    script.write_text(SCRIPT.format(root=root))
+    killed_db, clean_db = f"sqlite:///{tmp_path}/killed.db", f"sqlite:///{tmp_path}/clean.db"
+    first = subprocess.run([sys.executable, str(script), killed_db, "kill", str(tmp_path / "x.nc")],
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == -9, first.stderr[-2000:]
+    storage = optuna.storages.RDBStorage(killed_db)
+    partial = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
+    assert 0 < sum(partial.values()) < 10
+    for args in ((killed_db, "run", str(tmp_path / "resumed.nc")), (clean_db, "run", str(tmp_path / "clean.nc"))):
+        proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    for study in optuna.get_all_study_summaries(storage):
+        trials = optuna.load_study(study_name=study.study_name, storage=storage).trials
+        numbers = [t.number for t in trials]
+        assert len(numbers) == len(set(numbers)) == 5
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    resumed, clean = xr.open_dataset(tmp_path / "resumed.nc"), xr.open_dataset(tmp_path / "clean.nc")
+    np.testing.assert_array_equal(resumed.params.values, clean.params.values)
+    np.testing.assert_allclose(resumed.objective.values, clean.objective.values, rtol=1e-5)
