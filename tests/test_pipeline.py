@@ -1,0 +1,170 @@
+"""End to end: stages, files and schema, crash/resume, bad input."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from fsnn.data import load_simpleqa, select
+from fsnn.errors import FsnnError
+from fsnn.pipeline import RunConfig, proxy_grade, run_pipeline
+from fsnn.store import read_dataset
+from tests.conftest import shared_path
+
+ROWS = [
+    ("{'topic': 'Geography', 'answer_type': 'Place', 'urls': ['u']}", "What is the capital of France?", "Paris"),
+    ("{'topic': 'Science', 'answer_type': 'Person', 'urls': []}", "Who received the IEEE Frank Rosenblatt Award in 2010?", "Michio Sugeno"),
+    ("{'topic': 'Music', 'answer_type': 'Number', 'urls': []}", "How many strings does a violin have?", "4"),
+    ("{'topic': 'Geography', 'answer_type': 'Place', 'urls': []}", "Which river flows through Vienna?", "Danube"),
+]
+
+
+def write_csv(path: Path, rows=ROWS, header=("metadata", "problem", "answer")) -> Path:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def small_config(**kw) -> RunConfig:
+    base = dict(model="tiny-gemma2", limit=3, methods=("full", "segmented"), n_trials=2, batch_trials=2,
+                max_new_tokens=4, mode="cached", sampler="random", select="not-correct")
+    return RunConfig(**{**base, **kw})
+
+
+def test_proxy_grade():
+    assert proxy_grade("Paris", "It is Paris.") == "CORRECT"
+    assert proxy_grade("The Danube", "danube river") == "CORRECT"
+    assert proxy_grade("Paris", "Lyon") == "INCORRECT"
+    assert proxy_grade("Paris", "  ") == "NOT_ATTEMPTED"
+    assert proxy_grade("4", "14 strings") == "INCORRECT"  # whole words only
+
+
+def test_end_to_end_tiny(tiny_gemma2, tmp_path):
+    csv_path = write_csv(tmp_path / "qa.csv")
+    out = tmp_path / "run"
+    results = run_pipeline(small_config(), out, simpleqa_csv=csv_path, model=tiny_gemma2, progress=False)
+    assert results.method.values.tolist() == ["baseline", "full", "segmented"]
+    for name, kind in (("baseline.nc", None), ("references.nc", "references"), ("trials.nc", "trials"),
+                       ("results.nc", "results")):
+        ds = read_dataset(out / name, kind)
+        for key in ("config", "model", "model_revision", "quantization", "mode", "version_torch", "created"):
+            assert key in ds.attrs, (name, key)
+        with xr.open_dataset(out / name) as raw:
+            xr.testing.assert_identical(raw.load(), ds)
+    res = read_dataset(out / "results.nc", "results")
+    assert set(res.coords) >= {"question", "answer", "topic", "simpleqa_id", "method"}
+    assert res.token_overlap.dims == ("method", "prompt")
+    assert np.isnan(res.judge_score.values).all() and res.attrs["judge"] == "none"
+    refs = read_dataset(out / "references.nc")
+    assert refs.h.dims == ("prompt", "layer", "hidden") and refs.h.dtype == np.float32
+    trials = read_dataset(out / "trials.nc")
+    assert trials.objective.dims == ("method", "prompt", "trial")
+    assert (trials.is_best.sum("trial").values == 1).all()
+    assert not list(out.glob(".*.tmp"))
+    # rerunning the finished run changes nothing and reuses everything
+    again = run_pipeline(small_config(), out, simpleqa_csv=csv_path, model=tiny_gemma2, progress=False)
+    xr.testing.assert_equal(again.drop_attrs(), results.drop_attrs())
+
+
+def test_other_config_refuses_then_force_new(tiny_gemma2, tmp_path):
+    csv_path = write_csv(tmp_path / "qa.csv")
+    out = tmp_path / "run"
+    run_pipeline(small_config(limit=2, methods=("full",)), out, simpleqa_csv=csv_path, model=tiny_gemma2,
+                 progress=False)
+    with pytest.raises(FsnnError, match="another config.*n_trials"):
+        run_pipeline(small_config(limit=2, methods=("full",), n_trials=3), out, simpleqa_csv=csv_path,
+                     model=tiny_gemma2, progress=False)
+    res = run_pipeline(small_config(limit=2, methods=("full",), n_trials=3), out, simpleqa_csv=csv_path,
+                       model=tiny_gemma2, progress=False, force_new=True)
+    assert read_dataset(out / "trials.nc").sizes["trial"] == 3 and res.sizes["method"] == 2
+
+
+def test_bad_csv_rows(tmp_path):
+    with pytest.raises(FsnnError, match=r"qa.csv: missing column\(s\) answer"):
+        load_simpleqa(write_csv(tmp_path / "qa.csv", [r[:2] for r in ROWS], header=("metadata", "problem")))
+    bad = [*ROWS[:2], ("{'topic': 'x'}", "Question?", ""), ("{not a dict", "Q2?", "A")]
+    path = write_csv(tmp_path / "bad.csv", bad)
+    with pytest.raises(FsnnError, match="row 3: empty field 'answer'"):
+        load_simpleqa(path)
+    kept = load_simpleqa(path, on_bad="skip")
+    assert [q.id for q in kept] == [0, 1]
+    with pytest.raises(FsnnError, match="row 4: field 'metadata'"):
+        load_simpleqa(write_csv(tmp_path / "meta.csv", [*ROWS[:3], bad[3]]))
+
+
+def test_unwritable_folder(tiny_gemma2, tmp_path):
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        out = blocker / "run"  # a folder under a regular file cannot exist, even for root
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        out = ro / "run"
+    with pytest.raises(FsnnError, match="cannot write to run folder"):
+        run_pipeline(small_config(), out, simpleqa_csv=write_csv(tmp_path / "qa.csv"), model=tiny_gemma2,
+                     progress=False)
+
+
+def test_real_simpleqa_subsets():
+    questions = load_simpleqa(shared_path("FSNN_SIMPLEQA_CSV"))
+    assert len(questions) == 4326
+    assert [q.id for q in select(questions, first=500)] == list(range(500))
+    strat = select(questions, stratified=40, seed=1)
+    assert len(strat) == 40 and strat == select(questions, stratified=40, seed=1)
+    assert len({q.topic for q in strat}) > 5
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    sys.path.insert(0, {root!r})
+    from tests.conftest import make_tiny
+    from tests.test_pipeline import small_config
+    import fsnn.search
+    from fsnn.models import ALIASES, resolve_alias
+    from fsnn.pipeline import run_pipeline
+    model = make_tiny("gemma2", resolve_alias(ALIASES["smollm2-135m"]))
+    calls = []
+    real = fsnn.search.steered_generate
+    def counting(*a, **k):
+        calls.append(1)
+        if sys.argv[3] == "kill" and len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*a, **k)
+    fsnn.search.steered_generate = counting
+    run_pipeline(small_config(batch_rows=2, sampler="tpe"), sys.argv[1], simpleqa_csv=sys.argv[2], model=model,
+                 progress=False)
+    """
+)
+
+
+def test_crash_resume_equals_uninterrupted(tmp_path):
+    root = str(Path(__file__).resolve().parents[1])
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT.format(root=root))
+    csv_path = str(write_csv(tmp_path / "qa.csv"))
+    crashed, clean = tmp_path / "crashed", tmp_path / "clean"
+    env = {**os.environ, "PYTHONPATH": root}
+    first = subprocess.run([sys.executable, str(script), str(crashed), csv_path, "kill"], capture_output=True,
+                           text=True, timeout=600, env=env)
+    assert first.returncode == -9, first.stderr[-3000:]
+    assert (crashed / "references.nc").exists() and not (crashed / "results.nc").exists()
+    for folder in (crashed, clean):
+        proc = subprocess.run([sys.executable, str(script), str(folder), csv_path, "run"], capture_output=True,
+                              text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = read_dataset(crashed / "results.nc"), read_dataset(clean / "results.nc")
+    xr.testing.assert_equal(a.drop_attrs(), b.drop_attrs())
+    assert a.sizes["prompt"] == len(set(a.simpleqa_id.values.tolist()))
+    assert not list(crashed.glob(".*.tmp"))
