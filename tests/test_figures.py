@@ -66,7 +66,10 @@ def synthetic_results(
             "text": (("method", "prompt"), text),
             "completion": (("method", "prompt"), str_array(np.full((m, n), " a"))),
             "token_overlap": (("method", "prompt"), to),
-            "perplexity": (("method", "prompt"), np.where(alpha[..., 0] >= 0, rng.uniform(2, 200, (m, n)), np.nan)),
+            "perplexity": (
+                ("method", "prompt"),
+                np.where(alpha[..., 0] >= 0, rng.uniform(2, 200, (m, n)), np.nan),
+            ),
             "judge_score": (("method", "prompt"), judge),
             "simpleqa_grade": (("method", "prompt"), grades),
             "composite": (("method", "prompt"), composite(to, judge)),
@@ -106,7 +109,10 @@ def synthetic_trials(results: xr.Dataset, k: int = 4) -> xr.Dataset:
     return xr.Dataset(
         {
             "objective": (("method", "prompt", "trial"), rng.normal(size=(m, n, k))),
-            "token_overlap": (("method", "prompt", "trial"), rng.choice([0.0, 0.5, 1.0], (m, n, k))),
+            "token_overlap": (
+                ("method", "prompt", "trial"),
+                rng.choice([0.0, 0.5, 1.0], (m, n, k)),
+            ),
             "perplexity": (("method", "prompt", "trial"), rng.uniform(2, 300, (m, n, k))),
             "is_best": (("method", "prompt", "trial"), best),
         },

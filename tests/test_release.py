@@ -83,7 +83,14 @@ def test_no_nan_where_the_release_has_a_value(imported):
     res = imported.results
     for m in ("full", "segmented"):
         s = _sel(res, m)
-        for name in ("perplexity", "objective", "token_overlap", "token_overlap_completion", "alpha", "gamma"):
+        for name in (
+            "perplexity",
+            "objective",
+            "token_overlap",
+            "token_overlap_completion",
+            "alpha",
+            "gamma",
+        ):
             assert np.all(np.isfinite(s[name].values)), (m, name)
     for m in METHODS:
         assert np.all(np.isfinite(_sel(res, m)["judge_score"].values)), m
@@ -97,7 +104,10 @@ def test_texts_completions_and_grades(imported):
     res = imported.results
     q = res["question"].values
     for i in (0, 48, 259):
-        assert _sel(res, "baseline")["text"].values[i] == q[i] + _sel(res, "baseline")["completion"].values[i]
+        assert (
+            _sel(res, "baseline")["text"].values[i]
+            == q[i] + _sel(res, "baseline")["completion"].values[i]
+        )
         header = f"Question: {q[i]}\nAnswer and explanation:"
         for m in ("full", "segmented"):
             assert _sel(res, m)["text"].values[i] == header + _sel(res, m)["completion"].values[i]
@@ -256,7 +266,9 @@ def _edit(path: Path, row: int, column: str, value: str) -> None:
 def test_non_numeric_score_names_file_and_row(tmp_path):
     root = make_release(tmp_path / "rel")
     _edit(root / "mistral_grader_results_full.csv", 2, "score", "four")
-    with pytest.raises(FsnnError, match=r"mistral_grader_results_full\.csv, row 2: column 'score'.*'four'"):
+    with pytest.raises(
+        FsnnError, match=r"mistral_grader_results_full\.csv, row 2: column 'score'.*'four'"
+    ):
         import_release(root)
 
 
@@ -270,11 +282,15 @@ def test_grade_out_of_range(tmp_path):
 def test_bad_prompt_index_and_question(tmp_path):
     root = make_release(tmp_path / "rel")
     _edit(root / "per_prompt_optuna_summary_segmented.csv", 1, "prompt_idx", "9")
-    with pytest.raises(FsnnError, match=r"per_prompt_optuna_summary_segmented\.csv, row 1: .*0\.\.2"):
+    with pytest.raises(
+        FsnnError, match=r"per_prompt_optuna_summary_segmented\.csv, row 1: .*0\.\.2"
+    ):
         import_release(root)
     root = make_release(tmp_path / "rel2")
     _edit(root / "per_prompt_optuna_summary_full.csv", 3, "prompt", "Something else?")
-    with pytest.raises(FsnnError, match=r"per_prompt_optuna_summary_full\.csv, row 3: prompt_idx 2"):
+    with pytest.raises(
+        FsnnError, match=r"per_prompt_optuna_summary_full\.csv, row 3: prompt_idx 2"
+    ):
         import_release(root)
 
 
@@ -289,11 +305,15 @@ def test_ragged_row_names_file_and_row(tmp_path):
 def test_missing_file_and_column(tmp_path):
     root = make_release(tmp_path / "rel")
     (root / "mistral_grader_results_baseline.csv").unlink()
-    with pytest.raises(FsnnError, match=r"release file missing: .*mistral_grader_results_baseline\.csv"):
+    with pytest.raises(
+        FsnnError, match=r"release file missing: .*mistral_grader_results_baseline\.csv"
+    ):
         import_release(root)
     root = make_release(tmp_path / "rel2")
     _write(root / "corrected_responses.csv", ["prompt", "ground_truth"], [[Q[0], GT[0]]])
-    with pytest.raises(FsnnError, match=r"corrected_responses\.csv: missing column\(s\) explanation"):
+    with pytest.raises(
+        FsnnError, match=r"corrected_responses\.csv: missing column\(s\) explanation"
+    ):
         import_release(root)
     with pytest.raises(FsnnError, match="release folder not found"):
         import_release(tmp_path / "nowhere")
