@@ -54,6 +54,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--remote", action="store_true", default=None,
+                   help="run the traces on NDIF (key from NDIF_API_KEY; needs --ppl-model)")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip bad SimpleQA rows (default: stop)")
     p.add_argument("--force-new", action="store_true", help="start over a folder made with another config")
     p.set_defaults(func=_run)
@@ -106,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
         parametrization=args.parametrization, mode=args.mode, max_new_tokens=args.max_new_tokens,
         select=args.select, score_on=args.score_on, baseline_prompt=args.baseline_prompt,
         chat_template=args.chat_template, judge=args.judge, ppl_model=args.ppl_model,
-        load_in_8bit=args.load_in_8bit, dtype=args.dtype, device=args.device, seed=args.seed,
+        load_in_8bit=args.load_in_8bit, dtype=args.dtype, device=args.device, seed=args.seed, remote=args.remote,
         on_bad_rows="skip" if args.skip_bad_rows else None,
     )
     results = run_pipeline(config, args.out, simpleqa_csv=args.simpleqa_csv, force_new=args.force_new)

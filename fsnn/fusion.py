@@ -89,6 +89,8 @@ def fuse(
     Returns:
         a'' with the dtype and shape of ``a``; the same shift at every position of a row.
     """
-    delta = gamma.float().unsqueeze(-1) * (h.float() - mu)  # (3)  (B, H)
-    shift = alpha.float().unsqueeze(-1) * delta  # (4)+(5): a'' - a = alpha * D
+    # h/alpha/gamma may come from the CPU (a remote request); the math runs where a is
+    h, alpha, gamma = (t.to(device=a.device, dtype=torch.float32) for t in (h, alpha, gamma))
+    delta = gamma.unsqueeze(-1) * (h - mu)  # (3)  (B, H)
+    shift = alpha.unsqueeze(-1) * delta  # (4)+(5): a'' - a = alpha * D
     return (a.float() + shift.unsqueeze(1)).to(a.dtype)

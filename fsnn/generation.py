@@ -105,12 +105,22 @@ def generate(
     max_new_tokens: int = 100,
     batch_size: int = 8,
     stop_at_eos: bool = True,
+    remote: bool | str = False,
 ) -> list[GenerationOutput]:
     """Greedy, unsteered generation of many prompts, ``batch_size`` at a time.
 
     Runs the transformers model directly (no tracing needed to read nothing).
     ``stop_at_eos=False`` generates exactly ``max_new_tokens`` per row (benchmarks).
+    A remote model (NDIF, meta weights) or ``remote`` set generates through an nnsight
+    trace instead: steered generation with every coefficient 0 is plain greedy.
     """
+    if remote or getattr(model, "remote", False):
+        from .steer import steered_generate
+
+        n, zeros = len(prompts), torch.zeros(len(prompts), model.n_layers)
+        return steered_generate(model, prompts, torch.zeros(n, model.n_layers, model.d_model), zeros, zeros,
+                                mode="cached", max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                remote=remote or True, stop_at_eos=stop_at_eos)
     if max_new_tokens < 1:
         raise FsnnError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     eos = eos_ids(model) if stop_at_eos else set()

@@ -165,9 +165,12 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         try:
-            return next(self.hf_model.parameters()).device
+            device = next(self.hf_model.parameters()).device
         except StopIteration:  # pragma: no cover - a model always has parameters
             return torch.device("cpu")
+        # a remote (NDIF) model has meta weights: inputs stay on the CPU and travel
+        # with the request (a tensor moved to meta would lose its values)
+        return torch.device("cpu") if device.type == "meta" else device
 
     @property
     def max_length(self) -> int | None:
@@ -459,10 +462,14 @@ def _resolve_spec(spec: str, revision: str | None) -> tuple[str, str, bool]:
 def _load_remote(spec: str, source: str, revision: str) -> LoadedModel:
     """A meta-device model for NDIF: config and tokenizer locally, weights remote."""
     from nnsight.modeling.transformers import TransformersModel
+    from transformers import AutoTokenizer
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lm = TransformersModel(source, task="text-generation")
+        # The tokenizer is passed in: nnsight 0.8.1's meta build sources none itself
+        # under transformers 5 (its task table names the pipeline class as a string).
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        lm = TransformersModel(source, task="text-generation", tokenizer=tokenizer)
     tokenizer = lm.tokenizer
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

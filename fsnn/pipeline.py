@@ -76,6 +76,10 @@ class RunConfig:
         ppl_model: perplexity scorer spec; None = the unsteered base model (offline);
             ``gpt2`` for paper parity when the hub is reachable.
         on_bad_rows: ``error`` or ``skip`` bad SimpleQA rows.
+        remote: run every trace on NDIF (model built on the meta device; needs
+            ``NDIF_API_KEY`` and a local ``ppl_model``), or ``"local"``: every trace
+            serialised as for NDIF and run here (the test of the remote path). See
+            docs/ndif.md.
     """
 
     model: str = "smollm2-135m"
@@ -102,6 +106,7 @@ class RunConfig:
     judge_missing: str = "zero"
     ppl_model: str | None = None
     on_bad_rows: str = "error"
+    remote: bool | str = False
     batch_size: int = 8
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
@@ -118,6 +123,12 @@ class RunConfig:
             raise FsnnError("max_new_tokens must be >= 1")
         if self.judge_missing not in ("zero", "exclude"):
             raise FsnnError("judge_missing must be zero or exclude")
+        if self.remote not in (False, True, "local"):
+            raise FsnnError(f"remote must be False, True or 'local', got {self.remote!r}")
+        if self.remote is True and self.ppl_model is None:
+            raise FsnnError("a remote run needs a local perplexity scorer: set ppl_model (e.g. gpt2 or smollm2-135m)")
+        if self.remote and self.load_in_8bit:
+            raise FsnnError("8-bit loading is a local option; NDIF serves its own precision")
         self.search_config()  # validates n_trials, ranges, sampler
 
     def search_config(self) -> SearchConfig:
@@ -133,6 +144,7 @@ class RunConfig:
         data.pop("batch_rows")  # batching changes speed, not numbers
         data.pop("batch_size")
         data.pop("device")
+        data.pop("remote")  # where it runs, not what it computes
         return json.loads(json.dumps(data, default=list))
 
 
@@ -180,6 +192,14 @@ class _Run:
             judge=self.judge.id if self.judge is not None else "none", **extra,
         )
 
+    def call(self, fn: Any, what: str) -> Any:
+        """Run ``fn()``; on NDIF with retries and one-line errors."""
+        if self.config.remote is not True:
+            return fn()
+        from .remote import call_remote
+
+        return call_remote(fn, what=what)
+
     def prompt(self, text: str) -> str:
         return apply_chat(self.model.tokenizer, text) if self.config.chat_template else text
 
@@ -212,7 +232,8 @@ class _Run:
             batch = todo[start : start + c.batch_size]
             prompts = [self.prompt(self.templates.baseline_prompt(q.question) if c.baseline_prompt == "qa"
                                    else q.question) for q in batch]
-            outs = generate(self.model, prompts, max_new_tokens=c.max_new_tokens, batch_size=c.batch_size)
+            outs = self.call(lambda p=prompts: generate(self.model, p, max_new_tokens=c.max_new_tokens,
+                                                        batch_size=c.batch_size, remote=c.remote), "baseline batch")
             grades = self.grade(batch, outs)
             for q, o, (grade, source) in zip(batch, outs, grades, strict=True):
                 rows.append({"simpleqa_id": q.id, "question": q.question, "answer": q.answer, "topic": q.topic,
@@ -268,11 +289,15 @@ class _Run:
         for start in range(0, len(todo), c.batch_size):
             batch = todo[start : start + c.batch_size]
             prompts = [self.prompt(self.templates.enrichment_prompt(q.question, q.answer)) for q in batch]
-            outs = generate(self.model, prompts, max_new_tokens=c.max_new_tokens, batch_size=c.batch_size)
+            outs = self.call(lambda p=prompts: generate(self.model, p, max_new_tokens=c.max_new_tokens,
+                                                        batch_size=c.batch_size, remote=c.remote),
+                             "enrichment batch")
             explanations = [split_explanation(o.completion) for o in outs]
             items = [ReferenceItem(question=q.question, answer=q.answer, explanation=e)
                      for q, e in zip(batch, explanations, strict=True)]
-            h = capture_references(self.model, items, templates=self.templates, batch_size=c.batch_size)
+            h = self.call(lambda i=items: capture_references(self.model, i, templates=self.templates,
+                                                             batch_size=c.batch_size, remote=c.remote),
+                          "reference capture")
             part = h.to_dataset(name="h")
             part = part.assign(
                 explanation=("prompt", str_array(explanations)),
@@ -315,7 +340,7 @@ class _Run:
             layout = SegmentLayout.named(method, self.model.n_layers)
             ds = run_search(self.model, items, layout, c.search_config(), storage=storage, ppl=self.ppl,
                             mode=c.mode, max_new_tokens=c.max_new_tokens, study_prefix=f"{layout.name}/",
-                            progress=self.progress)
+                            progress=self.progress, remote=c.remote)
             per_method.append(ds.expand_dims(method=[layout.name]))
         # methods differ in segments/params: outer join, NaN where a method has none
         trials = xr.concat(per_method, dim="method", join="outer") if len(per_method) > 1 else per_method[0]
@@ -478,7 +503,12 @@ def run_pipeline(
     if model is None:
         from .models import load_model
 
-        model = load_model(config.model, dtype=config.dtype, device=config.device, load_in_8bit=config.load_in_8bit)
+        if config.remote is True:
+            from .remote import preflight
+
+            preflight(config.model)
+        model = load_model(config.model, dtype=config.dtype, device=config.device, load_in_8bit=config.load_in_8bit,
+                           remote=config.remote is True)
     if judge is None and config.judge is not None:
         from .judges import make_judge
 

@@ -193,6 +193,7 @@ def run_search(
     study_prefix: str = "",
     progress: bool = True,
     on_round: Callable[[], None] | None = None,
+    remote: bool | str = False,
 ) -> xr.Dataset:
     """Search every prompt's strengths for one layout; resumable through ``storage``.
 
@@ -208,6 +209,8 @@ def run_search(
         study_prefix: prefix of study names (e.g. the method).
         progress: show a tqdm bar of completed trials.
         on_round: called after each batch of trials is told (checkpoint hook).
+        remote: run the steered generations on NDIF (``True``, with retries and one-line
+            errors from :func:`fsnn.remote.call_remote`) or ``"local"`` (serialised).
 
     Returns:
         The trials of all prompts, :func:`trials_dataset`.
@@ -251,10 +254,18 @@ def run_search(
                 a, g = trial_coefficients(trial.params, layout)
                 alphas.append(_per_layer(a, layout, model.n_layers))
                 gammas.append(_per_layer(g, layout, model.n_layers))
-            outputs = steered_generate(
-                model, [by_key[k].prompt for k, _ in chunk], h, torch.stack(alphas), torch.stack(gammas),
-                mode=mode, max_new_tokens=max_new_tokens,
-            )
+            def evaluate(chunk=chunk, h=h, alphas=alphas, gammas=gammas):
+                return steered_generate(
+                    model, [by_key[k].prompt for k, _ in chunk], h, torch.stack(alphas), torch.stack(gammas),
+                    mode=mode, max_new_tokens=max_new_tokens, remote=remote,
+                )
+
+            if remote is True:
+                from .remote import call_remote
+
+                outputs = call_remote(evaluate, what=f"steering batch of {len(chunk)} rows")
+            else:
+                outputs = evaluate()
             scores = score_texts(outputs, [by_key[k].answer for k, _ in chunk], ppl, config)
             for (key, trial), out, score in zip(chunk, outputs, scores, strict=True):
                 study = studies[key]

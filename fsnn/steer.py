@@ -154,9 +154,11 @@ def steer_rows(
     # Layers whose coefficients are zero for every row are the identity: skip them.
     active = [l for l in range(model.n_layers) if bool((alpha[:, l] * gamma[:, l] != 0).any())]
     envoys = [model.layer(l) for l in active]
-    h_act = [h[:, l].to(device) for l in active]
-    a_act = [alpha[:, l].to(device) for l in active]
-    g_act = [gamma[:, l].to(device) for l in active]
+    # clone: a slice is a view, and a remote request would carry its whole storage
+    # (all L layers) once per layer
+    h_act = [h[:, l].clone().to(device) for l in active]
+    a_act = [alpha[:, l].clone().to(device) for l in active]
+    g_act = [gamma[:, l].clone().to(device) for l in active]
     # Valid positions of every pass: the prompt's mask, then one real token per step.
     full_mask = torch.cat(
         [enc.attention_mask, torch.ones(len(prompts), max_new_tokens, dtype=enc.attention_mask.dtype)], dim=1

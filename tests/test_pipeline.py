@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,16 @@ def test_crash_resume_equals_uninterrupted(tmp_path):
     xr.testing.assert_equal(a.drop_attrs(), b.drop_attrs())
     assert a.sizes["prompt"] == len(set(a.simpleqa_id.values.tolist()))
     assert not list(crashed.glob(".*.tmp"))
+
+
+def test_remote_serialised_run_equals_local(tiny_factory, tmp_path):
+    """Every trace of the pipeline serialised as for NDIF (remote="local") == plain local."""
+    model = tiny_factory("llama")
+    csv_path = write_csv(tmp_path / "qa.csv")
+    cfg = small_config(limit=2, methods=("segmented",), n_trials=2)
+    local = run_pipeline(cfg, tmp_path / "local", simpleqa_csv=csv_path, model=model, progress=False)
+    remote = run_pipeline(replace(cfg, remote="local"), tmp_path / "remote", simpleqa_csv=csv_path, model=model,
+                          progress=False)
+    xr.testing.assert_equal(local.drop_attrs(), remote.drop_attrs())
+    xr.testing.assert_allclose(read_dataset(tmp_path / "local" / "references.nc").h,
+                               read_dataset(tmp_path / "remote" / "references.nc").h)

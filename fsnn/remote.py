@@ -1,0 +1,589 @@
+"""Running fsnn's traces on NDIF (the National Deep Inference Fabric) through nnsight.
+
+Every traced stage (:func:`fsnn.references.capture_references`,
+:func:`fsnn.steer.steered_generate`) takes ``remote=``: ``True`` ships the trace to
+NDIF, ``"local"`` serialises it exactly as for NDIF and runs it here (the test of the
+remote path), a URL string sends it to that host. This module adds what a long remote
+run needs around those calls:
+
+- :func:`api_key` / :func:`ndif_config`: the key comes from ``NDIF_API_KEY`` and is set
+  into nnsight's in-memory ``CONFIG`` only for the duration of a call (never written to
+  nnsight's config file, never logged, scrubbed from error texts); the host is the
+  ``host`` argument, else ``NDIF_HOST``, else nnsight's ``CONFIG.API.HOST``.
+- :func:`preflight`: one ``GET /status`` (nnsight's status endpoint) before a run; a
+  model that is not RUNNING raises one line naming the models that are.
+- :func:`call_remote`: run a remote call with bounded retries of transient failures
+  (connection errors, timeouts, HTTP 408/425/429/5xx, a dropped websocket) and turn
+  any failure into one :class:`~fsnn.errors.FsnnError` line with the request id.
+- :func:`steer_in_session`: the chunks of one steering batch as traces of ONE
+  ``model.lm.session(remote=...)``, i.e. one NDIF request instead of one per chunk.
+- :func:`payload_sizes` / :func:`result_size`: measure what a request uploads and what
+  its saved values weigh on the way back (docs/ndif.md quotes the numbers).
+
+A retried call is re-run from scratch: every fsnn stage is a pure function of its
+inputs (greedy decoding, fixed coefficients), so a retry returns the same result.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import nnsight
+import torch
+
+from .errors import FsnnError
+from .fusion import fuse, masked_sum, running_mean_update
+from .generation import GenerationOutput, decode_rows, encode, eos_ids
+from .layers import residual, with_residual
+
+# importing steer registers fusion/layers by value with nnsight (they ship to NDIF)
+from .steer import MODES, _check_inputs, _generation_config
+
+__all__ = [
+    "API_KEY_ENV",
+    "HOST_ENV",
+    "RETRY_STATUS",
+    "Payload",
+    "RetryPolicy",
+    "api_key",
+    "call_remote",
+    "is_transient",
+    "ndif_config",
+    "ndif_host",
+    "payload_sizes",
+    "preflight",
+    "result_size",
+    "steer_in_session",
+]
+
+log = logging.getLogger("fsnn.remote")
+
+API_KEY_ENV = "NDIF_API_KEY"
+HOST_ENV = "NDIF_HOST"  # the variable nnsight itself reads for CONFIG.API.HOST
+RETRY_STATUS = frozenset({408, 425, 429, *range(500, 600)})
+_DEPLOYED_LEVELS = ("HOT", "WARM")  # what nnsight.ndif.status() counts as deployed
+_T = TypeVar("_T")
+
+
+# --------------------------------------------------------------------------- config
+
+
+def api_key() -> str | None:
+    """The NDIF API key from ``$NDIF_API_KEY``, or None when unset or empty.
+
+    Read at call time, returned to the caller only; fsnn never stores, logs or prints it.
+    """
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    return key or None
+
+
+def ndif_host(host: str | None = None) -> str:
+    """The NDIF base URL: ``host``, else ``$NDIF_HOST``, else nnsight's ``CONFIG.API.HOST``.
+
+    Raises:
+        FsnnError: a host that is not an ``http://`` or ``https://`` URL.
+    """
+    from nnsight.schema.config import CONFIG
+
+    url = (host or os.environ.get(HOST_ENV) or CONFIG.API.HOST or "").strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise FsnnError(f"NDIF host must be an http:// or https:// URL, got {url!r}")
+    return url
+
+
+@contextmanager
+def ndif_config(host: str | None = None) -> Iterator[str]:
+    """Point nnsight's in-memory ``CONFIG.API`` at ``host`` and the env key, then restore.
+
+    nnsight reads ``CONFIG.API.HOST`` / ``CONFIG.API.APIKEY`` when it builds a remote
+    backend, so everything run inside the block talks to this host with this key.
+    Nothing is written to nnsight's config file (``CONFIG.save`` is never called). The
+    config is process-global: do not run two blocks for different hosts concurrently.
+
+    Yields:
+        The resolved host URL.
+    """
+    from nnsight.schema.config import CONFIG
+
+    url = ndif_host(host)
+    saved = (CONFIG.API.HOST, CONFIG.API.APIKEY)
+    key = api_key()
+    CONFIG.API.HOST = url
+    if key is not None:
+        CONFIG.API.APIKEY = key
+    try:
+        yield url
+    finally:
+        CONFIG.API.HOST, CONFIG.API.APIKEY = saved
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How :func:`call_remote` and :func:`preflight` retry transient failures.
+
+    Attributes:
+        attempts: tries in all (1 = no retry).
+        backoff_base: seconds before the first retry; doubles each time, times a
+            jitter factor in [0.5, 1].
+        backoff_max: cap of one wait, seconds.
+    """
+
+    attempts: int = 3
+    backoff_base: float = 2.0
+    backoff_max: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise FsnnError(f"RetryPolicy.attempts must be >= 1, got {self.attempts}")
+        if self.backoff_base < 0 or self.backoff_max < 0:
+            raise FsnnError("RetryPolicy backoff times must be >= 0")
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (0-based)."""
+        return min(self.backoff_max, self.backoff_base * 2**retry) * random.uniform(0.5, 1.0)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and its causes/contexts, each once."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen or len(seen) > 16:
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend([e.__cause__, e.__context__])
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status behind ``exc`` (httpx response or websocket handshake), if any."""
+    import httpx
+
+    for e in _chain(exc):
+        if isinstance(e, httpx.HTTPStatusError):
+            return e.response.status_code
+        status = getattr(e, "status_code", None)  # websocket.WebSocketBadStatusException
+        if isinstance(status, int):
+            return status
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed remote call is worth retrying unchanged.
+
+    Transient: HTTP 408/425/429/5xx (from the request POST, the status GET or the
+    websocket handshake), connection errors and timeouts (httpx, websocket, OS). Not
+    transient: any other HTTP status (401 bad key, 404, 422...), and a job the server
+    ran and reported as ERROR (an exception in the trace, out of memory...).
+    """
+    import httpx
+    import websocket
+
+    status = _http_status(exc)
+    if status is not None:
+        return status in RETRY_STATUS
+    for e in _chain(exc):
+        if isinstance(e, httpx.TransportError):  # connect/read errors and timeouts
+            return True
+        if isinstance(
+            e,
+            websocket.WebSocketConnectionClosedException
+            | websocket.WebSocketTimeoutException
+            | websocket.WebSocketAddressException,
+        ):
+            return True
+        if isinstance(e, ConnectionError | TimeoutError):
+            return True
+    return False
+
+
+def _scrub(text: str) -> str:
+    key = api_key()
+    if key:
+        text = text.replace(key, "***")
+    return text
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, key scrubbed, at most 300 characters."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if lines and lines[0].startswith("Traceback (most recent call last)"):
+        lines = lines[-1:]  # a server-side traceback: its last line names the error
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    text = _scrub(text)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+_tracking = threading.local()  # this thread's list of response ids, while tracked
+_patch_lock = threading.Lock()
+_patch_users = 0
+
+
+def _tracked_note(self: Any, response: Any) -> bool:
+    ids = getattr(_tracking, "ids", None)
+    if ids is not None:
+        ids.append(str(response.id))
+    return _tracked_note.original(self, response)
+
+
+@contextmanager
+def _track_request_ids() -> Iterator[list[str]]:
+    """Record the id of every NDIF status response this thread sees inside the block.
+
+    nnsight's blocking backend raises ``RemoteError(description)`` without the request
+    id; the id is on each status response, which passes through
+    ``RemoteBackend.note``. That method is wrapped while at least one block is open
+    (in any thread) and restored after. The model object is not touched: its
+    attributes travel inside every request.
+    """
+    global _patch_users
+    from nnsight.intervention.backends.remote import RemoteBackend
+
+    with _patch_lock:
+        if _patch_users == 0:
+            _tracked_note.original = RemoteBackend.note
+            RemoteBackend.note = _tracked_note
+        _patch_users += 1
+    outer = getattr(_tracking, "ids", None)
+    ids: list[str] = []
+    _tracking.ids = ids
+    try:
+        yield ids
+    finally:
+        _tracking.ids = outer
+        with _patch_lock:
+            _patch_users -= 1
+            if _patch_users == 0:
+                RemoteBackend.note = _tracked_note.original
+
+
+def _failure(what: str, url: str, exc: BaseException, attempts: int, request_id: str | None) -> str:
+    rid = f" (request {request_id})" if request_id else ""
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    hint = ""
+    status = _http_status(exc)
+    if status in (401, 403):
+        hint = f"; check {API_KEY_ENV}"
+    elif status == 404:
+        hint = f"; is {url} an NDIF API host?"
+    return f"{what} failed at {url}{rid}{tries}: {_one_line(exc)}{hint}"
+
+
+def call_remote(
+    fn: Callable[[], _T],
+    *,
+    host: str | None = None,
+    policy: RetryPolicy | None = None,
+    what: str = "NDIF request",
+    sleep: Callable[[float], None] = time.sleep,
+) -> _T:
+    """Run ``fn()`` (which makes remote traces) with NDIF config, retries and clear errors.
+
+    Args:
+        fn: a call such as ``lambda: steered_generate(m, ..., remote=True)``.
+        host: NDIF URL override (see :func:`ndif_host`).
+        policy: retry policy (default :class:`RetryPolicy`).
+        what: how the message names the call (e.g. ``"steering batch 3"``).
+        sleep: the wait function (tests pass a no-op).
+
+    Returns:
+        What ``fn`` returns.
+
+    Raises:
+        FsnnError: one line ``<what> failed at <host> (request <id>) after N attempts:
+            <Type>: <message>``; the key never appears in it. An FsnnError raised by
+            ``fn`` itself (bad input) passes through untouched and is not retried.
+    """
+    policy = policy or RetryPolicy()
+    with ndif_config(host) as url, _track_request_ids() as ids:
+        for attempt in range(policy.attempts):
+            try:
+                return fn()
+            except FsnnError:
+                raise
+            except Exception as exc:  # every failure becomes one FsnnError line
+                transient = is_transient(exc)
+                log.debug("%s attempt %d failed: %s", what, attempt + 1, _one_line(exc))
+                if transient and attempt + 1 < policy.attempts:
+                    wait = policy.delay(attempt)
+                    log.warning(
+                        "%s failed (%s); retry %d of %d in %.1f s",
+                        what,
+                        _one_line(exc),
+                        attempt + 1,
+                        policy.attempts - 1,
+                        wait,
+                    )
+                    sleep(wait)
+                    continue
+                raise FsnnError(
+                    _failure(what, url, exc, attempt + 1, ids[-1] if ids else None)
+                ) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+def _status_json() -> dict:
+    """``GET {CONFIG.API.HOST}/status`` through nnsight's own status client."""
+    from nnsight import ndif
+
+    get = getattr(ndif, "_get", None)
+    if get is None:  # pragma: no cover - a future nnsight; status() swallows errors
+        return ndif.status(raw=True) or {}
+    return get("/status")
+
+
+def preflight(
+    model_id: str,
+    *,
+    host: str | None = None,
+    revision: str = "main",
+    task: str = "text-generation",
+    policy: RetryPolicy | None = None,
+) -> dict[str, Any]:
+    """Check before a run that NDIF serves ``model_id``; fail early with the alternatives.
+
+    Reads NDIF's ``/status`` (what ``nnsight.ndif.status()`` prints) and looks for a
+    deployment of ``model_id`` at ``revision`` (and ``task`` when the deployment states
+    one) that is HOT or WARM and RUNNING. Repo ids are compared case-insensitively; the
+    Hub is not asked to canonicalise them (``nnsight.is_model_running`` does that, and
+    needs the Hub).
+
+    Returns:
+        The deployment entry (``repo_id``, ``revision``, ``task``, ``level``, ``state``).
+
+    Raises:
+        FsnnError: NDIF unreachable (after retries), or the model not running — the
+            message lists the models that are.
+    """
+    policy = policy or RetryPolicy()
+    raw = call_remote(_status_json, host=host, policy=policy, what="NDIF status check")
+    url = ndif_host(host)
+    entries = []
+    for name, value in (raw.get("deployments") or {}).items() if isinstance(raw, dict) else []:
+        if not isinstance(value, dict):
+            continue
+        entries.append(
+            {
+                "repo_id": str(value.get("repo_id") or name),
+                "revision": value.get("revision") or "main",
+                "task": value.get("task"),
+                "level": value.get("deployment_level"),
+                "state": value.get("application_state", "UNHEALTHY"),
+            }
+        )
+    running = [e for e in entries if e["level"] in _DEPLOYED_LEVELS and e["state"] == "RUNNING"]
+    mine = [
+        e
+        for e in entries
+        if e["repo_id"].lower() == model_id.lower()
+        and e["revision"] == revision
+        and e["task"] in (None, task)
+    ]
+    for entry in mine:
+        if entry in running:
+            return entry
+    if mine:
+        states = ", ".join(sorted({f"{e['level']}/{e['state']}" for e in mine}))
+        raise FsnnError(
+            f"model {model_id} is on NDIF at {url} but not running ({states}); retry later"
+        )
+    names = sorted(
+        {
+            e["repo_id"] if e["revision"] == "main" else f"{e['repo_id']}@{e['revision']}"
+            for e in running
+        }
+    )
+    listed = ", ".join(names[:30]) + (f" (+{len(names) - 30} more)" if len(names) > 30 else "")
+    rev = "" if revision == "main" else f"@{revision}"
+    raise FsnnError(
+        f"model {model_id}{rev} is not running on NDIF at {url}; "
+        + (f"running models: {listed}" if names else "NDIF lists no running model")
+    )
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+@torch.no_grad()
+def steer_in_session(
+    model: Any,
+    prompts: Sequence[str],
+    h: torch.Tensor,
+    alpha: torch.Tensor,
+    gamma: torch.Tensor,
+    *,
+    mode: str = "faithful",
+    max_new_tokens: int = 100,
+    batch_size: int | None = None,
+    remote: bool | str = True,
+    stop_at_eos: bool = True,
+) -> list[GenerationOutput]:
+    """:func:`fsnn.steer.steered_generate`, every chunk a trace of ONE nnsight session.
+
+    With ``batch_size`` smaller than the number of rows, ``steered_generate`` makes one
+    remote request per chunk; here all chunks go in one request (one upload, one queue
+    wait, one download) and run one after the other on the server. Same arguments,
+    same outputs (tested equal). The trace body is the one of
+    :func:`fsnn.steer.steer_rows`, written out inline: nnsight ships a session as the
+    source of its ``with`` block, so the traces must be in that block, not in a
+    function it calls.
+
+    Args:
+        model, prompts, h (B, layer, hidden), alpha (B, layer), gamma (B, layer), mode,
+        max_new_tokens, batch_size, stop_at_eos: as :func:`fsnn.steer.steered_generate`.
+        remote: ``True`` (NDIF), ``"local"`` (serialised, run here), a host URL, or
+            ``False`` (a plain local session).
+
+    Returns:
+        One :class:`~fsnn.generation.GenerationOutput` per row, in order.
+    """
+    if mode not in MODES:
+        raise FsnnError(f"unknown steering mode {mode!r}; choose one of {MODES}")
+    if max_new_tokens < 1:
+        raise FsnnError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    n = len(prompts)
+    h = torch.as_tensor(h, dtype=torch.float32)
+    alpha = torch.as_tensor(alpha, dtype=torch.float32)
+    gamma = torch.as_tensor(gamma, dtype=torch.float32)
+    _check_inputs(model, n, h, alpha, gamma)
+    eos = eos_ids(model) if stop_at_eos else set()
+    device = model.device
+    faithful = mode == "faithful"
+    step_rows = batch_size or n
+    encs, configs, plans, chunk_prompts = [], [], [], []
+    for start in range(0, n, step_rows):
+        sl = slice(start, start + step_rows)
+        rows = list(prompts[sl])
+        enc = encode(model, rows, max_new_tokens)
+        active = [
+            i for i in range(model.n_layers) if bool((alpha[sl, i] * gamma[sl, i] != 0).any())
+        ]
+        full_mask = torch.cat(
+            [
+                enc.attention_mask,
+                torch.ones(len(rows), max_new_tokens, dtype=enc.attention_mask.dtype),
+            ],
+            dim=1,
+        ).to(device)
+        plans.append(
+            (
+                [model.layer(i) for i in active],
+                # clone: a view would carry the storage of all rows and layers
+                [h[sl, i].clone().to(device) for i in active],
+                [alpha[sl, i].clone().to(device) for i in active],
+                [gamma[sl, i].clone().to(device) for i in active],
+                full_mask,
+            )
+        )
+        encs.append(enc)
+        configs.append(_generation_config(model, max_new_tokens, use_cache=not faithful, eos=eos))
+        chunk_prompts.append(rows)
+    lm = model.lm
+    lm_head = lm.lm_head
+    with lm.session(remote=remote):
+        results = nnsight.save([])
+        for k in range(len(encs)):
+            picked = []  # filled in place, so an early EOS stop keeps the steps it ran
+            results.append(picked)
+            envoys, h_act, a_act, g_act, full_mask = plans[k]
+            with lm.generate(encs[k], generation_config=configs[k]) as tracer:
+                sums = {}
+                for step in tracer.iter[0:max_new_tokens]:
+                    for i in range(len(envoys)):
+                        out = envoys[i].output
+                        a = residual(out)
+                        if faithful or step == 0:
+                            total, count = masked_sum(a, full_mask[:, : a.shape[1]])
+                            mu = total / count
+                        else:
+                            mu, total, count = running_mean_update(sums[i][0], sums[i][1], a)
+                        sums[i] = (total, count)
+                        envoys[i].output = with_residual(
+                            out, fuse(a, h_act[i], mu, a_act[i], g_act[i])
+                        )
+                    picked.append(lm_head.output[:, -1].argmax(dim=-1).cpu())
+    outputs: list[GenerationOutput] = []
+    for k, rows in enumerate(chunk_prompts):
+        picked = list(results[k])
+        new = torch.stack(picked, dim=1) if picked else torch.empty(len(rows), 0, dtype=torch.long)
+        sequences = torch.cat([encs[k].input_ids, new], dim=1)
+        outputs.extend(decode_rows(model, rows, encs[k], sequences, eos))
+    return outputs
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Payload:
+    """Bytes of one serialised request or result.
+
+    Attributes:
+        raw: uncompressed bytes.
+        compressed: zstd bytes (level 6, what nnsight sends with ``COMPRESS: true``).
+    """
+
+    raw: int
+    compressed: int
+
+
+def _zstd_sizes(blob: bytes, compressed: bool) -> Payload:
+    import zstandard as zstd
+
+    if compressed:
+        return Payload(raw=len(zstd.ZstdDecompressor().decompress(blob)), compressed=len(blob))
+    return Payload(raw=len(blob), compressed=len(zstd.ZstdCompressor(level=6).compress(blob)))
+
+
+@contextmanager
+def payload_sizes() -> Iterator[list[Payload]]:
+    """Record the size of every request nnsight serialises inside the block.
+
+    Works for ``remote=True`` and ``remote="local"`` alike (both serialise through
+    ``nnsight.schema.request.RequestModel.serialize``, which is wrapped for the block).
+
+    Yields:
+        A list that receives one :class:`Payload` per serialised request.
+    """
+    from nnsight.schema.request import RequestModel
+
+    original = RequestModel.__dict__["serialize"]
+    sizes: list[Payload] = []
+
+    def serialize(cls: Any, tracer: Any, compress: bool = False) -> bytes:
+        blob = original.__func__(cls, tracer, compress)
+        sizes.append(_zstd_sizes(blob, compress))
+        return blob
+
+    RequestModel.serialize = classmethod(serialize)
+    try:
+        yield sizes
+    finally:
+        RequestModel.serialize = original
+
+
+def result_size(saved: dict[str, Any]) -> Payload:
+    """Bytes of a result holding ``saved`` values, as NDIF returns it (``torch.save``).
+
+    Args:
+        saved: name -> saved value (tensors, lists of tensors).
+    """
+    buffer = io.BytesIO()
+    torch.save(saved, buffer, pickle_protocol=4)
+    return _zstd_sizes(buffer.getvalue(), compressed=False)
