@@ -18,6 +18,9 @@ from .errors import FsnnError
 # Modules that define add_commands(subparsers); one line each, in help order.
 _MODULES = (
     "fsnn.commands",
+    "fsnn.judges.agreement",
+    "fsnn.release",
+    "fsnn.figures",
 )
 
 

@@ -1,0 +1,74 @@
+"""LLM judges and the paper's evaluation scores (METHOD.md §3, §5, §7).
+
+- :mod:`~fsnn.judges.prompts`: the SimpleQA rubric (A/B/C) and the 1-5 quality grade,
+  in this project's words (the official simple-evals template loads when installed);
+- :mod:`~fsnn.judges.parse`: grades read from answer text by regex;
+- backends: :class:`HttpJudge` (OpenAI-compatible chat completions: Mistral, OpenAI,
+  vLLM, Ollama, llama.cpp) and :class:`LocalJudge` (a transformers model, graded from
+  constrained next-token scores), both behind :func:`make_judge`;
+- :class:`JudgeCache`: answers on disk keyed by (judge id, prompt sha256);
+- :mod:`~fsnn.judges.scores`: composite S_eval and SimpleQA metrics;
+- :mod:`~fsnn.judges.agreement`: ``fsnn judge-agreement`` against the released grades.
+
+Example:
+    >>> from fsnn.judges import make_judge
+    >>> judge = make_judge("local:smollm2-135m")                      # doctest: +SKIP
+    >>> judge.grade_quality([("Capital of France?", "Paris", "Paris.")])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .base import MISTRAL, Grade, Item, Judge, JudgeConfig, make_judge
+from .cache import JudgeCache, prompt_sha256
+from .parse import parse_quality, parse_simpleqa
+from .prompts import render_quality, render_simpleqa
+from .scores import (
+    SimpleQAMetrics,
+    accurate,
+    composite,
+    composite_accuracy,
+    scored_texts,
+    simpleqa_metrics,
+)
+
+if TYPE_CHECKING:
+    from .http import HttpJudge
+    from .local import LocalJudge
+
+__all__ = [
+    "MISTRAL",
+    "Grade",
+    "HttpJudge",
+    "Item",
+    "Judge",
+    "JudgeCache",
+    "JudgeConfig",
+    "LocalJudge",
+    "SimpleQAMetrics",
+    "accurate",
+    "composite",
+    "composite_accuracy",
+    "make_judge",
+    "parse_quality",
+    "parse_simpleqa",
+    "prompt_sha256",
+    "render_quality",
+    "render_simpleqa",
+    "scored_texts",
+    "simpleqa_metrics",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The backends import httpx / torch; load them only when asked for.
+    if name == "HttpJudge":
+        from .http import HttpJudge
+
+        return HttpJudge
+    if name == "LocalJudge":
+        from .local import LocalJudge
+
+        return LocalJudge
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,192 @@
+"""OpenAI-compatible chat-completions judge (Mistral, OpenAI, vLLM, Ollama, llama.cpp).
+
+``POST {base_url}/chat/completions`` with one user message, ``temperature`` and
+``max_tokens``; the answer is ``choices[0].message.content``. Requests run on a bounded
+thread pool (``concurrency``). A request is retried at most ``max_retries`` times after
+timeouts, connection errors, HTTP 408/409/425/429/5xx and malformed replies, waiting
+``backoff_base * 2**attempt`` seconds times a jitter factor in [0.5, 1] (capped at
+``backoff_max``), or exactly what a ``Retry-After`` header asks. Other HTTP errors
+(400, 401, 404...) are not retried. Whatever happens, the item's grade is missing with
+the reason and the other items go on.
+
+The API key is read from the environment variable named in the config at request time.
+It goes into the ``Authorization`` header and nowhere else: error texts are scrubbed
+of it, and it is never logged, cached or stored.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import email.utils
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
+
+import httpx
+
+from ..errors import FsnnError
+from .base import Answer, Judge, JudgeConfig, Prompt, log
+from .cache import JudgeCache
+
+__all__ = ["RETRY_STATUS", "HttpJudge"]
+
+RETRY_STATUS = frozenset({408, 409, 425, 429, *range(500, 600)})
+_MAX_RETRY_AFTER = 600.0
+
+
+class HttpJudge(Judge):
+    """A judge behind an OpenAI-compatible chat-completions endpoint.
+
+    Args:
+        config: ``backend="http"`` settings.
+        cache: the answer cache, or None.
+        transport: an ``httpx`` transport (tests may mock one); default real network.
+    """
+
+    def __init__(
+        self,
+        config: JudgeConfig,
+        *,
+        cache: JudgeCache | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if config.backend != "http":
+            raise FsnnError(f"HttpJudge needs backend='http', got {config.backend!r}")
+        super().__init__(config, cache=cache)
+        self._transport = transport
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+        self.requests = 0  # HTTP attempts made (every retry counts)
+
+    @property
+    def url(self) -> str:
+        return f"{self.config.base_url.rstrip('/')}/chat/completions"  # type: ignore[union-attr]
+
+    def _api_key(self) -> str | None:
+        name = self.config.api_key_env
+        if name is None:
+            return None
+        key = os.environ.get(name)
+        if not key:
+            raise FsnnError(f"judge {self.id}: environment variable {name} is not set")
+        return key
+
+    def _answer(self, prompts: Sequence[Prompt]) -> Iterator[tuple[int, Answer]]:
+        key = self._api_key()
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        timeout = httpx.Timeout(self.config.timeout)
+        with httpx.Client(timeout=timeout, headers=headers, transport=self._transport) as client:
+            workers = min(self.config.concurrency, len(prompts))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fsnn-judge") as pool:
+                futures = {
+                    pool.submit(self._safe_request, client, p, key): i
+                    for i, p in enumerate(prompts)
+                }
+                try:
+                    for future in as_completed(futures):
+                        yield futures[future], future.result()
+                finally:
+                    for future in futures:
+                        future.cancel()
+
+    def _safe_request(self, client: httpx.Client, prompt: Prompt, key: str | None) -> Answer:
+        try:
+            return self._request(client, prompt)
+        except Exception as exc:  # a bug or an odd library error must not end the run
+            return Answer(error=_scrub(f"unexpected error: {type(exc).__name__}: {exc}", key))
+
+    def _request(self, client: httpx.Client, prompt: Prompt) -> Answer:
+        cfg = self.config
+        messages: list[dict[str, str]] = [{"role": "user", "content": prompt.user}]
+        if prompt.prefill:
+            messages.append({"role": "assistant", "content": prompt.prefill})
+        body = {
+            "model": cfg.model,
+            "messages": messages,
+            "temperature": cfg.temperature,
+            "max_tokens": cfg.max_tokens,
+        }
+        attempts = cfg.max_retries + 1
+        reason = ""
+        for attempt in range(attempts):
+            retry_after: float | None = None
+            with self._lock:
+                self.requests += 1
+            try:
+                resp = client.post(self.url, json=body)
+            except httpx.TimeoutException:
+                reason = f"timeout after {cfg.timeout:g} s"
+            except httpx.HTTPError as exc:
+                reason = f"connection error: {type(exc).__name__}"
+            else:
+                if resp.status_code == 200:
+                    try:
+                        raw, finish = _content(resp.json())
+                    except (ValueError, KeyError, IndexError, TypeError) as exc:
+                        reason = f"malformed response: {type(exc).__name__}"
+                    else:
+                        return Answer(raw=raw, meta={"finish_reason": finish})
+                elif resp.status_code in RETRY_STATUS:
+                    reason = f"HTTP {resp.status_code}"
+                    retry_after = _retry_after(resp.headers.get("retry-after"))
+                else:
+                    return Answer(error=f"HTTP {resp.status_code} (not retried)")
+            if attempt + 1 < attempts:
+                delay = self._delay(attempt, retry_after)
+                log.info(
+                    "judge %s: %s; retry %d/%d in %.2f s",
+                    self.id,
+                    reason,
+                    attempt + 1,
+                    cfg.max_retries,
+                    delay,
+                )
+                time.sleep(delay)
+        return Answer(error=f"{reason} (gave up after {attempts} attempts)")
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, _MAX_RETRY_AFTER)
+        with self._lock:
+            jitter = 0.5 + 0.5 * self._rng.random()
+        return min(self.config.backoff_max, self.config.backoff_base * 2**attempt) * jitter
+
+
+def _content(payload: Any) -> tuple[str, str]:
+    """(text, finish_reason) of a chat-completions reply; raises on a bad shape."""
+    choice = payload["choices"][0]
+    content = choice["message"]["content"]
+    if content is None:
+        content = ""
+    elif isinstance(content, list):  # some servers return content chunks
+        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    elif not isinstance(content, str):
+        raise TypeError("message content is not text")
+    return content, str(choice.get("finish_reason") or "")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.UTC)
+    return max(0.0, (when - _dt.datetime.now(_dt.UTC)).total_seconds())
+
+
+def _scrub(text: str, key: str | None) -> str:
+    return text.replace(key, "***") if key else text
