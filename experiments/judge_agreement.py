@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from fsnn.errors import FsnnError
-from fsnn.judges.agreement import _slug, agreement_main, format_report, summary_table
+from fsnn.judges.agreement import agreement_main, format_report, judge_slug, summary_table
 from fsnn.judges.base import JudgeConfig
 
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                 release_dir=args.release_dir,
                 limit=args.limit,
                 seed=args.seed,
-                out=out_dir / _slug(config.judge_id),
+                out=out_dir / judge_slug(config.judge_id),
                 cache=out_dir / "answers.sqlite",
             )
             print(format_report(report), flush=True)
