@@ -529,20 +529,25 @@ def test_session_groups_chunks_in_one_request(tiny: Any, mode: str) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:.*was never reached")
-def test_session_keeps_steps_of_an_early_eos_stop(
-    tiny: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_session_keeps_steps_of_an_early_eos_stop(tiny: Any) -> None:
     h = _refs(tiny, 1).repeat(2, 1, 1)
     alpha, gamma = torch.full((2, tiny.n_layers), 0.5), torch.full((2, tiny.n_layers), 0.5)
     prompts = [PROMPTS[0]] * 2  # identical rows: both hit the EOS at the same step
     free = steered_generate(tiny, prompts, h, alpha, gamma, max_new_tokens=6, stop_at_eos=False)
     stop = next(j for j in range(1, 6) if free[0].ids[j] not in free[0].ids[:j])
-    monkeypatch.setattr(tiny.tokenizer, "eos_token_id", free[0].ids[stop])
-    expected = steered_generate(tiny, prompts, h, alpha, gamma, max_new_tokens=6)
-    assert all(o.stopped and len(o.ids) == stop for o in expected)
-    grouped = steer_in_session(
-        tiny, prompts, h, alpha, gamma, max_new_tokens=6, batch_size=1, remote="local"
-    )
+    # set and restored by hand: pytest's monkeypatch cannot undo a tokenizer's
+    # computed special-token attribute on every pytest version
+    original = tiny.tokenizer.eos_token_id
+    tiny.tokenizer.eos_token_id = free[0].ids[stop]
+    try:
+        expected = steered_generate(tiny, prompts, h, alpha, gamma, max_new_tokens=6)
+        assert all(o.stopped and len(o.ids) == stop for o in expected)
+        grouped = steer_in_session(
+            tiny, prompts, h, alpha, gamma, max_new_tokens=6, batch_size=1, remote="local"
+        )
+    finally:
+        tiny.tokenizer.eos_token_id = original
+    assert tiny.tokenizer.eos_token_id == original
     assert _ids(grouped) == _ids(expected)
 
 
