@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["fuse", "masked_mean", "masked_sum", "running_mean_update"]
+__all__ = ["fuse", "fuse_decode_step", "masked_mean", "masked_sum", "running_mean_update"]
 
 
 def masked_sum(a: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,3 +94,36 @@ def fuse(
     delta = gamma.unsqueeze(-1) * (h - mu)  # (3)  (B, H)
     shift = alpha.unsqueeze(-1) * delta  # (4)+(5): a'' - a = alpha * D
     return (a.float() + shift.unsqueeze(1)).to(a.dtype)
+
+
+def fuse_decode_step(
+    a: torch.Tensor,
+    h: torch.Tensor,
+    total: torch.Tensor,
+    count: torch.Tensor,
+    alpha: torch.Tensor,
+    gamma: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`running_mean_update` then :func:`fuse`, for cached mode's decode steps.
+
+    The same float32 operations in the same order, so the result is bit-identical;
+    it only saves the per-call reshapes and casts (this runs at every layer of every
+    generated token), so every operand comes shaped for the (B, T, H) activations.
+
+    Args:
+        a: block output, (B, T, H) (T = 1 in a decode step); the last position joins
+            the running sum.
+        h: reference vector, (B, 1, H) float32.
+        total: (B, 1, H) float32 sum of all positions so far.
+        count: (B, 1, 1) float32 number of positions so far.
+        alpha, gamma: (B, 1, 1) float32.
+
+    Returns:
+        (a'' with the dtype and shape of ``a``, new total, new count).
+    """
+    total = total + a[:, -1:].float()
+    count = count + 1.0
+    mu = total / count
+    delta = gamma * (h - mu)  # (3)
+    shift = alpha * delta  # (4)+(5)
+    return (a.float() + shift).to(a.dtype), total, count

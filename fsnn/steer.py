@@ -33,9 +33,9 @@ import torch
 
 from . import fusion, layers
 from .errors import FsnnError
-from .fusion import fuse, masked_sum, running_mean_update
+from .fusion import fuse, fuse_decode_step, masked_sum
 from .generation import GenerationOutput, decode_rows, encode, eos_ids
-from .layers import residual, with_residual
+from .layers import residual
 
 __all__ = ["MODES", "Mode", "steered_generate", "steer_rows"]
 
@@ -119,6 +119,12 @@ def steered_generate(
     return outputs
 
 
+def _vocab_size(model: Any) -> int:
+    cfg = model.hf_model.config
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    return int(text_cfg.vocab_size)
+
+
 def _generation_config(model: Any, max_new_tokens: int, use_cache: bool, eos: set[int]) -> Any:
     """Plain greedy: no processors from the checkpoint's config, so the token chosen is
     exactly the argmax of the last position's logits (which the trace records)."""
@@ -129,7 +135,9 @@ def _generation_config(model: Any, max_new_tokens: int, use_cache: bool, eos: se
         do_sample=False,
         num_beams=1,
         use_cache=use_cache,
-        eos_token_id=sorted(eos) or None,
+        # no EOS: an id the model cannot emit, since None would let transformers fill
+        # in the checkpoint's EOS and stop the row anyway
+        eos_token_id=sorted(eos) or [_vocab_size(model)],
         pad_token_id=model.tokenizer.pad_token_id,
     )
 
@@ -155,14 +163,16 @@ def steer_rows(
     active = [l for l in range(model.n_layers) if bool((alpha[:, l] * gamma[:, l] != 0).any())]
     envoys = [model.layer(l) for l in active]
     # clone: a slice is a view, and a remote request would carry its whole storage
-    # (all L layers) once per layer
-    h_act = [h[:, l].clone().to(device) for l in active]
-    a_act = [alpha[:, l].clone().to(device) for l in active]
-    g_act = [gamma[:, l].clone().to(device) for l in active]
-    # Valid positions of every pass: the prompt's mask, then one real token per step.
+    # (all L layers) once per layer. Shaped once for a decode step's (B, 1, H)
+    # activations (fuse_decode_step); the prompt pass takes [:, 0] views for fuse.
+    h_act = [h[:, l, None].clone().to(device) for l in active]  # (B, 1, H)
+    a_act = [alpha[:, l, None, None].clone().to(device) for l in active]  # (B, 1, 1)
+    g_act = [gamma[:, l, None, None].clone().to(device) for l in active]
+    # Valid positions of every pass: the prompt's mask, then one real token per step
+    # (float32 already, as masked_sum uses it).
     full_mask = torch.cat(
         [enc.attention_mask, torch.ones(len(prompts), max_new_tokens, dtype=enc.attention_mask.dtype)], dim=1
-    ).to(device)
+    ).to(device=device, dtype=torch.float32)
     faithful = mode == "faithful"
     config = _generation_config(model, max_new_tokens, use_cache=not faithful, eos=eos)
     lm_head = model.lm.lm_head
@@ -171,15 +181,16 @@ def steer_rows(
         sums = {}
         for step in tracer.iter[0:max_new_tokens]:
             for i in range(len(envoys)):
-                out = envoys[i].output
-                a = residual(out)
+                a = residual(envoys[i].output)
                 if faithful or step == 0:
                     total, count = masked_sum(a, full_mask[:, : a.shape[1]])
-                    mu = total / count
+                    steered = fuse(a, h_act[i][:, 0], total / count, a_act[i][:, 0, 0], g_act[i][:, 0, 0])
+                    sums[i] = (total[:, None], count[:, None])
                 else:
-                    mu, total, count = running_mean_update(sums[i][0], sums[i][1], a)
-                sums[i] = (total, count)
-                envoys[i].output = with_residual(out, fuse(a, h_act[i], mu, a_act[i], g_act[i]))
+                    steered, total, count = fuse_decode_step(a, h_act[i], sums[i][0], sums[i][1], a_act[i], g_act[i])
+                    sums[i] = (total, count)
+                # written in place: assigning .output would cost a second switch per layer
+                a.copy_(steered)
             picked.append(lm_head.output[:, -1].argmax(dim=-1).cpu())
     new = torch.stack(list(picked), dim=1) if len(picked) else torch.empty(len(prompts), 0, dtype=torch.long)
     sequences = torch.cat([enc.input_ids, new], dim=1)

@@ -60,3 +60,21 @@ def test_running_mean_equals_full_mean():
     for t in range(4, 9):
         mu, total, count = running_mean_update(total, count, a[:, t : t + 1])
         torch.testing.assert_close(mu, a[:, : t + 1].mean(1))
+
+
+def test_fuse_decode_step_equals_running_mean_then_fuse():
+    """The fused decode-step kernel is bit-identical to its two-step definition."""
+    from fsnn.fusion import fuse_decode_step
+
+    torch.manual_seed(3)
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(3, 1, 16).to(dtype)
+        h = torch.randn(3, 16)
+        total, count = torch.randn(3, 16), torch.full((3, 1), 5.0)
+        alpha, gamma = torch.rand(3), torch.rand(3)
+        mu, t2, c2 = running_mean_update(total, count, a)
+        expected = fuse(a, h, mu, alpha, gamma)
+        got, t3, c3 = fuse_decode_step(a, h[:, None], total[:, None], count[:, None], alpha[:, None, None],
+                                       gamma[:, None, None])
+        assert torch.equal(got, expected)
+        assert torch.equal(t3[:, 0], t2) and torch.equal(c3[:, 0], c2)

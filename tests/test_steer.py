@@ -229,3 +229,21 @@ def test_smollm2_faithful_matches_oracle_and_steering_changes_output(smollm2):
     plain = generate(model, PROMPTS[:1], max_new_tokens=12, stop_at_eos=False)[0]
     assert ours.ids != plain.ids[: len(ours.ids)] or len(ours.ids) != len(plain.ids)  # non-vacuity
     assert ours.text.startswith("Question:")
+
+
+def test_stop_at_eos_false_ignores_the_checkpoint_eos(tiny_factory):
+    """stop_at_eos=False generates max_new_tokens even when the checkpoint names an EOS."""
+    model = tiny_factory("llama")
+    h = _refs(model, 1)
+    a = torch.full((1, model.n_layers), 0.5)
+    free = steered_generate(model, PROMPTS[:1], h, a, a, mode="cached", max_new_tokens=6, stop_at_eos=False)[0]
+    cfg = model.hf_model.generation_config
+    original = cfg.eos_token_id
+    cfg.eos_token_id = free.ids[0]  # the first token the row emits
+    try:
+        for mode in ("cached", "faithful"):
+            again = steered_generate(model, PROMPTS[:1], h, a, a, mode=mode, max_new_tokens=6, stop_at_eos=False)[0]
+            assert len(again.ids) == 6
+        assert steered_generate(model, PROMPTS[:1], h, a, a, mode="cached", max_new_tokens=6)[0].ids == []
+    finally:
+        cfg.eos_token_id = original
