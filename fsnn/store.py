@@ -24,7 +24,13 @@ Files of a run folder (all netCDF4, written atomically: temp file + rename):
     ``simpleqa_grade`` (``CORRECT``/``INCORRECT``/``NOT_ATTEMPTED``, "" = not graded),
     ``composite`` (S_eval, NaN when no judge score), ``alpha``/``gamma`` (method, prompt,
     segment; NaN for baseline). Coords on ``prompt``: ``question``, ``answer``, ``topic``,
-    ``simpleqa_id``.
+    ``simpleqa_id``. Optional: ``baseline_grade`` (our runs: the grade that selected the
+    prompt); ``token_overlap_completion``, ``token_overlap_released``, ``judge_notes``,
+    ``explanation``, ``answer_simpleqa`` (the imported release, :mod:`fsnn.release`).
+
+``baseline.nc`` (our runs)
+    dim ``prompt`` over every question answered: ``completion``, ``text``, ``grade``,
+    ``grade_source`` (judge id or ``proxy:containment``), ``token_overlap``.
 
 Attributes on every file: ``fsnn_schema`` (file kind and version), ``config`` (the run
 config as JSON), ``model``, ``model_revision``, ``quantization``, ``mode``, package
