@@ -46,7 +46,7 @@ from .generation import GenerationOutput, decode_rows, encode, eos_ids
 from .layers import residual, with_residual
 
 # importing steer registers fusion/layers by value with nnsight (they ship to NDIF)
-from .steer import MODES, _check_inputs, _generation_config
+from .steer import _generation_config, validated_inputs
 
 __all__ = [
     "API_KEY_ENV",
@@ -453,15 +453,8 @@ def steer_in_session(
     Returns:
         One :class:`~fsnn.generation.GenerationOutput` per row, in order.
     """
-    if mode not in MODES:
-        raise FsnnError(f"unknown steering mode {mode!r}; choose one of {MODES}")
-    if max_new_tokens < 1:
-        raise FsnnError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     n = len(prompts)
-    h = torch.as_tensor(h, dtype=torch.float32)
-    alpha = torch.as_tensor(alpha, dtype=torch.float32)
-    gamma = torch.as_tensor(gamma, dtype=torch.float32)
-    _check_inputs(model, n, h, alpha, gamma)
+    h, alpha, gamma = validated_inputs(model, n, h, alpha, gamma, mode=mode, max_new_tokens=max_new_tokens)
     eos = eos_ids(model) if stop_at_eos else set()
     device = model.device
     faithful = mode == "faithful"

@@ -64,6 +64,24 @@ def _check_inputs(model: Any, n_rows: int, h: torch.Tensor, alpha: torch.Tensor,
         raise FsnnError("reference vectors hold NaN or inf")
 
 
+def validated_inputs(
+    model: Any, n_rows: int, h: Any, alpha: Any, gamma: Any, *, mode: str, max_new_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check a steering request and return (h, alpha, gamma) as float32 tensors.
+
+    Shared by every entry point (local, remote session) so they refuse the same input.
+    """
+    if mode not in MODES:
+        raise FsnnError(f"unknown steering mode {mode!r}; choose one of {MODES}")
+    if max_new_tokens < 1:
+        raise FsnnError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    h = torch.as_tensor(h, dtype=torch.float32)
+    alpha = torch.as_tensor(alpha, dtype=torch.float32)
+    gamma = torch.as_tensor(gamma, dtype=torch.float32)
+    _check_inputs(model, n_rows, h, alpha, gamma)
+    return h, alpha, gamma
+
+
 def steered_generate(
     model: Any,
     prompts: Sequence[str],
@@ -99,15 +117,8 @@ def steered_generate(
         FsnnError: shapes that do not match the model, NaN/inf coefficients, an unknown
             mode, a prompt too long for the context.
     """
-    if mode not in MODES:
-        raise FsnnError(f"unknown steering mode {mode!r}; choose one of {MODES}")
-    if max_new_tokens < 1:
-        raise FsnnError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     n = len(prompts)
-    h = torch.as_tensor(h, dtype=torch.float32)
-    alpha = torch.as_tensor(alpha, dtype=torch.float32)
-    gamma = torch.as_tensor(gamma, dtype=torch.float32)
-    _check_inputs(model, n, h, alpha, gamma)
+    h, alpha, gamma = validated_inputs(model, n, h, alpha, gamma, mode=mode, max_new_tokens=max_new_tokens)
     step = batch_size or n
     outputs: list[GenerationOutput] = []
     for start in range(0, n, step):
