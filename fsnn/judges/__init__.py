@@ -7,7 +7,7 @@
   vLLM, Ollama, llama.cpp) and :class:`LocalJudge` (a transformers model, graded from
   constrained next-token scores), both behind :func:`make_judge`;
 - :class:`JudgeCache`: answers on disk keyed by (judge id, prompt sha256);
-- :mod:`~fsnn.judges.scores`: composite S_eval and SimpleQA metrics;
+- :mod:`fsnn.scoring` (re-exported here): composite S_eval and SimpleQA metrics;
 - :mod:`~fsnn.judges.agreement`: ``fsnn judge-agreement`` against the released grades.
 
 Example:
@@ -24,7 +24,7 @@ from .base import MISTRAL, Grade, Item, Judge, JudgeConfig, make_judge
 from .cache import JudgeCache, prompt_sha256
 from .parse import parse_quality, parse_simpleqa
 from .prompts import render_quality, render_simpleqa
-from .scores import (
+from ..scoring import (
     SimpleQAMetrics,
     accurate,
     composite,

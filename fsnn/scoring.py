@@ -1,4 +1,7 @@
-"""Evaluation scores: the composite S_eval (eq. 7) and the SimpleQA rates.
+"""Scoring rules in one place: thresholds, the composite S_eval (eq. 7), the scored text, SimpleQA rates.
+
+Every threshold a summary, figure or judge uses is defined here and nowhere else:
+``COMPOSITE_THRESHOLD`` (0.6), ``TOKEN_OVERLAP_THRESHOLD`` (0.5), ``JUDGE_THRESHOLD`` (4).
 
 Pure functions on numpy arrays; a missing judge score is NaN, a missing SimpleQA grade
 is ``""`` or None.
@@ -26,6 +29,9 @@ from typing import Literal
 import numpy as np
 
 __all__ = [
+    "COMPOSITE_THRESHOLD",
+    "JUDGE_THRESHOLD",
+    "TOKEN_OVERLAP_THRESHOLD",
     "SIMPLEQA_GRADES",
     "MissingJudge",
     "SimpleQAMetrics",
@@ -40,6 +46,10 @@ __all__ = [
 MissingJudge = Literal["zero", "exclude"]
 TextMode = Literal["full", "completion"]
 SIMPLEQA_GRADES = ("CORRECT", "INCORRECT", "NOT_ATTEMPTED")
+
+COMPOSITE_THRESHOLD = 0.6  # S_eval >= this counts as accurate (paper)
+TOKEN_OVERLAP_THRESHOLD = 0.5  # TO >= this counts as reaching the answer
+JUDGE_THRESHOLD = 4  # 1-5 grade >= this counts as a good answer
 
 
 def composite(
@@ -76,7 +86,7 @@ def composite(
     return w_to * to_arr + w_judge * j / judge_max
 
 
-def accurate(scores: np.ndarray | Sequence[float], threshold: float = 0.6) -> np.ndarray:
+def accurate(scores: np.ndarray | Sequence[float], threshold: float = COMPOSITE_THRESHOLD) -> np.ndarray:
     """Boolean mask S_eval >= threshold (paper 0.6); NaN is not accurate."""
     s = np.asarray(scores, dtype=float)
     with np.errstate(invalid="ignore"):
@@ -87,7 +97,7 @@ def composite_accuracy(
     to: np.ndarray | Sequence[float],
     judge: np.ndarray | Sequence[float | None],
     *,
-    threshold: float = 0.6,
+    threshold: float = COMPOSITE_THRESHOLD,
     w_to: float = 0.5,
     w_judge: float = 0.5,
     judge_max: float = 5.0,
