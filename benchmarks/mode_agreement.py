@@ -26,7 +26,7 @@ import torch
 from fsnn.metrics import token_overlap
 from fsnn.models import load_model
 from fsnn.prompts import PAPER_TEMPLATES
-from fsnn.spec import SegmentLayout
+from fsnn.layout import SegmentLayout
 from fsnn.steer import steered_generate
 from fsnn.store import read_dataset
 

@@ -15,7 +15,7 @@ from typing import Any
 import nnsight
 import torch
 
-from fsnn.generation import encode
+from fsnn.decode import encode
 from fsnn.steer import _generation_config
 
 __all__ = ["nnsight_probe"]

@@ -20,7 +20,6 @@ figure instead of drawing a misleading zero).
 
 from __future__ import annotations
 
-import argparse
 import json
 import textwrap
 from collections.abc import Sequence
@@ -45,7 +44,6 @@ __all__ = [
     "FIGURES",
     "METHOD_COLORS",
     "METHOD_LABELS",
-    "add_commands",
     "fig1_topics",
     "fig2_accuracy",
     "fig3_scores",
@@ -662,24 +660,3 @@ def render_all(
     for stem, fig in figures:
         paths += save_figure(fig, out / stem, formats)
     return paths
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("figures", help="draw the paper's figures from a run folder's datasets")
-    p.add_argument(
-        "run", metavar="RUN", help="run folder holding results.nc (+ subsets.nc, trials.nc)"
-    )
-    p.add_argument("--out", metavar="DIR", default=None, help="output folder (default RUN/figures)")
-    p.add_argument("--format", default="png,pdf", help="comma-separated formats (default png,pdf)")
-    p.add_argument(
-        "--best-of-k", action="store_true",
-        help="also draw fig. 2 with the release's best-of-k grade histogram (needs trial_grades.nc)",
-    )  # fmt: skip
-    p.set_defaults(func=_figures_command)
-
-
-def _figures_command(args: argparse.Namespace) -> int:
-    formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
-    for path in render_all(args.run, args.out, formats, best_of_k=args.best_of_k):
-        print(f"wrote {path}")
-    return 0

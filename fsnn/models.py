@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .config import cache_dir
+from .environment import cache_dir
 from .errors import FsnnError
 from .layers import find_layers_path
 

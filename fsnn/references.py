@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from .backends import Backend, resolve_backend
 from .errors import FsnnError
 from .fusion import masked_sum
 from .layers import residual
@@ -88,7 +89,7 @@ def capture_references(
     templates: Templates = PAPER_TEMPLATES,
     batch_size: int = 8,
     max_length: int | None = None,
-    remote: bool | str = False,
+    backend: Backend | str | None = None,
     per_layer_passes: bool = False,
 ) -> xr.DataArray:
     """Eq. (1) reference vectors of every prompt at every layer.
@@ -99,7 +100,7 @@ def capture_references(
         templates: where the reference header/body come from.
         batch_size: prompts per traced forward pass.
         max_length: truncate reference texts to this many tokens (default: context).
-        remote: forwarded to nnsight (NDIF, or ``"local"`` to test serialisation).
+        backend: where the traces run (:mod:`fsnn.backends`; default local).
         per_layer_passes: run one pass per layer as the original did (benchmarks only;
             same result, L times the cost).
 
@@ -109,6 +110,7 @@ def capture_references(
     """
     if not items:
         raise FsnnError("no prompt to capture references for")
+    remote = resolve_backend(backend).nnsight_remote
     chunks: list[torch.Tensor] = []
     spans: list[int] = []
     texts: list[str] = []

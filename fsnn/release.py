@@ -48,7 +48,6 @@ prompt 48 last (a rerun); rows are aligned by ``prompt_idx``.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import csv
 import hashlib
@@ -61,7 +60,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .config import env_path
+from .environment import env_path
 from .errors import FsnnError
 from .store import check_dims, provenance, str_array, write_dataset
 
@@ -74,7 +73,6 @@ __all__ = [
     "SEGMENTS",
     "TO_THRESHOLD",
     "ReleaseImport",
-    "add_commands",
     "composite",
     "format_summary",
     "import_release",
@@ -654,33 +652,3 @@ def format_summary(results: xr.Dataset) -> str:
             f"{r['method']:<12}{r['n']:>5}{comp:>16}{r['to_pct']:>9.1f}%{judge:>10}{r['mean_to']:>9.3f}"
         )
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------- CLI
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "import-release",
-        help="import the authors' released CSVs into RUN/results.nc (+ subsets, trial grades)",
-    )
-    p.add_argument("release_dir", metavar="DIR", help="folder of the released CSVs")
-    p.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
-    p.add_argument(
-        "--simpleqa-csv", metavar="PATH", default=None,
-        help="simple_qa_test_set.csv for topics and subsets (default: $FSNN_SIMPLEQA_CSV)",
-    )  # fmt: skip
-    p.set_defaults(func=_import_command)
-
-
-def _import_command(args: argparse.Namespace) -> int:
-    imported = import_release(args.release_dir, args.simpleqa_csv)
-    paths = write_release(imported, args.out)
-    print(format_summary(imported.results))
-    if imported.subsets is None:
-        print(
-            "note: no SimpleQA CSV given (--simpleqa-csv / FSNN_SIMPLEQA_CSV): no topics, no subsets.nc"
-        )
-    for path in paths.values():
-        print(f"wrote {path}")
-    return 0

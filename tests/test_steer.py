@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fsnn.decode import eos_ids
 from fsnn.errors import FsnnError
-from fsnn.generation import eos_ids, generate
+from fsnn.generation import generate
+from fsnn.layout import Strengths
 from fsnn.references import ReferenceItem, capture_references
-from fsnn.spec import SteeringSpec
 from fsnn.steer import steered_generate
 
 PROMPTS = [
@@ -221,7 +222,7 @@ def test_smollm2_faithful_matches_oracle_and_steering_changes_output(smollm2):
     item = ReferenceItem(question="Who received the IEEE Frank Rosenblatt Award in 2010?", answer="Michio Sugeno",
                          explanation="Michio Sugeno is a Japanese researcher known for fuzzy control.")
     h = torch.tensor(capture_references(model, [item]).values)
-    spec = SteeringSpec.full(model.n_layers, 0.8, 0.9)
+    spec = Strengths.full(model.n_layers, 0.8, 0.9)
     alpha, gamma = spec.per_layer(model.n_layers)
     ours = steered_generate(model, PROMPTS[:1], h, alpha[None], gamma[None], mode="faithful", max_new_tokens=12)[0]
     oracle = HookOracle(model, h[0], alpha, gamma, cached=False).generate(PROMPTS[0], 12)

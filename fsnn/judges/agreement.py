@@ -17,7 +17,6 @@ resumes where it stopped and a rerun costs nothing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -36,7 +35,6 @@ from .release import graded_rows
 
 __all__ = [
     "GRADES",
-    "add_commands",
     "agreement",
     "agreement_main",
     "format_report",
@@ -396,54 +394,3 @@ def summary_table(reports: list[dict[str, Any]]) -> str:
             f"| {_f(o['majority_baseline']['exact'], 3)} | {_f(t['seconds_per_grade'], 2)} |"
         )
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "judge-agreement",
-        help="grade the 1045 released answers with a judge and compare with Mistral's grades",
-    )
-    p.add_argument("--judge", required=True, help="local:MODEL, http:MODEL@BASE_URL or mistral")
-    p.add_argument("--release-dir", help="the authors' release folder (default $FSNN_RELEASE_DIR)")
-    p.add_argument("--limit", type=int, help="grade a stratified subset of N rows")
-    p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (default 0)")
-    p.add_argument(
-        "--out", help="output path without suffix (default runs/judge_agreement/<judge>)"
-    )
-    p.add_argument(
-        "--cache", help="judge cache file (default $FSNN_CACHE_DIR/judges/answers.sqlite)"
-    )
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the judge cache")
-    p.add_argument("--api-key-env", help="http judges: NAME of the env variable with the API key")
-    p.add_argument("--concurrency", type=int, help="http judges: requests in flight")
-    p.add_argument("--batch-size", type=int, help="local judges: prompts per forward pass")
-    p.add_argument("--device", help="local judges: torch device")
-    p.add_argument("--dtype", help="local judges: float32, bfloat16, float16")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(args: argparse.Namespace) -> int:
-    overrides = {
-        "api_key_env": args.api_key_env,
-        "concurrency": args.concurrency,
-        "batch_size": args.batch_size,
-        "device": args.device,
-        "dtype": args.dtype,
-    }
-    config = JudgeConfig.from_spec(args.judge, **overrides)
-    cache: str | None = None if args.no_cache else (args.cache or "default")
-    report = agreement_main(
-        config,
-        release_dir=args.release_dir,
-        limit=args.limit,
-        seed=args.seed,
-        out=args.out,
-        cache=cache,
-        progress=not args.no_progress,
-    )
-    print(format_report(report))
-    return 0

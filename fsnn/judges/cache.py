@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..config import cache_dir
+from ..environment import cache_dir
 from ..errors import FsnnError
 
 __all__ = ["JudgeCache", "prompt_sha256"]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import env_path
+from ..environment import env_path
 from ..errors import FsnnError
 
 __all__ = ["METHODS", "graded_rows", "release_dir", "selected_rows"]

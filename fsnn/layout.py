@@ -6,7 +6,7 @@
 - any explicit list of inclusive layer ranges; layers outside every range are untouched.
 
 A :class:`SegmentLayout` is the *shape* of a method (the segments); a
-:class:`SteeringSpec` is a layout plus the (alpha, gamma) values of each segment.
+:class:`Strengths` is a layout plus the (alpha, gamma) values of each segment.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 
 from .errors import FsnnError
 
-__all__ = ["SegmentLayout", "SteeringSpec", "parse_spec"]
+__all__ = ["SegmentLayout", "Strengths", "parse_strengths"]
 
 SEGMENT_NAMES_3 = ("early", "middle", "late")
 
@@ -112,7 +112,7 @@ class SegmentLayout:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SteeringSpec:
+class Strengths:
     """A layout with (alpha, gamma) per segment (METHOD.md eqs. 3-5).
 
     Attributes:
@@ -140,11 +140,11 @@ class SteeringSpec:
                     raise FsnnError(f"spec {self.layout.name!r}: {label} must be finite, got {v}")
 
     @classmethod
-    def full(cls, n_layers: int, alpha: float, gamma: float) -> SteeringSpec:
+    def full(cls, n_layers: int, alpha: float, gamma: float) -> Strengths:
         return cls(layout=SegmentLayout.full(n_layers), alpha=(alpha,), gamma=(gamma,))
 
     @classmethod
-    def segmented(cls, n_layers: int, alpha: tuple[float, ...], gamma: tuple[float, ...]) -> SteeringSpec:
+    def segmented(cls, n_layers: int, alpha: tuple[float, ...], gamma: tuple[float, ...]) -> Strengths:
         return cls(layout=SegmentLayout.segmented(n_layers, len(alpha)), alpha=alpha, gamma=gamma)
 
     def per_layer(self, n_layers: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,7 +165,7 @@ class SteeringSpec:
         return out
 
 
-def parse_spec(text: str, n_layers: int) -> SteeringSpec:
+def parse_strengths(text: str, n_layers: int) -> Strengths:
     """Parse the CLI form: ``full:ALPHA,GAMMA`` or ``seg:a1,a2,a3,g1,g2,g3``.
 
     Also ``NAME=0-3,8-11:a1,a2,g1,g2`` for explicit ranges.
@@ -186,6 +186,6 @@ def parse_spec(text: str, n_layers: int) -> SteeringSpec:
     n = layout.n_segments
     if len(numbers) != 2 * n:
         raise FsnnError(f"steering spec {text!r}: {layout.name} needs {2 * n} numbers, got {len(numbers)}")
-    spec = SteeringSpec(layout=layout, alpha=tuple(numbers[:n]), gamma=tuple(numbers[n:]))
+    spec = Strengths(layout=layout, alpha=tuple(numbers[:n]), gamma=tuple(numbers[n:]))
     layout.check(n_layers)
     return spec

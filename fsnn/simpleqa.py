@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .config import cache_dir, env_path
+from .environment import cache_dir, env_path
 from .errors import FsnnError
 
-__all__ = ["SIMPLEQA_SHA256", "SIMPLEQA_URL", "Question", "load_simpleqa", "select", "simpleqa_path"]
+__all__ = ["SIMPLEQA_SHA256", "SIMPLEQA_URL", "Question", "load_simpleqa", "select_questions", "simpleqa_path"]
 
 SIMPLEQA_URL = "https://openaipublic.blob.core.windows.net/simple-evals/simple_qa_test_set.csv"
 SIMPLEQA_SHA256 = "feee3f7e7db3617e94e8fcf1977b756ec420ef8568f4e0fcbbe0e92e9d5fc032"
@@ -141,7 +141,7 @@ def _row_problem(row: dict) -> str:
     return ""
 
 
-def select(
+def select_questions(
     questions: Sequence[Question],
     *,
     first: int | None = None,
