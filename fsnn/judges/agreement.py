@@ -43,6 +43,9 @@ __all__ = [
     "judge_slug",
     "run_agreement",
     "stratified_subset",
+    "heldout_table",
+    "simpleqa_check",
+    "split_rows",
     "summary_table",
 ]
 
@@ -299,6 +302,8 @@ def agreement_main(
     cache: str | Path | None = "default",
     model: Any = None,
     progress: bool = True,
+    split: str = "all",
+    n_boot: int = 2000,
 ) -> dict[str, Any]:
     """Grade the released rows with ``judge``, write ``<out>.json`` and ``<out>.nc``.
 
@@ -310,6 +315,12 @@ def agreement_main(
         out: output path without suffix (default ``runs/judge_agreement/<judge>``).
         cache: judge cache (``"default"``, a path, or None).
         model: a loaded model for a local judge (else loaded on demand).
+        split: ``all`` rows, or only the offline calibration's ``train`` or ``heldout``
+            prompts; with ``train``/``heldout`` the report adds ``table``
+            (:func:`heldout_table`: agreement and composite accuracy per method with 95%
+            bootstrap intervals and the baselines) and, for the offline judge,
+            ``simpleqa`` (:func:`simpleqa_check`).
+        n_boot: bootstrap replicates of the table.
 
     Returns:
         The report (also written as JSON), with ``files`` naming what was written.
@@ -319,14 +330,34 @@ def agreement_main(
     judge_obj = make_judge(judge, cache=cache, model=model)
     rows = graded_rows(release_dir)
     total = len(rows)
-    subset = rows if limit is None else stratified_subset(rows, limit, seed=seed)
+    train_prompts = getattr(getattr(judge_obj, "calibration", None), "train_prompts", None)
+    if split != "all" and train_prompts is None:
+        from .offline import load_calibration
+
+        train_prompts = load_calibration().train_prompts
+    pool = split_rows(rows, split, train_prompts)
+    subset = pool if limit is None else stratified_subset(pool, limit, seed=seed)
     report, frame = run_agreement(judge_obj, subset, progress=progress)
+    if split != "all":
+        report["split"] = split
+        report["table"] = heldout_table(
+            judge_obj,
+            rows,
+            frame,
+            train_prompts=train_prompts,
+            release_dir=release_dir,
+            n_boot=n_boot,
+        )
+        if hasattr(judge_obj, "grade_simpleqa") and judge_obj.id.startswith("offline"):
+            held = sorted(set(range(260)) - {int(p) for p in train_prompts})
+            report["simpleqa"] = simpleqa_check(judge_obj, held, release_dir)
     head = {
         "judge_id": judge_obj.id,
         "reference": "mistral-small-latest, temperature 0 (authors' release)",
         "task": "quality (1-5)",
         "n_rows_release": total,
         "n_rows_graded": len(subset),
+        "split": split,
         "subset": "all"
         if len(subset) == total
         else (f"stratified by (method, Mistral grade), proportional, seed {seed}"),
@@ -335,7 +366,8 @@ def agreement_main(
     if hasattr(judge_obj, "model") and getattr(judge_obj, "_model", None) is not None:
         head["model"] = judge_obj.model.describe()
     report = {**head, **report, "judge_config": judge_obj.config.to_dict()}
-    base = Path(out) if out else Path("runs") / "judge_agreement" / judge_slug(judge_obj.id)
+    stem = judge_slug(judge_obj.id) + ("" if split == "all" else f"_{split}")
+    base = Path(out) if out else Path("runs") / "judge_agreement" / stem
     json_path = base.with_name(base.name + ".json")
     nc_path = base.with_name(base.name + ".nc")
     report["files"] = {"json": str(json_path), "netcdf": str(nc_path)}
@@ -406,7 +438,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "judge-agreement",
         help="grade the 1045 released answers with a judge and compare with Mistral's grades",
     )
-    p.add_argument("--judge", required=True, help="local:MODEL, http:MODEL@BASE_URL or mistral")
+    p.add_argument(
+        "--judge",
+        required=True,
+        help="offline (no key, no network), local:MODEL, http:MODEL@BASE_URL or mistral",
+    )
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="all",
+        help="rows of all prompts, or only the offline calibration's train or heldout prompts "
+        "(adds the table with composite accuracy per method and bootstrap intervals)",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates of the table")
     p.add_argument("--release-dir", help="the authors' release folder (default $FSNN_RELEASE_DIR)")
     p.add_argument("--limit", type=int, help="grade a stratified subset of N rows")
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (default 0)")
@@ -434,7 +479,10 @@ def _cmd(args: argparse.Namespace) -> int:
         "device": args.device,
         "dtype": args.dtype,
     }
-    config = JudgeConfig.from_spec(args.judge, **overrides)
+    if args.judge.partition(":")[0] == "offline":
+        config: str | JudgeConfig = args.judge  # make_judge builds the offline judge
+    else:
+        config = JudgeConfig.from_spec(args.judge, **overrides)
     cache: str | None = None if args.no_cache else (args.cache or "default")
     report = agreement_main(
         config,
@@ -443,7 +491,257 @@ def _cmd(args: argparse.Namespace) -> int:
         seed=args.seed,
         out=args.out,
         cache=cache,
-        progress=not args.no_progress,
+        progress=not (args.no_progress or args.json),
+        split=args.split,
+        n_boot=args.n_boot,
     )
-    print(format_report(report))
+    if args.json:
+        print(json.dumps(_finite(report), default=_json_default, allow_nan=False))
+    else:
+        print(format_report(report))
     return 0
+
+
+# --------------------------------------------------------------------------- held-out table
+
+SPLITS = ("all", "train", "heldout")
+
+
+def split_rows(rows: pd.DataFrame, split: str, train_prompts: Any = None) -> pd.DataFrame:
+    """The rows of one side of the offline judge's prompt split (all methods of a prompt together).
+
+    Args:
+        rows: rows with a ``prompt_id`` column.
+        split: ``all``, ``train`` (the prompts the offline calibration was fitted on) or
+            ``heldout`` (the others).
+        train_prompts: the train prompt ids (default: the shipped calibration's).
+    """
+    if split not in SPLITS:
+        raise FsnnError(f"--split must be one of {SPLITS}, not {split!r}")
+    if split == "all":
+        return rows
+    if train_prompts is None:
+        from .offline import load_calibration
+
+        train_prompts = load_calibration().train_prompts
+    in_train = rows["prompt_id"].astype(int).isin({int(p) for p in train_prompts})
+    return rows[in_train if split == "train" else ~in_train]
+
+
+def _stats(ref: np.ndarray, jud: np.ndarray) -> dict[str, float]:
+    ok = ~np.isnan(jud)
+    r, j = ref[ok], jud[ok]
+    if len(r) == 0:
+        return {k: math.nan for k in ("exact", "within_1", "spearman", "kappa")}
+    confusion = np.zeros((5, 5), dtype=int)
+    np.add.at(confusion, (r.astype(int) - 1, j.astype(int) - 1), 1)
+    return {
+        "exact": float(np.mean(r == j)),
+        "within_1": float(np.mean(np.abs(r - j) <= 1)),
+        "spearman": _spearman(r, j),
+        "kappa": _quadratic_kappa(confusion),
+    }
+
+
+def _interval(point: float, samples: list[float]) -> dict[str, Any]:
+    s = np.asarray([v for v in samples if not math.isnan(v)], dtype=float)
+    if len(s) == 0 or math.isnan(point):
+        return {"value": point, "ci95": [math.nan, math.nan]}
+    return {"value": point, "ci95": [float(np.quantile(s, 0.025)), float(np.quantile(s, 0.975))]}
+
+
+def heldout_table(
+    judge: Any,
+    rows: pd.DataFrame,
+    graded: pd.DataFrame,
+    *,
+    train_prompts: Any,
+    release_dir: str | Path | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Agreement and composite accuracy per method on ``graded``'s prompts, with baselines.
+
+    Every number has a 95% percentile-bootstrap interval over prompts (seeded; all rows
+    of a drawn prompt go in together). Composite accuracy (:func:`fsnn.scoring.composite_accuracy`)
+    per method uses the answer the paper evaluated (:func:`fsnn.judges.release.selected_rows`)
+    and TO of its full text, with the judge's grade (``composite_offline``) or
+    Mistral's (``composite_reference``).
+
+    Baselines on the same rows: ``always_2``, and ``containment_only`` (grade = the median
+    Mistral grade of the TRAIN rows with the same normalised-containment value).
+
+    Args:
+        judge: any judge (``grade_quality``).
+        rows: all graded rows (:func:`fsnn.judges.release.graded_rows`); only
+            ``train_prompts`` rows are read for the containment baseline.
+        graded: the evaluated rows with ``judge_score`` (from :func:`run_agreement`).
+        train_prompts: the calibration's train prompt ids.
+    """
+    from ..scoring import accurate, composite
+    from .offline import features
+    from .release import METHODS, selected_rows
+
+    def contained(frame: pd.DataFrame, text_col: str) -> np.ndarray:
+        return np.array(
+            [
+                features(q, t, p)[0]["contain"]
+                for q, t, p in zip(frame.question, frame.target, frame[text_col], strict=True)
+            ]
+        )
+
+    train = split_rows(rows, "train", train_prompts)
+    c_train = contained(train, "predicted")
+    y_train = train["mistral_score"].to_numpy(int)
+    contain_grade = {
+        c: float(np.median(y_train[c_train == c])) if (c_train == c).any() else 2.0
+        for c in (0.0, 1.0)
+    }
+    contain_grade = {c: float(math.floor(v)) for c, v in contain_grade.items()}  # median of ints
+
+    ref = graded["mistral_score"].to_numpy(float)
+    judged = {
+        "judge": graded["judge_score"].to_numpy(float),
+        "always_2": np.full(len(graded), 2.0),
+        "containment_only": np.vectorize(contain_grade.get)(contained(graded, "predicted")),
+    }
+    prompts = np.array(sorted(graded["prompt_id"].astype(int).unique()))
+    pid = graded["prompt_id"].to_numpy(int)
+    rows_of = {p: np.flatnonzero(pid == p) for p in prompts}
+
+    # Per method: 0/1 accurate per prompt with the reference and each judge.
+    comp: dict[str, dict[str, np.ndarray]] = {}
+    comp_prompts: dict[str, np.ndarray] = {}
+    for method in METHODS:
+        sel = selected_rows(method, release_dir)
+        sel = sel[sel["prompt_id"].isin(set(prompts.tolist()))].reset_index(drop=True)
+        items = list(zip(sel.question, sel.target, sel.text, strict=True))
+        g = judge.grade_quality(items)
+        scores = {
+            "reference": sel["judge_score"].to_numpy(float),
+            "judge": np.array([np.nan if x.value is None else float(x.value) for x in g]),
+            "always_2": np.full(len(sel), 2.0),
+            "containment_only": np.vectorize(contain_grade.get)(contained(sel, "text")),
+        }
+        to = sel["token_overlap"].to_numpy(float)
+        comp[method] = {k: accurate(composite(to, v)).astype(float) for k, v in scores.items()}
+        comp_prompts[method] = sel["prompt_id"].to_numpy(int)
+
+    rng = np.random.default_rng(seed)
+    boot_stats: dict[str, list[dict[str, float]]] = {k: [] for k in judged}
+    boot_comp: dict[str, dict[str, list[float]]] = {m: {k: [] for k in comp[m]} for m in METHODS}
+    boot_diff: dict[str, dict[str, list[float]]] = {m: {k: [] for k in comp[m]} for m in METHODS}
+    pos = {m: {p: i for i, p in enumerate(comp_prompts[m])} for m in METHODS}
+    for _ in range(n_boot):
+        draw = rng.choice(prompts, size=len(prompts), replace=True)
+        idx = np.concatenate([rows_of[p] for p in draw])
+        for k, v in judged.items():
+            boot_stats[k].append(_stats(ref[idx], v[idx]))
+        for m in METHODS:
+            ix = np.array([pos[m][p] for p in draw if p in pos[m]], dtype=int)
+            for k, acc in comp[m].items():
+                boot_comp[m][k].append(float(acc[ix].mean()))
+                boot_diff[m][k].append(float(acc[ix].mean() - comp[m]["reference"][ix].mean()))
+
+    def stats_block(name: str) -> dict[str, Any]:
+        point = _stats(ref, judged[name])
+        return {s: _interval(point[s], [b[s] for b in boot_stats[name]]) for s in point}
+
+    out: dict[str, Any] = {
+        "n_prompts": int(len(prompts)),
+        "n_rows": int(len(graded)),
+        "n_boot": n_boot,
+        "boot_seed": seed,
+    }
+    out.update(stats_block("judge"))
+    for m in METHODS:
+        c = comp[m]
+        out[m] = {
+            "n_prompts": int(len(comp_prompts[m])),
+            "composite_offline": _interval(float(c["judge"].mean()), boot_comp[m]["judge"]),
+            "composite_reference": _interval(
+                float(c["reference"].mean()), boot_comp[m]["reference"]
+            ),
+            "composite_diff": _interval(
+                float(c["judge"].mean() - c["reference"].mean()), boot_diff[m]["judge"]
+            ),
+        }
+    out["baselines"] = {}
+    for name in ("always_2", "containment_only"):
+        block = stats_block(name)
+        for m in METHODS:
+            c = comp[m]
+            block[f"composite_{m}"] = _interval(float(c[name].mean()), boot_comp[m][name])
+            block[f"composite_diff_{m}"] = _interval(
+                float(c[name].mean() - c["reference"].mean()), boot_diff[m][name]
+            )
+        out["baselines"][name] = block
+    out["baselines"]["containment_only"]["rule"] = {
+        "grade_if_contained": contain_grade[1.0],
+        "grade_if_not": contain_grade[0.0],
+        "fitted_on": "train prompts",
+    }
+    return out
+
+
+def simpleqa_check(
+    judge: Any, heldout_prompts: Any, release_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """The judge's SimpleQA letters against the release's rubric grades.
+
+    The release's SimpleQA grades: ``incorrect.csv`` holds the 260 initial answers graded
+    INCORRECT (the prompts of the study); the other 240 answers of
+    ``simpleqa_initial_outputs.csv`` were filtered out, so they were graded CORRECT or
+    NOT_ATTEMPTED (which of the two is not released). Reports the share of each that
+    the judge puts on the same side, with 95% Wilson intervals.
+    """
+    from .release import _read
+    from .release import release_dir as _release_dir
+
+    folder = _release_dir(release_dir)
+    inc = _read(folder, "incorrect.csv")
+    init = _read(folder, "simpleqa_initial_outputs.csv")
+    held = inc.iloc[sorted(int(p) for p in heldout_prompts)]
+    others = init[~init["prompt"].isin(set(inc["prompt"]))]
+
+    def letters(frame: pd.DataFrame) -> list[str]:
+        items = list(
+            zip(
+                frame["prompt"].astype(str),
+                frame["ground_truth"].astype(str),
+                frame["response"].fillna("").astype(str),
+                strict=True,
+            )
+        )
+        return [str(g.value) for g in judge.grade_simpleqa(items)]
+
+    a, b = letters(held), letters(others)
+    k1 = sum(v == "INCORRECT" for v in a)
+    k2 = sum(v != "INCORRECT" for v in b)
+    return {
+        "heldout_incorrect_csv": {
+            "n": len(a),
+            "judge_incorrect": _rate(k1, len(a)),
+            "counts": _counts(a),
+        },
+        "filtered_out_240": {
+            "n": len(b),
+            "judge_not_incorrect": _rate(k2, len(b)),
+            "counts": _counts(b),
+        },
+    }
+
+
+def _counts(values: list[str]) -> dict[str, int]:
+    return {k: values.count(k) for k in ("CORRECT", "INCORRECT", "NOT_ATTEMPTED")}
+
+
+def _rate(k: int, n: int) -> dict[str, Any]:
+    """k/n with a 95% Wilson interval."""
+    if n == 0:
+        return {"value": math.nan, "ci95": [math.nan, math.nan]}
+    z = 1.959963984540054
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return {"value": p, "ci95": [max(0.0, centre - half), min(1.0, centre + half)]}
