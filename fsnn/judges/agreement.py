@@ -350,7 +350,7 @@ def agreement_main(
         )
         if hasattr(judge_obj, "grade_simpleqa") and judge_obj.id.startswith("offline"):
             held = sorted(set(range(260)) - {int(p) for p in train_prompts})
-            report["simpleqa"] = simpleqa_check(judge_obj, held, release_dir)
+            report["simpleqa"] = simpleqa_check(judge_obj, held, release_dir, graded=frame)
     head = {
         "judge_id": judge_obj.id,
         "reference": "mistral-small-latest, temperature 0 (authors' release)",
@@ -685,16 +685,22 @@ def heldout_table(
 
 
 def simpleqa_check(
-    judge: Any, heldout_prompts: Any, release_dir: str | Path | None = None
+    judge: Any,
+    heldout_prompts: Any,
+    release_dir: str | Path | None = None,
+    graded: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """The judge's SimpleQA letters against the release's rubric grades.
+    """The judge's SimpleQA letters against what the release says about them.
 
-    The release's SimpleQA grades: ``incorrect.csv`` holds the 260 initial answers graded
-    INCORRECT (the prompts of the study); the other 240 answers of
-    ``simpleqa_initial_outputs.csv`` were filtered out, so they were graded CORRECT or
-    NOT_ATTEMPTED (which of the two is not released). Reports the share of each that
-    the judge puts on the same side, with 95% Wilson intervals.
+    The release's only SimpleQA rubric grades are in ``incorrect.csv``: the 260 initial
+    answers of the study's prompts, all graded INCORRECT. Reported on the held-out
+    prompts: the share the judge also grades INCORRECT (95% Wilson interval). Where
+    only 1-5 grades exist (``graded``, the held-out graded rows), the letter CORRECT is
+    compared with Mistral's grade >= JUDGE_THRESHOLD (accuracy, and the counts). The
+    other 240 answers of ``simpleqa_initial_outputs.csv`` carry no released grade; the
+    judge's letters on them are counted for information only.
     """
+    from ..scoring import JUDGE_THRESHOLD
     from .release import _read
     from .release import release_dir as _release_dir
 
@@ -704,32 +710,33 @@ def simpleqa_check(
     held = inc.iloc[sorted(int(p) for p in heldout_prompts)]
     others = init[~init["prompt"].isin(set(inc["prompt"]))]
 
-    def letters(frame: pd.DataFrame) -> list[str]:
-        items = list(
-            zip(
-                frame["prompt"].astype(str),
-                frame["ground_truth"].astype(str),
-                frame["response"].fillna("").astype(str),
-                strict=True,
-            )
-        )
+    def letters(q: Any, t: Any, p: Any) -> list[str]:
+        items = list(zip(q.astype(str), t.astype(str), p.fillna("").astype(str), strict=True))
         return [str(g.value) for g in judge.grade_simpleqa(items)]
 
-    a, b = letters(held), letters(others)
-    k1 = sum(v == "INCORRECT" for v in a)
-    k2 = sum(v != "INCORRECT" for v in b)
-    return {
+    a = letters(held["prompt"], held["ground_truth"], held["response"])
+    b = letters(others["prompt"], others["ground_truth"], others["response"])
+    out: dict[str, Any] = {
         "heldout_incorrect_csv": {
             "n": len(a),
-            "judge_incorrect": _rate(k1, len(a)),
+            "judge_incorrect": _rate(sum(v == "INCORRECT" for v in a), len(a)),
             "counts": _counts(a),
         },
-        "filtered_out_240": {
-            "n": len(b),
-            "judge_not_incorrect": _rate(k2, len(b)),
-            "counts": _counts(b),
-        },
+        "unlabelled_other_240": {"n": len(b), "counts": _counts(b)},
     }
+    if graded is not None and len(graded):
+        c = letters(graded["question"], graded["target"], graded["predicted"])
+        good = graded["mistral_score"].to_numpy(int) >= JUDGE_THRESHOLD
+        said = np.array([v == "CORRECT" for v in c])
+        out["heldout_graded_rows"] = {
+            "n": len(c),
+            "correct_vs_mistral_ge_threshold": _rate(int(np.sum(said == good)), len(c)),
+            "mistral_ge_threshold": int(good.sum()),
+            "judge_correct": int(said.sum()),
+            "both": int((said & good).sum()),
+            "counts": _counts(c),
+        }
+    return out
 
 
 def _counts(values: list[str]) -> dict[str, int]:
