@@ -612,6 +612,7 @@ def heldout_table(
     # Per method: 0/1 accurate per prompt with the reference and each judge.
     comp: dict[str, dict[str, np.ndarray]] = {}
     comp_prompts: dict[str, np.ndarray] = {}
+    decides: dict[str, np.ndarray] = {}
     for method in METHODS:
         sel = selected_rows(method, release_dir)
         sel = sel[sel["prompt_id"].isin(set(prompts.tolist()))].reset_index(drop=True)
@@ -626,6 +627,10 @@ def heldout_table(
         to = sel["token_overlap"].to_numpy(float)
         comp[method] = {k: accurate(composite(to, v)).astype(float) for k, v in scores.items()}
         comp_prompts[method] = sel["prompt_id"].to_numpy(int)
+        # Prompts whose verdict the grade can change (accurate with 5, not with 1).
+        decides[method] = accurate(composite(to, np.full(len(to), 5.0))) & ~accurate(
+            composite(to, np.ones(len(to)))
+        )
 
     rng = np.random.default_rng(seed)
     boot_stats: dict[str, list[dict[str, float]]] = {k: [] for k in judged}
@@ -664,6 +669,11 @@ def heldout_table(
             ),
             "composite_diff": _interval(
                 float(c["judge"].mean() - c["reference"].mean()), boot_diff[m]["judge"]
+            ),
+            "n_grade_decides": int(decides[m].sum()),
+            "verdicts_agree": int((c["judge"] == c["reference"]).sum()),
+            "verdicts_agree_where_grade_decides": int(
+                (c["judge"] == c["reference"])[decides[m]].sum()
             ),
         }
     out["baselines"] = {}
@@ -752,3 +762,68 @@ def _rate(k: int, n: int) -> dict[str, Any]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return {"value": p, "ci95": [max(0.0, centre - half), min(1.0, centre + half)]}
+
+
+def split_markdown(report: dict[str, Any], *, extra: list[dict[str, Any]] = ()) -> str:
+    """Markdown of a ``--split`` report's table: the judge, its baselines, and ``extra``
+    judges' reports on the same split (one row each), every value with its 95% interval.
+    """
+
+    def cell(x: dict[str, Any] | None, pct: bool = False) -> str:
+        if (
+            not x
+            or x.get("value") is None
+            or (isinstance(x["value"], float) and math.isnan(x["value"]))
+        ):
+            return "n/a"
+        k = 100 if pct else 1
+        d = 1 if pct else 3
+        lo, hi = x["ci95"]
+        if lo is None or hi is None:
+            return f"{k * x['value']:.{d}f}"
+        return f"{k * x['value']:.{d}f} [{k * lo:.{d}f}, {k * hi:.{d}f}]"
+
+    t = report["table"]
+    head = (
+        "| grades | exact | within 1 | Spearman | kappa (quadratic) | composite baseline (%) "
+        "| composite full (%) | composite segmented (%) |\n|---|---|---|---|---|---|---|---|"
+    )
+    lines = [
+        head,
+        "| Mistral (reference) | 1 | 1 | 1 | 1 | "
+        + " | ".join(
+            cell(t[m]["composite_reference"], True) for m in ("baseline", "full", "segmented")
+        )
+        + " |",
+    ]
+
+    def row(name: str, block: dict[str, Any], comp: dict[str, Any]) -> str:
+        return (
+            f"| {name} | {cell(block['exact'])} | {cell(block['within_1'])} | {cell(block['spearman'])} "
+            f"| {cell(block['kappa'])} | "
+            + " | ".join(cell(comp[m], True) for m in ("baseline", "full", "segmented"))
+            + " |"
+        )
+
+    for r in [report, *extra]:
+        tt = r["table"]
+        lines.append(
+            row(
+                f"`{r['judge_id']}`",
+                tt,
+                {
+                    m: tt[m]["composite_offline"]
+                    for m in tt
+                    if m in ("baseline", "full", "segmented")
+                },
+            )
+        )
+    for name, b in t["baselines"].items():
+        lines.append(
+            row(
+                name.replace("_", " "),
+                b,
+                {m: b[f"composite_{m}"] for m in ("baseline", "full", "segmented")},
+            )
+        )
+    return "\n".join(lines)
