@@ -685,6 +685,9 @@ def heldout_table(
             block[f"composite_diff_{m}"] = _interval(
                 float(c[name].mean() - c["reference"].mean()), boot_diff[m][name]
             )
+            block[f"verdicts_agree_where_grade_decides_{m}"] = int(
+                (c[name] == c["reference"])[decides[m]].sum()
+            )
         out["baselines"][name] = block
     out["baselines"]["containment_only"]["rule"] = {
         "grade_if_contained": contain_grade[1.0],
