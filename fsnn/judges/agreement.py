@@ -467,7 +467,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="local judges: prompts per forward pass")
     p.add_argument("--device", help="local judges: torch device")
     p.add_argument("--dtype", help="local judges: float32, bfloat16, float16")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd)
 
 
