@@ -247,3 +247,13 @@ def test_cli_heldout_json_keys(release, tmp_path):
     assert table["n_prompts"] == len(held)
     assert set(report["table"]["baselines"]) == {"always_2", "containment_only"}
     assert (tmp_path / "rep.json").is_file()
+    for method in ("baseline", "full", "segmented"):
+        m = table[method]
+        assert m["verdicts_agree_where_grade_decides"] <= m["n_grade_decides"] <= m["n_prompts"]
+    assert report["simpleqa"]["heldout_incorrect_csv"]["n"] == len(held)
+
+    from fsnn.judges.agreement import split_markdown
+
+    md = split_markdown(report).splitlines()
+    assert len(md) == 2 + 1 + 1 + 2  # header, Mistral, the judge, two baselines
+    assert md[3].startswith(f"| `{report['judge_id']}` |")
