@@ -10,13 +10,15 @@ The fit ships as JSON in the package (``calibration/offline-v1.json``: feature l
 standardisation, coefficients, cut points, the train prompt ids); the judge id
 ``offline-v1`` names the version, so grades of different fits never mix.
 
-Grades: the 1-5 grade is the **median** of the predicted distribution (the largest k
-with P(grade >= k) >= 1/2): each composite decision "grade >= k" then follows the more
-probable side, which is what the composite (0.5 TO + 0.5 grade/5 >= 0.6) asks of a
-grade. ``Grade.probs`` holds the distribution. The SimpleQA letter comes from the same
-fit: CORRECT when P(grade >= JUDGE_THRESHOLD) reaches the calibrated threshold,
-NOT_ATTEMPTED when the answer is empty or refuses without matching the gold, else
-INCORRECT.
+Grades: the model gives a distribution over 1-5 (``Grade.probs``); the grade is its
+rounded mean or its median (the largest k with P(grade >= k) >= 1/2), whichever the
+calibration's ``decode`` names (chosen by cross-validated composite error on train
+prompts; ``offline-v1``: the rounded mean). The composite (0.5 TO + 0.5 grade/5 >= 0.6)
+asks of a grade only whether it reaches 6 - 5 TO, so what the fit must get right is the
+probability of each event "grade >= k": exactly what an ordinal model estimates. The
+SimpleQA letter comes from the same fit: CORRECT when P(grade >= JUDGE_THRESHOLD)
+reaches the calibrated threshold, NOT_ATTEMPTED when the answer is empty or refuses
+without matching the gold, else INCORRECT.
 
 Bad input never raises: an empty answer grades 1, non-UTF-8 bytes are decoded with
 replacement, answers longer than ``MAX_CHARS`` are truncated; each such case is
@@ -237,9 +239,6 @@ def answer_part(question: str, predicted: str) -> str:
             text = text[pos + len(q) :]
     text = re.sub(r"^\W*answer(?: and explanation)?\W*:", "", text.lstrip(), flags=re.I)
     return text.strip()
-
-
-_NUM_RE = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w])|(?<![\w.])\d+(?:\.\d+)?(?=[a-z])")
 
 
 def numbers(text: str) -> list[float]:
@@ -805,7 +804,8 @@ class OfflineJudge:
         match = x[:, FEATURES.index("match_any")] > 0
         out = []
         for i, why in enumerate(reasons):
-            if "empty answer" in why or (refusal[i] and not match[i]):
+            blank = "empty answer" in why or any("triple" in r for r in why)
+            if blank or (refusal[i] and not match[i]):
                 value = SIMPLEQA_GRADES[2]
             elif p_good[i] >= self.calibration.simpleqa_correct:
                 value = SIMPLEQA_GRADES[0]
