@@ -93,7 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run)
 
     p = _add(sub, "judge-agreement", "grade the 1045 released answers with a judge and compare with Mistral's")
-    p.add_argument("--judge", required=True, help="local:MODEL, http:MODEL@BASE_URL or mistral")
+    p.add_argument("--judge", required=True,
+                   help="offline (no key, no network), local:MODEL, http:MODEL@BASE_URL or mistral")
+    p.add_argument("--split", choices=("all", "train", "heldout"), default="all",
+                   help="rows of all prompts, or only the offline calibration's train or held-out prompts "
+                        "(adds the table with composite accuracy per method and bootstrap intervals)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--n-boot", type=_positive, default=2000, help="bootstrap replicates of the table")
     p.add_argument("--release-dir", help="the authors' release folder (default $FSNN_RELEASE_DIR)")
     p.add_argument("--limit", type=_positive, help="grade a stratified subset of N rows (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
@@ -233,15 +239,19 @@ def _run(args: argparse.Namespace) -> int:
 
 def _judge_agreement(args: argparse.Namespace) -> int:
     from .judges import JudgeConfig
-    from .judges.agreement import agreement_main, format_report
+    from .judges.agreement import agreement_main, format_report, report_json
 
     overrides = {"api_key_env": args.api_key_env, "concurrency": args.concurrency, "batch_size": args.batch_size,
                  "device": args.device, "dtype": args.dtype}
-    config = JudgeConfig.from_spec(args.judge, **overrides)
+    if args.judge.partition(":")[0] == "offline":
+        config: str | JudgeConfig = args.judge  # make_judge builds the offline judge
+    else:
+        config = JudgeConfig.from_spec(args.judge, **overrides)
     cache: str | None = None if args.no_cache else (args.cache or "default")
     report = agreement_main(config, release_dir=args.release_dir, limit=args.limit, seed=args.seed, out=args.out,
-                            cache=cache, progress=not args.no_progress)
-    print(format_report(report))
+                            cache=cache, progress=not (args.no_progress or args.json), split=args.split,
+                            n_boot=args.n_boot)
+    print(report_json(report) if args.json else format_report(report))
     return 0
 
 

@@ -147,7 +147,7 @@ class RunConfig:
             raise FsnnError(f"batch_size must be >= 1, got {self.batch_size}")
         for method in self.methods:  # names and ranges; ranges vs depth are checked once loaded
             SegmentLayout.named(method, 10**6)
-        if self.judge is not None:
+        if self.judge is not None and self.judge.partition(":")[0] != "offline":
             from .judges import JudgeConfig
 
             JudgeConfig.from_spec(self.judge)  # parses the spec, loads nothing

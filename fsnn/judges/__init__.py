@@ -36,6 +36,7 @@ from ..scoring import (
 if TYPE_CHECKING:
     from .http import HttpJudge
     from .local import LocalJudge
+    from .offline import OfflineJudge
 
 __all__ = [
     "MISTRAL",
@@ -46,6 +47,7 @@ __all__ = [
     "JudgeCache",
     "JudgeConfig",
     "LocalJudge",
+    "OfflineJudge",
     "SimpleQAMetrics",
     "accurate",
     "composite",
@@ -71,4 +73,8 @@ def __getattr__(name: str) -> Any:
         from .local import LocalJudge
 
         return LocalJudge
+    if name == "OfflineJudge":
+        from .offline import OfflineJudge
+
+        return OfflineJudge
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

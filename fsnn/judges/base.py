@@ -365,6 +365,10 @@ def make_judge(
         model: local judges: an already loaded :class:`fsnn.models.LoadedModel` to use
             instead of loading ``config.model`` (loaded lazily on the first cache miss).
     """
+    if isinstance(config, str) and config.partition(":")[0] == "offline":
+        from .offline import OfflineJudge  # no key, no network; "offline:PATH" = another fit
+
+        return OfflineJudge(config.partition(":")[2] or None)  # type: ignore[return-value]
     if isinstance(config, str):
         config = JudgeConfig.from_spec(config)
     if isinstance(cache, str) and cache == "default":
