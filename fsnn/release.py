@@ -62,7 +62,8 @@ import xarray as xr
 
 from .environment import env_path
 from .errors import FsnnError
-from .store import check_dims, provenance, str_array, write_dataset
+from .schema import str_array
+from .store import check_dims, provenance, write_dataset
 
 __all__ = [
     "COMPOSITE_THRESHOLD",

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from .backends import Backend, resolve_backend
 from .decode import GenerationOutput
 from .errors import FsnnError
-from .metrics import ObjectiveConfig, objective, token_overlap
 from .layout import SegmentLayout
+from .metrics import ObjectiveConfig, objective, token_overlap
 from .steer import steered_generate
 
 __all__ = ["SearchConfig", "SearchItem", "open_storage", "run_search", "trial_coefficients"]

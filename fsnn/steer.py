@@ -40,10 +40,10 @@ import numpy as np
 import torch
 
 from . import fusion, intervention, layers
-from .intervention import steer_pass, steer_steps
 from .backends import Backend, resolve_backend
 from .decode import GenerationOutput, decode_rows, encode, eos_ids, greedy_config
 from .errors import FsnnError
+from .intervention import steer_pass, steer_steps
 from .layout import SegmentLayout, Strengths
 
 __all__ = ["MODES", "Mode", "RowPlan", "Steering", "plan_rows", "steer_in_session", "steer_rows", "steered_generate"]

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from fsnn.errors import FsnnError
+from fsnn.layout import SegmentLayout
 from fsnn.metrics import ObjectiveConfig, Perplexity, objective, token_overlap
 from fsnn.search import SearchConfig, SearchItem, open_storage, run_search
-from fsnn.layout import SegmentLayout
 from tests.conftest import shared_path
 
 

@@ -20,10 +20,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import MISTRAL, Grade, Item, Judge, JudgeConfig, make_judge
-from .cache import JudgeCache, prompt_sha256
-from .parse import parse_quality, parse_simpleqa
-from .prompts import render_quality, render_simpleqa
 from ..scoring import (
     SimpleQAMetrics,
     accurate,
@@ -32,6 +28,10 @@ from ..scoring import (
     scored_texts,
     simpleqa_metrics,
 )
+from .base import MISTRAL, Grade, Item, Judge, JudgeConfig, make_judge
+from .cache import JudgeCache, prompt_sha256
+from .parse import parse_quality, parse_simpleqa
+from .prompts import render_quality, render_simpleqa
 
 if TYPE_CHECKING:
     from .http import HttpJudge

@@ -254,7 +254,8 @@ def _json_default(value: Any) -> Any:
 def _dataset(frame: pd.DataFrame, report: dict[str, Any], attrs: dict[str, Any]) -> Any:
     import xarray as xr
 
-    from ..store import provenance, str_array
+    from ..schema import str_array
+    from ..store import provenance
 
     row = np.arange(len(frame))
     probs = frame[[f"p{k}" for k in GRADES]].to_numpy(float)
