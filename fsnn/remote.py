@@ -29,7 +29,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +43,7 @@ from .errors import FsnnError
 from .fusion import fuse, masked_sum, running_mean_update
 from .generation import GenerationOutput, decode_rows, encode, eos_ids
 from .layers import residual, with_residual
+from .retry import RETRYABLE_STATUS, RetryPolicy, is_retryable_status
 
 # importing steer registers fusion/layers by value with nnsight (they ship to NDIF)
 from .steer import _generation_config, validated_inputs
@@ -69,7 +69,7 @@ log = logging.getLogger("fsnn.remote")
 
 API_KEY_ENV = "NDIF_API_KEY"
 HOST_ENV = "NDIF_HOST"  # the variable nnsight itself reads for CONFIG.API.HOST
-RETRY_STATUS = frozenset({408, 425, 429, *range(500, 600)})
+RETRY_STATUS = RETRYABLE_STATUS  # one set for NDIF and HTTP judges (fsnn.retry)
 _DEPLOYED_LEVELS = ("HOT", "WARM")  # what nnsight.ndif.status() counts as deployed
 _T = TypeVar("_T")
 
@@ -129,32 +129,6 @@ def ndif_config(host: str | None = None) -> Iterator[str]:
 # --------------------------------------------------------------------------- errors
 
 
-@dataclass(frozen=True, kw_only=True)
-class RetryPolicy:
-    """How :func:`call_remote` and :func:`preflight` retry transient failures.
-
-    Attributes:
-        attempts: tries in all (1 = no retry).
-        backoff_base: seconds before the first retry; doubles each time, times a
-            jitter factor in [0.5, 1].
-        backoff_max: cap of one wait, seconds.
-    """
-
-    attempts: int = 3
-    backoff_base: float = 2.0
-    backoff_max: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise FsnnError(f"RetryPolicy.attempts must be >= 1, got {self.attempts}")
-        if self.backoff_base < 0 or self.backoff_max < 0:
-            raise FsnnError("RetryPolicy backoff times must be >= 0")
-
-    def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (0-based)."""
-        return min(self.backoff_max, self.backoff_base * 2**retry) * random.uniform(0.5, 1.0)
-
-
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     """``exc`` and its causes/contexts, each once."""
     seen: set[int] = set()
@@ -194,7 +168,7 @@ def is_transient(exc: BaseException) -> bool:
 
     status = _http_status(exc)
     if status is not None:
-        return status in RETRY_STATUS
+        return is_retryable_status(status)
     for e in _chain(exc):
         if isinstance(e, httpx.TransportError):  # connect/read errors and timeouts
             return True

@@ -106,7 +106,7 @@ class SegmentLayout:
                 )
 
     def layers(self) -> list[int]:
-        return [l for first, last in self.ranges for l in range(first, last + 1)]
+        return [layer for first, last in self.ranges for layer in range(first, last + 1)]
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "ranges": self.ranges, "segment_names": self.segment_names})
