@@ -13,7 +13,6 @@ import csv
 import hashlib
 import os
 import random
-import tempfile
 import urllib.request
 from collections import defaultdict
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from typing import Literal
 
 from .config import cache_dir, env_path
 from .errors import FsnnError
+from .store import atomic_write_bytes
 
 __all__ = ["SIMPLEQA_SHA256", "SIMPLEQA_URL", "Question", "load_simpleqa", "select", "simpleqa_path"]
 
@@ -62,23 +62,18 @@ def simpleqa_path(path: str | os.PathLike | None = None) -> Path:
     target = cache_dir("data") / "simple_qa_test_set.csv"
     if target.is_file():
         return target
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".simpleqa.", suffix=".tmp")
-    os.close(fd)
     try:
-        try:
-            with urllib.request.urlopen(SIMPLEQA_URL, timeout=60) as resp, open(tmp, "wb") as fh:
-                fh.write(resp.read())
-        except OSError as exc:
-            raise FsnnError(
-                f"cannot download SimpleQA from {SIMPLEQA_URL} ({exc}); "
-                "pass --simpleqa-csv PATH or set FSNN_SIMPLEQA_CSV"
-            ) from None
-        digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
-        if digest != SIMPLEQA_SHA256:
-            raise FsnnError(f"downloaded SimpleQA has sha256 {digest[:16]}..., expected {SIMPLEQA_SHA256[:16]}...")
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        with urllib.request.urlopen(SIMPLEQA_URL, timeout=60) as resp:
+            data = resp.read()
+    except OSError as exc:
+        raise FsnnError(
+            f"cannot download SimpleQA from {SIMPLEQA_URL} ({exc}); "
+            "pass --simpleqa-csv PATH or set FSNN_SIMPLEQA_CSV"
+        ) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != SIMPLEQA_SHA256:
+        raise FsnnError(f"downloaded SimpleQA has sha256 {digest[:16]}..., expected {SIMPLEQA_SHA256[:16]}...")
+    atomic_write_bytes(target, data)
     return target
 
 
