@@ -5,7 +5,8 @@
 - :mod:`~fsnn.judges.parse`: grades read from answer text by regex;
 - backends: :class:`HttpJudge` (OpenAI-compatible chat completions: Mistral, OpenAI,
   vLLM, Ollama, llama.cpp) and :class:`LocalJudge` (a transformers model, graded from
-  constrained next-token scores), both behind :func:`make_judge`;
+  constrained next-token scores), both behind :func:`make_judge`
+  (:mod:`~fsnn.judges.factory`, which also holds :func:`check_judge_spec`);
 - :class:`JudgeCache`: answers on disk keyed by (judge id, prompt sha256);
 - :mod:`fsnn.scoring` (re-exported here): composite S_eval and SimpleQA metrics;
 - :mod:`~fsnn.judges.agreement`: ``fsnn judge-agreement`` against the released grades.
@@ -20,10 +21,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import MISTRAL, Grade, Item, Judge, JudgeConfig, make_judge
-from .cache import JudgeCache, prompt_sha256
-from .parse import parse_quality, parse_simpleqa
-from .prompts import render_quality, render_simpleqa
 from ..scoring import (
     SimpleQAMetrics,
     accurate,
@@ -32,6 +29,11 @@ from ..scoring import (
     scored_texts,
     simpleqa_metrics,
 )
+from .base import MISTRAL, Grade, Item, Judge, JudgeConfig
+from .cache import JudgeCache, prompt_sha256
+from .factory import check_judge_spec, make_judge
+from .parse import parse_quality, parse_simpleqa
+from .prompts import render_quality, render_simpleqa
 
 if TYPE_CHECKING:
     from .http import HttpJudge
@@ -48,6 +50,7 @@ __all__ = [
     "LocalJudge",
     "SimpleQAMetrics",
     "accurate",
+    "check_judge_spec",
     "composite",
     "composite_accuracy",
     "make_judge",

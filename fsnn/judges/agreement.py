@@ -30,7 +30,8 @@ import pandas as pd
 
 from ..errors import FsnnError
 from ..store import atomic_write_text
-from .base import Judge, JudgeConfig, make_judge
+from .base import Judge, JudgeConfig
+from .factory import make_judge
 from .release import graded_rows
 
 __all__ = [

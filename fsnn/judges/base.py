@@ -17,7 +17,6 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import FsnnError
@@ -33,7 +32,6 @@ __all__ = [
     "Judge",
     "JudgeConfig",
     "Prompt",
-    "make_judge",
 ]
 
 log = logging.getLogger("fsnn.judges")
@@ -348,33 +346,3 @@ class Judge(abc.ABC):
         return Grade(
             value=q.score, error=q.error, hallucination=q.hallucination, notes=q.notes, **common
         )
-
-
-def make_judge(
-    config: JudgeConfig | str,
-    *,
-    cache: JudgeCache | str | Path | None = "default",
-    model: Any = None,
-) -> Judge:
-    """Build the judge a config (or a spec string, see :meth:`JudgeConfig.from_spec`) names.
-
-    Args:
-        config: the judge's settings, or a spec such as ``local:qwen2.5-coder-1.5b``.
-        cache: ``"default"`` (``$FSNN_CACHE_DIR/judges/answers.sqlite``), a path, an open
-            :class:`JudgeCache`, or None for no cache.
-        model: local judges: an already loaded :class:`fsnn.models.LoadedModel` to use
-            instead of loading ``config.model`` (loaded lazily on the first cache miss).
-    """
-    if isinstance(config, str):
-        config = JudgeConfig.from_spec(config)
-    if isinstance(cache, str) and cache == "default":
-        cache = JudgeCache()
-    elif isinstance(cache, (str, Path)):
-        cache = JudgeCache(cache)
-    if config.backend == "http":
-        from .http import HttpJudge
-
-        return HttpJudge(config, cache=cache)
-    from .local import LocalJudge
-
-    return LocalJudge(config, cache=cache, model=model)
