@@ -1,6 +1,6 @@
 """The paper protocol per prompt, two ways, built from fsnn's primitives.
 
-METHOD.md §2 minus the judges: baseline generate, enrichment generate, reference
+docs/method.md §2 minus the judges: baseline generate, enrichment generate, reference
 capture, then 5 Optuna trials for each of two methods (full-layer, segmented), each
 trial a steered generate scored by token overlap and perplexity (eq. 6).
 

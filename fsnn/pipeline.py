@@ -1,4 +1,4 @@
-"""The SimpleQA experiment end to end (METHOD.md §2), as resumable stages over a run folder.
+"""The SimpleQA experiment end to end (docs/method.md §2), as resumable stages over a run folder.
 
     baseline -> grade -> select failures -> enrichment + reference capture
              -> search per method -> final evaluation -> summary

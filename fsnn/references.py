@@ -1,4 +1,4 @@
-"""Reference capture (METHOD.md §2.4, eq. 1): h_l for every layer in ONE traced pass.
+"""Reference capture (docs/method.md §2.4, eq. (1)): h_l for every layer in ONE traced pass.
 
 For each (question, answer, explanation) the reference text is
 ``header + body`` = ``"Question: {q}\\nAnswer and explanation:\\n" + "{gt}\\n{exp}"``.
@@ -142,5 +142,5 @@ def capture_references(
             "reference_text": ("prompt", np.asarray(texts, dtype=object)),
         },
         name="h",
-        attrs={"model": model.name, "n_layers": model.n_layers, "equation": "METHOD.md (1)"},
+        attrs={"model": model.name, "n_layers": model.n_layers, "equation": "docs/method.md eq. (1)"},
     )

@@ -101,7 +101,7 @@ RELEASE_FILES = (
     "mistral_grader_results_segmented.csv",
 )
 
-# METHOD.md §6: the steered "% CORRECT" bars were typed into the release's plotting
+# docs/method.md §8, §10: the steered "% CORRECT" bars were typed into the release's plotting
 # code; no per-item grades exist, so they are kept as reported numbers only.
 _REPORTED_CORRECT = {"baseline": 0.0, "full": 9.2, "segmented": 13.1}
 

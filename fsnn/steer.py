@@ -1,4 +1,4 @@
-"""Steered generation through nnsight (METHOD.md §2.5): where and when eqs. (2)-(5) apply.
+"""Steered generation through nnsight (docs/method.md §2.5, §9): where and when eqs. (2)-(5) apply.
 
 Two named modes — different methods, not two speeds of one:
 

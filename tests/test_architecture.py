@@ -1,4 +1,5 @@
-"""Architecture rules checked on the source: no import cycle among fsnn's modules.
+"""Architecture rules checked on the source: no import cycle among fsnn's modules, and
+a repository that stands alone (docs/method.md cited, no outside files, no machine paths).
 
 The import graph is read with ``ast`` (nothing is imported). An edge A -> B is any
 ``import``/``from ... import`` in module A that names module B, at module level or
@@ -11,7 +12,11 @@ is Python's rule, not a dependency the code chose.
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "fsnn"
@@ -160,3 +165,94 @@ def test_no_import_cycles_in_fsnn() -> None:
     assert "fsnn.judges.base" in graph and "fsnn.errors" in graph["fsnn.judges.base"]
     found = cycles(graph)
     assert not found, "import cycles in fsnn/:\n" + "\n".join(_path_in(c, graph) for c in found)
+
+
+# --------------------------------------------------------------- the repository stands alone
+
+# Built from pieces so that this file does not match itself.
+_OUTSIDE_DOC = re.compile(r"\b" + "METHOD" + r"\.md\b")
+_MACHINE_PATH = re.compile(r"(?<![\w.])/(?:" + "|".join(["work", "root", "home", "Users", "mnt", "tmp/bash"]) + r")/")
+_CITATION = re.compile(r"docs/method\.md,? §(\d+(?:\.\d+)?)")
+
+
+def _tracked_text_files() -> dict[str, str]:
+    """Path -> text of every tracked (or new, not ignored) file that is UTF-8 text."""
+    try:
+        listed = subprocess.run(
+            ["git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard"],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout.split("\n")  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("not a git checkout")
+    texts = {}
+    for name in filter(None, listed):
+        path = ROOT / name
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if b"\0" in data:
+            continue  # binary (figures)
+        try:
+            texts[name] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return texts
+
+
+def _hits(pattern: re.Pattern[str], texts: dict[str, str]) -> list[str]:
+    return [
+        f"{name}:{n}: {line.strip()[:120]}"
+        for name, text in sorted(texts.items())
+        for n, line in enumerate(text.splitlines(), start=1)
+        if pattern.search(line)
+    ]
+
+
+def test_the_patterns_match_what_they_must() -> None:
+    assert _OUTSIDE_DOC.search("see " + "METHOD" + ".md §3") and not _OUTSIDE_DOC.search("docs/method.md")
+    assert _MACHINE_PATH.search('DEFAULT = "/' + 'work/shared/data/x.csv"')
+    assert _MACHINE_PATH.search("cd /" + "home/user/fsnn")
+    assert not _MACHINE_PATH.search("../shared/data/x.csv") and not _MACHINE_PATH.search("a/work/b")
+    assert _CITATION.findall("docs/method.md §2.5, docs/method.md, §10") == ["2.5", "10"]
+
+
+def test_no_reference_to_files_outside_the_repository() -> None:
+    hits = _hits(_OUTSIDE_DOC, _tracked_text_files())
+    assert not hits, "cite docs/method.md §N instead:\n" + "\n".join(hits)
+
+
+def test_no_absolute_machine_paths() -> None:
+    hits = _hits(_MACHINE_PATH, _tracked_text_files())
+    assert not hits, "absolute machine paths in the repository:\n" + "\n".join(hits)
+
+
+def _method_sections() -> set[str]:
+    text = (ROOT / "docs" / "method.md").read_text(encoding="utf-8")
+    return set(re.findall(r"^#+ §(\d+(?:\.\d+)?) ", text, re.M)) | set(
+        re.findall(r"^- \*\*§(\d+(?:\.\d+)?) ", text, re.M)
+    )
+
+
+def test_method_doc_has_the_ten_sections_and_every_citation_resolves() -> None:
+    sections = _method_sections()
+    assert {str(k) for k in range(1, 11)} <= sections
+    cited = {
+        (name, number)
+        for name, text in _tracked_text_files().items()
+        for number in _CITATION.findall(text)
+    }
+    assert cited, "no file cites docs/method.md"
+    missing = sorted(f"{name}: §{number}" for name, number in cited if number not in sections)
+    assert not missing, "citations of sections docs/method.md does not have:\n" + "\n".join(missing)
+
+
+def test_method_doc_quotes_the_templates_fsnn_uses() -> None:
+    from fsnn.judges.prompts import QUALITY_TEMPLATE, SIMPLEQA_TEMPLATE
+    from fsnn.prompts import PAPER_TEMPLATES
+
+    text = (ROOT / "docs" / "method.md").read_text(encoding="utf-8")
+    for field in ("baseline", "enrichment", "reference_header", "reference_body", "steering"):
+        assert f"`{getattr(PAPER_TEMPLATES, field)!r}`" in text, field
+    assert SIMPLEQA_TEMPLATE in text and QUALITY_TEMPLATE in text
+    for eq in range(1, 8):
+        assert f"({eq}) " in text, f"equation ({eq}) is not numbered in docs/method.md"

@@ -139,7 +139,7 @@ def test_trial_grades(imported):
     assert tg.sizes == {"method": 1, "prompt": 260, "trial": 5}
     assert int(np.isfinite(tg["judge_score"].values).sum()) == 525
     assert int(tg["is_best"].sum()) == 259
-    # best-of-k histogram of the release's segmented plot (METHOD.md §3)
+    # best-of-k histogram of the release's segmented plot (docs/method.md §8)
     best = np.nanmax(tg["judge_score"].values[0], axis=-1)
     assert [int(np.sum(best == g)) for g in range(1, 6)] == [39, 167, 25, 13, 16]
     selected = _sel(imported.results, "segmented")["judge_score"].values

@@ -1,4 +1,4 @@
-"""LLM judges and the paper's evaluation scores (METHOD.md §3, §5, §7).
+"""LLM judges and the paper's evaluation scores (docs/method.md §3 eq. (7), §7, §8).
 
 - :mod:`~fsnn.judges.prompts`: the SimpleQA rubric (A/B/C) and the 1-5 quality grade,
   in this project's words (the official simple-evals template loads when installed);

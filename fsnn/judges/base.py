@@ -205,7 +205,7 @@ class JudgeConfig:
         return cls(**kwargs)
 
 
-# The paper's judge (METHOD.md §5).
+# The paper's judge (docs/method.md §7).
 MISTRAL: dict[str, Any] = {
     "backend": "http",
     "model": "mistral-small-latest",
