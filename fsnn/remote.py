@@ -13,7 +13,8 @@ run needs around those calls:
 - :func:`preflight`: one ``GET /status`` (nnsight's status endpoint) before a run; a
   model that is not RUNNING raises one line naming the models that are.
 - :func:`call_remote`: run a remote call with bounded retries of transient failures
-  (connection errors, timeouts, HTTP 408/425/429/5xx, a dropped websocket) and turn
+  (connection errors, timeouts, the HTTP statuses of :data:`fsnn.retry.RETRYABLE_STATUS`,
+  a dropped websocket; :class:`fsnn.retry.RetryPolicy`) and turn
   any failure into one :class:`~fsnn.errors.FsnnError` line with the request id.
 - :func:`steer_in_session`: the chunks of one steering batch as traces of ONE
   ``model.lm.session(remote=...)``, i.e. one NDIF request instead of one per chunk.
@@ -158,8 +159,8 @@ def _http_status(exc: BaseException) -> int | None:
 def is_transient(exc: BaseException) -> bool:
     """Whether a failed remote call is worth retrying unchanged.
 
-    Transient: HTTP 408/425/429/5xx (from the request POST, the status GET or the
-    websocket handshake), connection errors and timeouts (httpx, websocket, OS). Not
+    Transient: an HTTP status in :data:`fsnn.retry.RETRYABLE_STATUS` (from the request
+    POST, the status GET or the websocket handshake), connection errors and timeouts (httpx, websocket, OS). Not
     transient: any other HTTP status (401 bad key, 404, 422...), and a job the server
     ran and reported as ERROR (an exception in the trace, out of memory...).
     """

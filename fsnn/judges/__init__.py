@@ -7,7 +7,8 @@
   vLLM, Ollama, llama.cpp) and :class:`LocalJudge` (a transformers model, graded from
   constrained next-token scores), both behind :func:`make_judge`
   (:mod:`~fsnn.judges.factory`, which also holds :func:`check_judge_spec`);
-- :class:`JudgeCache`: answers on disk keyed by (judge id, prompt sha256);
+- :class:`JudgeCache`: answers on disk keyed by (:attr:`JudgeConfig.cache_key`, prompt
+  sha256); the key holds every setting that changes an answer;
 - :mod:`fsnn.scoring` (re-exported here): composite S_eval and SimpleQA metrics;
 - :mod:`~fsnn.judges.agreement`: ``fsnn judge-agreement`` against the released grades.
 
