@@ -1,4 +1,4 @@
-"""The paper's full configuration (METHOD.md §2): Gemma-2-2B-IT in 8-bit, the first 500
+"""The paper's full configuration (docs/method.md §2): Gemma-2-2B-IT in 8-bit, the first 500
 SimpleQA rows -> the INCORRECT ones -> 5 Optuna trials per prompt, full-layer and
 segmented, faithful (no-KV-cache) steering, 100 new tokens, judged by an
 OpenAI-compatible endpoint (paper: mistral-small-latest).

@@ -70,7 +70,34 @@ _EXPORTS: dict[str, str] = {
     "select_questions": "fsnn.simpleqa",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "__version__",
+    "FsnnError",
+    "GenerationOutput",
+    "LoadedModel",
+    "LocalBackend",
+    "NdifBackend",
+    "Question",
+    "ReferenceItem",
+    "Run",
+    "RunConfig",
+    "SearchConfig",
+    "SearchItem",
+    "SegmentLayout",
+    "SerialisedBackend",
+    "Steering",
+    "Strengths",
+    "capture_references",
+    "generate",
+    "load_model",
+    "load_simpleqa",
+    "make_judge",
+    "open_run",
+    "run_pipeline",
+    "run_search",
+    "select_questions",
+    "token_overlap",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backends import LocalBackend, NdifBackend, SerialisedBackend

@@ -1,4 +1,4 @@
-"""The paper's figures (METHOD.md §7) and two more, drawn only from saved datasets.
+"""The paper's figures (docs/method.md §10) and two more, drawn only from saved datasets.
 
 Every function takes xarray datasets in the :mod:`fsnn.store` schema and returns a
 :class:`matplotlib.figure.Figure` built without pyplot (so no global figure state, no
@@ -223,7 +223,7 @@ def fig2_accuracy(
             only used when ``best_of_k``.
         best_of_k: grade histogram (panel d) with the best grade over the graded trials
             of each prompt for the methods in ``trial_grades``: the release's histogram
-            quirk (METHOD.md §3). Panels a-c always use the selected trial.
+            quirk (docs/method.md §8). Panels a-c always use the selected trial.
     """
     methods = _methods(results)
     colors = [_color(m, methods) for m in methods]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 
 from .errors import FsnnError
 
-__all__ = ["SegmentLayout", "Strengths", "parse_strengths"]
+__all__ = ["SegmentLayout", "Strengths", "expand_segments", "parse_strengths"]
 
 SEGMENT_NAMES_3 = ("early", "middle", "late")
 
@@ -105,15 +106,46 @@ class SegmentLayout:
                 )
 
     def layers(self) -> list[int]:
-        return [l for first, last in self.ranges for l in range(first, last + 1)]
+        return [layer for first, last in self.ranges for layer in range(first, last + 1)]
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "ranges": self.ranges, "segment_names": self.segment_names})
 
 
+def expand_segments(values: Sequence[float], layout: SegmentLayout, n_layers: int) -> torch.Tensor:
+    """One value per segment spread over that segment's layers (docs/method.md §3, eqs. 3-5).
+
+    The only place where per-segment strengths become per-layer ones; layers outside
+    every range get 0 (unsteered).
+
+    Args:
+        values: one number per segment of ``layout`` (alpha or gamma).
+        layout: the segments.
+        n_layers: decoder blocks of the model.
+
+    Returns:
+        float32 tensor, shape (layer,).
+
+    Raises:
+        FsnnError: a count of values that is not the layout's segment count, or a range
+            outside the model.
+    """
+    values = [float(v) for v in values]
+    if len(values) != layout.n_segments:
+        raise FsnnError(
+            f"layout {layout.name!r}: {layout.n_segments} segment(s) need {layout.n_segments} "
+            f"value(s), got {len(values)}"
+        )
+    layout.check(n_layers)
+    out = torch.zeros(n_layers, dtype=torch.float32)
+    for (first, last), v in zip(layout.ranges, values, strict=True):
+        out[first : last + 1] = v
+    return out
+
+
 @dataclass(frozen=True, kw_only=True)
 class Strengths:
-    """A layout with (alpha, gamma) per segment (METHOD.md eqs. 3-5).
+    """A layout with (alpha, gamma) per segment (docs/method.md §3, eqs. 3-5).
 
     Attributes:
         layout: the segments.
@@ -149,13 +181,10 @@ class Strengths:
 
     def per_layer(self, n_layers: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(alpha (layer,), gamma (layer,)) float32; 0 for layers outside every range."""
-        self.layout.check(n_layers)
-        alpha = torch.zeros(n_layers, dtype=torch.float32)
-        gamma = torch.zeros(n_layers, dtype=torch.float32)
-        for (first, last), a, g in zip(self.layout.ranges, self.alpha, self.gamma, strict=True):
-            alpha[first : last + 1] = a
-            gamma[first : last + 1] = g
-        return alpha, gamma
+        return (
+            expand_segments(self.alpha, self.layout, n_layers),
+            expand_segments(self.gamma, self.layout, n_layers),
+        )
 
     def params(self) -> dict[str, float]:
         out = {}

@@ -147,10 +147,10 @@ class RunConfig:
             raise FsnnError(f"batch_size must be >= 1, got {self.batch_size}")
         for method in self.methods:  # names and ranges; ranges vs depth are checked once loaded
             SegmentLayout.named(method, 10**6)
-        if self.judge is not None and self.judge.partition(":")[0] != "offline":
-            from .judges import JudgeConfig
+        if self.judge is not None:
+            from .judges import check_judge_spec
 
-            JudgeConfig.from_spec(self.judge)  # parses the spec, loads nothing
+            check_judge_spec(self.judge)  # the spec, its model and key variable; loads nothing
         self.search_config()  # validates n_trials, ranges, sampler
 
     def search_config(self) -> SearchConfig:

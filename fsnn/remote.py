@@ -14,7 +14,8 @@ around those calls:
 - :func:`preflight`: one ``GET /status`` (nnsight's status endpoint) before a run; a
   model that is not RUNNING raises one line naming the models that are.
 - :func:`call_remote`: run a remote call with bounded retries of transient failures
-  (connection errors, timeouts, HTTP 408/425/429/5xx, a dropped websocket) and turn
+  (connection errors, timeouts, the HTTP statuses of :data:`fsnn.retry.RETRYABLE_STATUS`,
+  a dropped websocket; :class:`fsnn.retry.RetryPolicy`) and turn
   any failure into one :class:`~fsnn.errors.FsnnError` line with the request id.
 - :func:`payload_sizes` / :func:`result_size`: measure what a request uploads and what
   its saved values weigh on the way back (docs/ndif.md quotes the numbers).
@@ -38,7 +39,7 @@ from typing import Any, TypeVar
 import torch
 
 from .errors import FsnnError
-from .retry import RETRYABLE_STATUS, RetryPolicy
+from .retry import RETRYABLE_STATUS, RetryPolicy, is_retryable_status
 
 __all__ = [
     "API_KEY_ENV",
@@ -60,6 +61,7 @@ log = logging.getLogger("fsnn.remote")
 
 API_KEY_ENV = "NDIF_API_KEY"
 HOST_ENV = "NDIF_HOST"  # the variable nnsight itself reads for CONFIG.API.HOST
+RETRY_STATUS = RETRYABLE_STATUS  # one set for NDIF and HTTP judges (fsnn.retry)
 _DEPLOYED_LEVELS = ("HOT", "WARM")  # what nnsight.ndif.status() counts as deployed
 _T = TypeVar("_T")
 
@@ -148,8 +150,8 @@ def _http_status(exc: BaseException) -> int | None:
 def is_transient(exc: BaseException) -> bool:
     """Whether a failed remote call is worth retrying unchanged.
 
-    Transient: HTTP 408/425/429/5xx (from the request POST, the status GET or the
-    websocket handshake), connection errors and timeouts (httpx, websocket, OS). Not
+    Transient: an HTTP status in :data:`fsnn.retry.RETRYABLE_STATUS` (from the request
+    POST, the status GET or the websocket handshake), connection errors and timeouts (httpx, websocket, OS). Not
     transient: any other HTTP status (401 bad key, 404, 422...), and a job the server
     ran and reported as ERROR (an exception in the trace, out of memory...).
     """
@@ -158,7 +160,7 @@ def is_transient(exc: BaseException) -> bool:
 
     status = _http_status(exc)
     if status is not None:
-        return status in RETRYABLE_STATUS
+        return is_retryable_status(status)
     for e in _chain(exc):
         if isinstance(e, httpx.TransportError):  # connect/read errors and timeouts
             return True

@@ -6,7 +6,7 @@ Every threshold a summary, figure or judge uses is defined here and nowhere else
 Pure functions on numpy arrays; a missing judge score is NaN, a missing SimpleQA grade
 is ``""`` or None.
 
-Parity switches (METHOD.md §3), never silent:
+Parity switches (docs/method.md §8), never silent:
 
 - ``missing``: the release counted a missing judge score as 0 (``"zero"``, default);
   ``"exclude"`` drops those prompts from the denominator instead.

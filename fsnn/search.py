@@ -1,4 +1,4 @@
-"""Per-prompt Optuna search of steering strengths (METHOD.md §2.6), trials batched.
+"""Per-prompt Optuna search of steering strengths (docs/method.md §2.6), trials batched.
 
 For each prompt and method an Optuna study searches (alpha, gamma) per segment,
 uniform in [0.01, 1.0] (paper: 5 trials, default sampler, no seed), maximising
@@ -47,7 +47,7 @@ class SearchConfig:
         batch_rows: rows per steered generate call.
         low, high: uniform range of alpha and gamma (paper [0.01, 1.0]).
         parametrization: ``alpha_gamma`` (paper: 2 per segment) or ``product``
-            (k = alpha*gamma per segment, alpha fixed to 1 — METHOD.md shows only the
+            (k = alpha*gamma per segment, alpha fixed to 1 — docs/method.md §3 shows only the
             product matters; range [low*low, high*high]).
         sampler: ``random`` or ``tpe`` (paper: Optuna's default TPE, unseeded).
         seed: makes a search repeat exactly (per-prompt seeds derive from it).

@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,9 @@ __all__ = [
     "Run",
     "open_run",
     "SCHEMA_VERSION",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
     "check_dims",
     "package_versions",
     "provenance",
@@ -96,6 +99,77 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     return enc
 
 
+def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
+    """Write a file so that readers see the old file or the whole new one, never half.
+
+    ``writer`` receives a temporary path in the same folder (so the final rename stays
+    on one file system) and writes the complete file there; the temp file is then
+    flushed to disk (fsync), renamed over ``path`` (``os.replace``, atomic on POSIX and
+    Windows) and the folder entry synced. On any error, or an interrupt, the temp file
+    is removed and ``path`` is left as it was.
+
+    Args:
+        path: the file to write; its folder is created when missing.
+        writer: called once with the temp path; must write the full content there.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        FsnnError: the folder cannot be created or written. Errors raised by ``writer``
+            propagate unchanged (after the cleanup).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise FsnnError(f"cannot write {path}: {exc.strerror or exc}") from None
+    tmp = Path(name)
+    try:
+        writer(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """:func:`atomic_write` of ``data``."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """:func:`atomic_write` of ``text`` as UTF-8."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(text.encode("utf-8")))
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform (Windows).
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_dataset(ds: xr.Dataset, path: str | Path) -> Path:
     """Write ``ds`` to netCDF4 atomically (temp file in the same folder, then rename).
 
@@ -104,25 +178,13 @@ def write_dataset(ds: xr.Dataset, path: str | Path) -> Path:
     Raises:
         FsnnError: the folder cannot be created or written.
     """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise FsnnError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        ds = ds.copy()
-        for name, var in {**ds.data_vars, **ds.coords}.items():
-            if var.dtype.kind == "U":
-                ds[name] = var.astype(object)
-        ds.attrs = {k: _attr(v) for k, v in ds.attrs.items()}
-        ds.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(ds))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    ds = ds.copy()
+    for name, var in {**ds.data_vars, **ds.coords}.items():
+        if var.dtype.kind == "U":
+            ds[name] = var.astype(object)
+    ds.attrs = {k: _attr(v) for k, v in ds.attrs.items()}
+    encoding = _encoding(ds)
+    return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding))
 
 
 def read_dataset(path: str | Path, kind: str | None = None) -> xr.Dataset:

@@ -151,6 +151,7 @@ def test_open_run_refuses_non_run_folders(tmp_path):
 
 
 def test_public_surface_is_small_and_documented():
+    assert set(fsnn.__all__) == {"__version__", *fsnn._EXPORTS}
     assert len(fsnn.__all__) <= 30
     for name in fsnn.__all__:
         if name == "__version__":

@@ -52,3 +52,19 @@ def test_parse_cli_specs():
         parse_strengths("seg:0.1,0.2", 26)
     with pytest.raises(FsnnError, match="bad steering spec"):
         parse_strengths("half:0.1,0.2", 26)
+
+
+def test_expand_segments_is_the_one_per_layer_expansion():
+    from fsnn.layout import expand_segments
+
+    layout = SegmentLayout.named("mid=2-3,6-6", 8)
+    assert expand_segments((0.5, 0.25), layout, 8).tolist() == [0, 0, 0.5, 0.5, 0, 0, 0.25, 0]
+    assert expand_segments((1.0, 2.0), layout, 8).dtype == torch.float32
+    spec = Strengths(layout=layout, alpha=(0.5, 0.25), gamma=(0.1, 0.2))
+    alpha, gamma = spec.per_layer(8)
+    assert torch.equal(alpha, expand_segments(spec.alpha, layout, 8))
+    assert torch.equal(gamma, expand_segments(spec.gamma, layout, 8))
+    with pytest.raises(FsnnError, match="need 2 value"):
+        expand_segments((1.0,), layout, 8)
+    with pytest.raises(FsnnError, match="outside a model"):
+        expand_segments((1.0, 2.0), layout, 5)

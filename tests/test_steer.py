@@ -56,7 +56,7 @@ class HookOracle:
     def generate(self, prompt: str, max_new_tokens: int) -> list[int]:
         model = self.model
         hf = model.hf_model
-        handles = [model.hf_layer(l).register_forward_hook(self.hook(l)) for l in range(model.n_layers)]
+        handles = [model.hf_layer(li).register_forward_hook(self.hook(li)) for li in range(model.n_layers)]
         eos = eos_ids(model)
         try:
             ids = model.tokenizer(prompt, return_tensors="pt").input_ids
@@ -132,10 +132,10 @@ def test_zero_strength_gives_bit_identical_logits(tiny_gemma2, which):
     zero, some = torch.zeros(len(PROMPTS)), torch.full((len(PROMPTS),), 0.7)
     alpha, gamma = (zero, some) if which == "alpha" else (some, zero)
     with model.lm.trace(enc):
-        for l in range(model.n_layers):
-            out = model.layer(l).output
+        for li in range(model.n_layers):
+            out = model.layer(li).output
             a = residual(out)
-            model.layer(l).output = with_residual(out, fuse(a, h[:, l], masked_mean(a, enc["attention_mask"]),
+            model.layer(li).output = with_residual(out, fuse(a, h[:, li], masked_mean(a, enc["attention_mask"]),
                                                             alpha, gamma))
         steered = nnsight.save(model.lm.output.logits)
     with model.lm.trace(enc):  # the same input path, nothing written
@@ -188,7 +188,7 @@ def test_capture_span_anchored_after_header(tiny_gemma2):
 
     item = ReferenceItem(question="Is Paris the capital of France?", answer="Paris", explanation="")
     ids, att, span, _ = reference_inputs(tiny_gemma2, [item])
-    body_tokens = [tiny_gemma2.tokenizer.decode([t]) for t, s in zip(ids[0].tolist(), span[0].tolist()) if s]
+    body_tokens = [tiny_gemma2.tokenizer.decode([t]) for t, s in zip(ids[0].tolist(), span[0].tolist(), strict=True) if s]
     assert "".join(body_tokens).strip() == "Paris"
 
 

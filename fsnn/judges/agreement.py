@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import FsnnError
-from .base import Judge, JudgeConfig, make_judge
+from ..store import atomic_write_text
+from .base import Judge, JudgeConfig
+from .factory import make_judge
 from .release import graded_rows
 
 __all__ = [
@@ -222,16 +222,8 @@ def judge_slug(judge_id: str) -> str:
 
 
 def _write_json(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_finite(obj), fh, indent=2, default=_json_default, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def _finite(obj: Any) -> Any:
