@@ -44,6 +44,7 @@ from .stages import (
     search_stage,
     select_failures,
 )
+from .store import atomic_write_text
 
 __all__ = ["RunConfig", "config_from_args", "run_pipeline", "summary_rows", "summary_table"]
 
@@ -212,9 +213,7 @@ def _prepare_folder(out: Path, identity: dict[str, Any], force_new: bool) -> Non
                 )
             for child in out.iterdir():
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
-    tmp = cfg_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(identity, indent=2, sort_keys=True))
-    os.replace(tmp, cfg_path)
+    atomic_write_text(cfg_path, json.dumps(identity, indent=2, sort_keys=True))
 
 
 def run_pipeline(
@@ -274,8 +273,8 @@ def run_pipeline(
     trials = search_stage(ctx, refs)
     results = results_stage(ctx, baseline, refs, trials)
     table = summary_table(results)
-    (out / "summary.md").write_text(table + f"\n\nwall time this invocation: {time.perf_counter() - started:.1f} s\n")
-    (out / "summary.json").write_text(json.dumps(summary_rows(results), indent=2))
+    atomic_write_text(out / "summary.md", table + f"\n\nwall time this invocation: {time.perf_counter() - started:.1f} s\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary_rows(results), indent=2))
     return results
 
 
