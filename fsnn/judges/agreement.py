@@ -638,12 +638,10 @@ def simpleqa_check(
     judge's letters on them are counted for information only.
     """
     from ..scoring import JUDGE_THRESHOLD
-    from .release import _read
-    from .release import release_dir as _release_dir
+    from .release import release_table
 
-    folder = _release_dir(release_dir)
-    inc = _read(folder, "incorrect.csv")
-    init = _read(folder, "simpleqa_initial_outputs.csv")
+    inc = release_table("incorrect.csv", release_dir)
+    init = release_table("simpleqa_initial_outputs.csv", release_dir)
     held = inc.iloc[sorted(int(p) for p in heldout_prompts)]
     others = init[~init["prompt"].isin(set(inc["prompt"]))]
 

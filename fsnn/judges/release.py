@@ -30,9 +30,9 @@ import pandas as pd
 
 from ..environment import env_path
 from ..errors import FsnnError
-from ..release import METHODS, read_release
+from ..release import METHODS, _Table, read_release
 
-__all__ = ["METHODS", "graded_rows", "release_dir", "selected_rows"]
+__all__ = ["METHODS", "graded_rows", "release_dir", "release_table", "selected_rows"]
 
 
 def release_dir(path: str | Path | None = None) -> Path:
@@ -105,3 +105,13 @@ def selected_rows(method: str, path: str | Path | None = None) -> pd.DataFrame:
         token_overlap(t, p) for t, p in zip(result.target, result.text, strict=True)
     ]
     return result
+
+
+def release_table(name: str, path: str | Path | None = None) -> pd.DataFrame:
+    """One release CSV as a table of strings, read by the one release parser.
+
+    Args:
+        name: the file, e.g. ``incorrect.csv`` or ``simpleqa_initial_outputs.csv``.
+        path: the release folder (default ``$FSNN_RELEASE_DIR``).
+    """
+    return pd.DataFrame(_Table(release_dir(path) / name, ()).rows)
