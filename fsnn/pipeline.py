@@ -4,11 +4,13 @@
              -> search per method -> final evaluation -> summary
 
 The stages are plain functions in :mod:`fsnn.stages`; this module holds the run's
-configuration and the run folder. A run folder is the unit of work. ``config.json`` is written first; rerunning the same
+configuration and the run folder. A run folder is the unit of work. ``config.json`` (the
+run's identity, the execution backend included) is written first; rerunning the same
 command continues from the last finished batch/stage (greedy decoding and per-trial
 seeded sampling make the final numbers equal to an uninterrupted run's); a folder made
-with another config refuses to mix (``force_new`` starts it over). Files (schema in
-:mod:`fsnn.store`): ``baseline.nc``, ``references.nc``, ``optuna.db``, ``trials.nc``,
+with another config refuses to mix (``force_new`` starts it over). Every option is
+checked when the :class:`RunConfig` is built, before any model loads. Files (schema in
+:mod:`fsnn.schema`): ``baseline.nc``, ``references.nc``, ``optuna.db``, ``trials.nc``,
 ``results.nc``, ``summary.md``/``summary.json``. All writes are atomic.
 
 This is the paper's *oracle* setting: the ground truth builds the reference and scores
@@ -244,8 +246,8 @@ def run_pipeline(
     csv_path = simpleqa_path(simpleqa_csv)
     sha = _file_sha256(csv_path)
     questions = load_simpleqa(csv_path, on_bad=config.on_bad_rows)  # type: ignore[arg-type]
-    subset = select_questions(questions, first=config.limit if config.ids is None and config.stratified is None else None,
-                    ids=config.ids, stratified=config.stratified, seed=config.seed)
+    first = config.limit if config.ids is None and config.stratified is None else None
+    subset = select_questions(questions, first=first, ids=config.ids, stratified=config.stratified, seed=config.seed)
     identity = {**config.identity(), "simpleqa_sha256": sha}
     _prepare_folder(out, identity, force_new)
     backend = resolve_backend(config.backend)
