@@ -43,6 +43,7 @@ from .references import ReferenceItem, capture_references
 from .search import SearchConfig, SearchItem, open_storage, run_search
 from .spec import SegmentLayout
 from .store import provenance, read_dataset, str_array, write_dataset
+from .summary import summary_rows, summary_table  # one summary for runs and the release
 
 __all__ = ["RunConfig", "run_pipeline", "proxy_grade", "summary_table"]
 
@@ -527,43 +528,6 @@ def run_pipeline(
     (out / "summary.md").write_text(table + f"\n\nwall time this invocation: {time.perf_counter() - started:.1f} s\n")
     (out / "summary.json").write_text(json.dumps(summary_rows(results), indent=2))
     return results
-
-
-def summary_rows(results: xr.Dataset) -> list[dict[str, Any]]:
-    """Per method: prompts, mean TO, TO >= 0.5, composite >= 0.6 and % CORRECT when judged."""
-    rows = []
-    for method in results.method.values:
-        r = results.sel({"method": method})
-        to = r.token_overlap.values
-        comp = r.composite.values
-        grades = [str(g) for g in r.simpleqa_grade.values]
-        graded = [g for g in grades if g]
-        rows.append({
-            "method": str(method),
-            "prompts": int(to.size),
-            "mean_token_overlap": float(np.nanmean(to)) if to.size else float("nan"),
-            "token_overlap_ge_0.5": float(np.mean(to >= 0.5)) if to.size else float("nan"),
-            "composite_ge_0.6": float(np.mean(comp >= 0.6)) if np.isfinite(comp).any() else None,
-            "simpleqa_correct": float(np.mean([g == "CORRECT" for g in graded])) if graded else None,
-        })
-    return rows
-
-
-def summary_table(results: xr.Dataset) -> str:
-    """The summary as a markdown table (``n/a`` where there is no judge)."""
-    def pct(v):
-        return "n/a" if v is None else f"{100 * v:.1f}%"
-
-    lines = ["| method | prompts | mean TO | TO >= 0.5 | composite >= 0.6 | SimpleQA CORRECT |",
-             "|---|---|---|---|---|---|"]
-    for r in summary_rows(results):
-        lines.append(f"| {r['method']} | {r['prompts']} | {r['mean_token_overlap']:.3f} | "
-                     f"{pct(r['token_overlap_ge_0.5'])} | {pct(r['composite_ge_0.6'])} | {pct(r['simpleqa_correct'])} |")
-    judge = results.attrs.get("judge", "none")
-    lines.append("")
-    lines.append(f"model {results.attrs.get('model', '?')}, mode {results.attrs.get('mode', '?')}, judge {judge}"
-                 + (" (no judge: composite and CORRECT not computed)" if judge == "none" else ""))
-    return "\n".join(lines)
 
 
 def config_from_args(**kwargs: Any) -> RunConfig:
