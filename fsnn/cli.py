@@ -21,6 +21,7 @@ _MODULES = (
     "fsnn.judges.agreement",
     "fsnn.release",
     "fsnn.figures",
+    "fsnn.inspect",
 )
 
 
