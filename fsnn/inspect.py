@@ -34,7 +34,7 @@ import xarray as xr
 
 from .errors import FsnnError
 from .stats import DEFAULT_N_BOOT, DEFAULT_SEED, mcnemar_exact, paired_bootstrap_diff
-from .store import read_dataset
+from .store import check_dims, read_dataset
 from .summary import MEAN_TO, fmt_diff, fmt_mean, fmt_rate, outcomes, summarize
 
 __all__ = [
@@ -108,10 +108,11 @@ def open_run(path: str | Path) -> RunFolder:
         raise FsnnError(f"not a run folder (not a directory): {path}")
     if not (path / "results.nc").is_file():
         raise FsnnError(f"not a run folder: {path} has no results.nc (run `fsnn run` or `fsnn import-release`)")
-    results = read_dataset(path / "results.nc", "results")
+    results = read_dataset(path / "results.nc")
     schema = str(results.attrs.get("fsnn_schema", ""))
     if not schema.startswith("results/"):
         raise FsnnError(f"{path / 'results.nc'} is not an fsnn results file (fsnn_schema {schema or 'missing'!r})")
+    check_dims(results, "results", str(path / "results.nc"))
     trials = read_dataset(path / "trials.nc", "trials") if (path / "trials.nc").is_file() else None
     grades = read_dataset(path / "trial_grades.nc") if (path / "trial_grades.nc").is_file() else None
     return RunFolder(path=path, results=results, trials=trials, trial_grades=grades)
