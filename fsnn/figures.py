@@ -6,7 +6,9 @@ GUI backend, nothing shown); :func:`save_figure` writes it as PNG/PDF. Each figu
 carries a small caption line with the run's model, judge and steering mode from the
 dataset attributes, uses the same colour per method (:data:`METHOD_COLORS`) and works
 on a dataset that lacks a method, judge grades or SimpleQA grades (it says so on the
-figure instead of drawing a misleading zero).
+figure instead of drawing a misleading zero). Every rate bar carries its 95% bootstrap
+interval over prompts as an error bar, with the same denominators and numbers as the
+summary table (:func:`fsnn.summary.outcomes`).
 
 | file stem | content |
 |---|---|
@@ -37,8 +39,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from .errors import FsnnError
-from .release import COMPOSITE_THRESHOLD, JUDGE_THRESHOLD, TO_THRESHOLD
+from .scoring import COMPOSITE_THRESHOLD, JUDGE_THRESHOLD
+from .scoring import TOKEN_OVERLAP_THRESHOLD as TO_THRESHOLD
+from .stats import bootstrap_mean
 from .store import read_dataset
+from .summary import COMPOSITE_RATE, CORRECT_RATE, JUDGE_RATE, TO_RATE, outcomes
 
 __all__ = [
     "DPI",
@@ -157,6 +162,27 @@ def _pct_label(k: int, n: int) -> str:
     return f"{100 * k / n:.1f}%\n({k}/{n})" if n else "n/a"
 
 
+_ERRORBAR = {"fmt": "none", "ecolor": "0.15", "elinewidth": 0.9, "capsize": 2.5, "capthick": 0.9}
+INTERVAL_NOTE = "error bars: 95% bootstrap interval over prompts"
+
+
+def _rate_bar(ax: Axes, x: float, values: np.ndarray, color: str, width: float) -> float:
+    """One bar of a rate (% of prompts) with its 95% bootstrap error bar; returns its top in %.
+
+    Args:
+        values: 1.0/0.0 per prompt, NaN = out of the denominator (shape (prompt,)).
+    """
+    kept = values[np.isfinite(values)]
+    iv = bootstrap_mean(kept)
+    k, n = int(kept.sum()), int(kept.size)
+    pct, low, high = 100 * iv.estimate, 100 * iv.low, 100 * iv.high
+    ax.bar(x, pct, color=color, width=width)
+    ax.errorbar([x], [pct], yerr=[[pct - low], [high - pct]], **_ERRORBAR)
+    ax.annotate(_pct_label(k, n), (x, high), xytext=(0, 2), textcoords="offset points",
+                ha="center", va="bottom", fontsize=7)  # fmt: skip
+    return high
+
+
 def _missing_note(ax: Axes, x: float, text: str) -> None:
     """Say in a method's empty bar slot why it has no bar (never a silent zero)."""
     ax.text(x, 0.02, text, ha="center", va="bottom", transform=ax.get_xaxis_transform(), **_NOTE)
@@ -248,30 +274,25 @@ def fig2_accuracy(
                 "no judge\ngrades",
             ),
         )
-        for ax, (name, thr, title, missing) in zip(axes.flat, panels, strict=False):
+        keys = {"composite": COMPOSITE_RATE, "token_overlap": TO_RATE, "judge_score": JUDGE_RATE}
+        per = {m: outcomes(results, m) for m in methods}
+        for ax, (name, _thr, title, missing) in zip(axes.flat, panels, strict=False):
             top = 0.0
             for i, m in enumerate(methods):
-                v = _values(results, name, m)
-                n = v.size
-                unjudged = name == "composite" and np.all(
-                    np.isnan(_values(results, "judge_score", m))
-                )
-                if np.all(np.isnan(v)) or unjudged:  # S_eval without any grade is not S_eval
+                v = per[m][keys[name]]
+                unjudged = name == "composite" and v is None
+                if v is None or not np.isfinite(v).any():  # S_eval without any grade is not S_eval
                     _missing_note(ax, x[i], "no judge\ngrades" if unjudged else missing)
                     continue
-                k = int(np.sum(v >= thr))
-                pct = 100 * k / n if n else 0.0
-                bar = ax.bar(x[i], pct, color=colors[i], width=0.65)
-                ax.bar_label(bar, labels=[_pct_label(k, n)], padding=2, fontsize=7)
-                top = max(top, pct)
+                top = max(top, _rate_bar(ax, x[i], v, colors[i], 0.65))
             _headroom(ax, top, 1.35)
             ax.set_xticks(x, [_label(m) for m in methods])
             ax.set_xlim(-0.6, len(methods) - 0.4)  # keep the slot of a method without a bar
             ax.set_ylabel("% of prompts")
             ax.set_title(title)
         _grade_histogram(axes[1, 1], results, trial_grades if best_of_k else None, methods)
-        extra = "(d) best of k graded trials where several were graded" if best_of_k else ""
-        _caption(fig, results, extra)
+        extra = "; (d) best of k graded trials where several were graded" if best_of_k else ""
+        _caption(fig, results, INTERVAL_NOTE + " (a-c)" + extra)
     return fig
 
 
@@ -418,14 +439,9 @@ def fig4_simpleqa_correct(results: xr.Dataset) -> Figure:
         ax = fig.add_subplot()
         top, hatched = 1.0, False
         for i, m in enumerate(methods):
-            grades = np.array([str(g) for g in results["simpleqa_grade"].sel({"method": m}).values])
-            done = grades != ""
-            if done.any():
-                k, n = int(np.sum(grades == "CORRECT")), int(done.sum())
-                pct = 100 * k / n
-                bar = ax.bar(i, pct, width=0.6, color=_color(m, methods))
-                ax.bar_label(bar, labels=[_pct_label(k, n)], padding=2, fontsize=7)
-                top = max(top, pct)
+            correct = outcomes(results, m)[CORRECT_RATE]
+            if correct is not None:
+                top = max(top, _rate_bar(ax, i, correct, _color(m, methods), 0.6))
             elif m in reported:
                 pct = float(reported[m])
                 bar = ax.bar(i, pct, width=0.6, facecolor="none", edgecolor=_color(m, methods),
@@ -445,7 +461,7 @@ def fig4_simpleqa_correct(results: xr.Dataset) -> Figure:
                                label="no per-item grades released;\nvalue typed in the paper's plot code")],
                 loc="upper left",
             )  # fmt: skip
-        _caption(fig, results)
+        _caption(fig, results, INTERVAL_NOTE)
     return fig
 
 
