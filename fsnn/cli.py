@@ -22,6 +22,7 @@ _MODULES = (
     "fsnn.release",
     "fsnn.figures",
     "fsnn.inspect",
+    "fsnn.report",
 )
 
 

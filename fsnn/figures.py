@@ -57,7 +57,9 @@ __all__ = [
     "fig4_simpleqa_correct",
     "fig5_alpha_gamma",
     "fig6_to_vs_perplexity",
+    "figure_png",
     "render_all",
+    "run_figures",
     "save_figure",
 ]
 
@@ -620,6 +622,40 @@ def save_figure(
     return paths
 
 
+def figure_png(fig: Figure, dpi: int = 110) -> bytes:
+    """``fig`` as PNG bytes (for embedding, e.g. the HTML report), drawn in the house style."""
+    import io
+
+    buf = io.BytesIO()
+    with mpl.rc_context(_STYLE):
+        fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def run_figures(
+    results: xr.Dataset,
+    *,
+    subsets: xr.Dataset | None = None,
+    trials: xr.Dataset | None = None,
+    trial_grades: xr.Dataset | None = None,
+    best_of_k: bool = False,
+) -> list[tuple[str, Figure]]:
+    """Every figure the given datasets allow, as (file stem, figure), in :data:`FIGURES` order."""
+    figures: list[tuple[str, Figure]] = []
+    if subsets is not None:
+        figures.append(("fig1_topics", fig1_topics(subsets)))
+    figures.append(("fig2_accuracy", fig2_accuracy(results)))
+    if best_of_k and trial_grades is not None:
+        figures.append(("fig2_accuracy_best_of_k", fig2_accuracy(results, trial_grades, best_of_k=True)))
+    figures += [
+        ("fig3_scores", fig3_scores(results)),
+        ("fig4_simpleqa_correct", fig4_simpleqa_correct(results)),
+        ("fig5_alpha_gamma", fig5_alpha_gamma(results)),
+        ("fig6_to_vs_perplexity", fig6_to_vs_perplexity(results, trials)),
+    ]
+    return figures
+
+
 def render_all(
     run: str | Path,
     out: str | Path | None = None,
@@ -657,23 +693,8 @@ def render_all(
         path = run / f"{name}.nc"
         optional[name] = read_dataset(path, kind) if path.is_file() else None
 
-    figures: list[tuple[str, Figure]] = []
-    if optional["subsets"] is not None:
-        figures.append(("fig1_topics", fig1_topics(optional["subsets"])))
-    figures.append(("fig2_accuracy", fig2_accuracy(results)))
-    if best_of_k and optional["trial_grades"] is not None:
-        figures.append(
-            (
-                "fig2_accuracy_best_of_k",
-                fig2_accuracy(results, optional["trial_grades"], best_of_k=True),
-            )
-        )
-    figures += [
-        ("fig3_scores", fig3_scores(results)),
-        ("fig4_simpleqa_correct", fig4_simpleqa_correct(results)),
-        ("fig5_alpha_gamma", fig5_alpha_gamma(results)),
-        ("fig6_to_vs_perplexity", fig6_to_vs_perplexity(results, optional["trials"])),
-    ]
+    figures = run_figures(results, subsets=optional["subsets"], trials=optional["trials"],
+                          trial_grades=optional["trial_grades"], best_of_k=best_of_k)  # fmt: skip
     paths = []
     for stem, fig in figures:
         paths += save_figure(fig, out / stem, formats)
