@@ -17,28 +17,10 @@ from __future__ import annotations
 
 import argparse
 
-from fsnn.pipeline import RunConfig, run_pipeline, summary_table
+from fsnn.config_file import PAPER_PRESET, config_sources, format_config, resolve_run_config
+from fsnn.pipeline import run_pipeline, summary_table
 
-PAPER = RunConfig(
-    model="google/gemma-2-2b-it",
-    load_in_8bit=True,
-    dtype="float16",
-    device="cuda",
-    limit=500,
-    methods=("full", "segmented"),
-    n_trials=5,
-    batch_trials=5,
-    batch_rows=32,
-    sampler="tpe",
-    mode="faithful",
-    max_new_tokens=100,
-    baseline_prompt="qa",
-    select="incorrect",
-    score_on="full",
-    judge="mistral",
-    judge_missing="zero",
-    ppl_model="openai-community/gpt2",
-)
+PAPER = resolve_run_config(preset=PAPER_PRESET)  # the same preset as `fsnn run --paper`
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--simpleqa-csv", default=None)
     parser.add_argument("--mode", choices=("faithful", "cached"), default=PAPER.mode)
     args = parser.parse_args(argv)
-    from dataclasses import replace
-
-    config = replace(PAPER, judge=args.judge, mode=args.mode)
+    flags = {"judge": args.judge, "mode": args.mode}
+    config = resolve_run_config(preset=PAPER_PRESET, flag_values=flags)
+    print(format_config(config, config_sources(preset=PAPER_PRESET, flag_values=flags)))
     results = run_pipeline(config, args.out, simpleqa_csv=args.simpleqa_csv)
     print(summary_table(results))
     return 0

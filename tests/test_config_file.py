@@ -1,0 +1,112 @@
+"""Run configs from TOML and the paper preset: precedence, round trip, one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from fsnn.config_file import (
+    PAPER_PRESET,
+    config_sources,
+    format_config,
+    load_config_file,
+    resolve_run_config,
+)
+from fsnn.errors import FsnnError
+from fsnn.metrics import ObjectiveConfig
+from fsnn.pipeline import RunConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "run.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_file_values_are_typed(tmp_path):
+    path = _toml(tmp_path, '''
+model = "gemma3-270m"
+limit = 20
+ids = [3, 7]
+methods = ["full", "early=0-3"]
+n_trials = 4
+chat_template = true
+judge = "none"
+remote = "local"
+ppl_model = "smollm2-135m"
+
+[objective]
+w_to = 1
+ppl_cap = 50.0
+''')
+    values = load_config_file(path)
+    assert values["ids"] == (3, 7) and values["methods"] == ("full", "early=0-3")
+    assert values["judge"] is None and values["remote"] == "local" and values["chat_template"] is True
+    assert values["objective"] == ObjectiveConfig(w_to=1.0, ppl_cap=50.0)
+    config = resolve_run_config(values)
+    assert config.n_trials == 4 and config.objective.w_ppl == ObjectiveConfig().w_ppl
+
+
+def test_precedence_flags_over_file_over_preset_over_defaults():
+    preset = {"model": "preset-model", "n_trials": 5, "mode": "faithful", "limit": 500}
+    file_values = {"n_trials": 3, "mode": "cached"}
+    flags = {"mode": "faithful", "limit": None, "seed": None}  # None: flag not given
+    c = resolve_run_config(file_values, preset, flags)
+    assert (c.model, c.n_trials, c.mode, c.limit) == ("preset-model", 3, "faithful", 500)
+    assert c.seed == RunConfig().seed
+    src = config_sources(file_values, preset, flags)
+    assert (src["model"], src["n_trials"], src["mode"], src["limit"], src["seed"]) == (
+        "preset", "file", "flag", "preset", "default")
+
+
+def test_paper_preset_is_the_experiment_s_config():
+    paper = resolve_run_config(preset=PAPER_PRESET)
+    assert paper.model == "google/gemma-2-2b-it" and paper.load_in_8bit and paper.n_trials == 5
+    assert (paper.select, paper.score_on, paper.judge_missing) == ("incorrect", "full", "zero")
+    spec = importlib.util.spec_from_file_location("simpleqa_paper", REPO_ROOT / "experiments" / "simpleqa_paper.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.PAPER == paper
+
+
+def test_format_config_round_trips_through_a_file(tmp_path):
+    flags = {"judge": "local:qwen2.5-coder-1.5b", "ids": (1, 2, 3)}
+    config = resolve_run_config({"n_trials": 2}, PAPER_PRESET, flags)
+    text = format_config(config, config_sources({"n_trials": 2}, PAPER_PRESET, flags))
+    assert 'judge = "local:qwen2.5-coder-1.5b"  # flag' in text
+    assert "n_trials = 2  # file" in text and 'model = "google/gemma-2-2b-it"  # preset' in text
+    again = resolve_run_config(load_config_file(_toml(tmp_path, text)))
+    assert again == config
+    no_judge = dataclasses.replace(config, judge=None)
+    assert resolve_run_config(load_config_file(_toml(tmp_path, format_config(no_judge)))).judge is None
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("n_trails = 3\n", "unknown key 'n_trails' (not a RunConfig field; did you mean 'n_trials'?)"),
+    ('n_trials = "five"\n', "key 'n_trials' must be an integer, got 'five'"),
+    ("chat_template = 1\n", "key 'chat_template' must be true/false, got 1"),
+    ("methods = \"full\"\n", "key 'methods' must be a list of strings"),
+    ("ids = [1, \"x\"]\n", "key 'ids' must be a list of integers"),
+    ("[objective]\nw_tok = 1.0\n", "key 'objective' must be a table of w_to, w_ppl, ppl_cap"),
+    ("model = \n", "not valid TOML"),
+])  # fmt: skip
+def test_bad_files_are_one_line_errors_naming_file_and_key(tmp_path, text, message):
+    path = _toml(tmp_path, text)
+    with pytest.raises(FsnnError) as err:
+        load_config_file(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file_unknown_flag_and_invalid_value(tmp_path):
+    with pytest.raises(FsnnError, match="config file not found"):
+        load_config_file(tmp_path / "nope.toml")
+    with pytest.raises(FsnnError, match="command line: unknown key 'colour'"):
+        resolve_run_config(flag_values={"colour": "red"})
+    with pytest.raises(FsnnError, match="mode must be faithful or cached"):
+        resolve_run_config({"mode": "fast"})
