@@ -501,6 +501,8 @@ def fig5_alpha_gamma(results: xr.Dataset) -> Figure:
                     km.sel({"segment": seg}).values if "segment" in km.dims else km.values, float
                 )
                 v = v[np.isfinite(v)]
+                if v.size == 0:  # this method has no such segment (e.g. full-layer's "all")
+                    continue
                 pos = s - 0.4 + width * (g + 0.5)
                 box = ax.boxplot(
                     v, positions=[pos], widths=width * 0.8, patch_artist=True, showfliers=True,
