@@ -704,12 +704,13 @@ def render_all(
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("figures", help="draw the paper's figures from a run folder's datasets")
+    p = sub.add_parser("figures", help="draw the paper's figures from a run folder's datasets",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     p.add_argument(
         "run", metavar="RUN", help="run folder holding results.nc (+ subsets.nc, trials.nc)"
     )
-    p.add_argument("--out", metavar="DIR", default=None, help="output folder (default RUN/figures)")
-    p.add_argument("--format", default="png,pdf", help="comma-separated formats (default png,pdf)")
+    p.add_argument("--out", metavar="DIR", default=None, help="output folder (None: RUN/figures)")
+    p.add_argument("--format", default="png,pdf", help="comma-separated formats: png, pdf, svg")
     p.add_argument(
         "--best-of-k", action="store_true",
         help="also draw fig. 2 with the release's best-of-k grade histogram (needs trial_grades.nc)",

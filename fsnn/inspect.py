@@ -442,8 +442,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", type=int, default=None, metavar="ID",
                    help="SimpleQA id of the prompt to show (a position when the run has no ids); "
                         "without it: the prompts sorted by steering gain")  # fmt: skip
-    p.add_argument("--method", default=None, metavar="M", help="only this steered method (default: all)")
-    p.add_argument("--width", type=int, default=None, help="output width (default: the terminal's)")
+    p.add_argument("--method", default=None, metavar="M", help="only this steered method (None: all)")
+    p.add_argument("--width", type=int, default=None, help="output width (None: the terminal's)")
     p.add_argument("--limit", type=int, default=50, help="rows of the prompt table (0 = all)")
     p.add_argument("--diff", action="store_true", help="a unified diff instead of side-by-side columns")
     p.set_defaults(func=_show_command)

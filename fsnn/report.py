@@ -253,7 +253,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="one self-contained HTML report of a run (tables, figures, examples)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     p.add_argument("run", metavar="RUN", help="run folder (holds results.nc)")
-    p.add_argument("--out", metavar="HTML", default=None, help="output file (default: RUN/report.html)")
+    p.add_argument("--out", metavar="HTML", default=None, help="output file (None: RUN/report.html)")
     p.add_argument("--examples", type=int, default=12, help="prompts in the examples section")
     p.add_argument("--seed", type=int, default=0, help="seed of the random part of the example sample")
     p.set_defaults(func=_report_command)
