@@ -35,7 +35,7 @@ import xarray as xr
 from .errors import FsnnError
 from .stats import DEFAULT_N_BOOT, DEFAULT_SEED, mcnemar_exact, paired_bootstrap_diff
 from .store import check_dims, read_dataset
-from .summary import MEAN_TO, fmt_diff, fmt_mean, fmt_rate, outcomes, summarize
+from .summary import MEAN_TO, METRICS, fmt_diff, fmt_mean, fmt_rate, outcomes, summarize
 
 __all__ = [
     "RunFolder",
@@ -334,6 +334,8 @@ def format_prompt(run: RunFolder, prompt_id: int, method: str | None = None, *, 
 
 # ---------------------------------------------------------------------- compare
 
+_ORDER = [METRICS[0][0], MEAN_TO, *[k for k, _ in METRICS[1:]]]
+
 
 def _shared(a: xr.Dataset, b: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """Positions in ``a`` and ``b`` of the prompts they share (same SimpleQA id and question)."""
@@ -353,7 +355,7 @@ def compare_runs(runs: Sequence[RunFolder], *, allow_different: bool = False, n_
     """The summaries of several runs and the paired differences of each later run vs the first.
 
     Returns:
-        ``{"runs": [{"label", "path", "model", "dataset", "summary"}], "paired": [{"run",
+        ``{"runs": [{"label", "path", "model", "dataset", "summary"}], "metrics": [...], "paired": [{"run",
         "method", "vs", "n", "metrics": {key: diff}}]}``; diffs as :func:`fsnn.summary.summarize`'s.
 
     Raises:
@@ -374,7 +376,8 @@ def compare_runs(runs: Sequence[RunFolder], *, allow_different: bool = False, n_
     for label, r in zip(labels, runs, strict=True):
         out["runs"].append({"label": label, "path": str(r.path), "model": r.model, "dataset": r.dataset,
                             "summary": summarize(r.results, n_boot=n_boot, seed=seed)})  # fmt: skip
-    keys = [m["key"] for m in out["runs"][0]["summary"]["metrics"]]
+    out["metrics"] = _union_metrics([r["summary"] for r in out["runs"]])
+    keys = [m["key"] for m in out["metrics"]]
     for label, r in zip(labels[1:], runs[1:], strict=True):
         pa, pb = _shared(first.results, r.results)
         for m in [m for m in r.methods if m in first.methods]:
@@ -396,10 +399,20 @@ def compare_runs(runs: Sequence[RunFolder], *, allow_different: bool = False, n_
     return out
 
 
+def _union_metrics(summaries: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Every metric any run has, in the summary's order (a run without one shows n/a)."""
+    seen: dict[str, dict[str, str]] = {}
+    for s in summaries:
+        for m in s["metrics"]:
+            seen.setdefault(m["key"], m)
+    # summarize() orders readable first, then the rest; keep that order across runs
+    return sorted(seen.values(), key=lambda m: _ORDER.index(m["key"]) if m["key"] in _ORDER else 99)
+
+
 def format_compare(comparison: dict[str, Any]) -> str:
     """The comparison as fixed-width tables: one row per run and method, then the paired diffs."""
     runs = comparison["runs"]
-    metrics = runs[0]["summary"]["metrics"]
+    metrics = comparison["metrics"]
     lines = [f"{r['label']} = {r['path']}: {r['model']}, {r['dataset']}, mode {r['summary']['mode'] or '?'}, "
              f"judge {r['summary']['judge']}" for r in runs]  # fmt: skip
     grid = [["run", "method", "prompts", *[m["label"] for m in metrics]]]

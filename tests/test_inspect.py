@@ -177,3 +177,14 @@ def test_show_and_compare_on_the_release(release_run, capsys):
     assert seg["n"] == 260 and seg["metrics"]["composite_ge_0.6"]["estimate"] == 0.0
     print(format_compare(comp))
     assert "66 (25.4%)" in capsys.readouterr().out
+
+
+def test_compare_shows_a_metric_only_one_run_has(tmp_path):
+    a = make_run(tmp_path / "a", judged=False, to=TO)
+    b = make_run(tmp_path / "b", judged=False, to=TO, readable=np.ones((3, 6), dtype=int))
+    comp = compare_runs([open_run(a), open_run(b)])
+    assert comp["metrics"][0]["key"] == "readable_token_overlap_ge_0.5"
+    text = format_compare(comp)
+    row_a = next(line for line in text.splitlines() if line.startswith("A ") and " full " in line)
+    row_b = next(line for line in text.splitlines() if line.startswith("B ") and " full " in line)
+    assert row_a.split()[3] == "n/a" and row_b.split()[3] == "3"  # A has no readable; B: 3 of 6
