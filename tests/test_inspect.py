@@ -188,3 +188,10 @@ def test_compare_shows_a_metric_only_one_run_has(tmp_path):
     row_a = next(line for line in text.splitlines() if line.startswith("A ") and " full " in line)
     row_b = next(line for line in text.splitlines() if line.startswith("B ") and " full " in line)
     assert row_a.split()[3] == "n/a" and row_b.split()[3] == "3"  # A has no readable; B: 3 of 6
+
+
+def test_prompt_ids_fall_back_to_positions_without_simpleqa_ids(tmp_path):
+    rf = open_run(make_run(tmp_path / "r", judged=False, simpleqa_ids=[-1] * 6))
+    assert f"Question: {rf.results.question.values[2]}" in format_prompt(rf, 2, width=200)
+    with pytest.raises(FsnnError, match=r"no SimpleQA ids; positions 0\.\.5"):
+        format_prompt(rf, 6)
