@@ -271,13 +271,16 @@ def _trial_lines(run: RunFolder, m: str, sid: int, i: int) -> list[str]:
                 return [f"  trials ({m}): none for this prompt in trials.nc"]
             j = int(hit[0])
         tp = tm.isel(prompt=j)
-        segs = [str(s) for s in t["segment"].values] if "segment" in t.dims else []
+        ag_all = np.asarray(tp["alpha"].values, dtype=float) * np.asarray(tp["gamma"].values, dtype=float)
+        ag_all = ag_all.reshape(t.sizes["trial"], -1)  # (trial, segment)
+        own = np.isfinite(ag_all).any(axis=0)  # this method's segments (others are NaN)
+        segs = [str(s) for s, keep in zip(t["segment"].values, own, strict=True) if keep] if "segment" in t.dims else []
         lines = [f"  trials ({m}): " + "  ".join(["trial", *[f"α·γ {s}" for s in segs], "TO", "PPL", "S_opt", "best"])]
         for k in range(t.sizes["trial"]):
             obj = float(tp["objective"].values[k])
             if not np.isfinite(obj):
                 continue
-            ag = (np.asarray(tp["alpha"].values[k]) * np.asarray(tp["gamma"].values[k])).reshape(-1)
+            ag = ag_all[k][own]
             best = "*" if "is_best" in tp and int(tp["is_best"].values[k]) == 1 else ""
             lines.append(f"    {k:>3}  " + "  ".join(f"{v:.3f}" for v in ag)
                          + f"  {float(tp['token_overlap'].values[k]):.2f}  {float(tp['perplexity'].values[k]):.1f}"
@@ -323,8 +326,10 @@ def format_prompt(run: RunFolder, prompt_id: int, method: str | None = None, *, 
             a = np.asarray(res["alpha"].sel({"method": m}).values[i], dtype=float).reshape(-1)
             g = np.asarray(res["gamma"].sel({"method": m}).values[i], dtype=float).reshape(-1)
             segs = [str(s) for s in res["segment"].values] if "segment" in res.dims else ["all"] * a.size
-            lines.append("  best trial: " + ", ".join(f"{s} α={x:.3f} γ={y:.3f} (α·γ={x * y:.3f})"
-                                                      for s, x, y in zip(segs, a, g, strict=True)))  # fmt: skip
+            # methods joined on the union of segments: a method's other segments are NaN
+            lines.append("  best trial: " + (", ".join(f"{s} α={x:.3f} γ={y:.3f} (α·γ={x * y:.3f})"
+                                                       for s, x, y in zip(segs, a, g, strict=True)
+                                                       if np.isfinite(x * y)) or "no strengths"))  # fmt: skip
         lines += _trial_lines(run, m, sid, i)
         lines.append("")
         lines.append(unified_diff(base, text, w, ("baseline", m)) if diff

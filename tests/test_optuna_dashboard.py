@@ -95,6 +95,7 @@ def test_show_and_report_on_the_pipeline_s_own_run(run_folder):
     assert len(rows) == run.results.sizes["prompt"] >= 1
     text = format_prompt(run, rows[0]["simpleqa_id"], width=100)
     assert "trials (segmented)" in text and "no trials.nc" not in text
+    assert "nan" not in text  # each method shows only its own segments (the union holds NaN)
     html = build_report(run)
     assert html.count('src="data:image/png;base64,') == 5
     summary = json.loads((run_folder / "summary.json").read_text())
