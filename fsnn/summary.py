@@ -25,6 +25,7 @@ shown ("k judge failures"), so a question never leaves a denominator silently.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -46,6 +47,7 @@ from .stats import (
     bootstrap_mean,
     mcnemar_exact,
     paired_bootstrap_diff,
+    wilson_interval,
 )
 
 __all__ = [
@@ -150,7 +152,10 @@ def outcomes(results: xr.Dataset, method: str) -> dict[str, np.ndarray | None]:
 def _rate(values: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
     kept = values[np.isfinite(values)]
     iv = bootstrap_mean(kept, n_boot=n_boot, seed=seed)
-    return {"k": int(kept.sum()), **iv.as_dict()}
+    k = int(kept.sum())
+    # cross-check: the percentile bootstrap collapses to a point at k = 0 or k = n, Wilson does not
+    wilson = [None if math.isnan(b) else b for b in wilson_interval(k, int(kept.size))]
+    return {"k": k, **iv.as_dict(), "wilson": wilson}
 
 
 def _paired(a: np.ndarray, b: np.ndarray, binary: bool, n_boot: int, seed: int) -> dict[str, Any]:
@@ -354,6 +359,9 @@ def summary_notes(summary: dict[str, Any]) -> list[str]:
     )
     notes.append(f"[low, high]: 95% {summary['interval']} ({summary['n_boot']} resamples, seed "
                  f"{summary['seed']}); +b/-c: prompts better/worse than {summary['reference']}")  # fmt: skip
+    rates = [r for e in summary["methods"] for r in e["rates"].values() if r is not None and r["n"]]
+    if any(r["k"] in (0, r["n"]) for r in rates):
+        notes.append("a rate of 0 or 100% has a point bootstrap interval; its Wilson interval is in summary.json")
     return notes
 
 
@@ -394,6 +402,9 @@ def atomic_write_text(path: Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -115,3 +115,13 @@ def test_release_summary_keeps_the_paper_numbers_with_intervals():
     seg = s["segmented"]["vs_baseline"][COMP_KEY]
     assert seg["low"] > 0 and seg["mcnemar_p"] < 1e-4  # the paper's gain is not noise
     assert "66 (25.4%) [" in format_summary(res)
+
+
+def test_json_holds_a_wilson_cross_check_where_the_bootstrap_collapses():
+    to = np.array([[0, 0, 0, 0, 0, 0], [1, 1, 0, 1, 0, 1], [1, 1, 1, 1, 1, 1]], float)
+    res = make_results(to=to)
+    s = _by_method(summarize(res))
+    base = s["baseline"]["rates"][TO_KEY]
+    assert (base["low"], base["high"]) == (0.0, 0.0)
+    assert base["wilson"][0] == pytest.approx(0.0, abs=1e-12) and 0.3 < base["wilson"][1] < 0.5
+    assert "its Wilson interval is in summary.json" in format_summary(res)
