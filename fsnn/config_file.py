@@ -44,6 +44,7 @@ __all__ = [
     "config_sources",
     "format_config",
     "load_config_file",
+    "resolve_from_cli",
     "resolve_run_config",
 ]
 
@@ -284,3 +285,22 @@ def format_config(config: Any, sources: Mapping[str, str] | None = None) -> str:
         else:
             lines.append(f"{f.name} = {_toml_value(value)}{note}")
     return "\n".join(lines + [""] + tables) + "\n"
+
+
+def resolve_from_cli(
+    config_path: str | Path | None, paper: bool, flag_values: Mapping[str, Any]
+) -> tuple[Any, str]:
+    """What ``fsnn run --config FILE --paper FLAGS...`` runs, and the header it prints.
+
+    Args:
+        config_path: the ``--config`` file, or None.
+        paper: ``--paper`` given.
+        flag_values: RunConfig field -> flag value (None: not given).
+
+    Returns:
+        the RunConfig and :func:`format_config` of it with each value's source.
+    """
+    file_values = load_config_file(config_path) if config_path is not None else {}
+    preset = PAPER_PRESET if paper else {}
+    config = resolve_run_config(file_values, preset, flag_values)
+    return config, format_config(config, config_sources(file_values, preset, flag_values))

@@ -110,3 +110,14 @@ def test_missing_file_unknown_flag_and_invalid_value(tmp_path):
         resolve_run_config(flag_values={"colour": "red"})
     with pytest.raises(FsnnError, match="mode must be faithful or cached"):
         resolve_run_config({"mode": "fast"})
+
+
+def test_resolve_from_cli_reads_the_file_and_says_where_values_come_from(tmp_path):
+    from fsnn.config_file import resolve_from_cli
+
+    path = _toml(tmp_path, 'n_trials = 2\nmode = "cached"\n')
+    config, header = resolve_from_cli(path, True, {"mode": "faithful", "seed": None})
+    assert (config.n_trials, config.mode, config.model) == (2, "faithful", PAPER_PRESET["model"])
+    assert "n_trials = 2  # file" in header and 'mode = "faithful"  # flag' in header
+    plain, _ = resolve_from_cli(None, False, {})
+    assert plain == RunConfig()
