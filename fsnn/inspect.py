@@ -86,7 +86,7 @@ class RunFolder:
         if cfg.get("simpleqa_sha256"):
             return f"SimpleQA sha256 {str(cfg['simpleqa_sha256'])[:12]}"
         if cfg.get("source") == "release":
-            return "the authors' release (260 SimpleQA failures)"
+            return "the authors' release"
         return "unknown"
 
     @property
