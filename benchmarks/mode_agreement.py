@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fsnn.layout import SegmentLayout
 from fsnn.metrics import token_overlap
 from fsnn.models import load_model
 from fsnn.prompts import PAPER_TEMPLATES
-from fsnn.spec import SegmentLayout
 from fsnn.steer import steered_generate
 from fsnn.store import read_dataset
 

@@ -15,8 +15,7 @@ from typing import Any
 import nnsight
 import torch
 
-from fsnn.generation import encode
-from fsnn.steer import _generation_config
+from fsnn.decode import encode, greedy_config
 
 __all__ = ["nnsight_probe"]
 
@@ -25,7 +24,7 @@ __all__ = ["nnsight_probe"]
 def nnsight_probe(model: Any, prompts: list[str], *, max_new_tokens: int, read_layers: bool) -> list[torch.Tensor]:
     """Greedy nnsight generate of exactly ``max_new_tokens``; optionally read every layer."""
     enc = encode(model, prompts, max_new_tokens)
-    config = _generation_config(model, max_new_tokens, use_cache=True, eos=set())
+    config = greedy_config(model, max_new_tokens, use_cache=True, eos=set())
     envoys = [model.layer(k) for k in range(model.n_layers)] if read_layers else []
     lm_head = model.lm.lm_head
     with model.lm.generate(enc, generation_config=config) as tracer:

@@ -1,13 +1,14 @@
 """The paper protocol per prompt, two ways, built from fsnn's primitives.
 
-METHOD.md §2 minus the judges: baseline generate, enrichment generate, reference
+docs/method.md §2 minus the judges: baseline generate, enrichment generate, reference
 capture, then 5 Optuna trials for each of two methods (full-layer, segmented), each
 trial a steered generate scored by token overlap and perplexity (eq. 6).
 
-- :func:`package_plan` is this package's way: prompts batched in every generate, one
-  capture pass for all layers, the trials of all prompts asked together
-  (:func:`fsnn.search.run_search`) and evaluated as the rows of one steered generate,
-  one perplexity scorer (loaded once, with its cache of scored texts).
+- :func:`package_plan` is this package's way, through the very stage functions
+  ``fsnn run`` calls (:mod:`fsnn.stages`): prompts batched in every generate, one
+  capture pass for all layers, the trials of all prompts asked together and evaluated
+  as the rows of one steered generate, one perplexity scorer (loaded once, with its
+  cache of scored texts).
 - :func:`naive_plan` reproduces the execution plan of the authors' release: one prompt
   at a time, trials one by one, faithful steering (no KV cache), one capture pass per
   layer, and the perplexity model loaded again for every call.
@@ -29,12 +30,15 @@ from typing import Any
 
 import torch
 
+from fsnn.backends import LocalBackend
 from fsnn.generation import generate
+from fsnn.layout import SegmentLayout, Strengths
 from fsnn.metrics import Perplexity, objective, token_overlap
+from fsnn.pipeline import RunConfig
 from fsnn.prompts import PAPER_TEMPLATES, split_explanation
 from fsnn.references import ReferenceItem, capture_references
-from fsnn.search import SearchConfig, SearchItem, open_storage, run_search
-from fsnn.spec import SegmentLayout, SteeringSpec
+from fsnn.simpleqa import Question
+from fsnn.stages import RunContext, baseline_stage, reference_stage, search_stage
 from fsnn.steer import steered_generate
 
 __all__ = ["QA", "naive_plan", "package_plan"]
@@ -61,38 +65,51 @@ def package_plan(
     model: Any, rows: list[QA], *, mode: str, max_new_tokens: int, n_trials: int = 5,
     batch_size: int = 8, batch_rows: int = 40, seed: int = 0,
 ) -> dict[str, Any]:
-    """All ``rows`` through the protocol, batched; returns facts about the run."""
-    t = PAPER_TEMPLATES
+    """All ``rows`` through the package's own stages (:mod:`fsnn.stages`); returns facts.
+
+    The same functions ``fsnn run`` calls, in a temporary run folder: baseline (with
+    the offline proxy grade), enrichment + capture, then the search of both methods.
+    """
+    import fsnn.stages as stages_module
+
+    questions = [Question(id=i, question=r.question, answer=r.answer, topic="", answer_type="")
+                 for i, r in enumerate(rows)]
+    config = RunConfig(model=model.name, mode=mode, max_new_tokens=max_new_tokens, n_trials=n_trials,
+                       batch_trials=n_trials, batch_rows=batch_rows, batch_size=batch_size, seed=seed,
+                       limit=None, ids=tuple(range(len(rows))))
     clock = _Stages()
-    with clock("baseline generate"):
-        baseline = generate(model, [t.baseline_prompt(r.question) for r in rows],
-                            max_new_tokens=max_new_tokens, batch_size=batch_size)
-    with clock("enrichment generate"):
-        enrichment = generate(model, [t.enrichment_prompt(r.question, r.answer) for r in rows],
-                              max_new_tokens=max_new_tokens, batch_size=batch_size)
-    items = [ReferenceItem(question=r.question, answer=r.answer, explanation=split_explanation(e.completion))
-             for r, e in zip(rows, enrichment, strict=True)]
-    with clock("capture"):
-        h = torch.from_numpy(capture_references(model, items, batch_size=batch_size).values)
-    search_items = [SearchItem(key=r.key, prompt=t.steering_prompt(r.question), answer=r.answer, h=h[i])
-                    for i, r in enumerate(rows)]
+    counter = {"tokens": 0, "calls": 0}
     scorer = Perplexity(model.hf_model, model.tokenizer)
 
-    def ppl(texts: Any) -> list[float]:
-        with clock("search: perplexity"):
-            return scorer(texts)
+    class TimedScorer:
+        calls = property(lambda self: scorer.calls)
 
-    config = SearchConfig(n_trials=n_trials, batch_trials=n_trials, batch_rows=batch_rows, seed=seed)
-    counter = {"tokens": _count(baseline) + _count(enrichment), "calls": 0}
-    best = {}
-    with tempfile.TemporaryDirectory() as tmp, _counting_steer(counter, clock):
-        storage = open_storage(f"sqlite:///{Path(tmp) / 'studies.db'}")
-        for layout in _layouts(model.n_layers):
+        def __call__(self, texts: Any) -> list[float]:
+            with clock("search: perplexity"):
+                return scorer(texts)
+
+    original_generate = stages_module.generate
+
+    def counting_generate(*args: Any, **kwargs: Any) -> Any:
+        outputs = original_generate(*args, **kwargs)
+        counter["tokens"] += _count(outputs)
+        return outputs
+
+    stages_module.generate = counting_generate
+    try:
+        with tempfile.TemporaryDirectory() as tmp, _counting_steer(counter, clock):
+            ctx = RunContext(config=config, out=Path(tmp), model=model, judge=None, backend=LocalBackend(),
+                             simpleqa_sha="benchmark", progress=False, _ppl=TimedScorer())  # type: ignore[arg-type]
+            with clock("baseline generate"):
+                baseline_stage(ctx, questions)
+            with clock("enrichment + capture"):
+                refs = reference_stage(ctx, questions)
             with clock("search (all)"):
-                ds = run_search(model, search_items, layout, config, storage=storage, ppl=ppl, mode=mode,
-                                max_new_tokens=max_new_tokens, study_prefix=f"{layout.name}:", progress=False)
-            best[layout.name] = [round(v, 4) for v in ds["objective"].max("trial").values.tolist()]
-        storage.engine.dispose()
+                trials = search_stage(ctx, refs)
+    finally:
+        stages_module.generate = original_generate
+    best = {str(m): [round(v, 4) for v in trials["objective"].sel(method=m).max("trial").values.tolist()]
+            for m in trials.method.values}
     return {"prompts": len(rows), "generated_tokens": counter["tokens"], "steered_generate_calls": counter["calls"],
             "ppl_texts_scored": scorer.calls, "best_objective": best, "stages_cpu_s": clock.summary()}
 
@@ -177,7 +194,7 @@ def naive_plan(model: Any, row: QA, *, max_new_tokens: int, n_trials: int = 5, s
             trial = study.ask()
             alpha = tuple(trial.suggest_float(f"alpha_{s}", 0.01, 1.0) for s in layout.segment_names)
             gamma = tuple(trial.suggest_float(f"gamma_{s}", 0.01, 1.0) for s in layout.segment_names)
-            a, g = SteeringSpec(layout=layout, alpha=alpha, gamma=gamma).per_layer(model.n_layers)
+            a, g = Strengths(layout=layout, alpha=alpha, gamma=gamma).per_layer(model.n_layers)
             with clock("search: steered generate"):
                 out = steered_generate(model, [prompt], h, a[None], g[None], mode="faithful",
                                        max_new_tokens=max_new_tokens)[0]

@@ -35,7 +35,6 @@ import torch
 from .timing import Sample, Timing, interleaved, time_call
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CSV = "/work/shared/data/simpleqa/simple_qa_test_set.csv"
 SECTIONS = ("a", "b", "c", "d", "e", "f")
 
 
@@ -129,9 +128,11 @@ def versions() -> dict[str, str]:
 
 
 def simpleqa_rows(n: int) -> list[Any]:
+    from fsnn.simpleqa import simpleqa_path
+
     from .protocol import QA
 
-    path = os.environ.get("FSNN_SIMPLEQA_CSV") or DEFAULT_CSV
+    path = simpleqa_path()  # $FSNN_SIMPLEQA_CSV, else the cached download (no machine path)
     rows = []
     with open(path, newline="", encoding="utf-8") as fh:
         for i, rec in enumerate(csv.DictReader(fh)):
@@ -660,7 +661,7 @@ SECTION_TEXT = {
           "figures are K x the median single-row call (the calls are identical in shape)."),
     "c": ("Faithful mode re-runs the whole sequence at every step (no KV cache, as the release ran); cached "
           "mode steps one token. Batch 1, the same prompt and coefficients. The notes say how far the two "
-          "methods' greedy tokens agree (they are different methods: METHOD.md §2.5)."),
+          "methods' greedy tokens agree (they are different methods: docs/method.md §9)."),
     "d": "`capture_references` with one traced pass for all layers vs `per_layer_passes=True` (the release's plan).",
     "e": ("The paper protocol per prompt without the judges. *package*: this package's primitives as a run "
           "composes them (batched generate and capture, `run_search` with all trials of all prompts asked "

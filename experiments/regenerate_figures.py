@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from fsnn.config import env_path
+from fsnn.environment import env_path
 from fsnn.errors import FsnnError
 from fsnn.figures import render_all
 from fsnn.release import format_summary, import_release, write_release

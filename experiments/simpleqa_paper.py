@@ -1,4 +1,4 @@
-"""The paper's full configuration (METHOD.md §2): Gemma-2-2B-IT in 8-bit, the first 500
+"""The paper's full configuration (docs/method.md §2): Gemma-2-2B-IT in 8-bit, the first 500
 SimpleQA rows -> the INCORRECT ones -> 5 Optuna trials per prompt, full-layer and
 segmented, faithful (no-KV-cache) steering, 100 new tokens, judged by an
 OpenAI-compatible endpoint (paper: mistral-small-latest).
@@ -20,15 +20,14 @@ import argparse
 from fsnn.config_file import PAPER_PRESET, config_sources, format_config, resolve_run_config
 from fsnn.pipeline import run_pipeline, summary_table
 
-PAPER = resolve_run_config(preset=PAPER_PRESET)  # the same preset as `fsnn run --paper`
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/paper")
-    parser.add_argument("--judge", default=PAPER.judge)
+    # the same preset as `fsnn run --paper` (resolved only here: it needs CUDA and the judge's key)
+    parser.add_argument("--judge", default=PAPER_PRESET["judge"])
     parser.add_argument("--simpleqa-csv", default=None)
-    parser.add_argument("--mode", choices=("faithful", "cached"), default=PAPER.mode)
+    parser.add_argument("--mode", choices=("faithful", "cached"), default=PAPER_PRESET["mode"])
     args = parser.parse_args(argv)
     flags = {"judge": args.judge, "mode": args.mode}
     config = resolve_run_config(preset=PAPER_PRESET, flag_values=flags)

@@ -1,40 +1,334 @@
-"""The ``fsnn`` command line (also ``python -m fsnn``).
+"""The ``fsnn`` command line (also ``python -m fsnn``), every subcommand in this one module.
 
-Each feature module contributes its subcommands through ``add_commands(subparsers)``;
-a handler receives the parsed args and returns an exit status. Errors a user can fix
-(:class:`fsnn.errors.FsnnError`) print one line and exit 2, never a traceback.
+Each handler parses its options, calls the library, and prints; the work lives in the
+package (:mod:`fsnn.pipeline`, :mod:`fsnn.steer`, ...). Errors a user can fix
+(:class:`fsnn.errors.FsnnError`, and bad options) print ONE line ``fsnn: error: ...``
+and exit 2, never a traceback; every option is checked before any model loads.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from . import __version__
 from .errors import FsnnError
 
-# Modules that define add_commands(subparsers); one line each, in help order.
-_MODULES = (
-    "fsnn.commands",
-    "fsnn.judges.agreement",
-    "fsnn.release",
-    "fsnn.figures",
-    "fsnn.inspect",
-    "fsnn.report",
-)
+__all__ = ["build_parser", "main"]
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (argparse prints the usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"fsnn: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=32)
+
+
+def _ids(text: str) -> tuple[int, ...]:
+    try:
+        ids = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"ids must be comma-separated integers, got {text!r}") from None
+    if not ids or min(ids) < 0:
+        raise argparse.ArgumentTypeError(f"ids must be SimpleQA row numbers >= 0, got {text!r}")
+    return ids
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help, formatter_class=_formatter)
+
+
+# --------------------------------------------------------------------------- parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fsnn", description="Fusion Steering (arXiv:2505.22572) with nnsight."
-    )
+    parser = _Parser(prog="fsnn", description="Fusion Steering (arXiv:2505.22572) with nnsight.")
     parser.add_argument("--version", action="version", version=f"fsnn {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _MODULES:
-        importlib.import_module(name).add_commands(sub)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = _add(sub, "ask", "answer one question with a model (no steering)")
+    p.add_argument("question", help="the prompt text")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model alias, local folder, .gguf file or hub id")
+    p.add_argument("--max-new-tokens", type=_positive, default=40, help="tokens to generate")
+    p.add_argument("--chat-template", action="store_true", help="wrap the question in the model's chat template")
+    p.add_argument("--load-in-8bit", action="store_true", help="load the weights in 8 bits (bitsandbytes)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (text, ids)")
+    p.set_defaults(func=_ask)
+
+    p = _add(sub, "steer", "one Fusion-Steered answer (capture the reference, then steer)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model alias, local folder, .gguf file or hub id")
+    p.add_argument("--question", required=True, help="the question to answer")
+    p.add_argument("--answer", required=True, help="ground truth that builds the reference (oracle setting)")
+    p.add_argument("--explanation", default="", help="explanation appended to the answer in the reference")
+    p.add_argument("--strengths", default="full:0.5,0.5",
+                   help="full:ALPHA,GAMMA | seg:a1,a2,a3,g1,g2,g3 | NAME=0-3,8-11:a1,a2,g1,g2")
+    p.add_argument("--mode", choices=("faithful", "cached"), default="faithful",
+                   help="faithful = the published method (no KV cache); cached = faster approximation")
+    p.add_argument("--max-new-tokens", type=_positive, default=100, help="tokens to generate")
+    p.add_argument("--load-in-8bit", action="store_true", help="load the weights in 8 bits (bitsandbytes)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (text, ids, ...)")
+    p.set_defaults(func=_steer)
+
+    p = _add(sub, "run", "Fusion Steering on SimpleQA, resumable (the main job)")
+    _run_options(p)
+    p.set_defaults(func=_run)
+
+    p = _add(sub, "judge-agreement", "grade the 1045 released answers with a judge and compare with Mistral's")
+    p.add_argument("--judge", required=True,
+                   help="offline (no key, no network), local:MODEL, http:MODEL@BASE_URL or mistral")
+    p.add_argument("--split", choices=("all", "train", "heldout"), default="all",
+                   help="rows of all prompts, or only the offline calibration's train or held-out prompts "
+                        "(adds the table with composite accuracy per method and bootstrap intervals)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--n-boot", type=_positive, default=2000, help="bootstrap replicates of the table")
+    p.add_argument("--release-dir", help="the authors' release folder (default $FSNN_RELEASE_DIR)")
+    p.add_argument("--limit", type=_positive, help="grade a stratified subset of N rows (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
+    p.add_argument("--out", help="output path without suffix (default runs/judge_agreement/<judge>)")
+    p.add_argument("--cache", help="judge cache file (default $FSNN_CACHE_DIR/judges/answers.sqlite)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the judge cache")
+    p.add_argument("--api-key-env", help="http judges: NAME of the env variable holding the API key")
+    p.add_argument("--concurrency", type=_positive, help="http judges: requests in flight")
+    p.add_argument("--batch-size", type=_positive, help="local judges: prompts per forward pass")
+    p.add_argument("--device", help="local judges: torch device")
+    p.add_argument("--dtype", help="local judges: float32, bfloat16, float16")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_judge_agreement)
+
+    p = _add(sub, "import-release", "import the authors' released CSVs into RUN/results.nc (+ subsets, trial grades)")
+    p.add_argument("release_dir", metavar="DIR", help="folder of the released CSVs")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
+    p.add_argument("--simpleqa-csv", metavar="PATH", default=None,
+                   help="simple_qa_test_set.csv for topics and subsets (default: $FSNN_SIMPLEQA_CSV)")
+    p.set_defaults(func=_import_release)
+
+    p = _add(sub, "figures", "draw the paper's figures from a run folder's datasets")
+    p.add_argument("run", metavar="RUN", help="run folder holding results.nc (+ subsets.nc, trials.nc)")
+    p.add_argument("--out", metavar="DIR", default=None, help="output folder (default RUN/figures)")
+    p.add_argument("--format", default="png,pdf", help="comma-separated formats")
+    p.add_argument("--best-of-k", action="store_true",
+                   help="also draw fig. 2 with the release's best-of-k grade histogram (needs trial_grades.nc)")
+    p.set_defaults(func=_figures)
+
+    p = _add(sub, "show", "per-prompt view of a run: completions side by side, strengths, trials")
+    p.add_argument("run", metavar="RUN", help="run folder (holds results.nc)")
+    p.add_argument("--prompt", type=int, default=None, metavar="ID",
+                   help="SimpleQA id of the prompt to show (a position when the run has no ids); "
+                        "without it: the prompts sorted by steering gain")
+    p.add_argument("--method", default=None, metavar="M", help="only this steered method (None: all)")
+    p.add_argument("--width", type=_positive, default=None, help="output width (None: the terminal's)")
+    p.add_argument("--limit", type=int, default=50, help="rows of the prompt table (0 = all)")
+    p.add_argument("--diff", action="store_true", help="a unified diff instead of side-by-side columns")
+    p.set_defaults(func=_show)
+
+    p = _add(sub, "compare", "summary statistics of several runs with paired differences on shared prompts")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders; later ones are compared with the first")
+    p.add_argument("--allow-different", action="store_true", help="compare runs of different models or datasets")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.set_defaults(func=_compare)
+
+    p = _add(sub, "report", "one self-contained HTML report of a run (tables, figures, examples)")
+    p.add_argument("run", metavar="RUN", help="run folder (holds results.nc)")
+    p.add_argument("--out", metavar="HTML", default=None, help="output file (None: RUN/report.html)")
+    p.add_argument("--examples", type=int, default=12, help="prompts in the examples section")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random part of the example sample")
+    p.set_defaults(func=_report)
     return parser
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """``fsnn run``'s options; None defaults keep the RunConfig's default (shown in help)."""
+    from .pipeline import RunConfig
+
+    d = RunConfig()
+    p.add_argument("--model", default=None, help=f"model alias, folder, .gguf or hub id (default {d.model})")
+    p.add_argument("--out", default="runs/default", help="run folder (rerun the same command to resume)")
+    p.add_argument("--simpleqa-csv", default=None, help="SimpleQA CSV (default $FSNN_SIMPLEQA_CSV, else download)")
+    p.add_argument("--limit", type=_positive, default=None, help=f"the first N SimpleQA rows (default {d.limit})")
+    p.add_argument("--ids", type=_ids, default=None, help="explicit SimpleQA row ids, comma separated")
+    p.add_argument("--stratified", type=_positive, default=None, help="N rows sampled per topic, seeded")
+    p.add_argument("--methods", default=None,
+                   help=f"comma separated: full, segmented, NAME=0-3,8-11 (default {','.join(d.methods)})")
+    p.add_argument("--trials", type=_positive, default=None,
+                   help=f"Optuna trials per prompt and method (default {d.n_trials}, the paper's)")
+    p.add_argument("--batch-trials", type=_positive, default=None,
+                   help=f"trials asked together per prompt (default {d.batch_trials})")
+    p.add_argument("--batch-rows", type=_positive, default=None,
+                   help=f"rows per steered generate call (default {d.batch_rows})")
+    p.add_argument("--sampler", choices=("tpe", "random"), default=None, help=f"Optuna sampler (default {d.sampler})")
+    p.add_argument("--parametrization", choices=("alpha_gamma", "product"), default=None,
+                   help=f"what the search varies (default {d.parametrization})")
+    p.add_argument("--mode", choices=("faithful", "cached"), default=None,
+                   help=f"faithful = the published method, cached = faster approximation (default {d.mode})")
+    p.add_argument("--max-new-tokens", type=_positive, default=None,
+                   help=f"tokens per generation (default {d.max_new_tokens})")
+    p.add_argument("--select", choices=("incorrect", "not-correct"), default=None,
+                   help=f"which baseline grades are steered (default {d.select})")
+    p.add_argument("--score-on", choices=("full", "completion"), default=None,
+                   help=f"score the decoded text with the echoed prompt, or the completion (default {d.score_on})")
+    p.add_argument("--baseline-prompt", choices=("qa", "bare"), default=None,
+                   help=f"'Question: q\\nAnswer:' or the bare question (default {d.baseline_prompt})")
+    p.add_argument("--chat-template", action="store_true", default=None, help="wrap prompts in the chat template")
+    p.add_argument("--judge", default=None,
+                   help="local:MODEL, http:MODEL@BASE_URL or mistral (key from env); default: offline proxy")
+    p.add_argument("--judge-missing", choices=("zero", "exclude"), default=None,
+                   help=f"a missing judge score in the composite (default {d.judge_missing}, the release's)")
+    p.add_argument("--ppl-model", default=None, help="perplexity scorer (default: the base model; gpt2 = paper)")
+    p.add_argument("--load-in-8bit", action="store_true", default=None, help="8-bit weights (bitsandbytes)")
+    p.add_argument("--dtype", default=None, help=f"weight dtype (default {d.dtype})")
+    p.add_argument("--device", default=None, help=f"torch device (default {d.device})")
+    p.add_argument("--seed", type=int, default=None, help=f"subset and search seed (default {d.seed})")
+    p.add_argument("--backend", choices=("local", "serialised", "ndif"), default=None,
+                   help=f"where traces run; ndif needs NDIF_API_KEY and --ppl-model (default {d.backend})")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip bad SimpleQA rows (default: stop)")
+    p.add_argument("--force-new", action="store_true", help="start over a folder made with another config")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from .generation import generate
+    from .models import load_model
+    from .prompts import apply_chat
+
+    model = load_model(args.model, load_in_8bit=args.load_in_8bit)
+    prompt = apply_chat(model.tokenizer, args.question) if args.chat_template else args.question
+    out = generate(model, [prompt], max_new_tokens=args.max_new_tokens)[0]
+    print(json.dumps({"text": out.completion, "ids": out.ids}) if args.json else out.completion)
+    return 0
+
+
+def _steer(args: argparse.Namespace) -> int:
+    from .layout import parse_strengths
+    from .models import load_model
+    from .prompts import PAPER_TEMPLATES
+    from .references import ReferenceItem, capture_references
+    from .steer import Steering
+
+    parse_strengths(args.strengths, 10**6)  # the text's shape, before the model loads
+    model = load_model(args.model, load_in_8bit=args.load_in_8bit)
+    strengths = parse_strengths(args.strengths, model.n_layers)
+    item = ReferenceItem(question=args.question, answer=args.answer, explanation=args.explanation)
+    steering = Steering(references=capture_references(model, [item]), strengths=strengths, mode=args.mode)
+    out = steering.generate(model, [PAPER_TEMPLATES.steering_prompt(args.question)],
+                            max_new_tokens=args.max_new_tokens)[0]
+    if args.json:
+        print(json.dumps({"text": out.completion, "ids": out.ids, "full_text": out.text, "mode": args.mode,
+                          "strengths": strengths.params(), "model": model.name}))
+    else:
+        print(out.completion)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .pipeline import config_from_args, run_pipeline, summary_table
+
+    config = config_from_args(
+        model=args.model, limit=args.limit, ids=args.ids, stratified=args.stratified,
+        methods=tuple(m for m in args.methods.split(",") if m) if args.methods else None,
+        n_trials=args.trials, batch_trials=args.batch_trials, batch_rows=args.batch_rows, sampler=args.sampler,
+        parametrization=args.parametrization, mode=args.mode, max_new_tokens=args.max_new_tokens,
+        select=args.select, score_on=args.score_on, baseline_prompt=args.baseline_prompt,
+        chat_template=args.chat_template, judge=args.judge, judge_missing=args.judge_missing,
+        ppl_model=args.ppl_model, load_in_8bit=args.load_in_8bit, dtype=args.dtype, device=args.device,
+        seed=args.seed, backend=args.backend, on_bad_rows="skip" if args.skip_bad_rows else None,
+    )
+    results = run_pipeline(config, args.out, simpleqa_csv=args.simpleqa_csv, force_new=args.force_new,
+                           progress=not args.no_progress)
+    print(summary_table(results))
+    print(f"\nresults: {args.out}/results.nc (summary in {args.out}/summary.md)")
+    return 0
+
+
+def _judge_agreement(args: argparse.Namespace) -> int:
+    from .judges import JudgeConfig
+    from .judges.agreement import agreement_main, format_report, report_json
+
+    overrides = {"api_key_env": args.api_key_env, "concurrency": args.concurrency, "batch_size": args.batch_size,
+                 "device": args.device, "dtype": args.dtype}
+    if args.judge.partition(":")[0] == "offline":
+        config: str | JudgeConfig = args.judge  # make_judge builds the offline judge
+    else:
+        config = JudgeConfig.from_spec(args.judge, **overrides)
+    cache: str | None = None if args.no_cache else (args.cache or "default")
+    report = agreement_main(config, release_dir=args.release_dir, limit=args.limit, seed=args.seed, out=args.out,
+                            cache=cache, progress=not (args.no_progress or args.json), split=args.split,
+                            n_boot=args.n_boot)
+    print(report_json(report) if args.json else format_report(report))
+    return 0
+
+
+def _import_release(args: argparse.Namespace) -> int:
+    from .release import format_summary, import_release, write_release
+
+    imported = import_release(args.release_dir, args.simpleqa_csv)
+    paths = write_release(imported, args.out)
+    print(format_summary(imported.results))
+    if imported.subsets is None:
+        print("note: no SimpleQA CSV given (--simpleqa-csv / FSNN_SIMPLEQA_CSV): no topics, no subsets.nc")
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from .figures import render_all
+
+    formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
+    for path in render_all(args.run, args.out, formats, best_of_k=args.best_of_k):
+        print(f"wrote {path}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from .inspect import format_prompt, format_prompt_table, open_run
+
+    run = open_run(args.run)
+    if args.prompt is None:
+        print(format_prompt_table(run, args.method, width=args.width, limit=args.limit))
+    else:
+        print(format_prompt(run, args.prompt, args.method, width=args.width, diff=args.diff))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .inspect import compare_runs, format_compare, open_run
+
+    comparison = compare_runs([open_run(r) for r in args.runs], allow_different=args.allow_different)
+    print(json.dumps(comparison, indent=2) if args.json else format_compare(comparison))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(args.run, args.out, examples=args.examples, seed=args.seed)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+# --------------------------------------------------------------------------- entry point
 
 
 def main(argv: Sequence[str] | None = None) -> int:

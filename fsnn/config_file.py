@@ -48,7 +48,7 @@ __all__ = [
     "resolve_run_config",
 ]
 
-# The paper's run (METHOD.md §2): Gemma-2-2B-IT in 8-bit fp16 on a GPU, first 500 SimpleQA
+# The paper's run (docs/method.md §2): Gemma-2-2B-IT in 8-bit fp16 on a GPU, first 500 SimpleQA
 # rows -> the INCORRECT ones, 5 TPE trials per prompt, full-layer and segmented, faithful
 # steering, 100 new tokens, TO/PPL on the full decoded text, GPT-2 perplexity, Mistral judge
 # with a missing grade counted as 0.

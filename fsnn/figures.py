@@ -1,4 +1,4 @@
-"""The paper's figures (METHOD.md §7) and two more, drawn only from saved datasets.
+"""The paper's figures (docs/method.md §10) and two more, drawn only from saved datasets.
 
 Every function takes xarray datasets in the :mod:`fsnn.store` schema and returns a
 :class:`matplotlib.figure.Figure` built without pyplot (so no global figure state, no
@@ -22,7 +22,6 @@ summary table (:func:`fsnn.summary.outcomes`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import textwrap
 from collections.abc import Sequence
@@ -50,7 +49,6 @@ __all__ = [
     "FIGURES",
     "METHOD_COLORS",
     "METHOD_LABELS",
-    "add_commands",
     "fig1_topics",
     "fig2_accuracy",
     "fig3_scores",
@@ -253,7 +251,7 @@ def fig2_accuracy(
             only used when ``best_of_k``.
         best_of_k: grade histogram (panel d) with the best grade over the graded trials
             of each prompt for the methods in ``trial_grades``: the release's histogram
-            quirk (METHOD.md §3). Panels a-c always use the selected trial.
+            quirk (docs/method.md §8). Panels a-c always use the selected trial.
     """
     methods = _methods(results)
     colors = [_color(m, methods) for m in methods]
@@ -702,24 +700,3 @@ def render_all(
         paths += save_figure(fig, out / stem, formats)
     return paths
 
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("figures", help="draw the paper's figures from a run folder's datasets",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    p.add_argument(
-        "run", metavar="RUN", help="run folder holding results.nc (+ subsets.nc, trials.nc)"
-    )
-    p.add_argument("--out", metavar="DIR", default=None, help="output folder (None: RUN/figures)")
-    p.add_argument("--format", default="png,pdf", help="comma-separated formats: png, pdf, svg")
-    p.add_argument(
-        "--best-of-k", action="store_true",
-        help="also draw fig. 2 with the release's best-of-k grade histogram (needs trial_grades.nc)",
-    )  # fmt: skip
-    p.set_defaults(func=_figures_command)
-
-
-def _figures_command(args: argparse.Namespace) -> int:
-    formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
-    for path in render_all(args.run, args.out, formats, best_of_k=args.best_of_k):
-        print(f"wrote {path}")
-    return 0

@@ -1,4 +1,4 @@
-"""The intervention math of Fusion Steering, METHOD.md eqs. (1)-(5), as pure tensor functions.
+"""The intervention math of Fusion Steering, docs/method.md §3 eqs. (1)-(5), as pure tensor functions.
 
 No hooks, no nnsight: :mod:`fsnn.steer` decides *where* and *when* these apply. This
 module imports nothing but torch, so it can be shipped by value to NDIF

@@ -19,7 +19,6 @@ release alike); anything else is a one-line :class:`~fsnn.errors.FsnnError`.
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 import shutil
@@ -39,7 +38,6 @@ from .summary import MEAN_TO, METRICS, fmt_diff, fmt_mean, fmt_rate, outcomes, s
 
 __all__ = [
     "RunFolder",
-    "add_commands",
     "compare_runs",
     "format_compare",
     "format_prompt",
@@ -447,46 +445,3 @@ def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     text = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join([text[0], "-" * len(text[0]), *text[1:]])
-
-
-# -------------------------------------------------------------------------- CLI
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = sub.add_parser("show", help="per-prompt view of a run: completions side by side, trials",
-                       formatter_class=fmt)  # fmt: skip
-    p.add_argument("run", metavar="RUN", help="run folder (holds results.nc)")
-    p.add_argument("--prompt", type=int, default=None, metavar="ID",
-                   help="SimpleQA id of the prompt to show (a position when the run has no ids); "
-                        "without it: the prompts sorted by steering gain")  # fmt: skip
-    p.add_argument("--method", default=None, metavar="M", help="only this steered method (None: all)")
-    p.add_argument("--width", type=int, default=None, help="output width (None: the terminal's)")
-    p.add_argument("--limit", type=int, default=50, help="rows of the prompt table (0 = all)")
-    p.add_argument("--diff", action="store_true", help="a unified diff instead of side-by-side columns")
-    p.set_defaults(func=_show_command)
-
-    p = sub.add_parser("compare", help="summary statistics of several runs with paired differences",
-                       formatter_class=fmt)  # fmt: skip
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders; later ones are compared with the first")
-    p.add_argument("--allow-different", action="store_true",
-                   help="compare runs of different models or datasets")  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
-    p.set_defaults(func=_compare_command)
-
-
-def _show_command(args: argparse.Namespace) -> int:
-    run = open_run(args.run)
-    if args.prompt is None:
-        _steered(run, args.method)  # validates --method
-        print(format_prompt_table(run, args.method, width=args.width, limit=args.limit))
-    else:
-        print(format_prompt(run, args.prompt, args.method, width=args.width, diff=args.diff))
-    return 0
-
-
-def _compare_command(args: argparse.Namespace) -> int:
-    runs = [open_run(r) for r in args.runs]
-    comparison = compare_runs(runs, allow_different=args.allow_different)
-    print(json.dumps(comparison, indent=2) if args.json else format_compare(comparison))
-    return 0

@@ -1,7 +1,7 @@
 """Where the decoder blocks live, and how to read/write a block's residual output.
 
 Fusion Steering reads and writes the *output of decoder block l* (the residual stream
-after the block), METHOD.md eq. (1). Architectures keep their blocks in different
+after the block), docs/method.md §3 eq. (1). Architectures keep their blocks in different
 places, and a block returns a plain tensor in transformers 5 but a tuple in older
 releases and some custom models: indexing ``[0]`` on a tensor silently takes batch row 0,
 so every access goes through :func:`residual` / :func:`with_residual`.

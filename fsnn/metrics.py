@@ -1,4 +1,4 @@
-"""The search's metrics: token overlap (METHOD.md §4), perplexity and S_opt (eq. 6).
+"""The search's metrics: token overlap (docs/method.md §5), perplexity and S_opt (eq. 6).
 
 Token overlap is *recall of the answer's word types*: TO = |G ∩ P| / |G| where G and P
 are the sets of NLTK word tokens of the lower-cased ground truth and prediction. NLTK's
@@ -66,7 +66,7 @@ def token_overlap(ground_truth: str, prediction: str) -> float:
 
 @dataclass(frozen=True, kw_only=True)
 class ObjectiveConfig:
-    """S_opt = w_to * TO - w_ppl * min(PPL / ppl_cap, 1)  (METHOD.md eq. 6).
+    """S_opt = w_to * TO - w_ppl * min(PPL / ppl_cap, 1)  (docs/method.md §3 eq. (6), §6).
 
     Attributes:
         w_to: weight of token overlap (paper 0.7).

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .config import cache_dir
+from .environment import cache_dir
 from .errors import FsnnError
 from .layers import find_layers_path
 
@@ -347,7 +347,7 @@ def wrap_model(
         blocks = getattr(blocks, part)
     cfg = hf_model.config
     text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    d_model = getattr(text_cfg, "hidden_size", None) or getattr(text_cfg, "n_embd")
+    d_model = getattr(text_cfg, "hidden_size", None) or text_cfg.n_embd
     try:
         dtype = next(p for p in hf_model.parameters() if p.is_floating_point()).dtype
     except StopIteration:  # pragma: no cover

@@ -1,9 +1,10 @@
-"""The SimpleQA experiment end to end (METHOD.md §2), as resumable stages over a run folder.
+"""The SimpleQA experiment end to end (docs/method.md §2), as resumable stages over a run folder.
 
     baseline -> grade -> select failures -> enrichment + reference capture
              -> search per method -> final evaluation -> summary
 
-A run folder is the unit of work. ``config.json`` is written first; rerunning the same
+The stages are plain functions in :mod:`fsnn.stages`; this module holds the run's
+configuration and the run folder. A run folder is the unit of work. ``config.json`` is written first; rerunning the same
 command continues from the last finished batch/stage (greedy decoding and per-trial
 seeded sampling make the final numbers equal to an uninterrupted run's); a folder made
 with another config refuses to mix (``force_new`` starts it over). Files (schema in
@@ -20,34 +21,34 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
-import string
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 import xarray as xr
-from tqdm.auto import tqdm
 
-from .data import Question, load_simpleqa, select, simpleqa_path
+from .backends import BACKENDS, resolve_backend
 from .errors import FsnnError
-from .generation import generate
-from .metrics import ObjectiveConfig, Perplexity, objective, token_overlap
-from .prompts import Templates, apply_chat, split_explanation
-from .references import ReferenceItem, capture_references
-from .search import SearchConfig, SearchItem, open_storage, run_search
-from .spec import SegmentLayout
-from .store import provenance, read_dataset, str_array, write_dataset
+from .metrics import ObjectiveConfig
+from .search import SearchConfig
+from .simpleqa import load_simpleqa, select_questions, simpleqa_path
+from .stages import (
+    SELECTED_GRADES,
+    RunContext,
+    baseline_stage,
+    reference_stage,
+    results_stage,
+    search_stage,
+    select_failures,
+)
+from .store import atomic_write_text
 from .summary import summary_rows, summary_table  # one summary for runs and the release
 
-__all__ = ["RunConfig", "run_pipeline", "proxy_grade", "summary_table"]
+__all__ = ["RunConfig", "config_from_args", "run_pipeline", "summary_rows", "summary_table"]
 
-GRADES = ("CORRECT", "INCORRECT", "NOT_ATTEMPTED")
+_DTYPES = ("float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,10 +78,10 @@ class RunConfig:
         ppl_model: perplexity scorer spec; None = the unsteered base model (offline);
             ``gpt2`` for paper parity when the hub is reachable.
         on_bad_rows: ``error`` or ``skip`` bad SimpleQA rows.
-        remote: run every trace on NDIF (model built on the meta device; needs
-            ``NDIF_API_KEY`` and a local ``ppl_model``), or ``"local"``: every trace
-            serialised as for NDIF and run here (the test of the remote path). See
-            docs/ndif.md.
+        backend: where traces run: ``local``; ``ndif`` (model built on the meta
+            device; needs ``NDIF_API_KEY`` and a local ``ppl_model``); or ``serialised``
+            (every trace serialised as for NDIF and run here, the test of the remote
+            path). Part of the folder's identity. See docs/ndif.md.
     """
 
     model: str = "smollm2-135m"
@@ -107,14 +108,16 @@ class RunConfig:
     judge_missing: str = "zero"
     ppl_model: str | None = None
     on_bad_rows: str = "error"
-    remote: bool | str = False
+    backend: str = "local"
     batch_size: int = 8
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def __post_init__(self) -> None:
+        from .layout import SegmentLayout
+
         if self.mode not in ("faithful", "cached"):
             raise FsnnError(f"mode must be faithful or cached, got {self.mode!r}")
-        if self.select not in ("incorrect", "not-correct"):
+        if self.select not in SELECTED_GRADES:
             raise FsnnError(f"select must be incorrect or not-correct, got {self.select!r}")
         if self.baseline_prompt not in ("qa", "bare"):
             raise FsnnError(f"baseline_prompt must be qa or bare, got {self.baseline_prompt!r}")
@@ -124,12 +127,31 @@ class RunConfig:
             raise FsnnError("max_new_tokens must be >= 1")
         if self.judge_missing not in ("zero", "exclude"):
             raise FsnnError("judge_missing must be zero or exclude")
-        if self.remote not in (False, True, "local"):
-            raise FsnnError(f"remote must be False, True or 'local', got {self.remote!r}")
-        if self.remote is True and self.ppl_model is None:
-            raise FsnnError("a remote run needs a local perplexity scorer: set ppl_model (e.g. gpt2 or smollm2-135m)")
-        if self.remote and self.load_in_8bit:
+        if self.backend not in BACKENDS:
+            raise FsnnError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.backend == "ndif" and self.ppl_model is None:
+            raise FsnnError("an NDIF run needs a local perplexity scorer: set ppl_model (e.g. gpt2 or smollm2-135m)")
+        if self.backend != "local" and self.load_in_8bit:
             raise FsnnError("8-bit loading is a local option; NDIF serves its own precision")
+        if self.score_on not in ("full", "completion"):
+            raise FsnnError(f"score_on must be full or completion, got {self.score_on!r}")
+        if self.dtype not in _DTYPES:
+            raise FsnnError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
+        _check_device(self.device)
+        for name in ("limit", "stratified"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise FsnnError(f"{name} must be >= 1, got {value}")
+        if self.ids is not None and (not self.ids or min(self.ids) < 0):
+            raise FsnnError("ids must be a non-empty list of SimpleQA row numbers >= 0")
+        if self.batch_size < 1:
+            raise FsnnError(f"batch_size must be >= 1, got {self.batch_size}")
+        for method in self.methods:  # names and ranges; ranges vs depth are checked once loaded
+            SegmentLayout.named(method, 10**6)
+        if self.judge is not None:
+            from .judges import check_judge_spec
+
+            check_judge_spec(self.judge)  # the spec, its model and key variable; loads nothing
         self.search_config()  # validates n_trials, ranges, sampler
 
     def search_config(self) -> SearchConfig:
@@ -145,296 +167,23 @@ class RunConfig:
         data.pop("batch_rows")  # batching changes speed, not numbers
         data.pop("batch_size")
         data.pop("device")
-        data.pop("remote")  # where it runs, not what it computes
         return json.loads(json.dumps(data, default=list))
 
 
-# ----------------------------------------------------------------------------- grading
+def _check_device(device: str) -> None:
+    """A torch device this machine has (checked before any model loads)."""
+    import torch
 
-
-def _normalise(text: str) -> str:
-    text = text.lower().translate(str.maketrans("", "", string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def proxy_grade(answer: str, completion: str) -> str:
-    """Offline stand-in for the SimpleQA rubric: normalised answer containment.
-
-    CORRECT when the normalised answer occurs in the normalised completion,
-    NOT_ATTEMPTED for an empty completion, else INCORRECT. Stored as grade source
-    ``proxy:containment`` — never mixed up with a judge's grade.
-    """
-    comp = _normalise(completion)
-    if not comp:
-        return "NOT_ATTEMPTED"
-    ans = _normalise(answer)
-    return "CORRECT" if ans and f" {ans} " in f" {comp} " else "INCORRECT"
-
-
-# ----------------------------------------------------------------------------- run
-
-
-class _Run:
-    def __init__(self, config: RunConfig, out: Path, model: Any, judge: Any, questions: list[Question],
-                 simpleqa_sha: str, progress: bool):
-        self.config, self.out, self.model, self.judge = config, out, model, judge
-        self.questions = questions
-        self.simpleqa_sha = simpleqa_sha
-        self.progress = progress
-        self.templates = Templates(use_chat_template=config.chat_template)
-        self._ppl: Perplexity | None = None
-
-    # -- helpers -------------------------------------------------------------
-    def attrs(self, kind: str, **extra: Any) -> dict[str, Any]:
-        return provenance(
-            kind, {**self.config.identity(), "simpleqa_sha256": self.simpleqa_sha},
-            **self.model.describe(), mode=self.config.mode,
-            judge=self.judge.id if self.judge is not None else "none", **extra,
-        )
-
-    def call(self, fn: Any, what: str) -> Any:
-        """Run ``fn()``; on NDIF with retries and one-line errors."""
-        if self.config.remote is not True:
-            return fn()
-        from .remote import call_remote
-
-        return call_remote(fn, what=what)
-
-    def prompt(self, text: str) -> str:
-        return apply_chat(self.model.tokenizer, text) if self.config.chat_template else text
-
-    @property
-    def ppl(self) -> Perplexity:
-        if self._ppl is None:
-            if self.config.ppl_model is None:
-                self._ppl = Perplexity(self.model.hf_model, self.model.tokenizer)
-            else:
-                from .models import load_model
-
-                scorer = load_model(self.config.ppl_model)
-                self._ppl = Perplexity(scorer.hf_model, scorer.tokenizer)
-        return self._ppl
-
-    def scored(self, text: str, completion: str) -> str:
-        return text if self.config.score_on == "full" else completion
-
-    # -- stage 1-2: baseline and its grade ----------------------------------
-    def baseline(self) -> xr.Dataset:
-        path = self.out / "baseline.nc"
-        done = read_dataset(path) if path.exists() else None
-        have = set(done.simpleqa_id.values.tolist()) if done is not None else set()
-        todo = [q for q in self.questions if q.id not in have]
-        rows: list[dict[str, Any]] = _rows(done) if done is not None else []
-        bar = tqdm(total=len(self.questions), initial=len(have), desc="baseline", disable=not self.progress,
-                   unit="q")
-        c = self.config
-        for start in range(0, len(todo), c.batch_size):
-            batch = todo[start : start + c.batch_size]
-            prompts = [self.prompt(self.templates.baseline_prompt(q.question) if c.baseline_prompt == "qa"
-                                   else q.question) for q in batch]
-            outs = self.call(lambda p=prompts: generate(self.model, p, max_new_tokens=c.max_new_tokens,
-                                                        batch_size=c.batch_size, remote=c.remote), "baseline batch")
-            grades = self.grade(batch, outs)
-            for q, o, (grade, source) in zip(batch, outs, grades, strict=True):
-                rows.append({"simpleqa_id": q.id, "question": q.question, "answer": q.answer, "topic": q.topic,
-                             "completion": o.completion, "text": o.text, "grade": grade, "grade_source": source,
-                             "token_overlap": token_overlap(q.answer, self.scored(o.text, o.completion))})
-            write_dataset(self._baseline_ds(rows), path)  # checkpoint every batch
-            bar.update(len(batch))
-        bar.close()
-        order = {q.id: i for i, q in enumerate(self.questions)}
-        rows.sort(key=lambda r: order[r["simpleqa_id"]])
-        ds = self._baseline_ds(rows)
-        write_dataset(ds, path)
-        return ds
-
-    def grade(self, batch: Sequence[Question], outs: Sequence[Any]) -> list[tuple[str, str]]:
-        if self.judge is None:
-            return [(proxy_grade(q.answer, o.completion), "proxy:containment") for q, o in zip(batch, outs, strict=True)]
-        grades = self.judge.grade_simpleqa([(q.question, q.answer, o.completion) for q, o in zip(batch, outs, strict=True)])
-        return [(g.value or "", g.judge_id if not g.missing else f"{g.judge_id} (missing: {g.error})") for g in grades]
-
-    def _baseline_ds(self, rows: list[dict[str, Any]]) -> xr.Dataset:
-        def col(k):
-            return [r[k] for r in rows]
-
-        return xr.Dataset(
-            {
-                "completion": ("prompt", str_array(col("completion"))),
-                "text": ("prompt", str_array(col("text"))),
-                "grade": ("prompt", str_array(col("grade"))),
-                "grade_source": ("prompt", str_array(col("grade_source"))),
-                "token_overlap": ("prompt", np.asarray(col("token_overlap"), dtype=float)),
-            },
-            coords={
-                "prompt": np.arange(len(rows)),
-                "simpleqa_id": ("prompt", np.asarray(col("simpleqa_id"), dtype=np.int64)),
-                "question": ("prompt", str_array(col("question"))),
-                "answer": ("prompt", str_array(col("answer"))),
-                "topic": ("prompt", str_array(col("topic"))),
-            },
-            attrs=self.attrs("baseline"),
-        )
-
-    # -- stage 3-4: enrichment and reference capture -------------------------
-    def references(self, failures: list[Question]) -> xr.Dataset:
-        path = self.out / "references.nc"
-        done = read_dataset(path) if path.exists() else None
-        have = set(done.simpleqa_id.values.tolist()) if done is not None else set()
-        parts = [done] if done is not None else []
-        todo = [q for q in failures if q.id not in have]
-        bar = tqdm(total=len(failures), initial=len(failures) - len(todo), desc="enrich+capture",
-                   disable=not self.progress, unit="q")
-        c = self.config
-        for start in range(0, len(todo), c.batch_size):
-            batch = todo[start : start + c.batch_size]
-            prompts = [self.prompt(self.templates.enrichment_prompt(q.question, q.answer)) for q in batch]
-            outs = self.call(lambda p=prompts: generate(self.model, p, max_new_tokens=c.max_new_tokens,
-                                                        batch_size=c.batch_size, remote=c.remote),
-                             "enrichment batch")
-            explanations = [split_explanation(o.completion) for o in outs]
-            items = [ReferenceItem(question=q.question, answer=q.answer, explanation=e)
-                     for q, e in zip(batch, explanations, strict=True)]
-            h = self.call(lambda i=items: capture_references(self.model, i, templates=self.templates,
-                                                             batch_size=c.batch_size, remote=c.remote),
-                          "reference capture")
-            part = h.to_dataset(name="h")
-            part = part.assign(
-                explanation=("prompt", str_array(explanations)),
-                enrichment_raw=("prompt", str_array([o.completion for o in outs])),
-            )
-            part = part.assign_coords(
-                simpleqa_id=("prompt", np.asarray([q.id for q in batch], dtype=np.int64)),
-                question=("prompt", str_array([q.question for q in batch])),
-                answer=("prompt", str_array([q.answer for q in batch])),
-            ).drop_vars("prompt")
-            parts.append(part.drop_vars("prompt", errors="ignore"))
-            write_dataset(self._concat_refs(parts), path)
-            bar.update(len(batch))
-        bar.close()
-        ds = self._concat_refs(parts)
-        order = {q.id: i for i, q in enumerate(failures)}
-        ds = ds.isel(prompt=np.argsort([order[int(i)] for i in ds.simpleqa_id.values]))
-        ds = ds.assign_coords(prompt=np.arange(ds.sizes["prompt"]))
-        return ds
-
-    def _concat_refs(self, parts: list[xr.Dataset]) -> xr.Dataset:
-        parts = [p.drop_vars("prompt", errors="ignore") for p in parts]
-        ds = xr.concat(parts, dim="prompt") if len(parts) > 1 else parts[0]
-        ds = ds.assign_coords(prompt=np.arange(ds.sizes["prompt"]))
-        ds.attrs = self.attrs("references")
-        return ds
-
-    # -- stage 5: search -----------------------------------------------------
-    def search(self, refs: xr.Dataset) -> xr.Dataset:
-        c = self.config
-        storage = open_storage(f"sqlite:///{self.out / 'optuna.db'}")
-        items = [
-            SearchItem(key=str(int(sid)), prompt=self.prompt(self.templates.steering_prompt(str(q))),
-                       answer=str(a), h=torch.from_numpy(np.asarray(refs.h.values[i], dtype=np.float32)))
-            for i, (sid, q, a) in enumerate(zip(refs.simpleqa_id.values, refs.question.values, refs.answer.values,
-                                                strict=True))
-        ]
-        per_method = []
-        for method in c.methods:
-            layout = SegmentLayout.named(method, self.model.n_layers)
-            ds = run_search(self.model, items, layout, c.search_config(), storage=storage, ppl=self.ppl,
-                            mode=c.mode, max_new_tokens=c.max_new_tokens, study_prefix=f"{layout.name}/",
-                            progress=self.progress, remote=c.remote)
-            per_method.append(ds.expand_dims(method=[layout.name]))
-        # methods differ in segments/params: outer join, NaN where a method has none
-        trials = xr.concat(per_method, dim="method", join="outer") if len(per_method) > 1 else per_method[0]
-        trials = trials.assign_coords(simpleqa_id=("prompt", refs.simpleqa_id.values),
-                                      question=("prompt", refs.question.values),
-                                      answer=("prompt", refs.answer.values))
-        trials.attrs = self.attrs("trials")
-        for k in ("completion", "text"):
-            trials[k] = trials[k].fillna("")
-        write_dataset(trials, self.out / "trials.nc")
-        return trials
-
-    # -- stage 6: final evaluation -------------------------------------------
-    def results(self, baseline: xr.Dataset, refs: xr.Dataset, trials: xr.Dataset) -> xr.Dataset:
-        c = self.config
-        idx = {int(s): i for i, s in enumerate(baseline.simpleqa_id.values)}
-        rows = [idx[int(s)] for s in refs.simpleqa_id.values]
-        methods = ["baseline", *[str(m) for m in trials.method.values]]
-        n = len(rows)
-        seg = trials.sizes["segment"]
-        comp = np.full((len(methods), n), "", dtype=object)
-        text = np.full((len(methods), n), "", dtype=object)
-        alpha = np.full((len(methods), n, seg), np.nan)
-        gamma = np.full((len(methods), n, seg), np.nan)
-        obj = np.full((len(methods), n), np.nan)
-        comp[0] = baseline.completion.values[rows]
-        text[0] = baseline.text.values[rows]
-        for m, method in enumerate(methods[1:], start=1):
-            t = trials.sel({"method": method})
-            best = t.is_best.values.argmax(axis=1)
-            for i in range(n):
-                comp[m, i] = t.completion.values[i, best[i]]
-                text[m, i] = t.text.values[i, best[i]]
-                alpha[m, i] = t.alpha.values[i, best[i]]
-                gamma[m, i] = t.gamma.values[i, best[i]]
-                obj[m, i] = t.objective.values[i, best[i]]
-        answers = [str(a) for a in refs.answer.values]
-        questions = [str(q) for q in refs.question.values]
-        scored = np.where(c.score_on == "full", text, comp)
-        to = np.array([[token_overlap(a, s) for a, s in zip(answers, row, strict=True)] for row in scored])
-        ppl = np.array([self.ppl(list(row)) for row in scored])
-        obj[0] = [objective(t_, p_, c.objective) for t_, p_ in zip(to[0], ppl[0], strict=True)]
-        judge_score = np.full((len(methods), n), np.nan)
-        grade = np.full((len(methods), n), "", dtype=object)
-        composite = np.full((len(methods), n), np.nan)
-        if self.judge is not None:
-            from .judges import composite as composite_fn
-
-            for m in range(len(methods)):
-                items = list(zip(questions, answers, [str(s) for s in scored[m]], strict=True))
-                q_grades = self.judge.grade_quality(items)
-                judge_score[m] = [np.nan if g.missing else float(g.value) for g in q_grades]
-                s_grades = self.judge.grade_simpleqa(items)
-                grade[m] = [g.value or "" for g in s_grades]
-                composite[m] = composite_fn(to[m], judge_score[m], missing=c.judge_missing)
-        ds = xr.Dataset(
-            {
-                "completion": (("method", "prompt"), str_array(comp)),
-                "text": (("method", "prompt"), str_array(text)),
-                "token_overlap": (("method", "prompt"), to),
-                "perplexity": (("method", "prompt"), ppl),
-                "objective": (("method", "prompt"), obj),
-                "judge_score": (("method", "prompt"), judge_score),
-                "simpleqa_grade": (("method", "prompt"), str_array(grade)),
-                "composite": (("method", "prompt"), composite),
-                "alpha": (("method", "prompt", "segment"), alpha),
-                "gamma": (("method", "prompt", "segment"), gamma),
-                "baseline_grade": ("prompt", str_array(baseline.grade.values[rows])),
-            },
-            coords={
-                "method": np.asarray(methods, dtype=object),
-                "prompt": np.arange(n),
-                "segment": trials.segment.values,
-                "question": ("prompt", str_array(questions)),
-                "answer": ("prompt", str_array(answers)),
-                "topic": ("prompt", str_array(baseline.topic.values[rows])),
-                "simpleqa_id": ("prompt", refs.simpleqa_id.values.astype(np.int64)),
-            },
-            attrs=self.attrs(
-                "results", judged=int(self.judge is not None), score_on=c.score_on,
-                judge_missing=c.judge_missing,
-                baseline_grade_source=str(baseline.grade_source.values[0]) if baseline.sizes["prompt"] else "",
-            ),
-        )
-        write_dataset(ds, self.out / "results.nc")
-        return ds
-
-
-def _rows(ds: xr.Dataset) -> list[dict[str, Any]]:
-    keys = ["completion", "text", "grade", "grade_source", "token_overlap", "simpleqa_id", "question", "answer",
-            "topic"]
-    return [{k: (ds[k].values[i].item() if hasattr(ds[k].values[i], "item") else ds[k].values[i]) for k in keys}
-            for i in range(ds.sizes["prompt"])]
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise FsnnError(f"unknown device {device!r} (use cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FsnnError(f"device {device!r} asked for, but this machine has no CUDA device (use --device cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise FsnnError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise FsnnError("device 'mps' asked for, but MPS is not available here")
 
 
 def _file_sha256(path: Path) -> str:
@@ -464,9 +213,7 @@ def _prepare_folder(out: Path, identity: dict[str, Any], force_new: bool) -> Non
                 )
             for child in out.iterdir():
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
-    tmp = cfg_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(identity, indent=2, sort_keys=True))
-    os.replace(tmp, cfg_path)
+    atomic_write_text(cfg_path, json.dumps(identity, indent=2, sort_keys=True))
 
 
 def run_pipeline(
@@ -497,36 +244,37 @@ def run_pipeline(
     csv_path = simpleqa_path(simpleqa_csv)
     sha = _file_sha256(csv_path)
     questions = load_simpleqa(csv_path, on_bad=config.on_bad_rows)  # type: ignore[arg-type]
-    subset = select(questions, first=config.limit if config.ids is None and config.stratified is None else None,
+    subset = select_questions(questions, first=config.limit if config.ids is None and config.stratified is None else None,
                     ids=config.ids, stratified=config.stratified, seed=config.seed)
     identity = {**config.identity(), "simpleqa_sha256": sha}
     _prepare_folder(out, identity, force_new)
+    backend = resolve_backend(config.backend)
     if model is None:
         from .models import load_model
 
-        if config.remote is True:
+        if backend.remote_model:
             from .remote import preflight
 
             preflight(config.model)
         model = load_model(config.model, dtype=config.dtype, device=config.device, load_in_8bit=config.load_in_8bit,
-                           remote=config.remote is True)
+                           remote=backend.remote_model)
     if judge is None and config.judge is not None:
         from .judges import make_judge
 
         judge = make_judge(config.judge)
-    run = _Run(config, out, model, judge, subset, sha, progress)
+    ctx = RunContext(config=config, out=out, model=model, judge=judge, backend=backend, simpleqa_sha=sha,
+                     progress=progress)
     started = time.perf_counter()
-    baseline = run.baseline()
-    wanted = {"incorrect": ("INCORRECT",), "not-correct": ("INCORRECT", "NOT_ATTEMPTED")}[config.select]
-    failures = [q for q, g in zip(subset, baseline.grade.values, strict=True) if str(g) in wanted]
+    baseline = baseline_stage(ctx, subset)
+    failures = select_failures(subset, baseline, config.select)
     if not failures:
         raise FsnnError(f"no baseline failure to steer among {len(subset)} question(s) (select={config.select})")
-    refs = run.references(failures)
-    trials = run.search(refs)
-    results = run.results(baseline, refs, trials)
+    refs = reference_stage(ctx, failures)
+    trials = search_stage(ctx, refs)
+    results = results_stage(ctx, baseline, refs, trials)
     table = summary_table(results)
-    (out / "summary.md").write_text(table + f"\n\nwall time this invocation: {time.perf_counter() - started:.1f} s\n")
-    (out / "summary.json").write_text(json.dumps(summary_rows(results), indent=2))
+    atomic_write_text(out / "summary.md", table + f"\n\nwall time this invocation: {time.perf_counter() - started:.1f} s\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary_rows(results), indent=2))
     return results
 
 

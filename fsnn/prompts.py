@@ -1,4 +1,4 @@
-"""The four prompt templates of METHOD.md §2, named and overridable.
+"""The four prompt templates of docs/method.md §4.1, named and overridable.
 
 The paper used plain text with the tokenizer's BOS, no chat template. ``{q}`` is the
 question, ``{gt}`` the ground-truth answer, ``{exp}`` the explanation.
@@ -60,7 +60,7 @@ EXPLANATION_MARKER = "**Explanation:**"
 
 
 def split_explanation(continuation: str, marker: str = EXPLANATION_MARKER) -> str:
-    """The explanation in an enrichment continuation (METHOD.md §2.3, parity rule).
+    """The explanation in an enrichment continuation (docs/method.md §2.3, parity rule).
 
     The text after the first literal ``**Explanation:**``, stripped; empty when the
     marker is absent (134 of 260 prompts in the release).

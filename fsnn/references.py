@@ -1,4 +1,4 @@
-"""Reference capture (METHOD.md §2.4, eq. 1): h_l for every layer in ONE traced pass.
+"""Reference capture (docs/method.md §2.4, eq. (1)): h_l for every layer in ONE traced pass.
 
 For each (question, answer, explanation) the reference text is
 ``header + body`` = ``"Question: {q}\\nAnswer and explanation:\\n" + "{gt}\\n{exp}"``.
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from .backends import Backend, resolve_backend
 from .errors import FsnnError
 from .fusion import masked_sum
 from .layers import residual
@@ -88,7 +89,7 @@ def capture_references(
     templates: Templates = PAPER_TEMPLATES,
     batch_size: int = 8,
     max_length: int | None = None,
-    remote: bool | str = False,
+    backend: Backend | str | None = None,
     per_layer_passes: bool = False,
 ) -> xr.DataArray:
     """Eq. (1) reference vectors of every prompt at every layer.
@@ -99,7 +100,7 @@ def capture_references(
         templates: where the reference header/body come from.
         batch_size: prompts per traced forward pass.
         max_length: truncate reference texts to this many tokens (default: context).
-        remote: forwarded to nnsight (NDIF, or ``"local"`` to test serialisation).
+        backend: where the traces run (:mod:`fsnn.backends`; default local).
         per_layer_passes: run one pass per layer as the original did (benchmarks only;
             same result, L times the cost).
 
@@ -109,10 +110,11 @@ def capture_references(
     """
     if not items:
         raise FsnnError("no prompt to capture references for")
+    remote = resolve_backend(backend).nnsight_remote
     chunks: list[torch.Tensor] = []
     spans: list[int] = []
     texts: list[str] = []
-    envoys = [model.layer(l) for l in range(model.n_layers)]
+    envoys = [model.layer(li) for li in range(model.n_layers)]
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
         input_ids, attention, span_mask, batch_texts = reference_inputs(model, batch, templates, max_length)
@@ -120,17 +122,17 @@ def capture_references(
         spans.extend(span_mask.sum(1).tolist())
         enc = {"input_ids": input_ids, "attention_mask": attention}
         span_mask = span_mask.to(model.device)
-        layer_groups = [[l] for l in range(model.n_layers)] if per_layer_passes else [list(range(model.n_layers))]
+        layer_groups = [[li] for li in range(model.n_layers)] if per_layer_passes else [list(range(model.n_layers))]
         per_layer: dict[int, torch.Tensor] = {}
         for group in layer_groups:
             with model.lm.trace(enc, remote=remote):
                 means = nnsight.save([])
-                for l in group:
-                    total, count = masked_sum(residual(envoys[l].output), span_mask)
+                for li in group:
+                    total, count = masked_sum(residual(envoys[li].output), span_mask)
                     means.append((total / count).cpu())
-            for l, mean in zip(group, means, strict=True):
-                per_layer[l] = mean
-        chunks.append(torch.stack([per_layer[l] for l in range(model.n_layers)], dim=1))
+            for li, mean in zip(group, means, strict=True):
+                per_layer[li] = mean
+        chunks.append(torch.stack([per_layer[li] for li in range(model.n_layers)], dim=1))
     h = torch.cat(chunks, dim=0).float()
     return xr.DataArray(
         h.numpy(),
@@ -142,5 +144,5 @@ def capture_references(
             "reference_text": ("prompt", np.asarray(texts, dtype=object)),
         },
         name="h",
-        attrs={"model": model.name, "n_layers": model.n_layers, "equation": "METHOD.md (1)"},
+        attrs={"model": model.name, "n_layers": model.n_layers, "equation": "docs/method.md eq. (1)"},
     )

@@ -48,7 +48,6 @@ prompt 48 last (a rerun); rows are aligned by ``prompt_idx``.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import csv
 import hashlib
@@ -61,9 +60,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .config import env_path
+from .environment import env_path
 from .errors import FsnnError
-from .store import check_dims, provenance, str_array, write_dataset
+from .schema import str_array
+from .scoring import COMPOSITE_THRESHOLD, JUDGE_THRESHOLD, TOKEN_OVERLAP_THRESHOLD
+from .scoring import composite as _composite
+from .store import check_dims, provenance, write_dataset
 from .summary import format_summary, summarize  # one summary for runs and the release
 
 __all__ = [
@@ -75,7 +77,6 @@ __all__ = [
     "SEGMENTS",
     "TO_THRESHOLD",
     "ReleaseImport",
-    "add_commands",
     "composite",
     "format_summary",
     "import_release",
@@ -86,9 +87,7 @@ __all__ = [
 METHODS = ("baseline", "full", "segmented")
 SEGMENTS = ("early", "middle", "late")
 JUDGE = "mistral-small-latest (released)"
-COMPOSITE_THRESHOLD = 0.6  # eq. (7): accurate iff S_eval >= 0.6
-TO_THRESHOLD = 0.5
-JUDGE_THRESHOLD = 4
+TO_THRESHOLD = TOKEN_OVERLAP_THRESHOLD  # the name fsnn.figures imports
 STEERING_HEADER = "Question: {q}\nAnswer and explanation:"
 
 RELEASE_FILES = (
@@ -102,7 +101,7 @@ RELEASE_FILES = (
     "mistral_grader_results_segmented.csv",
 )
 
-# METHOD.md §6: the steered "% CORRECT" bars were typed into the release's plotting
+# docs/method.md §8, §10: the steered "% CORRECT" bars were typed into the release's plotting
 # code; no per-item grades exist, so they are kept as reported numbers only.
 _REPORTED_CORRECT = {"baseline": 0.0, "full": 9.2, "segmented": 13.1}
 
@@ -242,17 +241,243 @@ def _read_simpleqa(path: Path) -> _SimpleQA:
     )
 
 
+# ------------------------------------------------------------- the one release reader
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradedRow:
+    """One row of a ``mistral_grader_results_{method}.csv`` file.
+
+    Attributes:
+        method: ``baseline``, ``full`` or ``segmented``.
+        prompt: the ``prompt_id`` (row of ``incorrect.csv``, 0-based).
+        trial: order of the row within its method and prompt, in file order (0..).
+        question, target, predicted: the graded item (``predicted`` is the full
+            decoded text, echoed prompt included).
+        score: the 1-5 grade; NaN when blank (the grader failed).
+        notes: the grader's notes.
+    """
+
+    method: str
+    prompt: int
+    trial: int
+    question: str
+    target: str
+    predicted: str
+    score: float
+    notes: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SummaryRow:
+    """The Optuna-selected trial of one prompt (``per_prompt_optuna_summary_{method}.csv``).
+
+    Attributes:
+        text: ``generated_text`` (echoed steering header included).
+        token_overlap, perplexity, objective: the released TO, PPL and S_opt.
+        score: the summary's own grade column (NaN when blank).
+        alpha, gamma: one value per segment of :data:`SEGMENTS` (full: the one pair,
+            repeated in each segment).
+    """
+
+    text: str
+    token_overlap: float
+    perplexity: float
+    objective: float
+    score: float
+    alpha: tuple[float, ...]
+    gamma: tuple[float, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Selected:
+    """The answer of one method and prompt that the paper evaluated, with its grade.
+
+    Attributes:
+        text: baseline: ``incorrect.csv``'s response; steered: the summary's text.
+        judge_score: the grade of the first graded row of that prompt whose
+            ``predicted`` equals ``text``; else the summary's ``score``; else NaN.
+        notes: that graded row's notes ("" when none matched).
+        matched: the grade came from a graded row with identical text.
+    """
+
+    text: str
+    judge_score: float
+    notes: str
+    matched: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseTables:
+    """The release's per-prompt CSVs, read and cross-checked once (:func:`read_release`).
+
+    Attributes:
+        root: the release folder.
+        questions, answers, grade_strings: per prompt (``incorrect.csv`` order):
+            question, released ground truth, SimpleQA grade of the baseline.
+        summaries: ``full``/``segmented`` -> one :class:`SummaryRow` per prompt
+            (ordered by prompt index, whatever the file order; None where missing).
+        graded: every graded row of the three grader files, methods in
+            :data:`METHODS` order, rows in file order.
+        selected: method -> one :class:`Selected` per prompt.
+        judge_from_summary: method -> prompts whose grade is the summary's ``score``.
+        summary_disagrees: method -> prompts whose summary ``score`` differs from the
+            matched graded row's grade.
+    """
+
+    root: Path
+    questions: tuple[str, ...]
+    answers: tuple[str, ...]
+    grade_strings: tuple[str, ...]
+    summaries: dict[str, tuple[SummaryRow | None, ...]]
+    graded: tuple[GradedRow, ...]
+    selected: dict[str, tuple[Selected, ...]]
+    judge_from_summary: dict[str, list[int]]
+    summary_disagrees: dict[str, list[int]]
+
+    @property
+    def n(self) -> int:
+        """Prompts in the release (260)."""
+        return len(self.questions)
+
+
+def read_release(release_dir: str | Path) -> ReleaseTables:
+    """Read ``incorrect.csv``, the two Optuna summaries and the three grader files.
+
+    This is the only parser of those files: :func:`import_release` and
+    :mod:`fsnn.judges.release` (judge agreement, recomputed composite) both build on
+    it, so they see the same texts and grades. Every prompt index and question is
+    checked against ``incorrect.csv``.
+
+    Raises:
+        FsnnError: a missing folder, file or column, or a malformed row (file and row
+            named).
+    """
+    root = Path(release_dir).expanduser()
+    if not root.is_dir():
+        raise FsnnError(f"release folder not found: {root}")
+    inc = _Table(root / "incorrect.csv", ("prompt", "response", "ground_truth", "grade_string"))
+    n = len(inc)
+    if n == 0:
+        raise FsnnError("incorrect.csv: no rows")
+    questions = tuple(r["prompt"] for r in inc.rows)
+    if len(set(questions)) != n:
+        raise FsnnError("incorrect.csv: a question appears twice")
+
+    summaries: dict[str, tuple[SummaryRow | None, ...]] = {}
+    for method, cols in (
+        ("full", ("alpha", "gamma")),
+        ("segmented", tuple(f"{p}_{s}" for p in ("alpha", "gamma") for s in SEGMENTS)),
+    ):
+        table = _Table(
+            root / f"per_prompt_optuna_summary_{method}.csv",
+            ("prompt_idx", *cols, "token_overlap", "perplexity", "combined_score",
+             "generated_text", "prompt", "score"),
+        )  # fmt: skip
+        rows: list[SummaryRow | None] = [None] * n
+        for row, rec in table:
+            i = table.index(row, rec, "prompt_idx", n)
+            if rows[i] is not None:  # the segmented file lists prompt 48 last; a repeat is an error
+                raise table.error(row, f"prompt_idx {i} appears twice")
+            if rec["prompt"] != questions[i]:
+                raise table.error(
+                    row, f"prompt_idx {i} is not the question of incorrect.csv row {i + 1}"
+                )
+            if method == "full":  # one pair for every layer: the same in each segment
+                alpha = (table.number(row, rec, "alpha"),) * len(SEGMENTS)
+                gamma = (table.number(row, rec, "gamma"),) * len(SEGMENTS)
+            else:
+                alpha = tuple(table.number(row, rec, f"alpha_{s}") for s in SEGMENTS)
+                gamma = tuple(table.number(row, rec, f"gamma_{s}") for s in SEGMENTS)
+            rows[i] = SummaryRow(
+                text=rec["generated_text"],
+                token_overlap=table.number(row, rec, "token_overlap"),
+                perplexity=table.number(row, rec, "perplexity"),
+                objective=table.number(row, rec, "combined_score"),
+                score=table.grade(row, rec),
+                alpha=alpha,
+                gamma=gamma,
+            )
+        summaries[method] = tuple(rows)
+
+    graded: list[GradedRow] = []
+    for method in METHODS:
+        table = _Table(
+            root / f"mistral_grader_results_{method}.csv",
+            ("prompt_id", "question", "target", "predicted", "score", "notes"),
+        )
+        trials: dict[int, int] = {}
+        for row, rec in table:
+            i = table.index(row, rec, "prompt_id", n)
+            if rec["question"] != questions[i]:
+                raise table.error(
+                    row, f"prompt_id {i} is not the question of incorrect.csv row {i + 1}"
+                )
+            trials[i] = trials.get(i, -1) + 1
+            graded.append(
+                GradedRow(
+                    method=method, prompt=i, trial=trials[i], question=rec["question"],
+                    target=rec["target"], predicted=rec["predicted"],
+                    score=table.grade(row, rec), notes=rec["notes"],
+                )
+            )  # fmt: skip
+
+    # The grade of a method's prompt: the first graded row whose `predicted` is the
+    # evaluated text; else the summary's own `score` (segmented prompt 66).
+    texts = {"baseline": [r["response"] for r in inc.rows]}
+    for method, rows_ in summaries.items():
+        texts[method] = [r.text if r is not None else "" for r in rows_]
+    first: dict[tuple[str, int, str], GradedRow] = {}
+    for g in graded:  # the first row with a grade wins; a blank grade is passed over
+        key = (g.method, g.prompt, g.predicted)
+        held = first.get(key)
+        if held is None or math.isnan(held.score):
+            first[key] = g
+    selected: dict[str, tuple[Selected, ...]] = {}
+    from_summary: dict[str, list[int]] = {}
+    disagrees: dict[str, list[int]] = {}
+    for method in METHODS:
+        picks = []
+        for i in range(n):
+            text = texts[method][i]
+            match = first.get((method, i, text))
+            summary = summaries.get(method, (None,) * n)[i]
+            fallback = summary.score if summary is not None else math.nan
+            score = match.score if match is not None else math.nan
+            if math.isnan(score) and not math.isnan(fallback):
+                score = fallback
+                from_summary.setdefault(method, []).append(i)
+            elif not math.isnan(fallback) and fallback != score:
+                disagrees.setdefault(method, []).append(i)
+            picks.append(
+                Selected(
+                    text=text,
+                    judge_score=score,
+                    notes=match.notes if match is not None else "",
+                    matched=match is not None and not math.isnan(match.score),
+                )
+            )
+        selected[method] = tuple(picks)
+    return ReleaseTables(
+        root=root,
+        questions=questions,
+        answers=tuple(r["ground_truth"] for r in inc.rows),
+        grade_strings=tuple(r["grade_string"].strip() for r in inc.rows),
+        summaries=summaries,
+        graded=tuple(graded),
+        selected=selected,
+        judge_from_summary=from_summary,
+        summary_disagrees=disagrees,
+    )
+
+
 # ------------------------------------------------------------------------ scoring
 
 
 def composite(to: Any, judge: Any) -> np.ndarray:
-    """S_eval = 0.5 * TO + 0.5 * judge / 5 (eq. 7), a missing judge counted as 0.
-
-    Counting a missing grade as 0 is what the release did (METHOD.md §3); NaN TO stays NaN.
-    """
-    to = np.asarray(to, dtype=float)
-    judge = np.nan_to_num(np.asarray(judge, dtype=float), nan=0.0)
-    return 0.5 * to + 0.5 * (judge / 5.0)
+    """S_eval (eq. 7) as the release computed it: :func:`fsnn.scoring.composite` with a
+    missing judge counted as 0 (docs/method.md §8); NaN TO stays NaN."""
+    return _composite(to, judge, missing="zero")
 
 
 def _strip_prefix(text: str, prefix: str) -> tuple[str, bool]:
@@ -280,102 +505,35 @@ def import_release(
     """
     from .metrics import token_overlap  # lazily: fsnn.metrics imports torch, the CLI need not
 
-    root = Path(release_dir).expanduser()
-    if not root.is_dir():
-        raise FsnnError(f"release folder not found: {root}")
     sq_path = Path(simpleqa_csv).expanduser() if simpleqa_csv else env_path("FSNN_SIMPLEQA_CSV")
+    tables = read_release(release_dir)
+    root = tables.root
     sqa = _read_simpleqa(sq_path) if sq_path is not None else None
+    n = tables.n
+    questions, answers = list(tables.questions), list(tables.answers)
+    grade_string = list(tables.grade_strings)
 
-    inc = _Table(root / "incorrect.csv", ("prompt", "response", "ground_truth", "grade_string"))
-    n = len(inc)
-    if n == 0:
-        raise FsnnError("incorrect.csv: no rows")
-    questions = [r["prompt"] for r in inc.rows]
-    answers = [r["ground_truth"] for r in inc.rows]
-    if len(set(questions)) != n:
-        raise FsnnError("incorrect.csv: a question appears twice")
-
-    # ---- per-method texts and released numbers (steered: one best trial per prompt)
-    text = {m: [""] * n for m in METHODS}
+    # ---- per-method texts, grades and released numbers (steered: the selected trial)
+    text = {m: [p.text for p in tables.selected[m]] for m in METHODS}
+    judge = {m: [p.judge_score for p in tables.selected[m]] for m in METHODS}
+    notes = {m: [p.notes for p in tables.selected[m]] for m in METHODS}
     released_to = {m: [math.nan] * n for m in METHODS}
     ppl = {m: [math.nan] * n for m in METHODS}
     objective = {m: [math.nan] * n for m in METHODS}
-    summary_score = {m: [math.nan] * n for m in METHODS}
     alpha = {m: np.full((n, len(SEGMENTS)), np.nan) for m in METHODS}
     gamma = {m: np.full((n, len(SEGMENTS)), np.nan) for m in METHODS}
-    grade_string = [r["grade_string"].strip() for r in inc.rows]
-    for i, rec in enumerate(inc.rows):
-        text["baseline"][i] = rec["response"]
-
-    for method, cols in (
-        ("full", ("alpha", "gamma")),
-        ("segmented", tuple(f"{p}_{s}" for p in ("alpha", "gamma") for s in SEGMENTS)),
-    ):
-        table = _Table(
-            root / f"per_prompt_optuna_summary_{method}.csv",
-            (
-                "prompt_idx",
-                *cols,
-                "token_overlap",
-                "perplexity",
-                "combined_score",
-                "generated_text",
-                "prompt",
-                "score",
-            ),
-        )
-        seen: set[int] = set()
-        for row, rec in table:
-            i = table.index(row, rec, "prompt_idx", n)
-            if i in seen:  # the segmented file lists prompt 48 last; a repeat is an error
-                raise table.error(row, f"prompt_idx {i} appears twice")
-            seen.add(i)
-            if rec["prompt"] != questions[i]:
-                raise table.error(
-                    row, f"prompt_idx {i} is not the question of incorrect.csv row {i + 1}"
-                )
-            text[method][i] = rec["generated_text"]
-            released_to[method][i] = table.number(row, rec, "token_overlap")
-            ppl[method][i] = table.number(row, rec, "perplexity")
-            objective[method][i] = table.number(row, rec, "combined_score")
-            summary_score[method][i] = table.grade(row, rec)
-            if method == "full":  # one pair for every layer: the same in each segment
-                alpha[method][i, :] = table.number(row, rec, "alpha")
-                gamma[method][i, :] = table.number(row, rec, "gamma")
-            else:
-                for k, seg in enumerate(SEGMENTS):
-                    alpha[method][i, k] = table.number(row, rec, f"alpha_{seg}")
-                    gamma[method][i, k] = table.number(row, rec, f"gamma_{seg}")
-
-    # ---- judge grades: the graded row whose `predicted` is the evaluated text
-    judge = {m: [math.nan] * n for m in METHODS}
-    notes = {m: [""] * n for m in METHODS}
-    from_summary: dict[str, list[int]] = {}
-    summary_disagrees: dict[str, list[int]] = {}
+    for method, rows in tables.summaries.items():
+        for i, r in enumerate(rows):
+            if r is None:
+                continue
+            released_to[method][i], ppl[method][i] = r.token_overlap, r.perplexity
+            objective[method][i] = r.objective
+            alpha[method][i, :], gamma[method][i, :] = r.alpha, r.gamma
+    from_summary, summary_disagrees = tables.judge_from_summary, tables.summary_disagrees
     graded: dict[int, list[tuple[float, str, str]]] = {}  # segmented: (score, predicted, notes)
-    for method in METHODS:
-        table = _Table(
-            root / f"mistral_grader_results_{method}.csv",
-            ("prompt_id", "question", "target", "predicted", "score", "notes"),
-        )
-        for row, rec in table:
-            i = table.index(row, rec, "prompt_id", n)
-            if rec["question"] != questions[i]:
-                raise table.error(
-                    row, f"prompt_id {i} is not the question of incorrect.csv row {i + 1}"
-                )
-            score = table.grade(row, rec)
-            if method == "segmented":
-                graded.setdefault(i, []).append((score, rec["predicted"], rec["notes"]))
-            if rec["predicted"] == text[method][i] and math.isnan(judge[method][i]):
-                judge[method][i], notes[method][i] = score, rec["notes"]
-        for i in range(n):
-            fallback = summary_score[method][i]
-            if math.isnan(judge[method][i]) and not math.isnan(fallback):
-                judge[method][i] = fallback
-                from_summary.setdefault(method, []).append(i)
-            elif not math.isnan(fallback) and fallback != judge[method][i]:
-                summary_disagrees.setdefault(method, []).append(i)
+    for g in tables.graded:
+        if g.method == "segmented":
+            graded.setdefault(g.prompt, []).append((g.score, g.predicted, g.notes))
 
     # ---- SimpleQA join (exact question text)
     sq_index = {q: k for k, q in enumerate(sqa.problems)} if sqa else {}
@@ -607,33 +765,3 @@ def write_release(imported: ReleaseImport, out: str | Path) -> dict[str, Path]:
     if imported.subsets is not None:
         paths["subsets"] = write_dataset(imported.subsets, out / "subsets.nc")
     return paths
-
-
-# ---------------------------------------------------------------------------- CLI
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "import-release",
-        help="import the authors' released CSVs into RUN/results.nc (+ subsets, trial grades)",
-    )
-    p.add_argument("release_dir", metavar="DIR", help="folder of the released CSVs")
-    p.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
-    p.add_argument(
-        "--simpleqa-csv", metavar="PATH", default=None,
-        help="simple_qa_test_set.csv for topics and subsets (default: $FSNN_SIMPLEQA_CSV)",
-    )  # fmt: skip
-    p.set_defaults(func=_import_command)
-
-
-def _import_command(args: argparse.Namespace) -> int:
-    imported = import_release(args.release_dir, args.simpleqa_csv)
-    paths = write_release(imported, args.out)
-    print(format_summary(imported.results))
-    if imported.subsets is None:
-        print(
-            "note: no SimpleQA CSV given (--simpleqa-csv / FSNN_SIMPLEQA_CSV): no topics, no subsets.nc"
-        )
-    for path in paths.values():
-        print(f"wrote {path}")
-    return 0

@@ -1,10 +1,11 @@
 """Running fsnn's traces on NDIF (the National Deep Inference Fabric) through nnsight.
 
 Every traced stage (:func:`fsnn.references.capture_references`,
-:func:`fsnn.steer.steered_generate`) takes ``remote=``: ``True`` ships the trace to
-NDIF, ``"local"`` serialises it exactly as for NDIF and runs it here (the test of the
-remote path), a URL string sends it to that host. This module adds what a long remote
-run needs around those calls:
+:func:`fsnn.steer.steered_generate`) takes a ``backend`` (:mod:`fsnn.backends`):
+:class:`~fsnn.backends.NdifBackend` ships the traces to NDIF,
+:class:`~fsnn.backends.SerialisedBackend` serialises them exactly as for NDIF and runs
+them here (the test of the remote path). This module adds what a long remote run needs
+around those calls:
 
 - :func:`api_key` / :func:`ndif_config`: the key comes from ``NDIF_API_KEY`` and is set
   into nnsight's in-memory ``CONFIG`` only for the duration of a call (never written to
@@ -13,10 +14,9 @@ run needs around those calls:
 - :func:`preflight`: one ``GET /status`` (nnsight's status endpoint) before a run; a
   model that is not RUNNING raises one line naming the models that are.
 - :func:`call_remote`: run a remote call with bounded retries of transient failures
-  (connection errors, timeouts, HTTP 408/425/429/5xx, a dropped websocket) and turn
+  (connection errors, timeouts, the HTTP statuses of :data:`fsnn.retry.RETRYABLE_STATUS`,
+  a dropped websocket; :class:`fsnn.retry.RetryPolicy`) and turn
   any failure into one :class:`~fsnn.errors.FsnnError` line with the request id.
-- :func:`steer_in_session`: the chunks of one steering batch as traces of ONE
-  ``model.lm.session(remote=...)``, i.e. one NDIF request instead of one per chunk.
 - :func:`payload_sizes` / :func:`result_size`: measure what a request uploads and what
   its saved values weigh on the way back (docs/ndif.md quotes the numbers).
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -37,39 +36,32 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import nnsight
 import torch
 
 from .errors import FsnnError
-from .fusion import fuse, masked_sum, running_mean_update
-from .generation import GenerationOutput, decode_rows, encode, eos_ids
-from .layers import residual, with_residual
-
-# importing steer registers fusion/layers by value with nnsight (they ship to NDIF)
-from .steer import _generation_config, validated_inputs
+from .retry import RETRYABLE_STATUS, RetryPolicy, is_retryable_status
 
 __all__ = [
     "API_KEY_ENV",
     "HOST_ENV",
-    "RETRY_STATUS",
     "Payload",
     "RetryPolicy",
     "api_key",
     "call_remote",
+    "call_with_retries",
     "is_transient",
     "ndif_config",
     "ndif_host",
     "payload_sizes",
     "preflight",
     "result_size",
-    "steer_in_session",
 ]
 
 log = logging.getLogger("fsnn.remote")
 
 API_KEY_ENV = "NDIF_API_KEY"
 HOST_ENV = "NDIF_HOST"  # the variable nnsight itself reads for CONFIG.API.HOST
-RETRY_STATUS = frozenset({408, 425, 429, *range(500, 600)})
+RETRY_STATUS = RETRYABLE_STATUS  # one set for NDIF and HTTP judges (fsnn.retry)
 _DEPLOYED_LEVELS = ("HOT", "WARM")  # what nnsight.ndif.status() counts as deployed
 _T = TypeVar("_T")
 
@@ -129,32 +121,6 @@ def ndif_config(host: str | None = None) -> Iterator[str]:
 # --------------------------------------------------------------------------- errors
 
 
-@dataclass(frozen=True, kw_only=True)
-class RetryPolicy:
-    """How :func:`call_remote` and :func:`preflight` retry transient failures.
-
-    Attributes:
-        attempts: tries in all (1 = no retry).
-        backoff_base: seconds before the first retry; doubles each time, times a
-            jitter factor in [0.5, 1].
-        backoff_max: cap of one wait, seconds.
-    """
-
-    attempts: int = 3
-    backoff_base: float = 2.0
-    backoff_max: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise FsnnError(f"RetryPolicy.attempts must be >= 1, got {self.attempts}")
-        if self.backoff_base < 0 or self.backoff_max < 0:
-            raise FsnnError("RetryPolicy backoff times must be >= 0")
-
-    def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (0-based)."""
-        return min(self.backoff_max, self.backoff_base * 2**retry) * random.uniform(0.5, 1.0)
-
-
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     """``exc`` and its causes/contexts, each once."""
     seen: set[int] = set()
@@ -184,8 +150,8 @@ def _http_status(exc: BaseException) -> int | None:
 def is_transient(exc: BaseException) -> bool:
     """Whether a failed remote call is worth retrying unchanged.
 
-    Transient: HTTP 408/425/429/5xx (from the request POST, the status GET or the
-    websocket handshake), connection errors and timeouts (httpx, websocket, OS). Not
+    Transient: an HTTP status in :data:`fsnn.retry.RETRYABLE_STATUS` (from the request
+    POST, the status GET or the websocket handshake), connection errors and timeouts (httpx, websocket, OS). Not
     transient: any other HTTP status (401 bad key, 404, 422...), and a job the server
     ran and reported as ERROR (an exception in the trace, out of memory...).
     """
@@ -194,7 +160,7 @@ def is_transient(exc: BaseException) -> bool:
 
     status = _http_status(exc)
     if status is not None:
-        return status in RETRY_STATUS
+        return is_retryable_status(status)
     for e in _chain(exc):
         if isinstance(e, httpx.TransportError):  # connect/read errors and timeouts
             return True
@@ -282,6 +248,43 @@ def _failure(what: str, url: str, exc: BaseException, attempts: int, request_id:
     return f"{what} failed at {url}{rid}{tries}: {_one_line(exc)}{hint}"
 
 
+def call_with_retries(
+    fn: Callable[[], _T],
+    *,
+    policy: RetryPolicy | None = None,
+    what: str = "remote call",
+    where: str = "NDIF",
+    sleep: Callable[[float], None] = time.sleep,
+    request_ids: Sequence[str] = (),
+) -> _T:
+    """Run ``fn()`` with bounded retries of transient failures and one-line errors.
+
+    The one retry loop of every remote path (:func:`call_remote` for NDIF, the
+    serialised-local backend for its tests). An :class:`FsnnError` raised by ``fn``
+    (bad input) passes through untouched and is not retried; any other failure ends as
+    one ``FsnnError`` line ``<what> failed at <where> (request <id>) after N attempts``.
+    """
+    policy = policy or RetryPolicy()
+    for attempt in range(policy.attempts):
+        try:
+            return fn()
+        except FsnnError:
+            raise
+        except Exception as exc:  # every failure becomes one FsnnError line
+            transient = is_transient(exc)
+            log.debug("%s attempt %d failed: %s", what, attempt + 1, _one_line(exc))
+            if transient and attempt + 1 < policy.attempts:
+                wait = policy.delay(attempt)
+                log.warning("%s failed (%s); retry %d of %d in %.1f s", what, _one_line(exc), attempt + 1,
+                            policy.attempts - 1, wait)
+                sleep(wait)
+                continue
+            raise FsnnError(
+                _failure(what, where, exc, attempt + 1, request_ids[-1] if request_ids else None)
+            ) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def call_remote(
     fn: Callable[[], _T],
     *,
@@ -293,9 +296,9 @@ def call_remote(
     """Run ``fn()`` (which makes remote traces) with NDIF config, retries and clear errors.
 
     Args:
-        fn: a call such as ``lambda: steered_generate(m, ..., remote=True)``.
+        fn: a call such as ``lambda: steered_generate(m, ..., backend="ndif")``.
         host: NDIF URL override (see :func:`ndif_host`).
-        policy: retry policy (default :class:`RetryPolicy`).
+        policy: retry policy (default :class:`~fsnn.retry.RetryPolicy`).
         what: how the message names the call (e.g. ``"steering batch 3"``).
         sleep: the wait function (tests pass a no-op).
 
@@ -307,32 +310,8 @@ def call_remote(
             <Type>: <message>``; the key never appears in it. An FsnnError raised by
             ``fn`` itself (bad input) passes through untouched and is not retried.
     """
-    policy = policy or RetryPolicy()
     with ndif_config(host) as url, _track_request_ids() as ids:
-        for attempt in range(policy.attempts):
-            try:
-                return fn()
-            except FsnnError:
-                raise
-            except Exception as exc:  # every failure becomes one FsnnError line
-                transient = is_transient(exc)
-                log.debug("%s attempt %d failed: %s", what, attempt + 1, _one_line(exc))
-                if transient and attempt + 1 < policy.attempts:
-                    wait = policy.delay(attempt)
-                    log.warning(
-                        "%s failed (%s); retry %d of %d in %.1f s",
-                        what,
-                        _one_line(exc),
-                        attempt + 1,
-                        policy.attempts - 1,
-                        wait,
-                    )
-                    sleep(wait)
-                    continue
-                raise FsnnError(
-                    _failure(what, url, exc, attempt + 1, ids[-1] if ids else None)
-                ) from None
-    raise AssertionError("unreachable")  # pragma: no cover
+        return call_with_retries(fn, policy=policy, what=what, where=url, sleep=sleep, request_ids=ids)
 
 
 # --------------------------------------------------------------------------- preflight
@@ -415,109 +394,6 @@ def preflight(
         f"model {model_id}{rev} is not running on NDIF at {url}; "
         + (f"running models: {listed}" if names else "NDIF lists no running model")
     )
-
-
-# --------------------------------------------------------------------------- sessions
-
-
-@torch.no_grad()
-def steer_in_session(
-    model: Any,
-    prompts: Sequence[str],
-    h: torch.Tensor,
-    alpha: torch.Tensor,
-    gamma: torch.Tensor,
-    *,
-    mode: str = "faithful",
-    max_new_tokens: int = 100,
-    batch_size: int | None = None,
-    remote: bool | str = True,
-    stop_at_eos: bool = True,
-) -> list[GenerationOutput]:
-    """:func:`fsnn.steer.steered_generate`, every chunk a trace of ONE nnsight session.
-
-    With ``batch_size`` smaller than the number of rows, ``steered_generate`` makes one
-    remote request per chunk; here all chunks go in one request (one upload, one queue
-    wait, one download) and run one after the other on the server. Same arguments,
-    same outputs (tested equal). The trace body is the one of
-    :func:`fsnn.steer.steer_rows`, written out inline: nnsight ships a session as the
-    source of its ``with`` block, so the traces must be in that block, not in a
-    function it calls.
-
-    Args:
-        model, prompts, h (B, layer, hidden), alpha (B, layer), gamma (B, layer), mode,
-        max_new_tokens, batch_size, stop_at_eos: as :func:`fsnn.steer.steered_generate`.
-        remote: ``True`` (NDIF), ``"local"`` (serialised, run here), a host URL, or
-            ``False`` (a plain local session).
-
-    Returns:
-        One :class:`~fsnn.generation.GenerationOutput` per row, in order.
-    """
-    n = len(prompts)
-    h, alpha, gamma = validated_inputs(model, n, h, alpha, gamma, mode=mode, max_new_tokens=max_new_tokens)
-    eos = eos_ids(model) if stop_at_eos else set()
-    device = model.device
-    faithful = mode == "faithful"
-    step_rows = batch_size or n
-    encs, configs, plans, chunk_prompts = [], [], [], []
-    for start in range(0, n, step_rows):
-        sl = slice(start, start + step_rows)
-        rows = list(prompts[sl])
-        enc = encode(model, rows, max_new_tokens)
-        active = [
-            i for i in range(model.n_layers) if bool((alpha[sl, i] * gamma[sl, i] != 0).any())
-        ]
-        full_mask = torch.cat(
-            [
-                enc.attention_mask,
-                torch.ones(len(rows), max_new_tokens, dtype=enc.attention_mask.dtype),
-            ],
-            dim=1,
-        ).to(device)
-        plans.append(
-            (
-                [model.layer(i) for i in active],
-                # clone: a view would carry the storage of all rows and layers
-                [h[sl, i].clone().to(device) for i in active],
-                [alpha[sl, i].clone().to(device) for i in active],
-                [gamma[sl, i].clone().to(device) for i in active],
-                full_mask,
-            )
-        )
-        encs.append(enc)
-        configs.append(_generation_config(model, max_new_tokens, use_cache=not faithful, eos=eos))
-        chunk_prompts.append(rows)
-    lm = model.lm
-    lm_head = lm.lm_head
-    with lm.session(remote=remote):
-        results = nnsight.save([])
-        for k in range(len(encs)):
-            picked = []  # filled in place, so an early EOS stop keeps the steps it ran
-            results.append(picked)
-            envoys, h_act, a_act, g_act, full_mask = plans[k]
-            with lm.generate(encs[k], generation_config=configs[k]) as tracer:
-                sums = {}
-                for step in tracer.iter[0:max_new_tokens]:
-                    for i in range(len(envoys)):
-                        out = envoys[i].output
-                        a = residual(out)
-                        if faithful or step == 0:
-                            total, count = masked_sum(a, full_mask[:, : a.shape[1]])
-                            mu = total / count
-                        else:
-                            mu, total, count = running_mean_update(sums[i][0], sums[i][1], a)
-                        sums[i] = (total, count)
-                        envoys[i].output = with_residual(
-                            out, fuse(a, h_act[i], mu, a_act[i], g_act[i])
-                        )
-                    picked.append(lm_head.output[:, -1].argmax(dim=-1).cpu())
-    outputs: list[GenerationOutput] = []
-    for k, rows in enumerate(chunk_prompts):
-        picked = list(results[k])
-        new = torch.stack(picked, dim=1) if picked else torch.empty(len(rows), 0, dtype=torch.long)
-        sequences = torch.cat([encs[k].input_ids, new], dim=1)
-        outputs.extend(decode_rows(model, rows, encs[k], sequences, eos))
-    return outputs
 
 
 # --------------------------------------------------------------------------- sizes

@@ -19,7 +19,6 @@ sheet is inline, and nothing is fetched (no script, no external link). Sections,
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as _dt
 import html
@@ -34,7 +33,7 @@ from .errors import FsnnError
 from .inspect import RunFolder, open_run, prompt_table
 from .summary import paired_grid, summarize, summary_grid, summary_notes
 
-__all__ = ["add_commands", "build_report", "highlight_answer", "write_report"]
+__all__ = ["build_report", "highlight_answer", "write_report"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1100px;
@@ -247,19 +246,3 @@ def write_report(run: str | Path, out: str | Path | None = None, *, examples: in
         return atomic_write_text(path, build_report(folder, examples=examples, seed=seed))
     except OSError as exc:
         raise FsnnError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="one self-contained HTML report of a run (tables, figures, examples)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    p.add_argument("run", metavar="RUN", help="run folder (holds results.nc)")
-    p.add_argument("--out", metavar="HTML", default=None, help="output file (None: RUN/report.html)")
-    p.add_argument("--examples", type=int, default=12, help="prompts in the examples section")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random part of the example sample")
-    p.set_defaults(func=_report_command)
-
-
-def _report_command(args: argparse.Namespace) -> int:
-    path = write_report(args.run, args.out, examples=args.examples, seed=args.seed)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    return 0

@@ -6,7 +6,7 @@ Every threshold a summary, figure or judge uses is defined here and nowhere else
 Pure functions on numpy arrays; a missing judge score is NaN, a missing SimpleQA grade
 is ``""`` or None.
 
-Parity switches (METHOD.md §3), never silent:
+Parity switches (docs/method.md §8), never silent:
 
 - ``missing``: the release counted a missing judge score as 0 (``"zero"``, default);
   ``"exclude"`` drops those prompts from the denominator instead.
@@ -22,6 +22,8 @@ attempted); F1 = harmonic mean of the correct rate and accuracy-given-attempted.
 
 from __future__ import annotations
 
+import re
+import string
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -39,6 +41,7 @@ __all__ = [
     "accurate",
     "composite",
     "composite_accuracy",
+    "proxy_grade",
     "scored_texts",
     "simpleqa_metrics",
 ]
@@ -220,3 +223,23 @@ def scored_texts(
     if mode == "completion":
         return [str(t) for t in completion]
     raise ValueError(f"text mode must be 'full' or 'completion', not {mode!r}")
+
+
+def _normalise(text: str) -> str:
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def proxy_grade(answer: str, completion: str) -> str:
+    """Offline stand-in for the SimpleQA rubric: normalised answer containment.
+
+    CORRECT when the normalised answer occurs in the normalised completion,
+    NOT_ATTEMPTED for an empty completion, else INCORRECT. Stored as grade source
+    ``proxy:containment``, never mixed up with a judge's grade.
+    """
+    comp = _normalise(completion)
+    if not comp:
+        return "NOT_ATTEMPTED"
+    ans = _normalise(answer)
+    return "CORRECT" if ans and f" {ans} " in f" {comp} " else "INCORRECT"

@@ -1,4 +1,4 @@
-"""Per-prompt Optuna search of steering strengths (METHOD.md §2.6), trials batched.
+"""Per-prompt Optuna search of steering strengths (docs/method.md §2.6), trials batched.
 
 For each prompt and method an Optuna study searches (alpha, gamma) per segment,
 uniform in [0.01, 1.0] (paper: 5 trials, default sampler, no seed), maximising
@@ -26,10 +26,11 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from .backends import Backend, resolve_backend
+from .decode import GenerationOutput
 from .errors import FsnnError
-from .generation import GenerationOutput
+from .layout import SegmentLayout
 from .metrics import ObjectiveConfig, objective, token_overlap
-from .spec import SegmentLayout
 from .steer import steered_generate
 
 __all__ = ["SearchConfig", "SearchItem", "open_storage", "run_search", "trial_coefficients"]
@@ -46,7 +47,7 @@ class SearchConfig:
         batch_rows: rows per steered generate call.
         low, high: uniform range of alpha and gamma (paper [0.01, 1.0]).
         parametrization: ``alpha_gamma`` (paper: 2 per segment) or ``product``
-            (k = alpha*gamma per segment, alpha fixed to 1 — METHOD.md shows only the
+            (k = alpha*gamma per segment, alpha fixed to 1 — docs/method.md §3 shows only the
             product matters; range [low*low, high*high]).
         sampler: ``random`` or ``tpe`` (paper: Optuna's default TPE, unseeded).
         seed: makes a search repeat exactly (per-prompt seeds derive from it).
@@ -186,14 +187,14 @@ def run_search(
     layout: SegmentLayout,
     config: SearchConfig,
     *,
-    storage: Any,
-    ppl: Callable[[Sequence[str]], list[float]],
+    storage: Any = None,
+    ppl: Callable[[Sequence[str]], list[float]] | None = None,
     mode: str = "faithful",
     max_new_tokens: int = 100,
     study_prefix: str = "",
     progress: bool = True,
     on_round: Callable[[], None] | None = None,
-    remote: bool | str = False,
+    backend: Backend | str | None = None,
 ) -> xr.Dataset:
     """Search every prompt's strengths for one layout; resumable through ``storage``.
 
@@ -202,21 +203,29 @@ def run_search(
         items: prompts with their reference vectors.
         layout: the method's segments (``full``, ``segmented``, custom).
         config: the search settings.
-        storage: an Optuna storage (:func:`open_storage`).
-        ppl: scorer of texts' perplexity (e.g. :class:`fsnn.metrics.Perplexity`).
+        storage: an Optuna storage (:func:`open_storage`); None = in memory (no resume).
+        ppl: scorer of texts' perplexity; None = the steered model itself
+            (:class:`fsnn.metrics.Perplexity`).
         mode: steering mode, ``faithful`` or ``cached``.
         max_new_tokens: per trial.
         study_prefix: prefix of study names (e.g. the method).
         progress: show a tqdm bar of completed trials.
         on_round: called after each batch of trials is told (checkpoint hook).
-        remote: run the steered generations on NDIF (``True``, with retries and one-line
-            errors from :func:`fsnn.remote.call_remote`) or ``"local"`` (serialised).
+        backend: where the steered generations run (:mod:`fsnn.backends`); each batch
+            is one ``backend.call`` (retries and one-line errors on NDIF).
 
     Returns:
         The trials of all prompts, :func:`trials_dataset`.
     """
     import optuna
 
+    backend = resolve_backend(backend)
+    if storage is None:
+        storage = optuna.storages.InMemoryStorage()
+    if ppl is None:
+        from .metrics import Perplexity
+
+        ppl = Perplexity(model.hf_model, model.tokenizer)
     layout.check(model.n_layers)
     dists = _distributions(layout, config)
     studies = {}
@@ -257,15 +266,10 @@ def run_search(
             def evaluate(chunk=chunk, h=h, alphas=alphas, gammas=gammas):
                 return steered_generate(
                     model, [by_key[k].prompt for k, _ in chunk], h, torch.stack(alphas), torch.stack(gammas),
-                    mode=mode, max_new_tokens=max_new_tokens, remote=remote,
+                    mode=mode, max_new_tokens=max_new_tokens, backend=backend,
                 )
 
-            if remote is True:
-                from .remote import call_remote
-
-                outputs = call_remote(evaluate, what=f"steering batch of {len(chunk)} rows")
-            else:
-                outputs = evaluate()
+            outputs = backend.call(evaluate, what=f"steering batch of {len(chunk)} rows")
             scores = score_texts(outputs, [by_key[k].answer for k, _ in chunk], ppl, config)
             for (key, trial), out, score in zip(chunk, outputs, scores, strict=True):
                 study = studies[key]

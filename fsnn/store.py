@@ -1,41 +1,7 @@
-"""Labeled result files: one schema, atomic writes, provenance on every file.
+"""Labeled result files: atomic writes, checked reads, provenance on every file.
 
-Dimension vocabulary (shared by tensors, datasets and files): ``prompt``, ``layer``,
-``hidden``, ``segment``, ``trial``, ``method``, ``param``, ``token``.
-
-Files of a run folder (all netCDF4, written atomically: temp file + rename):
-
-``references.nc``
-    ``h`` (prompt, layer, hidden) float32 — eq. (1) reference vectors;
-    ``span_length`` (prompt) int — tokens averaged; ``explanation``,
-    ``reference_text``, ``enrichment_raw`` (prompt) str; coords ``question``,
-    ``answer``, ``simpleqa_id`` on ``prompt``.
-
-``trials.nc``
-    dims (method, prompt, trial): ``alpha``/``gamma`` (method, prompt, trial, segment),
-    ``token_overlap``, ``perplexity``, ``objective`` (S_opt), ``completion``,
-    ``text`` (decoded prompt + completion), ``is_best`` (int 0/1).
-
-``results.nc``
-    dims (method, prompt), ``method`` values ``baseline``, ``full``, ``segmented`` (+
-    custom spec names). Variables: ``completion`` (str, generated text only), ``text``
-    (str, prompt + completion as the release scored it), ``token_overlap``,
-    ``perplexity``, ``objective``, ``judge_score`` (1-5, NaN = not graded),
-    ``simpleqa_grade`` (``CORRECT``/``INCORRECT``/``NOT_ATTEMPTED``, "" = not graded),
-    ``composite`` (S_eval, NaN when no judge score), ``alpha``/``gamma`` (method, prompt,
-    segment; NaN for baseline). Coords on ``prompt``: ``question``, ``answer``, ``topic``,
-    ``simpleqa_id``. Optional: ``baseline_grade`` (our runs: the grade that selected the
-    prompt); ``token_overlap_completion``, ``token_overlap_released``, ``judge_notes``,
-    ``explanation``, ``answer_simpleqa`` (the imported release, :mod:`fsnn.release`).
-
-``baseline.nc`` (our runs)
-    dim ``prompt`` over every question answered: ``completion``, ``text``, ``grade``,
-    ``grade_source`` (judge id or ``proxy:containment``), ``token_overlap``.
-
-Attributes on every file: ``fsnn_schema`` (file kind and version), ``config`` (the run
-config as JSON), ``model``, ``model_revision``, ``quantization``, ``mode``, package
-versions, ``git_sha`` when available, ``created``. Secrets never enter a file: configs
-hold the *name* of an environment variable, never its value.
+The schema of every file (what each holds, and the functions building it) is
+:mod:`fsnn.schema`; this module only reads and writes.
 """
 
 from __future__ import annotations
@@ -45,17 +11,23 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import xarray as xr
 
 from .errors import FsnnError
+from .schema import REQUIRED
 
 __all__ = [
+    "Run",
+    "open_run",
     "SCHEMA_VERSION",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
     "check_dims",
     "package_versions",
     "provenance",
@@ -64,20 +36,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-
-# Variables each file kind must hold with exactly these dims (checked on read).
-REQUIRED: dict[str, dict[str, tuple[str, ...]]] = {
-    "results": {
-        "token_overlap": ("method", "prompt"),
-        "completion": ("method", "prompt"),
-        "judge_score": ("method", "prompt"),
-        "simpleqa_grade": ("method", "prompt"),
-        "composite": ("method", "prompt"),
-    },
-    "trials": {"objective": ("method", "prompt", "trial")},
-    "references": {"h": ("prompt", "layer", "hidden")},
-}
-
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages a result depends on."""
@@ -141,6 +99,77 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     return enc
 
 
+def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
+    """Write a file so that readers see the old file or the whole new one, never half.
+
+    ``writer`` receives a temporary path in the same folder (so the final rename stays
+    on one file system) and writes the complete file there; the temp file is then
+    flushed to disk (fsync), renamed over ``path`` (``os.replace``, atomic on POSIX and
+    Windows) and the folder entry synced. On any error, or an interrupt, the temp file
+    is removed and ``path`` is left as it was.
+
+    Args:
+        path: the file to write; its folder is created when missing.
+        writer: called once with the temp path; must write the full content there.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        FsnnError: the folder cannot be created or written. Errors raised by ``writer``
+            propagate unchanged (after the cleanup).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise FsnnError(f"cannot write {path}: {exc.strerror or exc}") from None
+    tmp = Path(name)
+    try:
+        writer(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """:func:`atomic_write` of ``data``."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """:func:`atomic_write` of ``text`` as UTF-8."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(text.encode("utf-8")))
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform (Windows).
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_dataset(ds: xr.Dataset, path: str | Path) -> Path:
     """Write ``ds`` to netCDF4 atomically (temp file in the same folder, then rename).
 
@@ -149,25 +178,13 @@ def write_dataset(ds: xr.Dataset, path: str | Path) -> Path:
     Raises:
         FsnnError: the folder cannot be created or written.
     """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise FsnnError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        ds = ds.copy()
-        for name, var in {**ds.data_vars, **ds.coords}.items():
-            if var.dtype.kind == "U":
-                ds[name] = var.astype(object)
-        ds.attrs = {k: _attr(v) for k, v in ds.attrs.items()}
-        ds.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(ds))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    ds = ds.copy()
+    for name, var in {**ds.data_vars, **ds.coords}.items():
+        if var.dtype.kind == "U":
+            ds[name] = var.astype(object)
+    ds.attrs = {k: _attr(v) for k, v in ds.attrs.items()}
+    encoding = _encoding(ds)
+    return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding))
 
 
 def read_dataset(path: str | Path, kind: str | None = None) -> xr.Dataset:
@@ -204,10 +221,49 @@ def check_dims(ds: xr.Dataset, kind: str, where: str = "dataset") -> None:
             )
 
 
-def str_array(values: Any) -> np.ndarray:
-    """An object array of Python str (netCDF variable-length strings); None -> ""."""
-    arr = np.asarray(values, dtype=object)
-    flat = arr.reshape(-1)
-    for i, v in enumerate(flat):
-        flat[i] = "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
-    return arr
+RUN_FILES = ("baseline", "references", "trials", "results")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run:
+    """A run folder's datasets, opened (see :mod:`fsnn.schema` for what each holds).
+
+    Attributes:
+        path: the run folder.
+        config: ``config.json`` (the run's identity), {} when absent.
+        baseline, references, trials, results: the datasets present (None when the
+            stage has not written its file yet).
+    """
+
+    path: Path
+    config: dict[str, Any]
+    baseline: xr.Dataset | None = None
+    references: xr.Dataset | None = None
+    trials: xr.Dataset | None = None
+    results: xr.Dataset | None = None
+
+
+def open_run(path: str | Path) -> Run:
+    """Open every dataset of a run folder (``fsnn run`` or ``fsnn import-release`` output).
+
+    Raises:
+        FsnnError: the folder does not exist, holds no fsnn file, or a file is unreadable.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FsnnError(f"run folder not found: {folder}")
+    datasets = {}
+    for name in RUN_FILES:
+        file = folder / f"{name}.nc"
+        if file.exists():
+            datasets[name] = read_dataset(file, name if name in REQUIRED else None)
+    config: dict[str, Any] = {}
+    cfg_path = folder / "config.json"
+    if cfg_path.exists():
+        try:
+            config = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise FsnnError(f"{cfg_path} is not valid JSON (remove it, or rerun with --force-new)") from None
+    if not datasets:
+        raise FsnnError(f"{folder} is not an fsnn run folder (no baseline/references/trials/results .nc file)")
+    return Run(path=folder, config=config, **datasets)

@@ -23,16 +23,16 @@ def test_help_lists_subcommands():
 @pytest.mark.real
 def test_steer_json_prints_text_and_ids():
     proc = _fsnn("steer", "--question", "Who received the IEEE Frank Rosenblatt Award in 2010?",
-                 "--answer", "Michio Sugeno", "--spec", "seg:0.8,0.1,0.7,0.3,0.4,0.2", "--mode", "cached",
+                 "--answer", "Michio Sugeno", "--strengths", "seg:0.8,0.1,0.7,0.3,0.4,0.2", "--mode", "cached",
                  "--max-new-tokens", "8", "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert isinstance(out["text"], str) and isinstance(out["ids"], list)
     assert all(isinstance(i, int) for i in out["ids"])
-    assert out["spec"]["alpha_early"] == 0.8
+    assert out["strengths"]["alpha_early"] == 0.8
 
 
 def test_steer_bad_spec_is_one_line():
-    proc = _fsnn("steer", "--question", "q", "--answer", "a", "--spec", "seg:1,2")
+    proc = _fsnn("steer", "--question", "q", "--answer", "a", "--strengths", "seg:1,2")
     assert proc.returncode == 2
     assert "needs 6 numbers" in proc.stderr and "Traceback" not in proc.stderr

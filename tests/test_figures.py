@@ -26,7 +26,8 @@ from fsnn.figures import (
     save_figure,
 )
 from fsnn.release import composite, import_release, write_release
-from fsnn.store import provenance, read_dataset, str_array, write_dataset
+from fsnn.schema import str_array
+from fsnn.store import provenance, read_dataset, write_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -34,7 +34,7 @@ def test_fuse_equals_the_literal_formula():
     alpha, gamma = torch.rand(4), torch.rand(4)
     torch.testing.assert_close(fuse(a, h, mu, alpha, gamma), literal_eq5(a, h, mu, alpha, gamma),
                                rtol=1e-6, atol=1e-6)
-    # only the product alpha*gamma matters (METHOD.md: eq. 5 collapses)
+    # only the product alpha*gamma matters (docs/method.md §3: eq. (5) collapses)
     out2 = fuse(a, h, mu, alpha * 2, gamma / 2)
     torch.testing.assert_close(fuse(a, h, mu, alpha, gamma), out2, rtol=1e-6, atol=1e-6)
     # every position of a row gets the same shift

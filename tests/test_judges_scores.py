@@ -59,7 +59,7 @@ def test_composite_nothing_to_score():
 
 @pytest.mark.parametrize(("method", "expected"), [("baseline", 9), ("full", 42), ("segmented", 66)])
 def test_release_composite(method, expected):
-    """The composite recomputed from the released CSVs: 9, 42, 66 of 260 (METHOD.md §6)."""
+    """The composite recomputed from the released CSVs: 9, 42, 66 of 260 (docs/method.md §10)."""
     from fsnn.judges.release import selected_rows
 
     rows = selected_rows(method, release_dir())

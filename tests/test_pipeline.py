@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from fsnn.data import load_simpleqa, select
 from fsnn.errors import FsnnError
-from fsnn.pipeline import RunConfig, proxy_grade, run_pipeline
+from fsnn.pipeline import RunConfig, run_pipeline
+from fsnn.scoring import proxy_grade
+from fsnn.simpleqa import load_simpleqa, select_questions
 from fsnn.store import read_dataset
 from tests.conftest import shared_path
 
@@ -120,9 +121,9 @@ def test_unwritable_folder(tiny_gemma2, tmp_path):
 def test_real_simpleqa_subsets():
     questions = load_simpleqa(shared_path("FSNN_SIMPLEQA_CSV"))
     assert len(questions) == 4326
-    assert [q.id for q in select(questions, first=500)] == list(range(500))
-    strat = select(questions, stratified=40, seed=1)
-    assert len(strat) == 40 and strat == select(questions, stratified=40, seed=1)
+    assert [q.id for q in select_questions(questions, first=500)] == list(range(500))
+    strat = select_questions(questions, stratified=40, seed=1)
+    assert len(strat) == 40 and strat == select_questions(questions, stratified=40, seed=1)
     assert len({q.topic for q in strat}) > 5
 
 
@@ -177,8 +178,96 @@ def test_remote_serialised_run_equals_local(tiny_factory, tmp_path):
     csv_path = write_csv(tmp_path / "qa.csv")
     cfg = small_config(limit=2, methods=("segmented",), n_trials=2)
     local = run_pipeline(cfg, tmp_path / "local", simpleqa_csv=csv_path, model=model, progress=False)
-    remote = run_pipeline(replace(cfg, remote="local"), tmp_path / "remote", simpleqa_csv=csv_path, model=model,
+    remote = run_pipeline(replace(cfg, backend="serialised"), tmp_path / "remote", simpleqa_csv=csv_path, model=model,
                           progress=False)
     xr.testing.assert_equal(local.drop_attrs(), remote.drop_attrs())
     xr.testing.assert_allclose(read_dataset(tmp_path / "local" / "references.nc").h,
                                read_dataset(tmp_path / "remote" / "references.nc").h)
+
+
+# --------------------------------------------------------------------------- defects (issue 12)
+
+
+def test_backend_is_part_of_the_folder_identity(tiny_gemma2, tmp_path):
+    """A folder made locally refuses to be continued on another backend (numbers could mix)."""
+    csv_path = write_csv(tmp_path / "qa.csv")
+    cfg = small_config(limit=2, methods=("full",), n_trials=1, batch_trials=1)
+    run_pipeline(cfg, tmp_path / "run", simpleqa_csv=csv_path, model=tiny_gemma2, progress=False)
+    with pytest.raises(FsnnError, match="another config.*backend"):
+        run_pipeline(replace(cfg, backend="serialised"), tmp_path / "run", simpleqa_csv=csv_path,
+                     model=tiny_gemma2, progress=False)
+
+
+class FlakyJudge:
+    """A judge whose calls fail for one question: the failure must be recorded, not dropped."""
+
+    id = "flaky-judge"
+
+    def __init__(self, failing_question: str, tasks=("simpleqa", "quality")):
+        self.failing, self.tasks = failing_question, tasks
+
+    def _grades(self, task, items, value):
+        from fsnn.judges import Grade
+
+        return [Grade(task=task, value=None, raw="", judge_id=self.id, error="HTTP 503 after 5 attempts")
+                if q == self.failing and task in self.tasks else Grade(task=task, value=value, raw=str(value), judge_id=self.id)
+                for q, _, _ in items]
+
+    def grade_simpleqa(self, items):
+        return self._grades("simpleqa", items, "INCORRECT")
+
+    def grade_quality(self, items):
+        return self._grades("quality", items, 2)
+
+
+def test_judge_failures_are_recorded_per_row(tiny_gemma2, tmp_path):
+    csv_path = write_csv(tmp_path / "qa.csv")
+    cfg = small_config(limit=3, methods=("full",), n_trials=1, batch_trials=1, judge=None)
+    judge = FlakyJudge(ROWS[0][1])
+    results = run_pipeline(cfg, tmp_path / "run", simpleqa_csv=csv_path, model=tiny_gemma2, judge=judge,
+                           progress=False)
+    baseline = read_dataset(tmp_path / "run" / "baseline.nc")
+    # the baseline grade failure is stored with its reason, and the question is not steered silently
+    failed = baseline.simpleqa_id.values.tolist().index(0)
+    assert baseline.grade.values[failed] == "" and "HTTP 503" in baseline.grade_error.values[failed]
+    assert 0 not in results.simpleqa_id.values.tolist()
+    # every steered row's grade source is stored per row, not read from the first row
+    assert results.baseline_grade_source.dims == ("prompt",)
+    assert set(results.baseline_grade_source.values.tolist()) == {"flaky-judge"}
+    assert "baseline_grade_source" not in results.attrs
+
+
+def test_judge_error_variable_in_results(tiny_gemma2, tmp_path):
+    csv_path = write_csv(tmp_path / "qa.csv")
+    cfg = small_config(limit=3, methods=("full",), n_trials=1, batch_trials=1)
+    judge = FlakyJudge("no question fails", tasks=("quality",))
+    results = run_pipeline(cfg, tmp_path / "run", simpleqa_csv=csv_path, model=tiny_gemma2, judge=judge,
+                           progress=False)
+    assert results.judge_error.dims == ("method", "prompt")
+    assert (results.judge_error.values == "").all()
+    judge.failing = str(results.question.values[0])  # now the 1-5 grade of prompt 0 fails
+    rerun = run_pipeline(cfg, tmp_path / "run2", simpleqa_csv=csv_path, model=tiny_gemma2, judge=judge,
+                         progress=False)
+    assert all("HTTP 503" in e for e in rerun.judge_error.values[:, 0])
+    assert np.isnan(rerun.judge_score.values[:, 0]).all()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ids", "1,abc"], "ids must be comma-separated integers"),
+        (["--device", "cuda"], "no CUDA device"),
+        (["--dtype", "float8"], "dtype must be one of"),
+        (["--judge", "bogus"], "bad judge spec"),
+        (["--methods", "full,weird"], "unknown method 'weird'"),
+        (["--trials", "0"], "positive integer"),
+    ],
+)
+def test_cli_options_fail_in_one_line_before_any_model_loads(tmp_path, args, message):
+    # a model name that cannot load: if it were loaded first, the error would name it instead
+    proc = subprocess.run([sys.executable, "-m", "fsnn", "run", "--model", "no-such-model-xyz", "--out",
+                           str(tmp_path / "run"), *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fsnn: error:") and message in lines[0], proc.stderr
+    assert not (tmp_path / "run").exists()

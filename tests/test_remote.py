@@ -10,7 +10,7 @@ Three levels, none of which contacts an external host:
    websocket and ``POST /request`` as nnsight's client speaks them. It can execute
    a request on a real local model (deserialise with fsnn blocked, run, send the
    saved values back as a COMPLETED frame), so a *meta-device* client model
-   (``load_model(folder, remote=True)``) goes through nnsight's real RemoteBackend.
+   (``load_model(folder, backend="ndif")``) goes through nnsight's real RemoteBackend.
 3. The same server answering as an unavailable / failing service, for the
    pre-flight check, the retries and the one-line errors.
 """
@@ -43,7 +43,6 @@ from fsnn.errors import FsnnError
 from fsnn.models import load_model
 from fsnn.references import ReferenceItem, capture_references
 from fsnn.remote import (
-    RetryPolicy,
     api_key,
     call_remote,
     is_transient,
@@ -52,9 +51,9 @@ from fsnn.remote import (
     payload_sizes,
     preflight,
     result_size,
-    steer_in_session,
 )
-from fsnn.steer import steered_generate
+from fsnn.retry import RetryPolicy
+from fsnn.steer import steer_in_session, steered_generate
 
 SECRET = "ndif-test-key-6f1d0c8a9b"
 NO_WAIT = RetryPolicy(attempts=3, backoff_base=0.0)
@@ -448,14 +447,14 @@ def _ids(outputs: list) -> list[tuple[list[int], bool]]:
     return [(o.ids, o.stopped) for o in outputs]
 
 
-# --------------------------------------------------------------------------- remote="local"
+# --------------------------------------------------------------------------- backend="serialised"
 
 
 @pytest.mark.usefixtures("strict_local")
 def test_capture_local_simulation_equals_local(tiny: Any) -> None:
     local = capture_references(tiny, ITEMS, batch_size=2)
     with payload_sizes() as sizes:
-        simulated = capture_references(tiny, ITEMS, batch_size=2, remote="local")
+        simulated = capture_references(tiny, ITEMS, batch_size=2, backend="serialised")
     assert torch.equal(torch.as_tensor(local.values), torch.as_tensor(simulated.values))
     assert len(sizes) == 2  # one request per batch, really serialised
 
@@ -468,7 +467,7 @@ def test_steer_local_simulation_equals_local(tiny: Any, mode: str) -> None:
     local = steered_generate(tiny, PROMPTS, h, alpha, gamma, mode=mode, max_new_tokens=6)
     with payload_sizes() as sizes:
         simulated = steered_generate(
-            tiny, PROMPTS, h, alpha, gamma, mode=mode, max_new_tokens=6, remote="local"
+            tiny, PROMPTS, h, alpha, gamma, mode=mode, max_new_tokens=6, backend="serialised"
         )
     assert _ids(simulated) == _ids(local)
     assert len(sizes) == 1  # the whole multi-row search step is one request
@@ -479,14 +478,14 @@ def test_steer_local_simulation_equals_local(tiny: Any, mode: str) -> None:
 @pytest.mark.usefixtures("strict_local")
 def test_gemma2_local_simulation_equals_local(tiny_gemma2: Any) -> None:
     """The paper's architecture (tiny random Gemma-2), both modes, one multi-row request."""
-    h = torch.as_tensor(capture_references(tiny_gemma2, ITEMS, remote="local").values)
+    h = torch.as_tensor(capture_references(tiny_gemma2, ITEMS, backend="serialised").values)
     assert torch.equal(h, torch.as_tensor(capture_references(tiny_gemma2, ITEMS).values))
     h = h[torch.arange(len(PROMPTS)) % len(ITEMS)]
     alpha, gamma = _coefficients(len(PROMPTS), tiny_gemma2.n_layers)
     for mode in ("faithful", "cached"):
         local = steered_generate(tiny_gemma2, PROMPTS, h, alpha, gamma, mode=mode, max_new_tokens=4)
         sim = steered_generate(
-            tiny_gemma2, PROMPTS, h, alpha, gamma, mode=mode, max_new_tokens=4, remote="local"
+            tiny_gemma2, PROMPTS, h, alpha, gamma, mode=mode, max_new_tokens=4, backend="serialised"
         )
         assert _ids(sim) == _ids(local)
 
@@ -497,8 +496,8 @@ def test_steering_request_carries_each_reference_once(tiny: Any) -> None:
     h = torch.randn(8, tiny.n_layers, tiny.d_model)
     alpha, gamma = torch.rand(8, tiny.n_layers), torch.rand(8, tiny.n_layers)
     with payload_sizes() as sizes:
-        steered_generate(tiny, prompts, h, alpha, gamma, max_new_tokens=1, remote="local")
-        steered_generate(tiny, prompts, h, alpha * 0, gamma, max_new_tokens=1, remote="local")
+        steered_generate(tiny, prompts, h, alpha, gamma, max_new_tokens=1, backend="serialised")
+        steered_generate(tiny, prompts, h, alpha * 0, gamma, max_new_tokens=1, backend="serialised")
     steered, unsteered = sizes
     assert steered.raw - unsteered.raw < 2 * h.numel() * 4  # a view per layer: n_layers copies
 
@@ -521,7 +520,7 @@ def test_session_groups_chunks_in_one_request(tiny: Any, mode: str) -> None:
             mode=mode,
             max_new_tokens=5,
             batch_size=3,
-            remote="local",
+            backend="serialised",
         )
     assert len(sizes) == 1  # two chunks, one request
     assert _ids(grouped) == _ids(per_trace)
@@ -543,7 +542,7 @@ def test_session_keeps_steps_of_an_early_eos_stop(tiny: Any) -> None:
         expected = steered_generate(tiny, prompts, h, alpha, gamma, max_new_tokens=6)
         assert all(o.stopped and len(o.ids) == stop for o in expected)
         grouped = steer_in_session(
-            tiny, prompts, h, alpha, gamma, max_new_tokens=6, batch_size=1, remote="local"
+            tiny, prompts, h, alpha, gamma, max_new_tokens=6, batch_size=1, backend="serialised"
         )
     finally:
         tiny.tokenizer.eos_token_id = original
@@ -591,7 +590,7 @@ def test_fake_ndif_runs_meta_client_like_local(
     try:
         h_local = capture_references(tiny, ITEMS)
         h_remote = call_remote(
-            lambda: capture_references(client, ITEMS, remote=True), host=server.url
+            lambda: capture_references(client, ITEMS, backend="ndif"), host=server.url
         )
         assert torch.equal(torch.as_tensor(h_local.values), torch.as_tensor(h_remote.values))
         h = torch.as_tensor(h_local.values)[torch.arange(len(PROMPTS)) % len(ITEMS)]
@@ -600,7 +599,7 @@ def test_fake_ndif_runs_meta_client_like_local(
             local = steered_generate(tiny, PROMPTS, h, alpha, gamma, mode=mode, max_new_tokens=5)
             remote = call_remote(
                 lambda mode=mode: steered_generate(
-                    client, PROMPTS, h, alpha, gamma, mode=mode, max_new_tokens=5, remote=True
+                    client, PROMPTS, h, alpha, gamma, mode=mode, max_new_tokens=5, backend="ndif"
                 ),
                 host=server.url,
             )
@@ -636,7 +635,7 @@ def test_transient_handshake_failures_are_retried(
     try:
         h = capture_references(tiny, ITEMS[:1])
         got = call_remote(
-            lambda: capture_references(client, ITEMS[:1], remote=True),
+            lambda: capture_references(client, ITEMS[:1], backend="ndif"),
             host=server.url,
             policy=NO_WAIT,
         )
@@ -659,7 +658,7 @@ def test_persistent_5xx_gives_one_line_after_bounded_retries(
     ndif.request_fail = [(503, f"overloaded (key {SECRET})")] * 5  # a server echoing the key
     with pytest.raises(FsnnError) as info:
         call_remote(
-            lambda: capture_references(client, ITEMS[:1], remote=True),
+            lambda: capture_references(client, ITEMS[:1], backend="ndif"),
             host=ndif.url,
             policy=NO_WAIT,
             what="reference capture",
@@ -683,7 +682,7 @@ def test_job_error_names_the_request_and_is_not_retried(tiny_client: Any, ndif: 
     with pytest.raises(FsnnError) as info:
         call_remote(
             lambda: steered_generate(
-                client, PROMPTS[:1], h, ones, ones, max_new_tokens=2, remote=True
+                client, PROMPTS[:1], h, ones, ones, max_new_tokens=2, backend="ndif"
             ),
             host=ndif.url,
             policy=NO_WAIT,
@@ -699,7 +698,7 @@ def test_bad_key_is_not_retried_and_hints_at_the_env_var(tiny_client: Any, ndif:
     ndif.subscribe_fail = [401]
     with pytest.raises(FsnnError, match="check NDIF_API_KEY") as info:
         call_remote(
-            lambda: capture_references(client, ITEMS[:1], remote=True),
+            lambda: capture_references(client, ITEMS[:1], backend="ndif"),
             host=ndif.url,
             policy=NO_WAIT,
         )
@@ -877,7 +876,7 @@ def smol_h(smol: Any) -> torch.Tensor:
 @pytest.mark.real
 @pytest.mark.usefixtures("strict_local")
 def test_smollm2_local_simulation_equals_local(smol: Any, smol_h: torch.Tensor) -> None:
-    sim_h = capture_references(smol, ITEMS[:2], remote="local")
+    sim_h = capture_references(smol, ITEMS[:2], backend="serialised")
     assert torch.equal(smol_h, torch.as_tensor(sim_h.values))
     alpha, gamma = _coefficients(2, smol.n_layers)
     alpha[-1] = 0.5  # both rows steered, with different coefficients
@@ -886,7 +885,7 @@ def test_smollm2_local_simulation_equals_local(smol: Any, smol_h: torch.Tensor) 
             smol, PROMPTS[:2], smol_h, alpha, gamma, mode=mode, max_new_tokens=3
         )
         sim = steered_generate(
-            smol, PROMPTS[:2], smol_h, alpha, gamma, mode=mode, max_new_tokens=3, remote="local"
+            smol, PROMPTS[:2], smol_h, alpha, gamma, mode=mode, max_new_tokens=3, backend="serialised"
         )
         assert _ids(sim) == _ids(local)
 
@@ -911,7 +910,7 @@ def test_smollm2_meta_client_through_fake_ndif(
                 gamma,
                 mode="cached",
                 max_new_tokens=3,
-                remote=True,
+                backend="ndif",
             ),
             host=server.url,
         )

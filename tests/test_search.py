@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from fsnn.errors import FsnnError
+from fsnn.layout import SegmentLayout
 from fsnn.metrics import ObjectiveConfig, Perplexity, objective, token_overlap
 from fsnn.search import SearchConfig, SearchItem, open_storage, run_search
-from fsnn.spec import SegmentLayout
 from tests.conftest import shared_path
 
 
@@ -119,7 +119,7 @@ SCRIPT = textwrap.dedent(
     from fsnn.models import ALIASES, resolve_alias
     from fsnn.metrics import Perplexity
     from fsnn.search import SearchConfig, SearchItem, open_storage, run_search
-    from fsnn.spec import SegmentLayout
+    from fsnn.layout import SegmentLayout
     model = make_tiny("gemma2", resolve_alias(ALIASES["smollm2-135m"]))
     torch.manual_seed(0)
     items = [SearchItem(key=f"p{{i}}", prompt=f"Question: q{{i}}?\\nAnswer and explanation:", answer="Paris",

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fsnn.decode import eos_ids
 from fsnn.errors import FsnnError
-from fsnn.generation import eos_ids, generate
+from fsnn.generation import generate
+from fsnn.layout import Strengths
 from fsnn.references import ReferenceItem, capture_references
-from fsnn.spec import SteeringSpec
 from fsnn.steer import steered_generate
 
 PROMPTS = [
@@ -55,7 +56,7 @@ class HookOracle:
     def generate(self, prompt: str, max_new_tokens: int) -> list[int]:
         model = self.model
         hf = model.hf_model
-        handles = [model.hf_layer(l).register_forward_hook(self.hook(l)) for l in range(model.n_layers)]
+        handles = [model.hf_layer(li).register_forward_hook(self.hook(li)) for li in range(model.n_layers)]
         eos = eos_ids(model)
         try:
             ids = model.tokenizer(prompt, return_tensors="pt").input_ids
@@ -131,10 +132,10 @@ def test_zero_strength_gives_bit_identical_logits(tiny_gemma2, which):
     zero, some = torch.zeros(len(PROMPTS)), torch.full((len(PROMPTS),), 0.7)
     alpha, gamma = (zero, some) if which == "alpha" else (some, zero)
     with model.lm.trace(enc):
-        for l in range(model.n_layers):
-            out = model.layer(l).output
+        for li in range(model.n_layers):
+            out = model.layer(li).output
             a = residual(out)
-            model.layer(l).output = with_residual(out, fuse(a, h[:, l], masked_mean(a, enc["attention_mask"]),
+            model.layer(li).output = with_residual(out, fuse(a, h[:, li], masked_mean(a, enc["attention_mask"]),
                                                             alpha, gamma))
         steered = nnsight.save(model.lm.output.logits)
     with model.lm.trace(enc):  # the same input path, nothing written
@@ -187,7 +188,7 @@ def test_capture_span_anchored_after_header(tiny_gemma2):
 
     item = ReferenceItem(question="Is Paris the capital of France?", answer="Paris", explanation="")
     ids, att, span, _ = reference_inputs(tiny_gemma2, [item])
-    body_tokens = [tiny_gemma2.tokenizer.decode([t]) for t, s in zip(ids[0].tolist(), span[0].tolist()) if s]
+    body_tokens = [tiny_gemma2.tokenizer.decode([t]) for t, s in zip(ids[0].tolist(), span[0].tolist(), strict=True) if s]
     assert "".join(body_tokens).strip() == "Paris"
 
 
@@ -221,7 +222,7 @@ def test_smollm2_faithful_matches_oracle_and_steering_changes_output(smollm2):
     item = ReferenceItem(question="Who received the IEEE Frank Rosenblatt Award in 2010?", answer="Michio Sugeno",
                          explanation="Michio Sugeno is a Japanese researcher known for fuzzy control.")
     h = torch.tensor(capture_references(model, [item]).values)
-    spec = SteeringSpec.full(model.n_layers, 0.8, 0.9)
+    spec = Strengths.full(model.n_layers, 0.8, 0.9)
     alpha, gamma = spec.per_layer(model.n_layers)
     ours = steered_generate(model, PROMPTS[:1], h, alpha[None], gamma[None], mode="faithful", max_new_tokens=12)[0]
     oracle = HookOracle(model, h[0], alpha, gamma, cached=False).generate(PROMPTS[0], 12)

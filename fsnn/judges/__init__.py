@@ -1,12 +1,14 @@
-"""LLM judges and the paper's evaluation scores (METHOD.md §3, §5, §7).
+"""LLM judges and the paper's evaluation scores (docs/method.md §3 eq. (7), §7, §8).
 
 - :mod:`~fsnn.judges.prompts`: the SimpleQA rubric (A/B/C) and the 1-5 quality grade,
   in this project's words (the official simple-evals template loads when installed);
 - :mod:`~fsnn.judges.parse`: grades read from answer text by regex;
 - backends: :class:`HttpJudge` (OpenAI-compatible chat completions: Mistral, OpenAI,
   vLLM, Ollama, llama.cpp) and :class:`LocalJudge` (a transformers model, graded from
-  constrained next-token scores), both behind :func:`make_judge`;
-- :class:`JudgeCache`: answers on disk keyed by (judge id, prompt sha256);
+  constrained next-token scores), both behind :func:`make_judge`
+  (:mod:`~fsnn.judges.factory`, which also holds :func:`check_judge_spec`);
+- :class:`JudgeCache`: answers on disk keyed by (:attr:`JudgeConfig.cache_key`, prompt
+  sha256); the key holds every setting that changes an answer;
 - :mod:`fsnn.scoring` (re-exported here): composite S_eval and SimpleQA metrics;
 - :mod:`~fsnn.judges.agreement`: ``fsnn judge-agreement`` against the released grades.
 
@@ -20,10 +22,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import MISTRAL, Grade, Item, Judge, JudgeConfig, make_judge
-from .cache import JudgeCache, prompt_sha256
-from .parse import parse_quality, parse_simpleqa
-from .prompts import render_quality, render_simpleqa
 from ..scoring import (
     SimpleQAMetrics,
     accurate,
@@ -32,10 +30,16 @@ from ..scoring import (
     scored_texts,
     simpleqa_metrics,
 )
+from .base import MISTRAL, Grade, Item, Judge, JudgeConfig
+from .cache import JudgeCache, prompt_sha256
+from .factory import check_judge_spec, make_judge
+from .parse import parse_quality, parse_simpleqa
+from .prompts import render_quality, render_simpleqa
 
 if TYPE_CHECKING:
     from .http import HttpJudge
     from .local import LocalJudge
+    from .offline import OfflineJudge
 
 __all__ = [
     "MISTRAL",
@@ -46,8 +50,10 @@ __all__ = [
     "JudgeCache",
     "JudgeConfig",
     "LocalJudge",
+    "OfflineJudge",
     "SimpleQAMetrics",
     "accurate",
+    "check_judge_spec",
     "composite",
     "composite_accuracy",
     "make_judge",
@@ -71,4 +77,8 @@ def __getattr__(name: str) -> Any:
         from .local import LocalJudge
 
         return LocalJudge
+    if name == "OfflineJudge":
+        from .offline import OfflineJudge
+
+        return OfflineJudge
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,12 +17,9 @@ resumes where it stopped and a rerun costs nothing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,18 +28,22 @@ import numpy as np
 import pandas as pd
 
 from ..errors import FsnnError
-from .base import Judge, JudgeConfig, make_judge
+from ..store import atomic_write_text
+from .base import Judge, JudgeConfig
+from .factory import make_judge
 from .release import graded_rows
 
 __all__ = [
     "GRADES",
-    "add_commands",
     "agreement",
     "agreement_main",
     "format_report",
     "judge_slug",
     "run_agreement",
     "stratified_subset",
+    "heldout_table",
+    "simpleqa_check",
+    "split_rows",
     "summary_table",
 ]
 
@@ -221,16 +222,8 @@ def judge_slug(judge_id: str) -> str:
 
 
 def _write_json(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_finite(obj), fh, indent=2, default=_json_default, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def _finite(obj: Any) -> Any:
@@ -253,7 +246,8 @@ def _json_default(value: Any) -> Any:
 def _dataset(frame: pd.DataFrame, report: dict[str, Any], attrs: dict[str, Any]) -> Any:
     import xarray as xr
 
-    from ..store import provenance, str_array
+    from ..schema import str_array
+    from ..store import provenance
 
     row = np.arange(len(frame))
     probs = frame[[f"p{k}" for k in GRADES]].to_numpy(float)
@@ -299,6 +293,8 @@ def agreement_main(
     cache: str | Path | None = "default",
     model: Any = None,
     progress: bool = True,
+    split: str = "all",
+    n_boot: int = 2000,
 ) -> dict[str, Any]:
     """Grade the released rows with ``judge``, write ``<out>.json`` and ``<out>.nc``.
 
@@ -310,6 +306,12 @@ def agreement_main(
         out: output path without suffix (default ``runs/judge_agreement/<judge>``).
         cache: judge cache (``"default"``, a path, or None).
         model: a loaded model for a local judge (else loaded on demand).
+        split: ``all`` rows, or only the offline calibration's ``train`` or ``heldout``
+            prompts; with ``train``/``heldout`` the report adds ``table``
+            (:func:`heldout_table`: agreement and composite accuracy per method with 95%
+            bootstrap intervals and the baselines) and, for the offline judge,
+            ``simpleqa`` (:func:`simpleqa_check`).
+        n_boot: bootstrap replicates of the table.
 
     Returns:
         The report (also written as JSON), with ``files`` naming what was written.
@@ -319,14 +321,34 @@ def agreement_main(
     judge_obj = make_judge(judge, cache=cache, model=model)
     rows = graded_rows(release_dir)
     total = len(rows)
-    subset = rows if limit is None else stratified_subset(rows, limit, seed=seed)
+    train_prompts = getattr(getattr(judge_obj, "calibration", None), "train_prompts", None)
+    if split != "all" and train_prompts is None:
+        from .offline import load_calibration
+
+        train_prompts = load_calibration().train_prompts
+    pool = split_rows(rows, split, train_prompts)
+    subset = pool if limit is None else stratified_subset(pool, limit, seed=seed)
     report, frame = run_agreement(judge_obj, subset, progress=progress)
+    if split != "all":
+        report["split"] = split
+        report["table"] = heldout_table(
+            judge_obj,
+            rows,
+            frame,
+            train_prompts=train_prompts,
+            release_dir=release_dir,
+            n_boot=n_boot,
+        )
+        if hasattr(judge_obj, "grade_simpleqa") and judge_obj.id.startswith("offline"):
+            held = sorted(set(range(260)) - {int(p) for p in train_prompts})
+            report["simpleqa"] = simpleqa_check(judge_obj, held, release_dir, graded=frame)
     head = {
         "judge_id": judge_obj.id,
         "reference": "mistral-small-latest, temperature 0 (authors' release)",
         "task": "quality (1-5)",
         "n_rows_release": total,
         "n_rows_graded": len(subset),
+        "split": split,
         "subset": "all"
         if len(subset) == total
         else (f"stratified by (method, Mistral grade), proportional, seed {seed}"),
@@ -335,7 +357,8 @@ def agreement_main(
     if hasattr(judge_obj, "model") and getattr(judge_obj, "_model", None) is not None:
         head["model"] = judge_obj.model.describe()
     report = {**head, **report, "judge_config": judge_obj.config.to_dict()}
-    base = Path(out) if out else Path("runs") / "judge_agreement" / judge_slug(judge_obj.id)
+    stem = judge_slug(judge_obj.id) + ("" if split == "all" else f"_{split}")
+    base = Path(out) if out else Path("runs") / "judge_agreement" / stem
     json_path = base.with_name(base.name + ".json")
     nc_path = base.with_name(base.name + ".nc")
     report["files"] = {"json": str(json_path), "netcdf": str(nc_path)}
@@ -398,52 +421,336 @@ def summary_table(reports: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- CLI
+def report_json(report: dict[str, Any]) -> str:
+    """The report as one JSON object (NaN written as null)."""
+    return json.dumps(_finite(report), default=_json_default, allow_nan=False)
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "judge-agreement",
-        help="grade the 1045 released answers with a judge and compare with Mistral's grades",
-    )
-    p.add_argument("--judge", required=True, help="local:MODEL, http:MODEL@BASE_URL or mistral")
-    p.add_argument("--release-dir", help="the authors' release folder (default $FSNN_RELEASE_DIR)")
-    p.add_argument("--limit", type=int, help="grade a stratified subset of N rows")
-    p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (default 0)")
-    p.add_argument(
-        "--out", help="output path without suffix (default runs/judge_agreement/<judge>)"
-    )
-    p.add_argument(
-        "--cache", help="judge cache file (default $FSNN_CACHE_DIR/judges/answers.sqlite)"
-    )
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the judge cache")
-    p.add_argument("--api-key-env", help="http judges: NAME of the env variable with the API key")
-    p.add_argument("--concurrency", type=int, help="http judges: requests in flight")
-    p.add_argument("--batch-size", type=int, help="local judges: prompts per forward pass")
-    p.add_argument("--device", help="local judges: torch device")
-    p.add_argument("--dtype", help="local judges: float32, bfloat16, float16")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cmd)
+# --------------------------------------------------------------------------- held-out table
+
+SPLITS = ("all", "train", "heldout")
 
 
-def _cmd(args: argparse.Namespace) -> int:
-    overrides = {
-        "api_key_env": args.api_key_env,
-        "concurrency": args.concurrency,
-        "batch_size": args.batch_size,
-        "device": args.device,
-        "dtype": args.dtype,
+def split_rows(rows: pd.DataFrame, split: str, train_prompts: Any = None) -> pd.DataFrame:
+    """The rows of one side of the offline judge's prompt split (all methods of a prompt together).
+
+    Args:
+        rows: rows with a ``prompt_id`` column.
+        split: ``all``, ``train`` (the prompts the offline calibration was fitted on) or
+            ``heldout`` (the others).
+        train_prompts: the train prompt ids (default: the shipped calibration's).
+    """
+    if split not in SPLITS:
+        raise FsnnError(f"--split must be one of {SPLITS}, not {split!r}")
+    if split == "all":
+        return rows
+    if train_prompts is None:
+        from .offline import load_calibration
+
+        train_prompts = load_calibration().train_prompts
+    in_train = rows["prompt_id"].astype(int).isin({int(p) for p in train_prompts})
+    return rows[in_train if split == "train" else ~in_train]
+
+
+def _stats(ref: np.ndarray, jud: np.ndarray) -> dict[str, float]:
+    ok = ~np.isnan(jud)
+    r, j = ref[ok], jud[ok]
+    if len(r) == 0:
+        return {k: math.nan for k in ("exact", "within_1", "spearman", "kappa")}
+    confusion = np.zeros((5, 5), dtype=int)
+    np.add.at(confusion, (r.astype(int) - 1, j.astype(int) - 1), 1)
+    return {
+        "exact": float(np.mean(r == j)),
+        "within_1": float(np.mean(np.abs(r - j) <= 1)),
+        "spearman": _spearman(r, j),
+        "kappa": _quadratic_kappa(confusion),
     }
-    config = JudgeConfig.from_spec(args.judge, **overrides)
-    cache: str | None = None if args.no_cache else (args.cache or "default")
-    report = agreement_main(
-        config,
-        release_dir=args.release_dir,
-        limit=args.limit,
-        seed=args.seed,
-        out=args.out,
-        cache=cache,
-        progress=not args.no_progress,
+
+
+def _interval(point: float, samples: list[float]) -> dict[str, Any]:
+    s = np.asarray([v for v in samples if not math.isnan(v)], dtype=float)
+    if len(s) == 0 or math.isnan(point):
+        return {"value": point, "ci95": [math.nan, math.nan]}
+    return {"value": point, "ci95": [float(np.quantile(s, 0.025)), float(np.quantile(s, 0.975))]}
+
+
+def heldout_table(
+    judge: Any,
+    rows: pd.DataFrame,
+    graded: pd.DataFrame,
+    *,
+    train_prompts: Any,
+    release_dir: str | Path | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Agreement and composite accuracy per method on ``graded``'s prompts, with baselines.
+
+    Every number has a 95% percentile-bootstrap interval over prompts (seeded; all rows
+    of a drawn prompt go in together). Composite accuracy (:func:`fsnn.scoring.composite_accuracy`)
+    per method uses the answer the paper evaluated (:func:`fsnn.judges.release.selected_rows`)
+    and TO of its full text, with the judge's grade (``composite_offline``) or
+    Mistral's (``composite_reference``).
+
+    Baselines on the same rows: ``always_2``, and ``containment_only`` (grade = the median
+    Mistral grade of the TRAIN rows with the same normalised-containment value).
+
+    Args:
+        judge: any judge (``grade_quality``).
+        rows: all graded rows (:func:`fsnn.judges.release.graded_rows`); only
+            ``train_prompts`` rows are read for the containment baseline.
+        graded: the evaluated rows with ``judge_score`` (from :func:`run_agreement`).
+        train_prompts: the calibration's train prompt ids.
+    """
+    from ..scoring import accurate, composite
+    from .offline import features
+    from .release import METHODS, selected_rows
+
+    def contained(frame: pd.DataFrame, text_col: str) -> np.ndarray:
+        return np.array(
+            [
+                features(q, t, p)[0]["contain"]
+                for q, t, p in zip(frame.question, frame.target, frame[text_col], strict=True)
+            ]
+        )
+
+    train = split_rows(rows, "train", train_prompts)
+    c_train = contained(train, "predicted")
+    y_train = train["mistral_score"].to_numpy(int)
+    contain_grade = {
+        c: float(np.median(y_train[c_train == c])) if (c_train == c).any() else 2.0
+        for c in (0.0, 1.0)
+    }
+    contain_grade = {c: float(math.floor(v)) for c, v in contain_grade.items()}  # median of ints
+
+    ref = graded["mistral_score"].to_numpy(float)
+    judged = {
+        "judge": graded["judge_score"].to_numpy(float),
+        "always_2": np.full(len(graded), 2.0),
+        "containment_only": np.vectorize(contain_grade.get)(contained(graded, "predicted")),
+    }
+    prompts = np.array(sorted(graded["prompt_id"].astype(int).unique()))
+    pid = graded["prompt_id"].to_numpy(int)
+    rows_of = {p: np.flatnonzero(pid == p) for p in prompts}
+
+    # Per method: 0/1 accurate per prompt with the reference and each judge.
+    comp: dict[str, dict[str, np.ndarray]] = {}
+    comp_prompts: dict[str, np.ndarray] = {}
+    decides: dict[str, np.ndarray] = {}
+    for method in METHODS:
+        sel = selected_rows(method, release_dir)
+        sel = sel[sel["prompt_id"].isin(set(prompts.tolist()))].reset_index(drop=True)
+        items = list(zip(sel.question, sel.target, sel.text, strict=True))
+        g = judge.grade_quality(items)
+        scores = {
+            "reference": sel["judge_score"].to_numpy(float),
+            "judge": np.array([np.nan if x.value is None else float(x.value) for x in g]),
+            "always_2": np.full(len(sel), 2.0),
+            "containment_only": np.vectorize(contain_grade.get)(contained(sel, "text")),
+        }
+        to = sel["token_overlap"].to_numpy(float)
+        comp[method] = {k: accurate(composite(to, v)).astype(float) for k, v in scores.items()}
+        comp_prompts[method] = sel["prompt_id"].to_numpy(int)
+        # Prompts whose verdict the grade can change (accurate with 5, not with 1).
+        decides[method] = accurate(composite(to, np.full(len(to), 5.0))) & ~accurate(
+            composite(to, np.ones(len(to)))
+        )
+
+    rng = np.random.default_rng(seed)
+    boot_stats: dict[str, list[dict[str, float]]] = {k: [] for k in judged}
+    boot_comp: dict[str, dict[str, list[float]]] = {m: {k: [] for k in comp[m]} for m in METHODS}
+    boot_diff: dict[str, dict[str, list[float]]] = {m: {k: [] for k in comp[m]} for m in METHODS}
+    pos = {m: {p: i for i, p in enumerate(comp_prompts[m])} for m in METHODS}
+    for _ in range(n_boot):
+        draw = rng.choice(prompts, size=len(prompts), replace=True)
+        idx = np.concatenate([rows_of[p] for p in draw])
+        for k, v in judged.items():
+            boot_stats[k].append(_stats(ref[idx], v[idx]))
+        for m in METHODS:
+            ix = np.array([pos[m][p] for p in draw if p in pos[m]], dtype=int)
+            for k, acc in comp[m].items():
+                boot_comp[m][k].append(float(acc[ix].mean()))
+                boot_diff[m][k].append(float(acc[ix].mean() - comp[m]["reference"][ix].mean()))
+
+    def stats_block(name: str) -> dict[str, Any]:
+        point = _stats(ref, judged[name])
+        return {s: _interval(point[s], [b[s] for b in boot_stats[name]]) for s in point}
+
+    out: dict[str, Any] = {
+        "n_prompts": int(len(prompts)),
+        "n_rows": int(len(graded)),
+        "n_boot": n_boot,
+        "boot_seed": seed,
+    }
+    out.update(stats_block("judge"))
+    for m in METHODS:
+        c = comp[m]
+        out[m] = {
+            "n_prompts": int(len(comp_prompts[m])),
+            "composite_offline": _interval(float(c["judge"].mean()), boot_comp[m]["judge"]),
+            "composite_reference": _interval(
+                float(c["reference"].mean()), boot_comp[m]["reference"]
+            ),
+            "composite_diff": _interval(
+                float(c["judge"].mean() - c["reference"].mean()), boot_diff[m]["judge"]
+            ),
+            "n_grade_decides": int(decides[m].sum()),
+            "verdicts_agree": int((c["judge"] == c["reference"]).sum()),
+            "verdicts_agree_where_grade_decides": int(
+                (c["judge"] == c["reference"])[decides[m]].sum()
+            ),
+        }
+    out["baselines"] = {}
+    for name in ("always_2", "containment_only"):
+        block = stats_block(name)
+        for m in METHODS:
+            c = comp[m]
+            block[f"composite_{m}"] = _interval(float(c[name].mean()), boot_comp[m][name])
+            block[f"composite_diff_{m}"] = _interval(
+                float(c[name].mean() - c["reference"].mean()), boot_diff[m][name]
+            )
+            block[f"verdicts_agree_where_grade_decides_{m}"] = int(
+                (c[name] == c["reference"])[decides[m]].sum()
+            )
+        out["baselines"][name] = block
+    out["baselines"]["containment_only"]["rule"] = {
+        "grade_if_contained": contain_grade[1.0],
+        "grade_if_not": contain_grade[0.0],
+        "fitted_on": "train prompts",
+    }
+    return out
+
+
+def simpleqa_check(
+    judge: Any,
+    heldout_prompts: Any,
+    release_dir: str | Path | None = None,
+    graded: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """The judge's SimpleQA letters against what the release says about them.
+
+    The release's only SimpleQA rubric grades are in ``incorrect.csv``: the 260 initial
+    answers of the study's prompts, all graded INCORRECT. Reported on the held-out
+    prompts: the share the judge also grades INCORRECT (95% Wilson interval). Where
+    only 1-5 grades exist (``graded``, the held-out graded rows), the letter CORRECT is
+    compared with Mistral's grade >= JUDGE_THRESHOLD (accuracy, and the counts). The
+    other 240 answers of ``simpleqa_initial_outputs.csv`` carry no released grade; the
+    judge's letters on them are counted for information only.
+    """
+    from ..scoring import JUDGE_THRESHOLD
+    from .release import _read
+    from .release import release_dir as _release_dir
+
+    folder = _release_dir(release_dir)
+    inc = _read(folder, "incorrect.csv")
+    init = _read(folder, "simpleqa_initial_outputs.csv")
+    held = inc.iloc[sorted(int(p) for p in heldout_prompts)]
+    others = init[~init["prompt"].isin(set(inc["prompt"]))]
+
+    def letters(q: Any, t: Any, p: Any) -> list[str]:
+        items = list(zip(q.astype(str), t.astype(str), p.fillna("").astype(str), strict=True))
+        return [str(g.value) for g in judge.grade_simpleqa(items)]
+
+    a = letters(held["prompt"], held["ground_truth"], held["response"])
+    b = letters(others["prompt"], others["ground_truth"], others["response"])
+    out: dict[str, Any] = {
+        "heldout_incorrect_csv": {
+            "n": len(a),
+            "judge_incorrect": _rate(sum(v == "INCORRECT" for v in a), len(a)),
+            "counts": _counts(a),
+        },
+        "unlabelled_other_240": {"n": len(b), "counts": _counts(b)},
+    }
+    if graded is not None and len(graded):
+        c = letters(graded["question"], graded["target"], graded["predicted"])
+        good = graded["mistral_score"].to_numpy(int) >= JUDGE_THRESHOLD
+        said = np.array([v == "CORRECT" for v in c])
+        out["heldout_graded_rows"] = {
+            "n": len(c),
+            "correct_vs_mistral_ge_threshold": _rate(int(np.sum(said == good)), len(c)),
+            "mistral_ge_threshold": int(good.sum()),
+            "judge_correct": int(said.sum()),
+            "both": int((said & good).sum()),
+            "counts": _counts(c),
+        }
+    return out
+
+
+def _counts(values: list[str]) -> dict[str, int]:
+    return {k: values.count(k) for k in ("CORRECT", "INCORRECT", "NOT_ATTEMPTED")}
+
+
+def _rate(k: int, n: int) -> dict[str, Any]:
+    """k/n with a 95% Wilson interval."""
+    if n == 0:
+        return {"value": math.nan, "ci95": [math.nan, math.nan]}
+    z = 1.959963984540054
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return {"value": p, "ci95": [max(0.0, centre - half), min(1.0, centre + half)]}
+
+
+def split_markdown(report: dict[str, Any], *, extra: list[dict[str, Any]] = ()) -> str:
+    """Markdown of a ``--split`` report's table: the judge, its baselines, and ``extra``
+    judges' reports on the same split (one row each), every value with its 95% interval.
+    """
+
+    def cell(x: dict[str, Any] | None, pct: bool = False) -> str:
+        if (
+            not x
+            or x.get("value") is None
+            or (isinstance(x["value"], float) and math.isnan(x["value"]))
+        ):
+            return "n/a"
+        k = 100 if pct else 1
+        d = 1 if pct else 3
+        lo, hi = x["ci95"]
+        if lo is None or hi is None:
+            return f"{k * x['value']:.{d}f}"
+        return f"{k * x['value']:.{d}f} [{k * lo:.{d}f}, {k * hi:.{d}f}]"
+
+    t = report["table"]
+    head = (
+        "| grades | exact | within 1 | Spearman | kappa (quadratic) | composite baseline (%) "
+        "| composite full (%) | composite segmented (%) |\n|---|---|---|---|---|---|---|---|"
     )
-    print(format_report(report))
-    return 0
+    lines = [
+        head,
+        "| Mistral (reference) | 1 | 1 | 1 | 1 | "
+        + " | ".join(
+            cell(t[m]["composite_reference"], True) for m in ("baseline", "full", "segmented")
+        )
+        + " |",
+    ]
+
+    def row(name: str, block: dict[str, Any], comp: dict[str, Any]) -> str:
+        return (
+            f"| {name} | {cell(block['exact'])} | {cell(block['within_1'])} | {cell(block['spearman'])} "
+            f"| {cell(block['kappa'])} | "
+            + " | ".join(cell(comp[m], True) for m in ("baseline", "full", "segmented"))
+            + " |"
+        )
+
+    for r in [report, *extra]:
+        tt = r["table"]
+        lines.append(
+            row(
+                f"`{r['judge_id']}`",
+                tt,
+                {
+                    m: tt[m]["composite_offline"]
+                    for m in tt
+                    if m in ("baseline", "full", "segmented")
+                },
+            )
+        )
+    for name, b in t["baselines"].items():
+        lines.append(
+            row(
+                name.replace("_", " "),
+                b,
+                {m: b[f"composite_{m}"] for m in ("baseline", "full", "segmented")},
+            )
+        )
+    return "\n".join(lines)

@@ -17,7 +17,6 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import FsnnError
@@ -33,7 +32,6 @@ __all__ = [
     "Judge",
     "JudgeConfig",
     "Prompt",
-    "make_judge",
 ]
 
 log = logging.getLogger("fsnn.judges")
@@ -79,6 +77,8 @@ class JudgeConfig:
         local_prefix_cache: local judges run the prompt prefix shared by a call's
             items (chat header and rubric) once and reuse its key/value cache; same
             grades up to float rounding, about twice as fast.
+        revision: local judges: the hub revision (branch, tag or commit) of a hub-id
+            model; None = the hub's default. Part of the cache key.
     """
 
     backend: Literal["http", "local"]
@@ -100,6 +100,7 @@ class JudgeConfig:
     letter_rule: LetterRule = "word"
     local_hallucination: bool = False
     local_prefix_cache: bool = True
+    revision: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in ("http", "local"):
@@ -143,9 +144,39 @@ class JudgeConfig:
                 extras.append(f"dtype={self.dtype}")
             if not self.chat_template:
                 extras.append("chat_template=0")
+            if self.revision:
+                extras.append(f"revision={self.revision}")
         if self.simpleqa_template != "fsnn":
             extras.append(f"template={self.simpleqa_template}")
         return ";".join([base, *extras])
+
+    def answer_settings(self) -> dict[str, Any]:
+        """The settings that change a judge's raw answer to a given prompt.
+
+        ``backend``, ``model`` and ``simpleqa_template`` always; http judges add
+        ``base_url``, ``temperature`` and ``max_tokens``; local judges add ``revision``,
+        ``dtype``, ``chat_template`` and ``local_hallucination``. Left out, because they
+        do not change the answer: timeouts, retries, concurrency, batch size, device and
+        the prefix cache (same grades up to float rounding), the key's variable name,
+        and ``letter_rule`` (the cache holds raw answers; the letter is read from them
+        anew on every lookup).
+        """
+        names = ["backend", "model", "simpleqa_template"]
+        if self.backend == "http":
+            names += ["base_url", "temperature", "max_tokens"]
+        else:
+            names += ["revision", "dtype", "chat_template", "local_hallucination"]
+        return {name: getattr(self, name) for name in names}
+
+    @property
+    def cache_key(self) -> str:
+        """The judge's key in the answer cache: ``judge_id#`` + a hash of its answer settings.
+
+        The hash covers the canonical JSON of :meth:`answer_settings`, so changing any
+        setting that changes answers never reuses answers cached under another.
+        """
+        doc = json.dumps(self.answer_settings(), sort_keys=True, separators=(",", ":"))
+        return f"{self.judge_id}#{prompt_sha256(doc)[:16]}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe settings (holds the key's variable name, never its value)."""
@@ -174,7 +205,7 @@ class JudgeConfig:
         return cls(**kwargs)
 
 
-# The paper's judge (METHOD.md §5).
+# The paper's judge (docs/method.md §7).
 MISTRAL: dict[str, Any] = {
     "backend": "http",
     "model": "mistral-small-latest",
@@ -309,7 +340,7 @@ class Judge(abc.ABC):
         for h in hashes:
             if h in answers or h in todo:
                 continue  # the same prompt twice in one call is asked once
-            hit = self.cache.get(self.id, h) if self.cache is not None else None
+            hit = self.cache.get(self.config.cache_key, h) if self.cache is not None else None
             if hit is not None:
                 answers[h] = Answer(raw=hit[0], meta=hit[1], cached=True)
             else:
@@ -324,7 +355,9 @@ class Judge(abc.ABC):
                 if answer.error is None:
                     self.stats["answered"] += 1
                     if self.cache is not None:
-                        self.cache.put(self.id, h, answer.raw, answer.meta, task=batch[j].task)
+                        self.cache.put(
+                            self.config.cache_key, h, answer.raw, answer.meta, task=batch[j].task
+                        )
                 else:
                     self.stats["failed"] += 1
                     log.warning("judge %s: missing grade: %s", self.id, answer.error)
@@ -348,33 +381,3 @@ class Judge(abc.ABC):
         return Grade(
             value=q.score, error=q.error, hallucination=q.hallucination, notes=q.notes, **common
         )
-
-
-def make_judge(
-    config: JudgeConfig | str,
-    *,
-    cache: JudgeCache | str | Path | None = "default",
-    model: Any = None,
-) -> Judge:
-    """Build the judge a config (or a spec string, see :meth:`JudgeConfig.from_spec`) names.
-
-    Args:
-        config: the judge's settings, or a spec such as ``local:qwen2.5-coder-1.5b``.
-        cache: ``"default"`` (``$FSNN_CACHE_DIR/judges/answers.sqlite``), a path, an open
-            :class:`JudgeCache`, or None for no cache.
-        model: local judges: an already loaded :class:`fsnn.models.LoadedModel` to use
-            instead of loading ``config.model`` (loaded lazily on the first cache miss).
-    """
-    if isinstance(config, str):
-        config = JudgeConfig.from_spec(config)
-    if isinstance(cache, str) and cache == "default":
-        cache = JudgeCache()
-    elif isinstance(cache, (str, Path)):
-        cache = JudgeCache(cache)
-    if config.backend == "http":
-        from .http import HttpJudge
-
-        return HttpJudge(config, cache=cache)
-    from .local import LocalJudge
-
-    return LocalJudge(config, cache=cache, model=model)

@@ -1,4 +1,8 @@
-"""On-disk cache of judge answers, keyed by (judge id, sha256 of the full prompt).
+"""On-disk cache of judge answers, keyed by (judge cache key, sha256 of the full prompt).
+
+The judge cache key (:attr:`fsnn.judges.JudgeConfig.cache_key`) is the judge id plus a
+hash of every setting that changes an answer, so answers made under other settings
+are never reused (the ``judge_id`` column holds that key).
 
 One SQLite file (default ``$FSNN_CACHE_DIR/judges/answers.sqlite``) so that writes are
 transactional and several threads or processes can share it (WAL journal, busy
@@ -19,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..config import cache_dir
+from ..environment import cache_dir
 from ..errors import FsnnError
 
 __all__ = ["JudgeCache", "prompt_sha256"]

@@ -3,10 +3,11 @@
 ``POST {base_url}/chat/completions`` with one user message, ``temperature`` and
 ``max_tokens``; the answer is ``choices[0].message.content``. Requests run on a bounded
 thread pool (``concurrency``). A request is retried at most ``max_retries`` times after
-timeouts, connection errors, HTTP 408/409/425/429/5xx and malformed replies, waiting
-``backoff_base * 2**attempt`` seconds times a jitter factor in [0.5, 1] (capped at
-``backoff_max``), or exactly what a ``Retry-After`` header asks. Other HTTP errors
-(400, 401, 404...) are not retried. Whatever happens, the item's grade is missing with
+timeouts, connection errors, malformed replies and the HTTP statuses of
+:data:`fsnn.retry.RETRYABLE_STATUS`, waiting as :class:`fsnn.retry.RetryPolicy` says
+(exponential backoff with jitter, capped at ``backoff_max``, or what a ``Retry-After``
+header asks); the NDIF calls of :mod:`fsnn.remote` use the same policy. Other HTTP
+errors (400, 401, 404...) are not retried. Whatever happens, the item's grade is missing with
 the reason and the other items go on.
 
 The API key is read from the environment variable named in the config at request time.
@@ -16,10 +17,7 @@ of it, and it is never logged, cached or stored.
 
 from __future__ import annotations
 
-import datetime as _dt
-import email.utils
 import os
-import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -29,13 +27,14 @@ from typing import Any
 import httpx
 
 from ..errors import FsnnError
+from ..retry import RETRYABLE_STATUS, RetryPolicy, is_retryable_status, parse_retry_after
 from .base import Answer, Judge, JudgeConfig, Prompt, log
 from .cache import JudgeCache
 
 __all__ = ["RETRY_STATUS", "HttpJudge"]
 
-RETRY_STATUS = frozenset({408, 409, 425, 429, *range(500, 600)})
-_MAX_RETRY_AFTER = 600.0
+RETRY_STATUS = RETRYABLE_STATUS  # kept for callers of the old name
+_retry_after = parse_retry_after  # kept for callers of the old name
 
 
 class HttpJudge(Judge):
@@ -58,7 +57,11 @@ class HttpJudge(Judge):
             raise FsnnError(f"HttpJudge needs backend='http', got {config.backend!r}")
         super().__init__(config, cache=cache)
         self._transport = transport
-        self._rng = random.Random()
+        self.policy = RetryPolicy(
+            attempts=config.max_retries + 1,
+            backoff_base=config.backoff_base,
+            backoff_max=config.backoff_max,
+        )
         self._lock = threading.Lock()
         self.requests = 0  # HTTP attempts made (every retry counts)
 
@@ -112,7 +115,7 @@ class HttpJudge(Judge):
             "temperature": cfg.temperature,
             "max_tokens": cfg.max_tokens,
         }
-        attempts = cfg.max_retries + 1
+        attempts = self.policy.attempts
         reason = ""
         for attempt in range(attempts):
             retry_after: float | None = None
@@ -132,13 +135,13 @@ class HttpJudge(Judge):
                         reason = f"malformed response: {type(exc).__name__}"
                     else:
                         return Answer(raw=raw, meta={"finish_reason": finish})
-                elif resp.status_code in RETRY_STATUS:
+                elif is_retryable_status(resp.status_code):
                     reason = f"HTTP {resp.status_code}"
-                    retry_after = _retry_after(resp.headers.get("retry-after"))
+                    retry_after = parse_retry_after(resp.headers.get("retry-after"))
                 else:
                     return Answer(error=f"HTTP {resp.status_code} (not retried)")
             if attempt + 1 < attempts:
-                delay = self._delay(attempt, retry_after)
+                delay = self.policy.delay(attempt, retry_after)
                 log.info(
                     "judge %s: %s; retry %d/%d in %.2f s",
                     self.id,
@@ -149,13 +152,6 @@ class HttpJudge(Judge):
                 )
                 time.sleep(delay)
         return Answer(error=f"{reason} (gave up after {attempts} attempts)")
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, _MAX_RETRY_AFTER)
-        with self._lock:
-            jitter = 0.5 + 0.5 * self._rng.random()
-        return min(self.config.backoff_max, self.config.backoff_base * 2**attempt) * jitter
 
 
 def _content(payload: Any) -> tuple[str, str]:
@@ -169,23 +165,6 @@ def _content(payload: Any) -> tuple[str, str]:
     elif not isinstance(content, str):
         raise TypeError("message content is not text")
     return content, str(choice.get("finish_reason") or "")
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (delta-seconds or HTTP date), or None."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=_dt.UTC)
-    return max(0.0, (when - _dt.datetime.now(_dt.UTC)).total_seconds())
 
 
 def _scrub(text: str, key: str | None) -> str:

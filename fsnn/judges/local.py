@@ -66,7 +66,10 @@ class LocalJudge(Judge):
 
             start = time.perf_counter()
             self._model = load_model(
-                self.config.model, dtype=self.config.dtype, device=self.config.device
+                self.config.model,
+                dtype=self.config.dtype,
+                device=self.config.device,
+                revision=self.config.revision,
             )
             self.load_seconds = time.perf_counter() - start
         return self._model

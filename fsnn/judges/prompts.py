@@ -1,4 +1,4 @@
-"""Rubric prompts of the two judges, written for this project (METHOD.md §5).
+"""Rubric prompts of the two judges, written for this project (docs/method.md §4.2, §7).
 
 Two tasks:
 

@@ -1,5 +1,8 @@
 """The authors' released grades (Fusion_Steering, commit c6aad05) as judge test data.
 
+A view on :func:`fsnn.release.read_release`, the one parser of the release's CSVs (the
+importer ``fsnn import-release`` uses it too, so both see the same texts and grades).
+
 ``mistral_grader_results_{baseline,full,segmented}.csv`` hold 260 + 260 + 525 = 1045
 answers graded 1-5 by ``mistral-small-latest`` (segmented: several graded trials for
 prompts 0-66). :func:`graded_rows` returns them all (the judge-agreement set);
@@ -25,12 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import env_path
+from ..environment import env_path
 from ..errors import FsnnError
+from ..release import METHODS, read_release
 
 __all__ = ["METHODS", "graded_rows", "release_dir", "selected_rows"]
-
-METHODS = ("baseline", "full", "segmented")
 
 
 def release_dir(path: str | Path | None = None) -> Path:
@@ -48,35 +50,30 @@ def release_dir(path: str | Path | None = None) -> Path:
     return folder
 
 
-def _read(folder: Path, name: str) -> pd.DataFrame:
-    try:
-        return pd.read_csv(folder / name, keep_default_na=False, na_values=[""])
-    except (OSError, ValueError) as exc:
-        raise FsnnError(f"cannot read {folder / name}: {exc}") from None
-
-
 def graded_rows(path: str | Path | None = None) -> pd.DataFrame:
     """All released Mistral-graded answers (1045 rows), in file order.
 
     Returns:
         Columns ``method``, ``prompt_id``, ``trial`` (0.. within method and prompt, in
         file order), ``question``, ``target``, ``predicted`` (full decoded text),
-        ``mistral_score`` (1-5), ``mistral_notes``.
+        ``mistral_score`` (1-5; int, float when a grade is blank), ``mistral_notes``.
     """
-    folder = release_dir(path)
-    frames = []
-    for method in METHODS:
-        df = _read(folder, f"mistral_grader_results_{method}.csv")
-        df = df.rename(columns={"score": "mistral_score", "notes": "mistral_notes"})
-        df.insert(0, "method", method)
-        df["trial"] = df.groupby("prompt_id").cumcount()
-        frames.append(df)
-    rows = pd.concat(frames, ignore_index=True)
-    for col in ("question", "target", "predicted", "mistral_notes"):
-        rows[col] = rows[col].fillna("").astype(str)
-    rows["mistral_score"] = rows["mistral_score"].astype(int)
-    cols = ["method", "prompt_id", "trial", "question", "target", "predicted"]
-    return rows[[*cols, "mistral_score", "mistral_notes"]]
+    tables = read_release(release_dir(path))
+    rows = pd.DataFrame(
+        {
+            "method": [g.method for g in tables.graded],
+            "prompt_id": np.array([g.prompt for g in tables.graded], dtype=np.int64),
+            "trial": np.array([g.trial for g in tables.graded], dtype=np.int64),
+            "question": [g.question for g in tables.graded],
+            "target": [g.target for g in tables.graded],
+            "predicted": [g.predicted for g in tables.graded],
+            "mistral_score": np.array([g.score for g in tables.graded], dtype=float),
+            "mistral_notes": [g.notes for g in tables.graded],
+        }
+    )
+    if rows["mistral_score"].notna().all():
+        rows["mistral_score"] = rows["mistral_score"].astype(np.int64)
+    return rows
 
 
 def selected_rows(method: str, path: str | Path | None = None) -> pd.DataFrame:
@@ -84,49 +81,24 @@ def selected_rows(method: str, path: str | Path | None = None) -> pd.DataFrame:
 
     Returns:
         Columns ``prompt_id``, ``question``, ``target``, ``text`` (full decoded text),
-        ``judge_score`` (Mistral 1-5, float, NaN = missing), ``token_overlap``
-        (:func:`fsnn.metrics.token_overlap` of target vs text), ``matched`` (the judge
-        score comes from a graded row with identical text).
+        ``judge_score`` (Mistral 1-5, float, NaN = missing), ``matched`` (the judge
+        score comes from a graded row with identical text), ``token_overlap``
+        (:func:`fsnn.metrics.token_overlap` of target vs text).
     """
     from ..metrics import token_overlap
 
     if method not in METHODS:
         raise FsnnError(f"unknown release method {method!r}; choose one of {METHODS}")
-    folder = release_dir(path)
-    graded = graded_rows(folder)
-    graded = graded[graded.method == method]
-    if method == "baseline":
-        out = graded.assign(text=graded.predicted, matched=True)
-    else:
-        summary = _read(folder, f"per_prompt_optuna_summary_{method}.csv")
-        summary["generated_text"] = summary["generated_text"].fillna("").astype(str)
-        merged = summary.merge(
-            graded[["prompt_id", "predicted", "mistral_score"]],
-            left_on=["prompt_idx", "generated_text"],
-            right_on=["prompt_id", "predicted"],
-            how="left",
-        ).drop_duplicates("prompt_idx")
-        matched = merged["mistral_score"].notna()
-        score = np.where(matched, merged["mistral_score"], merged["score"]).astype(float)
-        out = pd.DataFrame(
-            {
-                "prompt_id": merged["prompt_idx"].to_numpy(),
-                "question": merged["prompt"].astype(str).to_numpy(),
-                "target": merged["ground_truth"].astype(str).to_numpy(),
-                "text": merged["generated_text"].to_numpy(),
-                "mistral_score": score,
-                "matched": matched.to_numpy(),
-            }
-        )
-    out = out.sort_values("prompt_id", kind="stable").reset_index(drop=True)
+    tables = read_release(release_dir(path))
+    picks = tables.selected[method]
     result = pd.DataFrame(
         {
-            "prompt_id": out["prompt_id"].astype(int),
-            "question": out["question"],
-            "target": out["target"],
-            "text": out["text"],
-            "judge_score": out["mistral_score"].astype(float),
-            "matched": out["matched"].astype(bool),
+            "prompt_id": np.arange(tables.n, dtype=np.int64),
+            "question": list(tables.questions),
+            "target": list(tables.answers),
+            "text": [p.text for p in picks],
+            "judge_score": np.array([p.judge_score for p in picks], dtype=float),
+            "matched": np.array([p.matched for p in picks], dtype=bool),
         }
     )
     result["token_overlap"] = [

@@ -6,13 +6,14 @@
 - any explicit list of inclusive layer ranges; layers outside every range are untouched.
 
 A :class:`SegmentLayout` is the *shape* of a method (the segments); a
-:class:`SteeringSpec` is a layout plus the (alpha, gamma) values of each segment.
+:class:`Strengths` is a layout plus the (alpha, gamma) values of each segment.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 
 from .errors import FsnnError
 
-__all__ = ["SegmentLayout", "SteeringSpec", "parse_spec"]
+__all__ = ["SegmentLayout", "Strengths", "expand_segments", "parse_strengths"]
 
 SEGMENT_NAMES_3 = ("early", "middle", "late")
 
@@ -105,15 +106,46 @@ class SegmentLayout:
                 )
 
     def layers(self) -> list[int]:
-        return [l for first, last in self.ranges for l in range(first, last + 1)]
+        return [layer for first, last in self.ranges for layer in range(first, last + 1)]
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "ranges": self.ranges, "segment_names": self.segment_names})
 
 
+def expand_segments(values: Sequence[float], layout: SegmentLayout, n_layers: int) -> torch.Tensor:
+    """One value per segment spread over that segment's layers (docs/method.md §3, eqs. 3-5).
+
+    The only place where per-segment strengths become per-layer ones; layers outside
+    every range get 0 (unsteered).
+
+    Args:
+        values: one number per segment of ``layout`` (alpha or gamma).
+        layout: the segments.
+        n_layers: decoder blocks of the model.
+
+    Returns:
+        float32 tensor, shape (layer,).
+
+    Raises:
+        FsnnError: a count of values that is not the layout's segment count, or a range
+            outside the model.
+    """
+    values = [float(v) for v in values]
+    if len(values) != layout.n_segments:
+        raise FsnnError(
+            f"layout {layout.name!r}: {layout.n_segments} segment(s) need {layout.n_segments} "
+            f"value(s), got {len(values)}"
+        )
+    layout.check(n_layers)
+    out = torch.zeros(n_layers, dtype=torch.float32)
+    for (first, last), v in zip(layout.ranges, values, strict=True):
+        out[first : last + 1] = v
+    return out
+
+
 @dataclass(frozen=True, kw_only=True)
-class SteeringSpec:
-    """A layout with (alpha, gamma) per segment (METHOD.md eqs. 3-5).
+class Strengths:
+    """A layout with (alpha, gamma) per segment (docs/method.md §3, eqs. 3-5).
 
     Attributes:
         layout: the segments.
@@ -140,22 +172,19 @@ class SteeringSpec:
                     raise FsnnError(f"spec {self.layout.name!r}: {label} must be finite, got {v}")
 
     @classmethod
-    def full(cls, n_layers: int, alpha: float, gamma: float) -> SteeringSpec:
+    def full(cls, n_layers: int, alpha: float, gamma: float) -> Strengths:
         return cls(layout=SegmentLayout.full(n_layers), alpha=(alpha,), gamma=(gamma,))
 
     @classmethod
-    def segmented(cls, n_layers: int, alpha: tuple[float, ...], gamma: tuple[float, ...]) -> SteeringSpec:
+    def segmented(cls, n_layers: int, alpha: tuple[float, ...], gamma: tuple[float, ...]) -> Strengths:
         return cls(layout=SegmentLayout.segmented(n_layers, len(alpha)), alpha=alpha, gamma=gamma)
 
     def per_layer(self, n_layers: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(alpha (layer,), gamma (layer,)) float32; 0 for layers outside every range."""
-        self.layout.check(n_layers)
-        alpha = torch.zeros(n_layers, dtype=torch.float32)
-        gamma = torch.zeros(n_layers, dtype=torch.float32)
-        for (first, last), a, g in zip(self.layout.ranges, self.alpha, self.gamma, strict=True):
-            alpha[first : last + 1] = a
-            gamma[first : last + 1] = g
-        return alpha, gamma
+        return (
+            expand_segments(self.alpha, self.layout, n_layers),
+            expand_segments(self.gamma, self.layout, n_layers),
+        )
 
     def params(self) -> dict[str, float]:
         out = {}
@@ -165,7 +194,7 @@ class SteeringSpec:
         return out
 
 
-def parse_spec(text: str, n_layers: int) -> SteeringSpec:
+def parse_strengths(text: str, n_layers: int) -> Strengths:
     """Parse the CLI form: ``full:ALPHA,GAMMA`` or ``seg:a1,a2,a3,g1,g2,g3``.
 
     Also ``NAME=0-3,8-11:a1,a2,g1,g2`` for explicit ranges.
@@ -186,6 +215,6 @@ def parse_spec(text: str, n_layers: int) -> SteeringSpec:
     n = layout.n_segments
     if len(numbers) != 2 * n:
         raise FsnnError(f"steering spec {text!r}: {layout.name} needs {2 * n} numbers, got {len(numbers)}")
-    spec = SteeringSpec(layout=layout, alpha=tuple(numbers[:n]), gamma=tuple(numbers[n:]))
+    spec = Strengths(layout=layout, alpha=tuple(numbers[:n]), gamma=tuple(numbers[n:]))
     layout.check(n_layers)
     return spec

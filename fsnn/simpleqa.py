@@ -11,9 +11,9 @@ from __future__ import annotations
 import ast
 import csv
 import hashlib
+import io
 import os
 import random
-import tempfile
 import urllib.request
 from collections import defaultdict
 from collections.abc import Sequence
@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .config import cache_dir, env_path
+from .environment import cache_dir, env_path
 from .errors import FsnnError
+from .store import atomic_write_bytes
 
-__all__ = ["SIMPLEQA_SHA256", "SIMPLEQA_URL", "Question", "load_simpleqa", "select", "simpleqa_path"]
+__all__ = ["SIMPLEQA_SHA256", "SIMPLEQA_URL", "Question", "load_simpleqa", "select_questions", "simpleqa_path"]
 
 SIMPLEQA_URL = "https://openaipublic.blob.core.windows.net/simple-evals/simple_qa_test_set.csv"
 SIMPLEQA_SHA256 = "feee3f7e7db3617e94e8fcf1977b756ec420ef8568f4e0fcbbe0e92e9d5fc032"
@@ -62,23 +63,18 @@ def simpleqa_path(path: str | os.PathLike | None = None) -> Path:
     target = cache_dir("data") / "simple_qa_test_set.csv"
     if target.is_file():
         return target
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".simpleqa.", suffix=".tmp")
-    os.close(fd)
     try:
-        try:
-            with urllib.request.urlopen(SIMPLEQA_URL, timeout=60) as resp, open(tmp, "wb") as fh:
-                fh.write(resp.read())
-        except OSError as exc:
-            raise FsnnError(
-                f"cannot download SimpleQA from {SIMPLEQA_URL} ({exc}); "
-                "pass --simpleqa-csv PATH or set FSNN_SIMPLEQA_CSV"
-            ) from None
-        digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
-        if digest != SIMPLEQA_SHA256:
-            raise FsnnError(f"downloaded SimpleQA has sha256 {digest[:16]}..., expected {SIMPLEQA_SHA256[:16]}...")
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        with urllib.request.urlopen(SIMPLEQA_URL, timeout=60) as resp:
+            data = resp.read()
+    except OSError as exc:
+        raise FsnnError(
+            f"cannot download SimpleQA from {SIMPLEQA_URL} ({exc}); "
+            "pass --simpleqa-csv PATH or set FSNN_SIMPLEQA_CSV"
+        ) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != SIMPLEQA_SHA256:
+        raise FsnnError(f"downloaded SimpleQA has sha256 {digest[:16]}..., expected {SIMPLEQA_SHA256[:16]}...")
+    atomic_write_bytes(target, data)
     return target
 
 
@@ -88,21 +84,28 @@ def load_simpleqa(
     """Read every SimpleQA row.
 
     Raises:
-        FsnnError: a missing column, or (``on_bad="error"``) a bad row, naming the file
-            and the row number.
+        FsnnError: one line naming the file and the problem: text that is not UTF-8
+            (with the byte offset and the data row holding it), an empty file, a
+            missing column, a malformed CSV record, or (``on_bad="error"``) a bad row
+            (row number and field).
     """
     if on_bad not in ("error", "skip"):
         raise FsnnError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
     csv_path = simpleqa_path(path)
+    text = _read_text(csv_path)
+    if not text.strip():
+        raise FsnnError(f"{csv_path}: empty file (expected a header {', '.join(COLUMNS)} and rows)")
     questions: list[Question] = []
     bad: list[str] = []
-    with open(csv_path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    i = 0
+    try:
+        fields = reader.fieldnames or []
+        missing = [c for c in COLUMNS if c not in fields]
         if missing:
-            raise FsnnError(f"{csv_path}: missing column(s) {', '.join(missing)} (have {reader.fieldnames})")
+            raise FsnnError(f"{csv_path}: missing column(s) {', '.join(missing)} (have {', '.join(fields)})")
         for i, row in enumerate(reader):
-            problem = _row_problem(row)
+            problem = _row_problem(row, len(fields))
             if problem:
                 message = f"{csv_path}: row {i + 1}: {problem}"
                 if on_bad == "error":
@@ -117,9 +120,11 @@ def load_simpleqa(
                     answer=row["answer"].strip(),
                     topic=str(meta.get("topic", "")),
                     answer_type=str(meta.get("answer_type", "")),
-                    urls=tuple(meta.get("urls", ()) or ()),
+                    urls=tuple(str(u) for u in meta.get("urls", ()) or ()),
                 )
             )
+    except csv.Error as exc:
+        raise FsnnError(f"{csv_path}: row {i + 1}: malformed CSV record ({exc})") from None
     if bad:
         import sys
 
@@ -127,21 +132,51 @@ def load_simpleqa(
     return questions
 
 
-def _row_problem(row: dict) -> str:
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; a bad byte is named by its offset and data row."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FsnnError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        prefix = data[: exc.start].decode("utf-8")
+        line = prefix.count("\n") + 1
+        try:  # records before the bad byte; the header is record 0
+            records = sum(1 for _ in csv.reader(io.StringIO(prefix, newline="")))
+        except csv.Error:
+            records = line
+        row = records if prefix.endswith("\n") or not prefix else records - 1
+        where = f"data row {row}, line {line}" if row >= 1 else f"header, line {line}"
+        raise FsnnError(
+            f"{path}: not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} "
+            f"({where}); re-save the file as UTF-8"
+        ) from None
+
+
+def _row_problem(row: dict, n_fields: int) -> str:
+    if None in row:
+        return f"{n_fields + len(row[None])} fields, expected {n_fields}"
+    if any(v is None for v in row.values()):
+        return f"{sum(v is not None for v in row.values())} fields, expected {n_fields}"
     if not (row.get("problem") or "").strip():
         return "empty field 'problem'"
     if not (row.get("answer") or "").strip():
         return "empty field 'answer'"
     try:
         meta = ast.literal_eval(row.get("metadata") or "")
-    except (ValueError, SyntaxError):
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return "field 'metadata' is not a Python dict literal"
     if not isinstance(meta, dict):
         return "field 'metadata' is not a dict"
+    urls = meta.get("urls", ()) or ()
+    if not isinstance(urls, list | tuple):
+        return "field 'metadata': 'urls' is not a list"
     return ""
 
 
-def select(
+def select_questions(
     questions: Sequence[Question],
     *,
     first: int | None = None,
