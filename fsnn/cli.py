@@ -202,6 +202,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad-rows", action="store_true", help="skip bad SimpleQA rows (default: stop)")
     p.add_argument("--force-new", action="store_true", help="start over a folder made with another config")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--config", metavar="TOML", default=None,
+                   help="run config file of RunConfig fields; flags override it (docs/inspect.md)")
+    p.add_argument("--paper", action="store_true",
+                   help="start from the paper's settings (fsnn.config_file.PAPER_PRESET); file and flags override")
 
 
 # --------------------------------------------------------------------------- handlers
@@ -242,9 +246,10 @@ def _steer(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .pipeline import config_from_args, run_pipeline, summary_table
+    from .config_file import resolve_from_cli
+    from .pipeline import run_pipeline, summary_table
 
-    config = config_from_args(
+    flags = dict(
         model=args.model, limit=args.limit, ids=args.ids, stratified=args.stratified,
         methods=tuple(m for m in args.methods.split(",") if m) if args.methods else None,
         n_trials=args.trials, batch_trials=args.batch_trials, batch_rows=args.batch_rows, sampler=args.sampler,
@@ -254,6 +259,9 @@ def _run(args: argparse.Namespace) -> int:
         ppl_model=args.ppl_model, load_in_8bit=args.load_in_8bit, dtype=args.dtype, device=args.device,
         seed=args.seed, backend=args.backend, on_bad_rows="skip" if args.skip_bad_rows else None,
     )
+    # precedence flags > --config file > --paper preset > RunConfig defaults; printed first
+    config, header = resolve_from_cli(args.config, args.paper, flags)
+    print(header)
     results = run_pipeline(config, args.out, simpleqa_csv=args.simpleqa_csv, force_new=args.force_new,
                            progress=not args.no_progress)
     print(summary_table(results))

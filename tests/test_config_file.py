@@ -125,3 +125,32 @@ def test_resolve_from_cli_reads_the_file_and_says_where_values_come_from(tmp_pat
     assert "n_trials = 2  # file" in header and 'mode = "faithful"  # flag' in header
     plain, _ = resolve_from_cli(None, False, {})
     assert plain == RunConfig()
+
+
+def test_fsnn_run_config_and_paper_flags(tmp_path, monkeypatch, capsys):
+    """`fsnn run --config/--paper`: the precedence reaches run_pipeline and the header is printed first."""
+    from run_fixtures import make_results
+
+    import fsnn.pipeline
+    from fsnn import cli
+
+    seen = []
+
+    def fake_run(config, out, **kw):
+        seen.append(config)
+        return make_results(judged=False)
+
+    monkeypatch.setattr(fsnn.pipeline, "run_pipeline", fake_run)
+    path = _toml(tmp_path, 'n_trials = 2\nmode = "cached"\nlimit = 4\ndevice = "cpu"\njudge = "none"\n')
+    rc = cli.main(["run", "--config", str(path), "--mode", "faithful", "--out", str(tmp_path / "r"), "--paper"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    (config,) = seen
+    assert (config.n_trials, config.mode, config.limit, config.model) == (2, "faithful", 4, PAPER_PRESET["model"])
+    assert out.index('mode = "faithful"  # flag') < out.index("| metric |")  # header before the summary
+    assert "n_trials = 2  # file" in out and "load_in_8bit = true  # preset" in out
+    bad = _toml(tmp_path, "n_trails = 2\n")
+    rc = cli.main(["run", "--config", str(bad), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown key 'n_trails'" in err and err.count("\n") == 1
+    assert len(seen) == 1  # refused before anything ran
