@@ -126,25 +126,35 @@ def fake_key(monkeypatch):
 
 
 def fake_release(folder: Path, n: int = 12) -> Path:
-    """Three small grader CSVs shaped like the authors' release (scores cycle 1-5)."""
+    """A small release in the authors' column layout (all files the one reader checks;
+    grader scores cycle 1-5)."""
     import csv
 
-    folder.mkdir(parents=True)
-    for method in ("baseline", "full", "segmented"):
-        with open(folder / f"mistral_grader_results_{method}.csv", "w", newline="") as fh:
+    def write(name, header, rows):
+        with open(folder / name, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["prompt_id", "question", "target", "predicted", "score", "notes"])
-            for i in range(n):
-                w.writerow(
-                    [
-                        i,
-                        f"Question {i}?",
-                        f"answer {i}",
-                        f"Question {i}?\nsome text",
-                        i % 5 + 1,
-                        "n",
-                    ]
-                )
+            w.writerow(header)
+            w.writerows(rows)
+
+    folder.mkdir(parents=True)
+    qs = [f"Question {i}?" for i in range(n)]
+    gts = [f"answer {i}" for i in range(n)]
+    texts = [f"Question {i}?\nsome text" for i in range(n)]
+    write("incorrect.csv", ["prompt", "response", "ground_truth", "grade_string"],
+          [[q, t, g, "INCORRECT"] for q, t, g in zip(qs, texts, gts, strict=True)])
+    tail = ["generated_text", "prompt", "ground_truth", "explanation", "score"]
+    write("per_prompt_optuna_summary_full.csv",
+          ["prompt_idx", "alpha", "gamma", "token_overlap", "perplexity", "combined_score", *tail],
+          [[i, 0.5, 0.5, 0.0, 10.0, -0.03, texts[i], qs[i], gts[i], "", i % 5 + 1] for i in range(n)])
+    seg_cols = [f"{p}_{s}" for p in ("alpha", "gamma") for s in ("early", "middle", "late")]
+    write("per_prompt_optuna_summary_segmented.csv",
+          ["prompt_idx", *seg_cols, "token_overlap", "perplexity", "combined_score", *tail],
+          [[i, .1, .2, .3, .4, .5, .6, 0.0, 10.0, -0.03, texts[i], qs[i], gts[i], "", i % 5 + 1]
+           for i in range(n)])
+    for method in ("baseline", "full", "segmented"):
+        write(f"mistral_grader_results_{method}.csv",
+              ["prompt_id", "question", "target", "predicted", "score", "notes"],
+              [[i, qs[i], gts[i], texts[i], i % 5 + 1, "n"] for i in range(n)])
     return folder
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import runpy
 from pathlib import Path
 
 import pytest
@@ -21,12 +22,13 @@ def _first_python_block(section: str) -> str:
 
 
 @pytest.mark.real
-def test_python_api_example_runs_as_written():
-    code = _first_python_block("Python API")
+def test_python_api_example_runs_as_written(tmp_path):
+    # a real file: nnsight reads the source of a trace's with-block from its file
+    script = tmp_path / "readme_example.py"
+    script.write_text(_first_python_block("Python API"))
     out = io.StringIO()
-    namespace: dict = {}
     with contextlib.redirect_stdout(out):
-        exec(compile(code, "README.md", "exec"), namespace)
+        namespace = runpy.run_path(str(script))
     printed = out.getvalue()
     assert "plain:" in printed and "steered:" in printed and "next token:" in printed
     # non-vacuity: the steering changed the answer
