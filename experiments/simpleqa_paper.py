@@ -17,40 +17,21 @@ from __future__ import annotations
 
 import argparse
 
-from fsnn.pipeline import RunConfig, run_pipeline, summary_table
-
-PAPER = RunConfig(
-    model="google/gemma-2-2b-it",
-    load_in_8bit=True,
-    dtype="float16",
-    device="cuda",
-    limit=500,
-    methods=("full", "segmented"),
-    n_trials=5,
-    batch_trials=5,
-    batch_rows=32,
-    sampler="tpe",
-    mode="faithful",
-    max_new_tokens=100,
-    baseline_prompt="qa",
-    select="incorrect",
-    score_on="full",
-    judge="mistral",
-    judge_missing="zero",
-    ppl_model="openai-community/gpt2",
-)
+from fsnn.config_file import PAPER_PRESET, config_sources, format_config, resolve_run_config
+from fsnn.pipeline import run_pipeline, summary_table
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/paper")
-    parser.add_argument("--judge", default=PAPER.judge)
+    # the same preset as `fsnn run --paper` (resolved only here: it needs CUDA and the judge's key)
+    parser.add_argument("--judge", default=PAPER_PRESET["judge"])
     parser.add_argument("--simpleqa-csv", default=None)
-    parser.add_argument("--mode", choices=("faithful", "cached"), default=PAPER.mode)
+    parser.add_argument("--mode", choices=("faithful", "cached"), default=PAPER_PRESET["mode"])
     args = parser.parse_args(argv)
-    from dataclasses import replace
-
-    config = replace(PAPER, judge=args.judge, mode=args.mode)
+    flags = {"judge": args.judge, "mode": args.mode}
+    config = resolve_run_config(preset=PAPER_PRESET, flag_values=flags)
+    print(format_config(config, config_sources(preset=PAPER_PRESET, flag_values=flags)))
     results = run_pipeline(config, args.out, simpleqa_csv=args.simpleqa_csv)
     print(summary_table(results))
     return 0

@@ -128,6 +128,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--best-of-k", action="store_true",
                    help="also draw fig. 2 with the release's best-of-k grade histogram (needs trial_grades.nc)")
     p.set_defaults(func=_figures)
+
+    p = _add(sub, "show", "per-prompt view of a run: completions side by side, strengths, trials")
+    p.add_argument("run", metavar="RUN", help="run folder (holds results.nc)")
+    p.add_argument("--prompt", type=int, default=None, metavar="ID",
+                   help="SimpleQA id of the prompt to show (a position when the run has no ids); "
+                        "without it: the prompts sorted by steering gain")
+    p.add_argument("--method", default=None, metavar="M", help="only this steered method (None: all)")
+    p.add_argument("--width", type=_positive, default=None, help="output width (None: the terminal's)")
+    p.add_argument("--limit", type=int, default=50, help="rows of the prompt table (0 = all)")
+    p.add_argument("--diff", action="store_true", help="a unified diff instead of side-by-side columns")
+    p.set_defaults(func=_show)
+
+    p = _add(sub, "compare", "summary statistics of several runs with paired differences on shared prompts")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders; later ones are compared with the first")
+    p.add_argument("--allow-different", action="store_true", help="compare runs of different models or datasets")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.set_defaults(func=_compare)
+
+    p = _add(sub, "report", "one self-contained HTML report of a run (tables, figures, examples)")
+    p.add_argument("run", metavar="RUN", help="run folder (holds results.nc)")
+    p.add_argument("--out", metavar="HTML", default=None, help="output file (None: RUN/report.html)")
+    p.add_argument("--examples", type=int, default=12, help="prompts in the examples section")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random part of the example sample")
+    p.set_defaults(func=_report)
     return parser
 
 
@@ -178,6 +202,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad-rows", action="store_true", help="skip bad SimpleQA rows (default: stop)")
     p.add_argument("--force-new", action="store_true", help="start over a folder made with another config")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--config", metavar="TOML", default=None,
+                   help="run config file of RunConfig fields; flags override it (docs/inspect.md)")
+    p.add_argument("--paper", action="store_true",
+                   help="start from the paper's settings (fsnn.config_file.PAPER_PRESET); file and flags override")
 
 
 # --------------------------------------------------------------------------- handlers
@@ -218,9 +246,10 @@ def _steer(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .pipeline import config_from_args, run_pipeline, summary_table
+    from .config_file import resolve_from_cli
+    from .pipeline import run_pipeline, summary_table
 
-    config = config_from_args(
+    flags = dict(
         model=args.model, limit=args.limit, ids=args.ids, stratified=args.stratified,
         methods=tuple(m for m in args.methods.split(",") if m) if args.methods else None,
         n_trials=args.trials, batch_trials=args.batch_trials, batch_rows=args.batch_rows, sampler=args.sampler,
@@ -230,6 +259,9 @@ def _run(args: argparse.Namespace) -> int:
         ppl_model=args.ppl_model, load_in_8bit=args.load_in_8bit, dtype=args.dtype, device=args.device,
         seed=args.seed, backend=args.backend, on_bad_rows="skip" if args.skip_bad_rows else None,
     )
+    # precedence flags > --config file > --paper preset > RunConfig defaults; printed first
+    config, header = resolve_from_cli(args.config, args.paper, flags)
+    print(header)
     results = run_pipeline(config, args.out, simpleqa_csv=args.simpleqa_csv, force_new=args.force_new,
                            progress=not args.no_progress)
     print(summary_table(results))
@@ -274,6 +306,33 @@ def _figures(args: argparse.Namespace) -> int:
     formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
     for path in render_all(args.run, args.out, formats, best_of_k=args.best_of_k):
         print(f"wrote {path}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from .inspect import format_prompt, format_prompt_table, open_run
+
+    run = open_run(args.run)
+    if args.prompt is None:
+        print(format_prompt_table(run, args.method, width=args.width, limit=args.limit))
+    else:
+        print(format_prompt(run, args.prompt, args.method, width=args.width, diff=args.diff))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .inspect import compare_runs, format_compare, open_run
+
+    comparison = compare_runs([open_run(r) for r in args.runs], allow_different=args.allow_different)
+    print(json.dumps(comparison, indent=2) if args.json else format_compare(comparison))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(args.run, args.out, examples=args.examples, seed=args.seed)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

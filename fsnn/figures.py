@@ -6,7 +6,9 @@ GUI backend, nothing shown); :func:`save_figure` writes it as PNG/PDF. Each figu
 carries a small caption line with the run's model, judge and steering mode from the
 dataset attributes, uses the same colour per method (:data:`METHOD_COLORS`) and works
 on a dataset that lacks a method, judge grades or SimpleQA grades (it says so on the
-figure instead of drawing a misleading zero).
+figure instead of drawing a misleading zero). Every rate bar carries its 95% bootstrap
+interval over prompts as an error bar, with the same denominators and numbers as the
+summary table (:func:`fsnn.summary.outcomes`).
 
 | file stem | content |
 |---|---|
@@ -36,8 +38,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from .errors import FsnnError
-from .release import COMPOSITE_THRESHOLD, JUDGE_THRESHOLD, TO_THRESHOLD
+from .scoring import COMPOSITE_THRESHOLD, JUDGE_THRESHOLD
+from .scoring import TOKEN_OVERLAP_THRESHOLD as TO_THRESHOLD
+from .stats import bootstrap_mean
 from .store import read_dataset
+from .summary import COMPOSITE_RATE, CORRECT_RATE, JUDGE_RATE, TO_RATE, outcomes
 
 __all__ = [
     "DPI",
@@ -50,7 +55,9 @@ __all__ = [
     "fig4_simpleqa_correct",
     "fig5_alpha_gamma",
     "fig6_to_vs_perplexity",
+    "figure_png",
     "render_all",
+    "run_figures",
     "save_figure",
 ]
 
@@ -155,6 +162,27 @@ def _pct_label(k: int, n: int) -> str:
     return f"{100 * k / n:.1f}%\n({k}/{n})" if n else "n/a"
 
 
+_ERRORBAR = {"fmt": "none", "ecolor": "0.15", "elinewidth": 0.9, "capsize": 2.5, "capthick": 0.9}
+INTERVAL_NOTE = "error bars: 95% bootstrap interval over prompts"
+
+
+def _rate_bar(ax: Axes, x: float, values: np.ndarray, color: str, width: float) -> float:
+    """One bar of a rate (% of prompts) with its 95% bootstrap error bar; returns its top in %.
+
+    Args:
+        values: 1.0/0.0 per prompt, NaN = out of the denominator (shape (prompt,)).
+    """
+    kept = values[np.isfinite(values)]
+    iv = bootstrap_mean(kept)
+    k, n = int(kept.sum()), int(kept.size)
+    pct, low, high = 100 * iv.estimate, 100 * iv.low, 100 * iv.high
+    ax.bar(x, pct, color=color, width=width)
+    ax.errorbar([x], [pct], yerr=[[pct - low], [high - pct]], **_ERRORBAR)
+    ax.annotate(_pct_label(k, n), (x, high), xytext=(0, 2), textcoords="offset points",
+                ha="center", va="bottom", fontsize=7)  # fmt: skip
+    return high
+
+
 def _missing_note(ax: Axes, x: float, text: str) -> None:
     """Say in a method's empty bar slot why it has no bar (never a silent zero)."""
     ax.text(x, 0.02, text, ha="center", va="bottom", transform=ax.get_xaxis_transform(), **_NOTE)
@@ -246,30 +274,25 @@ def fig2_accuracy(
                 "no judge\ngrades",
             ),
         )
-        for ax, (name, thr, title, missing) in zip(axes.flat, panels, strict=False):
+        keys = {"composite": COMPOSITE_RATE, "token_overlap": TO_RATE, "judge_score": JUDGE_RATE}
+        per = {m: outcomes(results, m) for m in methods}
+        for ax, (name, _thr, title, missing) in zip(axes.flat, panels, strict=False):
             top = 0.0
             for i, m in enumerate(methods):
-                v = _values(results, name, m)
-                n = v.size
-                unjudged = name == "composite" and np.all(
-                    np.isnan(_values(results, "judge_score", m))
-                )
-                if np.all(np.isnan(v)) or unjudged:  # S_eval without any grade is not S_eval
+                v = per[m][keys[name]]
+                unjudged = name == "composite" and v is None
+                if v is None or not np.isfinite(v).any():  # S_eval without any grade is not S_eval
                     _missing_note(ax, x[i], "no judge\ngrades" if unjudged else missing)
                     continue
-                k = int(np.sum(v >= thr))
-                pct = 100 * k / n if n else 0.0
-                bar = ax.bar(x[i], pct, color=colors[i], width=0.65)
-                ax.bar_label(bar, labels=[_pct_label(k, n)], padding=2, fontsize=7)
-                top = max(top, pct)
+                top = max(top, _rate_bar(ax, x[i], v, colors[i], 0.65))
             _headroom(ax, top, 1.35)
             ax.set_xticks(x, [_label(m) for m in methods])
             ax.set_xlim(-0.6, len(methods) - 0.4)  # keep the slot of a method without a bar
             ax.set_ylabel("% of prompts")
             ax.set_title(title)
         _grade_histogram(axes[1, 1], results, trial_grades if best_of_k else None, methods)
-        extra = "(d) best of k graded trials where several were graded" if best_of_k else ""
-        _caption(fig, results, extra)
+        extra = "; (d) best of k graded trials where several were graded" if best_of_k else ""
+        _caption(fig, results, INTERVAL_NOTE + " (a-c)" + extra)
     return fig
 
 
@@ -416,14 +439,9 @@ def fig4_simpleqa_correct(results: xr.Dataset) -> Figure:
         ax = fig.add_subplot()
         top, hatched = 1.0, False
         for i, m in enumerate(methods):
-            grades = np.array([str(g) for g in results["simpleqa_grade"].sel({"method": m}).values])
-            done = grades != ""
-            if done.any():
-                k, n = int(np.sum(grades == "CORRECT")), int(done.sum())
-                pct = 100 * k / n
-                bar = ax.bar(i, pct, width=0.6, color=_color(m, methods))
-                ax.bar_label(bar, labels=[_pct_label(k, n)], padding=2, fontsize=7)
-                top = max(top, pct)
+            correct = outcomes(results, m)[CORRECT_RATE]
+            if correct is not None:
+                top = max(top, _rate_bar(ax, i, correct, _color(m, methods), 0.6))
             elif m in reported:
                 pct = float(reported[m])
                 bar = ax.bar(i, pct, width=0.6, facecolor="none", edgecolor=_color(m, methods),
@@ -443,7 +461,7 @@ def fig4_simpleqa_correct(results: xr.Dataset) -> Figure:
                                label="no per-item grades released;\nvalue typed in the paper's plot code")],
                 loc="upper left",
             )  # fmt: skip
-        _caption(fig, results)
+        _caption(fig, results, INTERVAL_NOTE)
     return fig
 
 
@@ -481,6 +499,8 @@ def fig5_alpha_gamma(results: xr.Dataset) -> Figure:
                     km.sel({"segment": seg}).values if "segment" in km.dims else km.values, float
                 )
                 v = v[np.isfinite(v)]
+                if v.size == 0:  # this method has no such segment (e.g. full-layer's "all")
+                    continue
                 pos = s - 0.4 + width * (g + 0.5)
                 box = ax.boxplot(
                     v, positions=[pos], widths=width * 0.8, patch_artist=True, showfliers=True,
@@ -602,6 +622,40 @@ def save_figure(
     return paths
 
 
+def figure_png(fig: Figure, dpi: int = 110) -> bytes:
+    """``fig`` as PNG bytes (for embedding, e.g. the HTML report), drawn in the house style."""
+    import io
+
+    buf = io.BytesIO()
+    with mpl.rc_context(_STYLE):
+        fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def run_figures(
+    results: xr.Dataset,
+    *,
+    subsets: xr.Dataset | None = None,
+    trials: xr.Dataset | None = None,
+    trial_grades: xr.Dataset | None = None,
+    best_of_k: bool = False,
+) -> list[tuple[str, Figure]]:
+    """Every figure the given datasets allow, as (file stem, figure), in :data:`FIGURES` order."""
+    figures: list[tuple[str, Figure]] = []
+    if subsets is not None:
+        figures.append(("fig1_topics", fig1_topics(subsets)))
+    figures.append(("fig2_accuracy", fig2_accuracy(results)))
+    if best_of_k and trial_grades is not None:
+        figures.append(("fig2_accuracy_best_of_k", fig2_accuracy(results, trial_grades, best_of_k=True)))
+    figures += [
+        ("fig3_scores", fig3_scores(results)),
+        ("fig4_simpleqa_correct", fig4_simpleqa_correct(results)),
+        ("fig5_alpha_gamma", fig5_alpha_gamma(results)),
+        ("fig6_to_vs_perplexity", fig6_to_vs_perplexity(results, trials)),
+    ]
+    return figures
+
+
 def render_all(
     run: str | Path,
     out: str | Path | None = None,
@@ -639,24 +693,10 @@ def render_all(
         path = run / f"{name}.nc"
         optional[name] = read_dataset(path, kind) if path.is_file() else None
 
-    figures: list[tuple[str, Figure]] = []
-    if optional["subsets"] is not None:
-        figures.append(("fig1_topics", fig1_topics(optional["subsets"])))
-    figures.append(("fig2_accuracy", fig2_accuracy(results)))
-    if best_of_k and optional["trial_grades"] is not None:
-        figures.append(
-            (
-                "fig2_accuracy_best_of_k",
-                fig2_accuracy(results, optional["trial_grades"], best_of_k=True),
-            )
-        )
-    figures += [
-        ("fig3_scores", fig3_scores(results)),
-        ("fig4_simpleqa_correct", fig4_simpleqa_correct(results)),
-        ("fig5_alpha_gamma", fig5_alpha_gamma(results)),
-        ("fig6_to_vs_perplexity", fig6_to_vs_perplexity(results, optional["trials"])),
-    ]
+    figures = run_figures(results, subsets=optional["subsets"], trials=optional["trials"],
+                          trial_grades=optional["trial_grades"], best_of_k=best_of_k)  # fmt: skip
     paths = []
     for stem, fig in figures:
         paths += save_figure(fig, out / stem, formats)
     return paths
+

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import xarray as xr
 
 from .backends import BACKENDS, resolve_backend
@@ -47,6 +46,7 @@ from .stages import (
     select_failures,
 )
 from .store import atomic_write_text
+from .summary import summary_rows, summary_table  # one summary for runs and the release
 
 __all__ = ["RunConfig", "config_from_args", "run_pipeline", "summary_rows", "summary_table"]
 
@@ -278,43 +278,6 @@ def run_pipeline(
     atomic_write_text(out / "summary.md", table + f"\n\nwall time this invocation: {time.perf_counter() - started:.1f} s\n")
     atomic_write_text(out / "summary.json", json.dumps(summary_rows(results), indent=2))
     return results
-
-
-def summary_rows(results: xr.Dataset) -> list[dict[str, Any]]:
-    """Per method: prompts, mean TO, TO >= 0.5, composite >= 0.6 and % CORRECT when judged."""
-    rows = []
-    for method in results.method.values:
-        r = results.sel({"method": method})
-        to = r.token_overlap.values
-        comp = r.composite.values
-        grades = [str(g) for g in r.simpleqa_grade.values]
-        graded = [g for g in grades if g]
-        rows.append({
-            "method": str(method),
-            "prompts": int(to.size),
-            "mean_token_overlap": float(np.nanmean(to)) if to.size else float("nan"),
-            "token_overlap_ge_0.5": float(np.mean(to >= 0.5)) if to.size else float("nan"),
-            "composite_ge_0.6": float(np.mean(comp >= 0.6)) if np.isfinite(comp).any() else None,
-            "simpleqa_correct": float(np.mean([g == "CORRECT" for g in graded])) if graded else None,
-        })
-    return rows
-
-
-def summary_table(results: xr.Dataset) -> str:
-    """The summary as a markdown table (``n/a`` where there is no judge)."""
-    def pct(v):
-        return "n/a" if v is None else f"{100 * v:.1f}%"
-
-    lines = ["| method | prompts | mean TO | TO >= 0.5 | composite >= 0.6 | SimpleQA CORRECT |",
-             "|---|---|---|---|---|---|"]
-    for r in summary_rows(results):
-        lines.append(f"| {r['method']} | {r['prompts']} | {r['mean_token_overlap']:.3f} | "
-                     f"{pct(r['token_overlap_ge_0.5'])} | {pct(r['composite_ge_0.6'])} | {pct(r['simpleqa_correct'])} |")
-    judge = results.attrs.get("judge", "none")
-    lines.append("")
-    lines.append(f"model {results.attrs.get('model', '?')}, mode {results.attrs.get('mode', '?')}, judge {judge}"
-                 + (" (no judge: composite and CORRECT not computed)" if judge == "none" else ""))
-    return "\n".join(lines)
 
 
 def config_from_args(**kwargs: Any) -> RunConfig:

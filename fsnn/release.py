@@ -66,6 +66,7 @@ from .schema import str_array
 from .scoring import COMPOSITE_THRESHOLD, JUDGE_THRESHOLD, TOKEN_OVERLAP_THRESHOLD
 from .scoring import composite as _composite
 from .store import check_dims, provenance, write_dataset
+from .summary import format_summary, summarize  # one summary for runs and the release
 
 __all__ = [
     "COMPOSITE_THRESHOLD",
@@ -764,51 +765,3 @@ def write_release(imported: ReleaseImport, out: str | Path) -> dict[str, Path]:
     if imported.subsets is not None:
         paths["subsets"] = write_dataset(imported.subsets, out / "subsets.nc")
     return paths
-
-
-# ------------------------------------------------------------------------ summary
-
-
-def summarize(results: xr.Dataset) -> list[dict[str, Any]]:
-    """Per-method accuracy numbers of a results dataset (counts over all its prompts).
-
-    Returns:
-        one dict per method: ``method``, ``n``, ``composite_n`` / ``composite_pct``
-        (S_eval >= 0.6), ``to_n`` / ``to_pct`` (TO >= 0.5), ``judge_n`` / ``judge_pct``
-        (judge >= 4), ``judged`` (prompts with a grade), ``mean_to``.
-    """
-    rows = []
-    for method in results["method"].values:
-        sel = results.sel({"method": method})  # not sel(method=...): that is sel's own keyword
-        n = int(sel.sizes["prompt"])
-        comp = sel["composite"].values.astype(float)
-        to = sel["token_overlap"].values.astype(float)
-        judge = sel["judge_score"].values.astype(float)
-        c = int(np.sum(comp >= COMPOSITE_THRESHOLD))
-        t = int(np.sum(to >= TO_THRESHOLD))
-        j = int(np.sum(judge >= JUDGE_THRESHOLD))
-        rows.append({
-            "method": str(method), "n": n,
-            "composite_n": c, "composite_pct": _pct(c, n),
-            "to_n": t, "to_pct": _pct(t, n),
-            "judge_n": j, "judge_pct": _pct(j, n), "judged": int(np.sum(~np.isnan(judge))),
-            "mean_to": float(np.nanmean(to)) if np.any(~np.isnan(to)) else math.nan,
-        })  # fmt: skip
-    return rows
-
-
-def _pct(k: int, n: int) -> float:
-    return 100.0 * k / n if n else math.nan
-
-
-def format_summary(results: xr.Dataset) -> str:
-    """The summary as a fixed-width text table."""
-    head = f"{'method':<12}{'n':>5}{'S_eval>=0.6':>16}{'TO>=0.5':>10}{'judge>=4':>10}{'mean TO':>9}"
-    lines = [head, "-" * len(head)]
-    for r in summarize(results):
-        comp = f"{r['composite_n']} ({r['composite_pct']:.1f}%)"
-        judge = f"{r['judge_pct']:.1f}%" if r["judged"] else "n/a"
-        lines.append(
-            f"{r['method']:<12}{r['n']:>5}{comp:>16}{r['to_pct']:>9.1f}%{judge:>10}{r['mean_to']:>9.3f}"
-        )
-    return "\n".join(lines)

@@ -207,3 +207,28 @@ def test_results_with_wrong_dims_is_an_error(tmp_path):
     write_dataset(synthetic_results(), run / "results.nc")
     with pytest.raises(FsnnError, match="unknown figure format"):
         render_all(run, formats=("gif",))
+
+
+def test_every_rate_bar_has_its_bootstrap_error_bar():
+    """Error bars equal the summary's 95% intervals (one per drawn rate bar)."""
+    from matplotlib.collections import LineCollection
+
+    from fsnn.summary import summarize
+
+    res = synthetic_results()
+    s = {e["method"]: e["rates"] for e in summarize(res)["methods"]}
+    fig = fig2_accuracy(res)
+    keys = ("composite_ge_0.6", "token_overlap_ge_0.5", "judge_ge_4")
+    for ax, key in zip(fig.axes[:3], keys, strict=True):
+        drawn = [m for m in ("baseline", "segmented", "my-spec") if s[m][key] is not None]
+        bars = [c for c in ax.collections if isinstance(c, LineCollection)]
+        assert len(bars) == len(drawn), key
+        for seg, m in zip(bars, drawn, strict=True):
+            (x0, lo), (x1, hi) = seg.get_segments()[0]
+            assert (lo, hi) == pytest.approx((100 * s[m][key]["low"], 100 * s[m][key]["high"]))
+    fig4 = fig4_simpleqa_correct(res)  # only baseline has SimpleQA grades
+    bars = [c for c in fig4.axes[0].collections if isinstance(c, LineCollection)]
+    assert len(bars) == 1
+    (_, lo), (_, hi) = bars[0].get_segments()[0]
+    r = s["baseline"]["simpleqa_correct"]
+    assert (lo, hi) == pytest.approx((100 * r["low"], 100 * r["high"]))

@@ -67,9 +67,9 @@ def test_260_prompts_per_method(imported):
 
 
 def test_composite_accuracy_matches_paper(imported):
-    rows = {r["method"]: r for r in summarize(imported.results)}
-    assert [rows[m]["composite_n"] for m in METHODS] == [9, 42, 66]
-    assert [round(rows[m]["composite_pct"], 1) for m in METHODS] == [3.5, 16.2, 25.4]
+    rows = {r["method"]: r["rates"]["composite_ge_0.6"] for r in summarize(imported.results)["methods"]}
+    assert [rows[m]["k"] for m in METHODS] == [9, 42, 66]
+    assert [round(100 * rows[m]["estimate"], 1) for m in METHODS] == [3.5, 16.2, 25.4]
 
 
 def test_token_overlap_equals_released_on_every_steered_row(imported):
