@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from .data import Question, load_simpleqa, select, simpleqa_path
 from .errors import FsnnError
 from .generation import generate
+from .lock import LOCK_NAME, run_folder_lock
 from .metrics import ObjectiveConfig, Perplexity, objective, token_overlap
 from .prompts import Templates, apply_chat, split_explanation
 from .references import ReferenceItem, capture_references
@@ -461,7 +462,7 @@ def _prepare_folder(out: Path, identity: dict[str, Any], force_new: bool) -> Non
                     f"run folder {out} was made with another config (differs in: {', '.join(diff)}); "
                     "use another --out or --force-new to start it over"
                 )
-            for child in out.iterdir():
+            for child in (c for c in out.iterdir() if c.name != LOCK_NAME):  # the held lock stays
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
     tmp = cfg_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(identity, indent=2, sort_keys=True))
@@ -499,34 +500,35 @@ def run_pipeline(
     subset = select(questions, first=config.limit if config.ids is None and config.stratified is None else None,
                     ids=config.ids, stratified=config.stratified, seed=config.seed)
     identity = {**config.identity(), "simpleqa_sha256": sha}
-    _prepare_folder(out, identity, force_new)
-    if model is None:
-        from .models import load_model
+    with run_folder_lock(out):  # one process per run folder (fsnn/lock.py)
+        _prepare_folder(out, identity, force_new)
+        if model is None:
+            from .models import load_model
 
-        if config.remote is True:
-            from .remote import preflight
+            if config.remote is True:
+                from .remote import preflight
 
-            preflight(config.model)
-        model = load_model(config.model, dtype=config.dtype, device=config.device, load_in_8bit=config.load_in_8bit,
-                           remote=config.remote is True)
-    if judge is None and config.judge is not None:
-        from .judges import make_judge
+                preflight(config.model)
+            model = load_model(config.model, dtype=config.dtype, device=config.device, load_in_8bit=config.load_in_8bit,
+                               remote=config.remote is True)
+        if judge is None and config.judge is not None:
+            from .judges import make_judge
 
-        judge = make_judge(config.judge)
-    run = _Run(config, out, model, judge, subset, sha, progress)
-    started = time.perf_counter()
-    baseline = run.baseline()
-    wanted = {"incorrect": ("INCORRECT",), "not-correct": ("INCORRECT", "NOT_ATTEMPTED")}[config.select]
-    failures = [q for q, g in zip(subset, baseline.grade.values, strict=True) if str(g) in wanted]
-    if not failures:
-        raise FsnnError(f"no baseline failure to steer among {len(subset)} question(s) (select={config.select})")
-    refs = run.references(failures)
-    trials = run.search(refs)
-    results = run.results(baseline, refs, trials)
-    table = summary_table(results)
-    (out / "summary.md").write_text(table + f"\n\nwall time this invocation: {time.perf_counter() - started:.1f} s\n")
-    (out / "summary.json").write_text(json.dumps(summary_rows(results), indent=2))
-    return results
+            judge = make_judge(config.judge)
+        run = _Run(config, out, model, judge, subset, sha, progress)
+        started = time.perf_counter()
+        baseline = run.baseline()
+        wanted = {"incorrect": ("INCORRECT",), "not-correct": ("INCORRECT", "NOT_ATTEMPTED")}[config.select]
+        failures = [q for q, g in zip(subset, baseline.grade.values, strict=True) if str(g) in wanted]
+        if not failures:
+            raise FsnnError(f"no baseline failure to steer among {len(subset)} question(s) (select={config.select})")
+        refs = run.references(failures)
+        trials = run.search(refs)
+        results = run.results(baseline, refs, trials)
+        table = summary_table(results)
+        (out / "summary.md").write_text(table + f"\n\nwall time this invocation: {time.perf_counter() - started:.1f} s\n")
+        (out / "summary.json").write_text(json.dumps(summary_rows(results), indent=2))
+        return results
 
 
 def summary_rows(results: xr.Dataset) -> list[dict[str, Any]]:

@@ -1,0 +1,150 @@
+"""Reliability guarantees, fast checks (the whole campaign is benchmarks/reliability.py)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from fsnn.errors import FsnnError
+from fsnn.lock import LOCK_NAME, run_folder_lock
+from fsnn.metrics import Perplexity
+from fsnn.store import read_dataset, write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TEXTS = [
+    "Question: What is the capital of France?\nAnswer: Paris, on the Seine.",
+    "The Danube flows through Vienna.",
+    "A violin has four strings, tuned in fifths: G, D, A and E. " * 3,
+    "Hi",
+    "Michio Sugeno received the award in 2010.",
+]
+
+
+def test_perplexity_does_not_depend_on_the_batch(tiny_gemma2):
+    """A resumed run batches texts differently: each text's PPL must be bit-identical."""
+    model, tok = tiny_gemma2.hf_model, tiny_gemma2.tokenizer
+    together = Perplexity(model, tok, window=16)(TEXTS)
+    for i, text in enumerate(TEXTS):
+        alone = Perplexity(model, tok, window=16)([text])[0]
+        assert alone == together[i] or (np.isnan(alone) and np.isnan(together[i])), text
+    shuffled = Perplexity(model, tok, window=16)(TEXTS[::-1])[::-1]
+    assert shuffled == together
+    assert np.isfinite(together[0]) and together[0] > 1
+
+
+def _locker_script(folder: Path, then: str) -> str:
+    return textwrap.dedent(f"""
+        import sys, time, os, signal
+        sys.path.insert(0, {str(ROOT)!r})
+        from fsnn.lock import run_folder_lock
+        with run_folder_lock({str(folder)!r}):
+            print("locked", flush=True)
+            {"os.kill(os.getpid(), signal.SIGKILL)" if then == "die" else "time.sleep(60)"}
+    """)
+
+
+def test_second_process_refuses_and_killed_holder_does_not_block(tmp_path):
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", _locker_script(folder, "hold")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(FsnnError, match=rf"run folder .*run is in use by another fsnn process \(pid {holder.pid}\)"):
+            with run_folder_lock(folder):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died by SIGKILL: its lock file stays, but the kernel released the lock
+    assert (folder / LOCK_NAME).exists()
+    with run_folder_lock(folder):
+        assert (folder / LOCK_NAME).read_text().strip() == str(os.getpid())
+    dead = subprocess.run([sys.executable, "-c", _locker_script(folder, "die")], capture_output=True, text=True)
+    assert dead.returncode == -signal.SIGKILL
+    with run_folder_lock(folder):
+        pass
+
+
+def test_lock_inside_one_process_is_exclusive_too(tmp_path):
+    with run_folder_lock(tmp_path):
+        with pytest.raises(FsnnError, match="in use"):
+            with run_folder_lock(tmp_path):
+                pass
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "zeroed", "json"])
+def test_corrupt_result_file_is_one_line_naming_it_and_the_recovery(tmp_path, damage):
+    ds = xr.Dataset({"a": ("x", np.arange(2000.0)), "s": ("x", np.array(["q"] * 2000, dtype=object))})
+    path = write_dataset(ds, tmp_path / "results.nc")
+    raw = path.read_bytes()
+    path.write_bytes({"truncated": raw[: len(raw) // 2], "empty": b"",
+                      "zeroed": raw[:2000] + bytes(300) + raw[2300:], "json": b'{"a": 1}'}[damage])
+    with pytest.raises(FsnnError) as info:
+        read_dataset(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "delete it and rerun" in message
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    import errno
+
+    path = write_dataset(xr.Dataset({"a": ("x", np.arange(3.0))}), tmp_path / "trials.nc")
+    before = path.read_bytes()
+    real = xr.Dataset.to_netcdf
+
+    def disk_full(self, target, *a, **k):
+        real(self, target, *a, **k)
+        with open(target, "r+b") as fh:  # half a file on disk, then the disk fills
+            fh.truncate(100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", disk_full)
+    with pytest.raises(OSError):
+        write_dataset(xr.Dataset({"a": ("x", np.arange(5.0))}), path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["trials.nc"]
+
+
+_UNSAFE_MODULES = {"pickle", "cPickle", "joblib", "dill", "cloudpickle", "shelve", "marshal"}
+
+
+def _unsafe_loads(source: str, filename: str) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{filename}:{node.lineno} imports {n}" for n in names if n and n.split(".")[0] in _UNSAFE_MODULES]
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            owner_name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", "")
+            if node.func.attr == "load" and owner_name == "torch":
+                safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                           for k in node.keywords)
+                if not safe:
+                    found.append(f"{filename}:{node.lineno} torch.load without weights_only=True")
+            if node.func.attr in ("load", "loads") and owner_name in _UNSAFE_MODULES:
+                found.append(f"{filename}:{node.lineno} {owner_name}.{node.func.attr}")
+    return found
+
+
+def test_the_scanner_finds_unsafe_loads():
+    bad = "import pickle\nimport torch\nfrom joblib import load\ntorch.load('x')\npickle.loads(b'')\n"
+    assert len(_unsafe_loads(bad, "bad.py")) == 4
+    assert _unsafe_loads("import torch\ntorch.load('x', weights_only=True)\n", "ok.py") == []
+
+
+def test_no_pickle_loads_in_the_package():
+    found = []
+    for path in sorted((ROOT / "fsnn").rglob("*.py")):
+        found += _unsafe_loads(path.read_text(), str(path.relative_to(ROOT)))
+    assert found == []
