@@ -253,6 +253,10 @@ class _Run:
         if self.judge is None:
             return [(proxy_grade(q.answer, o.completion), "proxy:containment") for q, o in zip(batch, outs, strict=True)]
         grades = self.judge.grade_simpleqa([(q.question, q.answer, o.completion) for q, o in zip(batch, outs, strict=True)])
+        lost = [g.error for g in grades if g.missing]
+        if lost:  # a missing grade would silently drop the question from the steered set
+            raise FsnnError(f"judge {self.judge.id}: {len(lost)} of {len(grades)} baseline grade(s) missing "
+                            f"({lost[0]}); finished batches are saved, rerun the same command to resume")
         return [(g.value or "", g.judge_id if not g.missing else f"{g.judge_id} (missing: {g.error})") for g in grades]
 
     def _baseline_ds(self, rows: list[dict[str, Any]]) -> xr.Dataset:
