@@ -119,7 +119,7 @@ class Env:
         self.model = make_tiny("gemma2", resolve_alias(ALIASES["smollm2-135m"]))
         rows = list(ROWS)
         src = os.environ.get("FSNN_SIMPLEQA_CSV")
-        if src and Path(src).is_file():
+        if src and Path(src).is_file() and not quick:
             import csv
 
             with open(src, newline="", encoding="utf-8") as fh:
@@ -138,9 +138,12 @@ class Env:
     def config(self, **kw: Any):
         from fsnn.pipeline import RunConfig
 
-        base = dict(model="tiny-gemma2", limit=self.n_rows, methods=("full", "segmented"),
-                    n_trials=4 if self.quick else 5, batch_trials=2, batch_rows=3, batch_size=2, max_new_tokens=4,
-                    mode="cached", sampler="tpe", select="not-correct", judge_missing="zero")
+        if self.quick:  # every stage, a few batches each
+            base = dict(methods=("segmented",), n_trials=2, batch_trials=1, batch_rows=2, max_new_tokens=3)
+        else:
+            base = dict(methods=("full", "segmented"), n_trials=4, batch_trials=2, batch_rows=3, max_new_tokens=4)
+        base.update(model="tiny-gemma2", limit=self.n_rows, batch_size=2, mode="cached", sampler="tpe",
+                    select="not-correct", judge_missing="zero")
         return RunConfig(**{**base, **kw})
 
     def judge(self, cache: Path, url: str | None = None, **kw: Any):
@@ -324,7 +327,7 @@ def crash_campaign(env: Env, n_kills: int, rng: random.Random) -> Row:
         row.notes += [f"{folder.name}: {n}" for n in notes]
     row.notes.insert(0, "kills delivered per moment: " + ", ".join(f"{k} {v}" for k, v in sorted(stages_hit.items())))
     row.notes.insert(1, f"{len(range(0, len(plan), per_folder))} run folders, up to {per_folder} kills each, "
-                        f"{n_trials} trials x {env.n_rows} rows x 2 methods; compared bit for bit with an "
+                        f"{n_trials} trials x {env.n_rows} rows x {len(env.config().methods)} method(s); compared bit for bit with an "
                         "uninterrupted run (baseline, references, trials, results; optuna.db trial numbers)")
     return row
 
@@ -516,13 +519,13 @@ def ndif_campaign(env: Env, rounds: int) -> Row:
 # ----------------------------------------------------------------------------- storage faults
 
 
-def storage_campaign(env: Env) -> Row:
+def storage_campaign(env: Env, quick: bool) -> Row:
     row = Row("storage faults (failed writes, corrupt files)")
     clean = env.work / "crash-clean"
     n_trials = env.config().n_trials
     # 1. a write failing mid-way, for each netCDF stage file and config.json
     for name in ("baseline.nc", "references.nc", "trials.nc", "results.nc"):
-        for err in (errno.ENOSPC, errno.EACCES):
+        for err in (errno.ENOSPC,) if quick else (errno.ENOSPC, errno.EACCES):
             folder = env.work / f"wfail-{name}-{err}"
             shutil.copytree(clean, folder)
             if name == "references.nc":  # a finished stage is not written again: drop it and what follows
@@ -563,6 +566,8 @@ def storage_campaign(env: Env) -> Row:
     # 2. corrupt files of a finished run: a one-line error naming the file, or a clean recompute
     damages = {"truncated": lambda b: b[: len(b) // 2], "garbage": lambda b: os.urandom(len(b) or 64),
                "empty": lambda b: b""}
+    if quick:
+        damages = {"truncated": damages["truncated"]}
     for name in ("baseline.nc", "references.nc", "trials.nc", "results.nc", "optuna.db", "config.json"):
         for damage, fn in damages.items():
             folder = env.work / f"corrupt-{name}-{damage}"
@@ -599,9 +604,11 @@ def storage_campaign(env: Env) -> Row:
                 lost, dup, notes = compare_folders(folder, clean, n_trials)
                 row.lost += lost
                 row.duplicated += dup
-    row.notes.insert(0, "8 writes failing mid-way (ENOSPC, EACCES at the netCDF writer) on 4 files; "
-                        "18 corrupt files (6 files x truncated/garbage/empty) under a finished run, then a "
-                        "rerun (and the recovery the message names)")
+    n_err = 1 if quick else 2
+    row.notes.insert(0, f"{4 * n_err} writes failing mid-way ({'ENOSPC' if quick else 'ENOSPC, EACCES'} at the "
+                        f"netCDF writer) on 4 files; {6 * len(damages)} corrupt files (6 files x "
+                        f"{'/'.join(damages)}) under a finished run, then a rerun (and, after a one-line error, "
+                        "the recovery it names)")
     return row
 
 
@@ -925,7 +932,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="fsnn-reliability-"))
-    os.environ["FSNN_CACHE_DIR"] = str(work / "cache")
     log_path = work / "fsnn.log"
     handler = logging.FileHandler(log_path)
     handler.setLevel(logging.DEBUG)
@@ -933,6 +939,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("fsnn").setLevel(logging.DEBUG)
     start = time.perf_counter()
     env = Env(work, args.quick)
+    os.environ["FSNN_CACHE_DIR"] = str(work / "cache")  # judge caches of CLI runs land in the scanned folder
     only = set(args.only.split(",")) if args.only else None
     rows: list[Row] = []
 
@@ -952,7 +959,7 @@ def main(argv: list[str] | None = None) -> int:
         timed("crash", lambda: crash_campaign(env, 10 if args.quick else 24, rng))
         timed("judge", lambda: judge_campaign(env, 20 if args.quick else 60, 110 if args.quick else 300, rng))
         timed("ndif", lambda: ndif_campaign(env, 10 if args.quick else 30))
-        timed("storage", lambda: storage_campaign(env))
+        timed("storage", lambda: storage_campaign(env, args.quick))
         timed("lock", lambda: lock_campaign(env))
         timed("malformed", lambda: malformed_campaign(env))
         timed("secrets", lambda: secrets_campaign(env, log_path))
