@@ -96,6 +96,24 @@ def load_simpleqa(
     csv_path = simpleqa_path(path)
     questions: list[Question] = []
     bad: list[str] = []
+    try:
+        _read_rows(csv_path, on_bad, questions, bad)
+    except UnicodeDecodeError as exc:  # latin-1, UTF-16, binary: refuse, never guess
+        raise FsnnError(f"{csv_path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
+    except IsADirectoryError:
+        raise FsnnError(f"{csv_path}: is a folder, not a SimpleQA CSV file") from None
+    except csv.Error as exc:
+        raise FsnnError(f"{csv_path}: not a readable CSV ({exc})") from None
+    if not questions and not bad:
+        raise FsnnError(f"{csv_path}: no question rows (header only?)")
+    if bad:
+        import sys
+
+        print(f"fsnn: skipped {len(bad)} bad SimpleQA row(s), first: {bad[0]}", file=sys.stderr)
+    return questions
+
+
+def _read_rows(csv_path: str | os.PathLike, on_bad: str, questions: list[Question], bad: list[str]) -> None:
     with open(csv_path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
@@ -120,11 +138,6 @@ def load_simpleqa(
                     urls=tuple(meta.get("urls", ()) or ()),
                 )
             )
-    if bad:
-        import sys
-
-        print(f"fsnn: skipped {len(bad)} bad SimpleQA row(s), first: {bad[0]}", file=sys.stderr)
-    return questions
 
 
 def _row_problem(row: dict) -> str:
@@ -156,6 +169,9 @@ def select(
         raise FsnnError("choose one of first / ids / stratified")
     if ids is not None:
         by_id = {q.id: q for q in questions}
+        repeated = sorted({i for i in ids if list(ids).count(i) > 1})
+        if repeated:  # a repeated id would be answered, steered and counted twice
+            raise FsnnError(f"SimpleQA id(s) given more than once: {repeated[:5]}")
         unknown = [i for i in ids if i not in by_id]
         if unknown:
             raise FsnnError(f"unknown SimpleQA id(s): {unknown[:5]}")
@@ -165,6 +181,8 @@ def select(
             raise FsnnError(f"the number of questions must be > 0, got {first}")
         return list(questions[:first])
     if stratified is not None:
+        if stratified <= 0:
+            raise FsnnError(f"the number of stratified questions must be > 0, got {stratified}")
         groups: dict[str, list[Question]] = defaultdict(list)
         for q in questions:
             groups[q.topic].append(q)

@@ -210,3 +210,41 @@ def test_a_missing_baseline_grade_stops_the_run_resumably(tiny_gemma2, tmp_path)
             run_pipeline(small_config(limit=2, batch_size=2), tmp_path / "run", simpleqa_csv=csv_path,
                          model=tiny_gemma2, judge=judge, progress=False)
     assert not (tmp_path / "run" / "baseline.nc").exists()  # no batch saved with a grade missing
+
+
+HEADER = "metadata,problem,answer\n"
+ROW = "{'topic': 'Art'},Qu'est-ce que l'\u00e9t\u00e9?,\u00e9t\u00e9\n"
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ((HEADER + ROW).encode("latin-1"), "not UTF-8 text"),
+    ((HEADER + ROW).encode("utf-16"), "not UTF-8 text"),
+    (bytes(range(256)) * 2, "not UTF-8 text"),
+    (HEADER.encode(), "no question rows"),
+])
+def test_bad_csv_files_are_one_line_errors(tmp_path, data, message):
+    from fsnn.data import load_simpleqa
+
+    path = tmp_path / "qa.csv"
+    path.write_bytes(data)
+    with pytest.raises(FsnnError, match=message) as info:
+        load_simpleqa(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(FsnnError, match="SimpleQA CSV not found"):
+        load_simpleqa(tmp_path / "folder.csv")
+    path.write_bytes((HEADER + ROW).encode("utf-8"))
+    assert load_simpleqa(path)[0].answer == "\u00e9t\u00e9"
+
+
+def test_select_refuses_repeated_ids_and_empty_strata(tmp_path):
+    from fsnn.data import load_simpleqa, select
+
+    path = tmp_path / "qa.csv"
+    path.write_text(HEADER + ROW + ROW.replace("Art", "Music"), encoding="utf-8")
+    questions = load_simpleqa(path)
+    with pytest.raises(FsnnError, match=r"more than once: \[1\]"):
+        select(questions, ids=(1, 0, 1))
+    with pytest.raises(FsnnError, match="stratified questions must be > 0"):
+        select(questions, stratified=0)
+    assert [q.id for q in select(questions, ids=(1, 0))] == [1, 0]
