@@ -300,7 +300,7 @@ def crash_campaign(env: Env, n_kills: int, rng: random.Random) -> Row:
     plan = [(hook, rng.randint(1, max(1, (totals.get(hook, 1) + 1) // 2)))
             for hook in (HOOKS[i % len(HOOKS)] for i in range(n_kills))]
     rng.shuffle(plan)
-    per_folder = 5 if env.quick else 3
+    per_folder = 6 if env.quick else 4
     stages_hit: Counter = Counter()
     for f in range(0, len(plan), per_folder):
         folder = env.work / f"crash-{f // per_folder}"
@@ -986,7 +986,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.extend(got)
 
     try:
-        timed("crash", lambda: crash_campaign(env, 10 if args.quick else 24, rng))
+        timed("crash", lambda: crash_campaign(env, 12 if args.quick else 16, rng))
         timed("judge", lambda: judge_campaign(env, 20 if args.quick else 60, 110 if args.quick else 300, rng))
         timed("ndif", lambda: ndif_campaign(env, 10 if args.quick else 30))
         timed("storage", lambda: storage_campaign(env, args.quick))
@@ -1001,6 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"work folder kept: {work}")
     wall = time.perf_counter() - start
     report = render(rows, quick=args.quick, wall=wall, machine=args.machine, seed=args.seed)
+    report = report.replace(str(work), "<work>")  # no machine paths in the report
     Path(args.out).write_text(report + "\n")
     print(f"wrote {args.out} ({wall:.0f} s)")
     return 0
