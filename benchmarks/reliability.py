@@ -126,7 +126,7 @@ class Env:
                 rows = [tuple(r) for r in list(csv.reader(fh))[1:7]]
         self.csv = write_csv(work / "qa.csv", rows)
         self.n_rows = len(rows)
-        self.server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_openai.py"), "--lifetime", "1500",
+        self.server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_openai.py"), "--lifetime", "900" if quick else "3600",
                                         "--api-key-env", "FSNN_BENCH_JUDGE_KEY"],
                                        stdout=subprocess.PIPE, text=True, cwd=ROOT)
         self.url = self.server.stdout.readline().strip()

@@ -48,11 +48,12 @@ class FakeOpenAI:
         retry_after: the ``Retry-After`` value of a 429.
         max_requests: requests served before the server stops by itself.
         lifetime: seconds before the server stops by itself.
+        port: the port on 127.0.0.1 (0: a free one).
     """
 
     def __init__(self, faults: Iterable[str] = (), *, always: str | None = None, api_key: str | None = None,
                  sleep_timeout: float = 0.5, retry_after: str = "0.01", max_requests: int = 5000,
-                 lifetime: float = 300.0):
+                 lifetime: float = 300.0, port: int = 0):
         self.script = list(faults)
         unknown = sorted({f for f in [*self.script, *([always] if always else [])] if f not in (*FAULTS, "401")})
         if unknown:
@@ -65,7 +66,7 @@ class FakeOpenAI:
         self.auth_seen: list[str] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         self.server.timeout = 0.1
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
@@ -164,11 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lifetime", type=float, default=600.0, help="seconds before it stops by itself")
     parser.add_argument("--always", default=None, choices=(*FAULTS, "401"), help="fault every request gets")
     parser.add_argument("--api-key-env", default=None, help="NAME of an env var holding the key to require")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
     args = parser.parse_args(argv)
     import os
 
     key = os.environ.get(args.api_key_env) if args.api_key_env else None
-    server = FakeOpenAI(always=args.always, api_key=key, lifetime=args.lifetime)
+    server = FakeOpenAI(always=args.always, api_key=key, lifetime=args.lifetime, port=args.port)
     print(server.url, flush=True)
     server._thread.join()
     return 0
