@@ -457,8 +457,10 @@ def _prepare_folder(out: Path, identity: dict[str, Any], force_new: bool) -> Non
     if cfg_path.exists():
         try:
             saved = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError:
-            raise FsnnError(f"{cfg_path} is not valid JSON; remove the folder or use --force-new") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):  # truncated or garbage bytes
+            if not force_new:
+                raise FsnnError(f"{cfg_path} is not valid JSON; remove the folder or use --force-new") from None
+            saved = None  # --force-new starts over, as the message says
         if saved != identity:
             if not force_new:
                 diff = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))

@@ -248,3 +248,13 @@ def test_select_refuses_repeated_ids_and_empty_strata(tmp_path):
     with pytest.raises(FsnnError, match="stratified questions must be > 0"):
         select(questions, stratified=0)
     assert [q.id for q in select(questions, ids=(1, 0))] == [1, 0]
+
+
+@pytest.mark.parametrize("damage", [b"{not json", b"\x91\xff\x00garbage", b""])
+def test_corrupt_config_json_is_one_line_naming_it(tmp_path, damage):
+    from fsnn.pipeline import _prepare_folder
+
+    (tmp_path / "config.json").write_bytes(damage)
+    with pytest.raises(FsnnError, match=r"config.json is not valid JSON; remove the folder or use --force-new"):
+        _prepare_folder(tmp_path, {"a": 1}, force_new=False)
+    _prepare_folder(tmp_path, {"a": 1}, force_new=True)  # the way out the message names
