@@ -98,14 +98,19 @@ class Perplexity:
 
     PPL = exp(mean over windows of the window's mean token loss), windows of ``window``
     tokens (paper: GPT-2 small, 512), as the release computed it. Identical texts are
-    scored once (the search produces many duplicates), and texts of equal token length
-    are scored in one batch.
+    scored once (the search produces many duplicates).
+
+    Every window is scored in a forward pass of its own, without padding: a text's PPL
+    is then bit-identical whichever texts it is asked with. Batched and padded passes
+    differ in the last float bits with the batch's composition (matmul blocking and the
+    padded width), so a resumed run, which batches differently, would feed the sampler
+    a slightly different history than an uninterrupted one.
 
     Args:
         model: a transformers causal LM (any ``torch.nn.Module`` returning ``.logits``).
         tokenizer: its tokenizer.
         window: tokens per window.
-        batch_size: texts per forward pass.
+        batch_size: kept for compatibility; windows are scored one per pass (see above).
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, *, window: int = 512, batch_size: int = 16):
@@ -125,32 +130,18 @@ class Perplexity:
     @torch.no_grad()
     def _score(self, texts: list[str]) -> None:
         device = next(self.model.parameters()).device
-        encoded = [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
-        # windows: (text index, token ids); a text's PPL is exp(mean of its window losses)
-        windows: list[tuple[int, list[int]]] = []
-        for i, ids in enumerate(encoded):
+        losses: list[list[float]] = [[] for _ in texts]
+        for i, text in enumerate(texts):
+            ids = self.tokenizer(text, add_special_tokens=False).input_ids
             for start in range(0, len(ids), self.window):
                 chunk = ids[start : start + self.window]
-                if len(chunk) >= 2:  # a 1-token window predicts nothing
-                    windows.append((i, chunk))
-        losses: list[list[float]] = [[] for _ in texts]
-        windows.sort(key=lambda w: len(w[1]))
-        for start in range(0, len(windows), self.batch_size):
-            group = windows[start : start + self.batch_size]
-            width = max(len(ids) for _, ids in group)
-            ids = torch.zeros(len(group), width, dtype=torch.long)
-            mask = torch.zeros(len(group), width, dtype=torch.long)
-            for row, (_, chunk) in enumerate(group):  # right padding: positions stay 0..n-1
-                ids[row, : len(chunk)] = torch.tensor(chunk)
-                mask[row, : len(chunk)] = 1
-            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            target = ids[:, 1:].to(device)
-            nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-            valid = mask[:, 1:].to(device).float()
-            mean = (nll * valid).sum(1) / valid.sum(1)
-            for row, (i, _) in enumerate(group):
-                losses[i].append(float(mean[row]))
+                if len(chunk) < 2:  # a 1-token window predicts nothing
+                    continue
+                window = torch.tensor([chunk], dtype=torch.long, device=device)  # (1, tokens)
+                logits = self.model(input_ids=window, attention_mask=torch.ones_like(window)).logits
+                logp = torch.log_softmax(logits[0, :-1].float(), dim=-1)  # (tokens-1, vocab)
+                nll = -logp.gather(-1, window[0, 1:].unsqueeze(-1)).squeeze(-1)
+                losses[i].append(float(nll.mean()))
         self.calls += len(texts)
         for text, text_losses in zip(texts, losses, strict=True):
             self._cache[text] = math.exp(sum(text_losses) / len(text_losses)) if text_losses else math.nan

@@ -34,7 +34,7 @@ from .environment import cache_dir
 from .errors import FsnnError
 from .layers import find_layers_path
 
-__all__ = ["ALIASES", "DEFAULT_MODEL", "Alias", "LoadedModel", "load_model", "wrap_model"]
+__all__ = ["ALIASES", "DEFAULT_MODEL", "Alias", "LoadedModel", "check_model_spec", "load_model", "wrap_model"]
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -493,3 +493,39 @@ def _load_remote(spec: str, source: str, revision: str) -> LoadedModel:
         dtype=str(getattr(cfg, "dtype", "unknown")).removeprefix("torch."),
         remote=True,
     )
+
+
+def check_model_spec(name: str) -> None:
+    """Check that ``name`` can name a model, without loading anything.
+
+    An alias must have its packages installed; a ``.gguf`` path must be a file; an
+    existing folder must hold ``config.json``; anything else must look like a hub id
+    (``org/name``, resolved when loaded).
+
+    Raises:
+        FsnnError: one line naming the problem (and the pip command for an alias).
+    """
+    if not name or not name.strip():
+        raise FsnnError("empty model name; give an alias (e.g. smollm2-135m), a path or a hub id")
+    if name in ALIASES:
+        _alias_parts(ALIASES[name])  # raises naming missing packages
+        return
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise FsnnError(f"GGUF file not found: {name}")
+        return
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FsnnError(f"model folder {name} has no config.json")
+        return
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise FsnnError(f"model path does not exist: {name}")
+    if (name.count("/") == 1 and all(name.split("/"))) or name in _ORGLESS_HUB_IDS:
+        return  # a hub id: resolved when loaded
+    raise FsnnError(f"unknown local model {name!r}; known aliases: {', '.join(ALIASES)}; "
+                    "or give a hub id (org/name) or an existing path")
+
+
+# hub ids from before the hub had organisations (the paper's perplexity scorer is gpt2)
+_ORGLESS_HUB_IDS = frozenset({"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2"})

@@ -33,6 +33,7 @@ import xarray as xr
 
 from .backends import BACKENDS, resolve_backend
 from .errors import FsnnError
+from .lock import LOCK_NAME, run_folder_lock
 from .metrics import ObjectiveConfig
 from .search import SearchConfig
 from .simpleqa import load_simpleqa, select_questions, simpleqa_path
@@ -204,8 +205,10 @@ def _prepare_folder(out: Path, identity: dict[str, Any], force_new: bool) -> Non
     if cfg_path.exists():
         try:
             saved = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError:
-            raise FsnnError(f"{cfg_path} is not valid JSON; remove the folder or use --force-new") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):  # truncated or garbage bytes
+            if not force_new:
+                raise FsnnError(f"{cfg_path} is not valid JSON; remove the folder or use --force-new") from None
+            saved = None  # --force-new starts over, as the message says
         if saved != identity:
             if not force_new:
                 diff = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
@@ -213,7 +216,7 @@ def _prepare_folder(out: Path, identity: dict[str, Any], force_new: bool) -> Non
                     f"run folder {out} was made with another config (differs in: {', '.join(diff)}); "
                     "use another --out or --force-new to start it over"
                 )
-            for child in out.iterdir():
+            for child in (c for c in out.iterdir() if c.name != LOCK_NAME):  # the held lock stays
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
     atomic_write_text(cfg_path, json.dumps(identity, indent=2, sort_keys=True))
 
@@ -248,36 +251,45 @@ def run_pipeline(
     questions = load_simpleqa(csv_path, on_bad=config.on_bad_rows)  # type: ignore[arg-type]
     first = config.limit if config.ids is None and config.stratified is None else None
     subset = select_questions(questions, first=first, ids=config.ids, stratified=config.stratified, seed=config.seed)
+    if model is None:  # everything that names a model is checked before the folder or a load
+        from .models import check_model_spec
+
+        check_model_spec(config.model)
+    if config.ppl_model is not None:
+        from .models import check_model_spec
+
+        check_model_spec(config.ppl_model)
     identity = {**config.identity(), "simpleqa_sha256": sha}
-    _prepare_folder(out, identity, force_new)
-    backend = resolve_backend(config.backend)
-    if model is None:
-        from .models import load_model
+    with run_folder_lock(out):  # one process per run folder (fsnn/lock.py)
+        _prepare_folder(out, identity, force_new)
+        backend = resolve_backend(config.backend)
+        if model is None:
+            from .models import load_model
 
-        if backend.remote_model:
-            from .remote import preflight
+            if backend.remote_model:
+                from .remote import preflight
 
-            preflight(config.model)
-        model = load_model(config.model, dtype=config.dtype, device=config.device, load_in_8bit=config.load_in_8bit,
-                           remote=backend.remote_model)
-    if judge is None and config.judge is not None:
-        from .judges import make_judge
+                preflight(config.model)
+            model = load_model(config.model, dtype=config.dtype, device=config.device, load_in_8bit=config.load_in_8bit,
+                               remote=backend.remote_model)
+        if judge is None and config.judge is not None:
+            from .judges import make_judge
 
-        judge = make_judge(config.judge)
-    ctx = RunContext(config=config, out=out, model=model, judge=judge, backend=backend, simpleqa_sha=sha,
-                     progress=progress)
-    started = time.perf_counter()
-    baseline = baseline_stage(ctx, subset)
-    failures = select_failures(subset, baseline, config.select)
-    if not failures:
-        raise FsnnError(f"no baseline failure to steer among {len(subset)} question(s) (select={config.select})")
-    refs = reference_stage(ctx, failures)
-    trials = search_stage(ctx, refs)
-    results = results_stage(ctx, baseline, refs, trials)
-    table = summary_table(results)
-    atomic_write_text(out / "summary.md", table + f"\n\nwall time this invocation: {time.perf_counter() - started:.1f} s\n")
-    atomic_write_text(out / "summary.json", json.dumps(summary_rows(results), indent=2))
-    return results
+            judge = make_judge(config.judge)
+        ctx = RunContext(config=config, out=out, model=model, judge=judge, backend=backend, simpleqa_sha=sha,
+                         progress=progress)
+        started = time.perf_counter()
+        baseline = baseline_stage(ctx, subset)
+        failures = select_failures(subset, baseline, config.select)
+        if not failures:
+            raise FsnnError(f"no baseline failure to steer among {len(subset)} question(s) (select={config.select})")
+        refs = reference_stage(ctx, failures)
+        trials = search_stage(ctx, refs)
+        results = results_stage(ctx, baseline, refs, trials)
+        table = summary_table(results)
+        atomic_write_text(out / "summary.md", table + f"\n\nwall time this invocation: {time.perf_counter() - started:.1f} s\n")
+        atomic_write_text(out / "summary.json", json.dumps(summary_rows(results), indent=2))
+        return results
 
 
 def config_from_args(**kwargs: Any) -> RunConfig:

@@ -31,8 +31,8 @@ Files of a run folder (all netCDF4, written atomically: temp file + rename):
 
 ``baseline.nc`` (our runs)
     dim ``prompt`` over every question answered: ``completion``, ``text``, ``grade``,
-    ``grade_source`` (judge id or ``proxy:containment``), ``grade_error`` (why the judge
-    gave no grade; "" when it did), ``token_overlap``.
+    ``grade_source`` (judge id or ``proxy:containment``), ``token_overlap``. A judge that
+    gives no grade stops the stage (nothing is dropped silently; a rerun asks again).
 
 Attributes on every file: ``fsnn_schema`` (file kind and version), ``config`` (the run
 config as JSON), ``model``, ``model_revision``, ``quantization``, ``mode``, package
@@ -65,8 +65,6 @@ REQUIRED: dict[str, dict[str, tuple[str, ...]]] = {
 
 
 
-BASELINE_VARIABLES = ("completion", "text", "grade", "grade_source", "grade_error", "token_overlap")
-BASELINE_COORDS = ("simpleqa_id", "question", "answer", "topic")
 
 
 def str_array(values: Any) -> np.ndarray:
@@ -86,8 +84,7 @@ def baseline_dataset(rows: Sequence[Mapping[str, Any]], attrs: Mapping[str, Any]
 
     return xr.Dataset(
         {
-            **{k: ("prompt", str_array(col(k))) for k in ("completion", "text", "grade", "grade_source",
-                                                          "grade_error")},
+            **{k: ("prompt", str_array(col(k))) for k in ("completion", "text", "grade", "grade_source")},
             "token_overlap": ("prompt", np.asarray(col("token_overlap"), dtype=float)),
         },
         coords={

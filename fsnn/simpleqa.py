@@ -125,6 +125,8 @@ def load_simpleqa(
             )
     except csv.Error as exc:
         raise FsnnError(f"{csv_path}: row {i + 1}: malformed CSV record ({exc})") from None
+    if not questions and not bad:
+        raise FsnnError(f"{csv_path}: no question rows (header only?)")
     if bad:
         import sys
 
@@ -191,6 +193,9 @@ def select_questions(
         raise FsnnError("choose one of first / ids / stratified")
     if ids is not None:
         by_id = {q.id: q for q in questions}
+        repeated = sorted({i for i in ids if list(ids).count(i) > 1})
+        if repeated:  # a repeated id would be answered, steered and counted twice
+            raise FsnnError(f"SimpleQA id(s) given more than once: {repeated[:5]}")
         unknown = [i for i in ids if i not in by_id]
         if unknown:
             raise FsnnError(f"unknown SimpleQA id(s): {unknown[:5]}")
@@ -200,6 +205,8 @@ def select_questions(
             raise FsnnError(f"the number of questions must be > 0, got {first}")
         return list(questions[:first])
     if stratified is not None:
+        if stratified <= 0:
+            raise FsnnError(f"the number of stratified questions must be > 0, got {stratified}")
         groups: dict[str, list[Question]] = defaultdict(list)
         for q in questions:
             groups[q.topic].append(q)

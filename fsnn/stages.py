@@ -24,6 +24,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from .backends import Backend
+from .errors import FsnnError
 from .generation import generate
 from .layout import SegmentLayout
 from .metrics import Perplexity, objective, token_overlap
@@ -163,13 +164,22 @@ def resumable_stage(
 # ----------------------------------------------------------------------------- stages 1-2
 
 
-def _grade(ctx: RunContext, batch: Sequence[Question], outs: Sequence[Any]) -> list[tuple[str, str, str]]:
-    """(grade, source, error) per answer: the judge's SimpleQA rubric, or the proxy."""
+def _grade(ctx: RunContext, batch: Sequence[Question], outs: Sequence[Any]) -> list[tuple[str, str]]:
+    """(grade, source) per answer: the judge's SimpleQA rubric, or the offline proxy.
+
+    Raises:
+        FsnnError: the judge gave no grade for some answer (after its retries). A
+            missing grade would silently drop the question from the steered set, so
+            the batch is not saved and a rerun asks the judge again.
+    """
     if ctx.judge is None:
-        return [(proxy_grade(q.answer, o.completion), "proxy:containment", "")
-                for q, o in zip(batch, outs, strict=True)]
+        return [(proxy_grade(q.answer, o.completion), "proxy:containment") for q, o in zip(batch, outs, strict=True)]
     grades = ctx.judge.grade_simpleqa([(q.question, q.answer, o.completion) for q, o in zip(batch, outs, strict=True)])
-    return [(g.value or "", g.judge_id, (g.error or "no grade") if g.missing else "") for g in grades]
+    lost = [g.error or "no grade" for g in grades if g.missing]
+    if lost:
+        raise FsnnError(f"judge {ctx.judge.id}: {len(lost)} of {len(grades)} baseline grade(s) missing ({lost[0]}); "
+                        "finished batches are saved, rerun the same command to resume")
+    return [(str(g.value), g.judge_id) for g in grades]
 
 
 def baseline_stage(ctx: RunContext, questions: Sequence[Question]) -> xr.Dataset:
@@ -181,11 +191,11 @@ def baseline_stage(ctx: RunContext, questions: Sequence[Question]) -> xr.Dataset
                    for q in batch]
         outs = ctx.generate(prompts, "baseline batch")
         rows = []
-        for q, o, (grade, source, error) in zip(batch, outs, _grade(ctx, batch, outs), strict=True):
+        for q, o, (grade, source) in zip(batch, outs, _grade(ctx, batch, outs), strict=True):
             scored = scored_texts([o.text], [o.completion], c.score_on)[0]
             rows.append({"simpleqa_id": q.id, "question": q.question, "answer": q.answer, "topic": q.topic,
                          "completion": o.completion, "text": o.text, "grade": grade, "grade_source": source,
-                         "grade_error": error, "token_overlap": token_overlap(q.answer, scored)})
+                         "token_overlap": token_overlap(q.answer, scored)})
         return baseline_dataset(rows, ctx.attrs("baseline"))
 
     return resumable_stage(ctx.out / "baseline.nc", questions, run_batch, batch_size=c.batch_size,

@@ -203,11 +203,20 @@ def read_dataset(path: str | Path, kind: str | None = None) -> xr.Dataset:
     try:
         with xr.open_dataset(path, engine="netcdf4") as ds:
             ds = ds.load()
-    except (OSError, ValueError) as exc:
-        raise FsnnError(f"cannot read {path}: {exc}") from None
+    except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, KeyError... on a damaged file
+        raise FsnnError(f"cannot read {path} (truncated or corrupt? {_first_line(exc)}); {RECOVER}") from None
     if kind is not None:
         check_dims(ds, kind, str(path))
     return ds
+
+
+RECOVER = ("if it is a run folder's stage file, delete it and rerun the same command to recompute "
+           "that stage (or use --force-new to start the folder over)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def check_dims(ds: xr.Dataset, kind: str, where: str = "dataset") -> None:

@@ -220,17 +220,20 @@ class FlakyJudge:
         return self._grades("quality", items, 2)
 
 
-def test_judge_failures_are_recorded_per_row(tiny_gemma2, tmp_path):
+def test_missing_baseline_grade_stops_then_resumes(tiny_gemma2, tmp_path):
+    """A judge failure at the baseline never drops the question silently: the run stops with
+    one line, and the rerun (judge answering again) steers it; grade sources are per row."""
     csv_path = write_csv(tmp_path / "qa.csv")
-    cfg = small_config(limit=3, methods=("full",), n_trials=1, batch_trials=1, judge=None)
-    judge = FlakyJudge(ROWS[0][1])
+    cfg = small_config(limit=3, methods=("full",), n_trials=1, batch_trials=1, batch_size=1)
+    judge = FlakyJudge(ROWS[1][1])
+    with pytest.raises(FsnnError, match="1 of 1 baseline grade.*missing.*HTTP 503.*rerun"):
+        run_pipeline(cfg, tmp_path / "run", simpleqa_csv=csv_path, model=tiny_gemma2, judge=judge, progress=False)
+    saved = read_dataset(tmp_path / "run" / "baseline.nc")
+    assert saved.simpleqa_id.values.tolist() == [0]  # the batch before the failure is kept
+    judge.failing = "the endpoint is back"
     results = run_pipeline(cfg, tmp_path / "run", simpleqa_csv=csv_path, model=tiny_gemma2, judge=judge,
                            progress=False)
-    baseline = read_dataset(tmp_path / "run" / "baseline.nc")
-    # the baseline grade failure is stored with its reason, and the question is not steered silently
-    failed = baseline.simpleqa_id.values.tolist().index(0)
-    assert baseline.grade.values[failed] == "" and "HTTP 503" in baseline.grade_error.values[failed]
-    assert 0 not in results.simpleqa_id.values.tolist()
+    assert 1 in results.simpleqa_id.values.tolist()
     # every steered row's grade source is stored per row, not read from the first row
     assert results.baseline_grade_source.dims == ("prompt",)
     assert set(results.baseline_grade_source.values.tolist()) == {"flaky-judge"}

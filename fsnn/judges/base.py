@@ -354,7 +354,8 @@ class Judge(abc.ABC):
                 answers[h] = answer
                 if answer.error is None:
                     self.stats["answered"] += 1
-                    if self.cache is not None:
+                    # an answer without a valid grade is not cached: a rerun asks again
+                    if self.cache is not None and _parses(batch[j].task, answer.raw, self.config.letter_rule):
                         self.cache.put(
                             self.config.cache_key, h, answer.raw, answer.meta, task=batch[j].task
                         )
@@ -381,3 +382,10 @@ class Judge(abc.ABC):
         return Grade(
             value=q.score, error=q.error, hallucination=q.hallucination, notes=q.notes, **common
         )
+
+
+def _parses(task: Task, raw: str, rule: LetterRule) -> bool:
+    """Whether ``raw`` holds a valid grade (a rubric letter, or a quality score 1-5)."""
+    if task == "simpleqa":
+        return not parse_simpleqa(raw, rule=rule).defaulted
+    return parse_quality(raw).score is not None

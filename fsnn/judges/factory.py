@@ -86,29 +86,12 @@ def _check_local_model(config: JudgeConfig, label: str) -> None:
 
         if not torch.cuda.is_available():
             raise FsnnError(f"judge {label}: device {config.device!r} asked for but CUDA is not available")
-    from .. import models  # imports torch, loads nothing
+    from ..models import check_model_spec  # loads nothing
 
-    name = config.model
-    if name in models.ALIASES:
-        models._alias_parts(models.ALIASES[name])  # raises naming missing packages
-        return
-    path = Path(name).expanduser()
-    if name.endswith(".gguf"):
-        if not path.is_file():
-            raise FsnnError(f"judge {label}: GGUF file not found: {name}")
-        return
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise FsnnError(f"judge {label}: model folder {name} has no config.json")
-        return
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise FsnnError(f"judge {label}: model path does not exist: {name}")
-    if name.count("/") == 1 and all(name.split("/")):
-        return  # a hub id: resolved when the judge first loads it
-    raise FsnnError(
-        f"judge {label}: unknown local model {name!r}; known aliases: "
-        f"{', '.join(models.ALIASES)}; or give a hub id (org/name) or an existing path"
-    )
+    try:
+        check_model_spec(config.model)
+    except FsnnError as exc:
+        raise FsnnError(f"judge {label}: {exc}") from None
 
 
 def make_judge(

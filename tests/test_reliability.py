@@ -1,0 +1,260 @@
+"""Reliability guarantees, fast checks (the whole campaign is benchmarks/reliability.py)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from fsnn.errors import FsnnError
+from fsnn.lock import LOCK_NAME, run_folder_lock
+from fsnn.metrics import Perplexity
+from fsnn.store import read_dataset, write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TEXTS = [
+    "Question: What is the capital of France?\nAnswer: Paris, on the Seine.",
+    "The Danube flows through Vienna.",
+    "A violin has four strings, tuned in fifths: G, D, A and E. " * 3,
+    "Hi",
+    "Michio Sugeno received the award in 2010.",
+]
+
+
+def test_perplexity_does_not_depend_on_the_batch(tiny_gemma2):
+    """A resumed run batches texts differently: each text's PPL must be bit-identical."""
+    model, tok = tiny_gemma2.hf_model, tiny_gemma2.tokenizer
+    together = Perplexity(model, tok, window=16)(TEXTS)
+    for i, text in enumerate(TEXTS):
+        alone = Perplexity(model, tok, window=16)([text])[0]
+        assert alone == together[i] or (np.isnan(alone) and np.isnan(together[i])), text
+    shuffled = Perplexity(model, tok, window=16)(TEXTS[::-1])[::-1]
+    assert shuffled == together
+    assert np.isfinite(together[0]) and together[0] > 1
+
+
+def _locker_script(folder: Path, then: str) -> str:
+    return textwrap.dedent(f"""
+        import sys, time, os, signal
+        sys.path.insert(0, {str(ROOT)!r})
+        from fsnn.lock import run_folder_lock
+        with run_folder_lock({str(folder)!r}):
+            print("locked", flush=True)
+            {"os.kill(os.getpid(), signal.SIGKILL)" if then == "die" else "time.sleep(60)"}
+    """)
+
+
+def test_second_process_refuses_and_killed_holder_does_not_block(tmp_path):
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", _locker_script(folder, "hold")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(FsnnError, match=rf"run folder .*run is in use by another fsnn process \(pid {holder.pid}\)"):
+            with run_folder_lock(folder):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died by SIGKILL: its lock file stays, but the kernel released the lock
+    assert (folder / LOCK_NAME).exists()
+    with run_folder_lock(folder):
+        assert (folder / LOCK_NAME).read_text().strip() == str(os.getpid())
+    dead = subprocess.run([sys.executable, "-c", _locker_script(folder, "die")], capture_output=True, text=True)
+    assert dead.returncode == -signal.SIGKILL
+    with run_folder_lock(folder):
+        pass
+
+
+def test_lock_inside_one_process_is_exclusive_too(tmp_path):
+    with run_folder_lock(tmp_path):
+        with pytest.raises(FsnnError, match="in use"):
+            with run_folder_lock(tmp_path):
+                pass
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "zeroed", "json"])
+def test_corrupt_result_file_is_one_line_naming_it_and_the_recovery(tmp_path, damage):
+    ds = xr.Dataset({"a": ("x", np.arange(2000.0)), "s": ("x", np.array(["q"] * 2000, dtype=object))})
+    path = write_dataset(ds, tmp_path / "results.nc")
+    raw = path.read_bytes()
+    path.write_bytes({"truncated": raw[: len(raw) // 2], "empty": b"",
+                      "zeroed": raw[:2000] + bytes(300) + raw[2300:], "json": b'{"a": 1}'}[damage])
+    with pytest.raises(FsnnError) as info:
+        read_dataset(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "delete it and rerun" in message
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    import errno
+
+    path = write_dataset(xr.Dataset({"a": ("x", np.arange(3.0))}), tmp_path / "trials.nc")
+    before = path.read_bytes()
+    real = xr.Dataset.to_netcdf
+
+    def disk_full(self, target, *a, **k):
+        real(self, target, *a, **k)
+        with open(target, "r+b") as fh:  # half a file on disk, then the disk fills
+            fh.truncate(100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", disk_full)
+    with pytest.raises(OSError):
+        write_dataset(xr.Dataset({"a": ("x", np.arange(5.0))}), path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["trials.nc"]
+
+
+_UNSAFE_MODULES = {"pickle", "cPickle", "joblib", "dill", "cloudpickle", "shelve", "marshal"}
+
+
+def _unsafe_loads(source: str, filename: str) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{filename}:{node.lineno} imports {n}" for n in names if n and n.split(".")[0] in _UNSAFE_MODULES]
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            owner_name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", "")
+            if node.func.attr == "load" and owner_name == "torch":
+                safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                           for k in node.keywords)
+                if not safe:
+                    found.append(f"{filename}:{node.lineno} torch.load without weights_only=True")
+            if node.func.attr in ("load", "loads") and owner_name in _UNSAFE_MODULES:
+                found.append(f"{filename}:{node.lineno} {owner_name}.{node.func.attr}")
+    return found
+
+
+def test_the_scanner_finds_unsafe_loads():
+    bad = "import pickle\nimport torch\nfrom joblib import load\ntorch.load('x')\npickle.loads(b'')\n"
+    assert len(_unsafe_loads(bad, "bad.py")) == 4
+    assert _unsafe_loads("import torch\ntorch.load('x', weights_only=True)\n", "ok.py") == []
+
+
+def test_no_pickle_loads_in_the_package():
+    found = []
+    for path in sorted((ROOT / "fsnn").rglob("*.py")):
+        found += _unsafe_loads(path.read_text(), str(path.relative_to(ROOT)))
+    assert found == []
+
+
+def _http_judge(url, cache_path, **kw):
+    from fsnn.judges import JudgeCache, JudgeConfig, make_judge
+
+    cfg = JudgeConfig(backend="http", model="fake", base_url=url, timeout=kw.pop("timeout", 2.0),
+                      max_retries=kw.pop("max_retries", 12), backoff_base=0.001, backoff_max=0.01, concurrency=2)
+    return make_judge(cfg, cache=JudgeCache(cache_path) if cache_path else None)
+
+
+ITEMS = [(f"Who wrote book {i}?", f"Author {i}", f"Author {i * 3}") for i in range(4)]
+
+
+def test_transport_faults_are_retried_to_the_fault_free_grades(tmp_path):
+    from fsnn.judges.parse import parse_quality
+    from fsnn.judges.prompts import render_quality
+    from tests.fake_openai import TRANSPORT_FAULTS, FakeOpenAI, expected_answer
+
+    with FakeOpenAI(TRANSPORT_FAULTS, sleep_timeout=0.5) as server:
+        judge = _http_judge(server.url, None, timeout=0.2)
+        grades = judge.grade_quality(ITEMS)
+    assert sum(server.injected.values()) == len(TRANSPORT_FAULTS)
+    assert judge.requests == len(ITEMS) + len(TRANSPORT_FAULTS)  # every fault is one retried request
+    assert [g.value for g in grades] == [parse_quality(expected_answer(render_quality(*i))).score for i in ITEMS]
+
+
+@pytest.mark.parametrize("fault", ["bad_letter", "bad_score"])
+def test_an_answer_without_a_valid_grade_is_not_cached(tmp_path, fault):
+    from tests.fake_openai import FakeOpenAI
+
+    with FakeOpenAI([fault]) as server:
+        judge = _http_judge(server.url, tmp_path / "cache.sqlite")
+        grade = judge.grade_simpleqa if fault == "bad_letter" else judge.grade_quality
+        first = grade(ITEMS[:1])[0]
+        assert first.defaulted or first.missing
+        again = grade(ITEMS[:1])[0]  # a rerun asks again and gets the real grade
+        assert not again.defaulted and not again.missing and not again.cached
+        assert grade(ITEMS[:1])[0].cached  # a valid answer is cached
+    assert server.served == 2
+
+
+def test_fake_server_stops_by_itself():
+    from tests.fake_openai import FakeOpenAI
+
+    server = FakeOpenAI(lifetime=0.3)
+    server._thread.join(timeout=5)
+    assert not server._thread.is_alive()
+    with pytest.raises(ValueError, match="unknown fault"):
+        FakeOpenAI(["nope"])
+
+
+def test_a_missing_baseline_grade_stops_the_run_resumably(tiny_gemma2, tmp_path):
+    from fsnn.pipeline import run_pipeline
+    from tests.fake_openai import FakeOpenAI
+    from tests.test_pipeline import small_config, write_csv
+
+    csv_path = write_csv(tmp_path / "qa.csv")
+    with FakeOpenAI(always="503") as down:
+        judge = _http_judge(down.url, tmp_path / "cache.sqlite", max_retries=1)
+        with pytest.raises(FsnnError, match=r"judge http:fake@.*: 2 of 2 baseline grade\(s\) missing \(HTTP 503.*rerun"):
+            run_pipeline(small_config(limit=2, batch_size=2), tmp_path / "run", simpleqa_csv=csv_path,
+                         model=tiny_gemma2, judge=judge, progress=False)
+    assert not (tmp_path / "run" / "baseline.nc").exists()  # no batch saved with a grade missing
+
+
+HEADER = "metadata,problem,answer\n"
+ROW = "{'topic': 'Art'},Qu'est-ce que l'\u00e9t\u00e9?,\u00e9t\u00e9\n"
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ((HEADER + ROW).encode("latin-1"), "not UTF-8 text"),
+    ((HEADER + ROW).encode("utf-16"), "not UTF-8 text"),
+    (bytes(range(256)) * 2, "not UTF-8 text"),
+    (HEADER.encode(), "no question rows"),
+])
+def test_bad_csv_files_are_one_line_errors(tmp_path, data, message):
+    from fsnn.simpleqa import load_simpleqa
+
+    path = tmp_path / "qa.csv"
+    path.write_bytes(data)
+    with pytest.raises(FsnnError, match=message) as info:
+        load_simpleqa(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(FsnnError, match="SimpleQA CSV not found"):
+        load_simpleqa(tmp_path / "folder.csv")
+    path.write_bytes((HEADER + ROW).encode("utf-8"))
+    assert load_simpleqa(path)[0].answer == "\u00e9t\u00e9"
+
+
+def test_select_refuses_repeated_ids_and_empty_strata(tmp_path):
+    from fsnn.simpleqa import load_simpleqa, select_questions
+
+    path = tmp_path / "qa.csv"
+    path.write_text(HEADER + ROW + ROW.replace("Art", "Music"), encoding="utf-8")
+    questions = load_simpleqa(path)
+    with pytest.raises(FsnnError, match=r"more than once: \[1\]"):
+        select_questions(questions, ids=(1, 0, 1))
+    with pytest.raises(FsnnError, match="stratified questions must be > 0"):
+        select_questions(questions, stratified=0)
+    assert [q.id for q in select_questions(questions, ids=(1, 0))] == [1, 0]
+
+
+@pytest.mark.parametrize("damage", [b"{not json", b"\x91\xff\x00garbage", b""])
+def test_corrupt_config_json_is_one_line_naming_it(tmp_path, damage):
+    from fsnn.pipeline import _prepare_folder
+
+    (tmp_path / "config.json").write_bytes(damage)
+    with pytest.raises(FsnnError, match=r"config.json is not valid JSON; remove the folder or use --force-new"):
+        _prepare_folder(tmp_path, {"a": 1}, force_new=False)
+    _prepare_folder(tmp_path, {"a": 1}, force_new=True)  # the way out the message names
