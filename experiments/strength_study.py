@@ -1,0 +1,391 @@
+"""Strength study (issue 13): which parametrization x sampler x budget steers to the answer in readable text.
+
+For each model: a fixed, seeded sample of baseline failures drawn across SimpleQA topics
+(stratified pool, not the first rows), reference vectors as the pipeline captures them
+(METHOD.md §2.3-2.4), then one search per cell (parametrization x sampler x budget), scored
+on the completion only. A prompt counts as steered to the answer when the best trial's
+TO >= ``fsnn.scoring.TOKEN_OVERLAP_THRESHOLD`` AND the completion passes
+:func:`fsnn.degeneration.readable`; both rates are stored, the readable one first.
+
+Resumable: the prepared prompts (``prep.nc``), one netCDF per finished cell
+(``cells/NAME.nc``) and the Optuna studies (``optuna.db``) live in the output folder; a
+re-run skips finished cells and resumes the searches of an interrupted one.
+
+Usage:
+    python experiments/strength_study.py --out OUT [--models smollm2-135m] [--mode cached]
+        [--cells screen] [--budgets 5,10] [--n-prompts 50]
+    python experiments/strength_study.py --out OUT --quick          # 3 prompts, 1 model, 2 trials
+    python experiments/strength_study.py --out OUT --label-sample   # 100 completions to read
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from fsnn.data import load_simpleqa, select
+from fsnn.errors import FsnnError
+from fsnn.generation import generate
+from fsnn.metrics import Perplexity, token_overlap
+from fsnn.pipeline import proxy_grade
+from fsnn.prompts import PAPER_TEMPLATES, split_explanation
+from fsnn.references import ReferenceItem, capture_references
+from fsnn.scoring import TOKEN_OVERLAP_THRESHOLD
+from fsnn.search import SearchConfig, SearchItem, open_storage, run_search
+from fsnn.spec import SegmentLayout
+from fsnn.store import read_dataset, str_array, write_dataset
+from fsnn.strength import norm_scales
+
+MAX_NEW_TOKENS = 48
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cell:
+    """One searched configuration of the grid."""
+
+    parametrization: str
+    sampler: str
+    start_trials: int
+    budget: int
+    layout: str = "full"
+    unreadable_penalty: float = 1.0
+    batch_trials: int = 1  # rounds of one trial per prompt: model-based samplers see earlier results
+
+    @property
+    def name(self) -> str:
+        start = f"+start{self.start_trials}" if self.start_trials else ""
+        pen = "" if self.unreadable_penalty else "+paperobj"
+        return f"{self.layout}-{self.parametrization}-{self.sampler}{start}{pen}-b{self.budget}"
+
+    def search_config(self, seed: int) -> SearchConfig:
+        return SearchConfig(
+            n_trials=self.budget, batch_trials=self.batch_trials, batch_rows=64,
+            parametrization=self.parametrization, sampler=self.sampler, start_trials=self.start_trials,
+            n_startup_trials=2, unreadable_penalty=self.unreadable_penalty, seed=seed, score_on="completion",
+        )
+
+
+def paper_cell(budget: int, layout: str = "full") -> Cell:
+    """The paper's recipe: (alpha, gamma) ~ U[0.01, 1], TPE, all trials asked at once, eq. (6) objective."""
+    return Cell(parametrization="alpha_gamma", sampler="tpe", start_trials=0, budget=budget, layout=layout,
+                unreadable_penalty=0.0, batch_trials=budget)
+
+
+def grid(kind: str, budgets: list[int]) -> list[Cell]:
+    """The cells of a named grid, for each budget."""
+    cells = []
+    for b in budgets:
+        cells.append(paper_cell(b))
+        if kind == "quick":
+            cells.append(Cell(parametrization="norm_relative", sampler="tpe", start_trials=1, budget=b))
+            continue
+        for par in ("alpha_gamma", "log_product", "norm_relative"):
+            cells.append(Cell(parametrization=par, sampler="random", start_trials=0, budget=b))
+        for par in ("log_product", "norm_relative"):
+            cells.append(Cell(parametrization=par, sampler="tpe", start_trials=3, budget=b))
+        if kind == "full":
+            for par in ("log_product", "norm_relative"):
+                cells.append(Cell(parametrization=par, sampler="gp", start_trials=3, budget=b))
+                cells.append(Cell(parametrization=par, sampler="tpe", start_trials=0, budget=b))
+            cells.append(Cell(parametrization="norm_relative", sampler="tpe", start_trials=3, budget=b,
+                              layout="segmented"))
+    return cells
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def stratified_failures(model: Any, n: int, seed: int, pool_per_topic: int, out: Path) -> list[dict[str, Any]]:
+    """Baseline failures (proxy grade not CORRECT, completion only), ``n`` drawn round-robin over topics."""
+    questions = load_simpleqa()
+    pool = select(questions, stratified=pool_per_topic * 10, seed=seed)
+    prompts = [PAPER_TEMPLATES.baseline_prompt(q.question) for q in pool]
+    outs = generate(model, prompts, max_new_tokens=MAX_NEW_TOKENS, batch_size=16)
+    by_topic: dict[str, list[dict[str, Any]]] = {}
+    for q, o in zip(pool, outs, strict=True):
+        if proxy_grade(q.answer, o.completion) == "CORRECT":
+            continue
+        by_topic.setdefault(q.topic, []).append({
+            "simpleqa_id": q.id, "question": q.question, "answer": q.answer, "topic": q.topic,
+            "baseline_completion": o.completion,
+            "baseline_to": token_overlap(q.answer, o.completion),
+        })
+    rng = random.Random(seed)
+    for rows in by_topic.values():
+        rng.shuffle(rows)
+    picked: list[dict[str, Any]] = []
+    topics = sorted(by_topic)
+    while len(picked) < n and any(by_topic[t] for t in topics):
+        for t in topics:
+            if by_topic[t] and len(picked) < n:
+                picked.append(by_topic[t].pop())
+    if len(picked) < n:
+        raise FsnnError(f"only {len(picked)} baseline failures in the pool; raise --pool-per-topic")
+    return picked
+
+
+def prepare(model: Any, out: Path, n: int, seed: int, pool_per_topic: int) -> xr.Dataset:
+    """The study's prompts with references and norm scales, cached as ``prep.nc``."""
+    path = out / "prep.nc"
+    if path.exists():
+        return read_dataset(path)
+    rows = stratified_failures(model, n, seed, pool_per_topic, out)
+    enrich = generate(model, [PAPER_TEMPLATES.enrichment_prompt(r["question"], r["answer"]) for r in rows],
+                      max_new_tokens=100, batch_size=16)
+    items = [ReferenceItem(question=r["question"], answer=r["answer"], explanation=split_explanation(o.completion))
+             for r, o in zip(rows, enrich, strict=True)]
+    h = capture_references(model, items, batch_size=8)
+    steering = [PAPER_TEMPLATES.steering_prompt(r["question"]) for r in rows]
+    scales = norm_scales(model, steering, torch.from_numpy(h.values))
+    ds = xr.Dataset(
+        {
+            "h": (("prompt", "layer", "hidden"), h.values),
+            "norm_scale": (("prompt", "layer"), scales.numpy()),
+            "baseline_completion": ("prompt", str_array([r["baseline_completion"] for r in rows])),
+            "baseline_to": ("prompt", np.asarray([r["baseline_to"] for r in rows], dtype=float)),
+        },
+        coords={
+            "prompt": np.arange(len(rows)),
+            "simpleqa_id": ("prompt", np.asarray([r["simpleqa_id"] for r in rows], dtype=np.int64)),
+            "question": ("prompt", str_array([r["question"] for r in rows])),
+            "answer": ("prompt", str_array([r["answer"] for r in rows])),
+            "topic": ("prompt", str_array([r["topic"] for r in rows])),
+            "steering_prompt": ("prompt", str_array(steering)),
+        },
+        attrs={"model": model.name, "seed": seed, "max_new_tokens": MAX_NEW_TOKENS},
+    )
+    write_dataset(ds, path)
+    return ds
+
+
+def items_of(prep: xr.Dataset) -> list[SearchItem]:
+    return [
+        SearchItem(key=str(int(prep.simpleqa_id.values[i])), prompt=str(prep.steering_prompt.values[i]),
+                   answer=str(prep.answer.values[i]), h=torch.from_numpy(np.asarray(prep.h.values[i], np.float32)),
+                   norm_scale=torch.from_numpy(np.asarray(prep.norm_scale.values[i], np.float32)))
+        for i in range(prep.sizes["prompt"])
+    ]
+
+
+# ----------------------------------------------------------------------------- cells
+
+
+def bootstrap_ci(hits: np.ndarray, seed: int = 0, n_boot: int = 2000) -> tuple[float, float]:
+    """95% percentile bootstrap interval of a rate over prompts."""
+    hits = np.asarray(hits, dtype=float)
+    if hits.size == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = rng.choice(hits, size=(n_boot, hits.size), replace=True).mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def run_cell(model: Any, prep: xr.Dataset, cell: Cell, out: Path, mode: str, seed: int, ppl: Any) -> xr.Dataset:
+    """Search one cell (resumable) and store its per-prompt best trial as ``cells/NAME.nc``."""
+    path = out / "cells" / f"{mode}-{cell.name}.nc"
+    if path.exists():
+        return read_dataset(path)
+    storage = open_storage(f"sqlite:///{out / 'optuna.db'}")
+    layout = SegmentLayout.named(cell.layout, model.n_layers)
+    started = time.perf_counter()
+    trials = run_search(model, items_of(prep), layout, cell.search_config(seed), storage=storage, ppl=ppl,
+                        mode=mode, max_new_tokens=MAX_NEW_TOKENS, study_prefix=f"{mode}/{cell.name}/",
+                        progress=True)
+    wall = time.perf_counter() - started
+    best = trials.best_trial.values
+    n = prep.sizes["prompt"]
+    pick = np.clip(best, 0, None)
+    rows = np.arange(n)
+    found = best >= 0
+
+    def at(var: str, fill: Any) -> np.ndarray:
+        values = trials[var].values[rows, pick]
+        return np.where(found, values, fill)
+
+    to = at("token_overlap", np.nan).astype(float)
+    read = at("readable", 0).astype(np.int8)
+    ds = xr.Dataset(
+        {
+            "token_overlap": ("prompt", to),
+            "readable": ("prompt", read),
+            "distinct_2": ("prompt", at("distinct_2", np.nan).astype(float)),
+            "longest_repeat": ("prompt", at("longest_repeat", -1).astype(np.int64)),
+            "perplexity": ("prompt", at("perplexity", np.nan).astype(float)),
+            "completion": ("prompt", str_array(at("completion", ""))),
+            "strength": ("prompt", at("strength", np.nan).astype(float)),
+            "answer_hit": ("prompt", (to >= TOKEN_OVERLAP_THRESHOLD).astype(np.int8)),
+            "readable_answer_hit": ("prompt", ((to >= TOKEN_OVERLAP_THRESHOLD) & (read == 1)).astype(np.int8)),
+        },
+        coords={"prompt": np.arange(n), "simpleqa_id": ("prompt", prep.simpleqa_id.values)},
+        attrs={"cell": cell.name, "mode": mode, "wall_s": wall, "model": model.name,
+               "failed_trials": int(trials.attrs.get("failed_trials", 0)),
+               "prompts_without_finished_trial": int((~found).sum()),
+               "search": json.dumps(cell.search_config(seed).to_dict(), default=str)},
+    )
+    write_dataset(ds, path)
+    return ds
+
+
+def collect(out: Path, models: list[str], mode: str, cells: list[Cell]) -> xr.Dataset:
+    """Every finished cell as one labeled dataset (model, mode, cell[, prompt])."""
+    stats = ("readable_answer_rate", "readable_answer_lo", "readable_answer_hi", "answer_rate", "answer_lo",
+             "answer_hi", "readable_rate", "n", "wall_s")
+    names = [c.name for c in cells]
+    data = {k: np.full((len(models), len(names)), np.nan) for k in stats}
+    for m, model in enumerate(models):
+        for c, cell in enumerate(cells):
+            path = out / model / "cells" / f"{mode}-{cell.name}.nc"
+            if not path.exists():
+                continue
+            ds = read_dataset(path)
+            ra, a = ds.readable_answer_hit.values, ds.answer_hit.values
+            data["readable_answer_rate"][m, c] = ra.mean()
+            data["readable_answer_lo"][m, c], data["readable_answer_hi"][m, c] = bootstrap_ci(ra)
+            data["answer_rate"][m, c] = a.mean()
+            data["answer_lo"][m, c], data["answer_hi"][m, c] = bootstrap_ci(a)
+            data["readable_rate"][m, c] = ds.readable.values.mean()
+            data["n"][m, c] = ra.size
+            data["wall_s"][m, c] = ds.attrs["wall_s"]
+    return xr.Dataset(
+        {k: (("model", "cell"), v) for k, v in data.items()},
+        coords={
+            "model": np.asarray(models, dtype=object), "cell": np.asarray(names, dtype=object),
+            "parametrization": ("cell", str_array([c.parametrization for c in cells])),
+            "sampler": ("cell", str_array([c.sampler + (f"+start{c.start_trials}" if c.start_trials else "")
+                                           + ("" if c.unreadable_penalty else " (paper objective)")
+                                           for c in cells])),
+            "budget": ("cell", np.asarray([c.budget for c in cells], dtype=np.int64)),
+            "layout": ("cell", str_array([c.layout for c in cells])),
+        },
+        attrs={"mode": mode, "max_new_tokens": MAX_NEW_TOKENS, "scored_on": "completion",
+               "interval": "95% percentile bootstrap over prompts, 2000 resamples",
+               "budget_means": "steered generations per prompt (same for every cell of a budget)"},
+    )
+
+
+def figure(summary: xr.Dataset, path: Path) -> None:
+    """Readable-and-answer rate vs trial budget, one panel per model, one line per configuration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [str(m) for m in summary.model.values]
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
+    configs = sorted({(str(p), str(s), str(lay)) for p, s, lay in zip(
+        summary.parametrization.values, summary.sampler.values, summary.layout.values, strict=True)})
+    for ax, model in zip(axes[0], models, strict=True):
+        s = summary.sel(model=model)
+        for par, samp, lay in configs:
+            mask = (s.parametrization.values == par) & (s.sampler.values == samp) & (s.layout.values == lay)
+            b = s.budget.values[mask]
+            y = s.readable_answer_rate.values[mask]
+            keep = np.isfinite(y)
+            if not keep.any():
+                continue
+            order = np.argsort(b[keep])
+            lo, hi = s.readable_answer_lo.values[mask][keep][order], s.readable_answer_hi.values[mask][keep][order]
+            yk = y[keep][order]
+            ax.errorbar(b[keep][order], 100 * yk, yerr=[100 * (yk - lo), 100 * (hi - yk)], marker="o", capsize=3,
+                        label=f"{lay} {par} / {samp}")
+        ax.set_title(f"{model} ({summary.attrs['mode']})")
+        ax.set_xlabel("trials per prompt (steered generations)")
+        ax.set_ylabel("TO >= 0.5 and readable, % of prompts")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- label sample
+
+
+def label_sample(model: Any, prep: xr.Dataset, out: Path, n_questions: int = 20) -> Path:
+    """100 completions to read by hand: baseline plus full-layer steering at 4 strengths (cached mode)."""
+    rows = []
+    n = min(n_questions, prep.sizes["prompt"])
+    items = items_of(prep)[:n]
+    for i in range(n):
+        rows.append({"source": "baseline", "strength": 0.0, "simpleqa_id": items[i].key,
+                     "answer": items[i].answer, "completion": str(prep.baseline_completion.values[i])})
+    h = torch.stack([it.h for it in items])
+    for k in (0.03, 0.1, 0.3, 1.0):
+        from fsnn.steer import steered_generate
+
+        coef = torch.full((n, model.n_layers), k)
+        outs = steered_generate(model, [it.prompt for it in items], h, torch.ones(n, model.n_layers), coef,
+                                mode="cached", max_new_tokens=MAX_NEW_TOKENS)
+        rows.extend({"source": "full k", "strength": k, "simpleqa_id": it.key, "answer": it.answer,
+                     "completion": o.completion} for it, o in zip(items, outs, strict=True))
+    path = out / "label_sample.json"
+    path.write_text(json.dumps(rows, indent=1))
+    return path
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="study folder (outside the repository)")
+    p.add_argument("--models", default="smollm2-135m", help="comma-separated model aliases")
+    p.add_argument("--mode", default="faithful", choices=("faithful", "cached"), help="steering mode")
+    p.add_argument("--cells", default="screen", choices=("screen", "full", "quick"), help="which grid")
+    p.add_argument("--budgets", default="5,10,20", help="trials per prompt, comma-separated")
+    p.add_argument("--n-prompts", type=int, default=50, help="baseline failures per model")
+    p.add_argument("--pool-per-topic", type=int, default=12, help="stratified pool size per topic (x10 topics)")
+    p.add_argument("--seed", type=int, default=0, help="sample and search seed")
+    p.add_argument("--only", default="", help="comma-separated cell names to run (default: all of the grid)")
+    p.add_argument("--quick", action="store_true", help="tiny shape: 3 prompts, first model, 2 trials")
+    p.add_argument("--label-sample", action="store_true", help="write 100 completions to read, then stop")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from fsnn.models import load_model
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    budgets = [int(b) for b in args.budgets.split(",")]
+    kind = args.cells
+    if args.quick:
+        models, budgets, kind, args.n_prompts, args.pool_per_topic = models[:1], [2], "quick", 3, 2
+    cells = grid(kind, budgets)
+    if args.only:
+        wanted = set(args.only.split(","))
+        cells = [c for c in cells if c.name in wanted]
+    for name in models:
+        out = args.out / name
+        (out / "cells").mkdir(parents=True, exist_ok=True)
+        model = load_model(name)
+        prep = prepare(model, out, args.n_prompts, args.seed, args.pool_per_topic)
+        if args.label_sample:
+            print(label_sample(model, prep, out))
+            return 0
+        ppl = Perplexity(model.hf_model, model.tokenizer)
+        for cell in tqdm(cells, desc=f"cells {name}", unit="cell"):
+            ds = run_cell(model, prep, cell, out, args.mode, args.seed, ppl)
+            print(f"{name} {args.mode} {cell.name}: readable+answer {ds.readable_answer_hit.values.mean():.2f} "
+                  f"answer {ds.answer_hit.values.mean():.2f} wall {ds.attrs['wall_s']:.0f}s", flush=True)
+    summary = collect(args.out, models, args.mode, cells)
+    write_dataset(summary, args.out / f"summary-{args.mode}.nc")
+    figure(summary, args.out / f"readable_answer_vs_budget-{args.mode}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
