@@ -35,6 +35,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from .data import Question, load_simpleqa, select, simpleqa_path
+from .degeneration import readable
 from .errors import FsnnError
 from .generation import generate
 from .metrics import ObjectiveConfig, Perplexity, objective, token_overlap
@@ -61,7 +62,8 @@ class RunConfig:
         stratified: N rows sampled per topic (seeded by ``seed``).
         seed: subset sampling and search seed.
         methods: layouts to search: ``full``, ``segmented``, ``NAME=0-3,8-11``.
-        n_trials, batch_trials, batch_rows, sampler, parametrization: the search.
+        n_trials, batch_trials, batch_rows, sampler, parametrization, start_trials,
+            unreadable_penalty: the search (:class:`fsnn.search.SearchConfig`).
         mode: ``faithful`` (parity) or ``cached``.
         max_new_tokens: baseline, enrichment and steered generation (paper 100).
         baseline_prompt: ``qa`` (``Question: {q}\\nAnswer:``) or ``bare`` (the question).
@@ -96,6 +98,8 @@ class RunConfig:
     batch_rows: int = 16
     sampler: str = "tpe"
     parametrization: str = "alpha_gamma"
+    start_trials: int = 0
+    unreadable_penalty: float = 1.0
     mode: str = "faithful"
     max_new_tokens: int = 100
     baseline_prompt: str = "qa"
@@ -135,6 +139,7 @@ class RunConfig:
         return SearchConfig(
             n_trials=self.n_trials, batch_trials=self.batch_trials, batch_rows=self.batch_rows,
             sampler=self.sampler, parametrization=self.parametrization, seed=self.seed,
+            start_trials=self.start_trials, unreadable_penalty=self.unreadable_penalty,
             score_on=self.score_on, objective=self.objective,
         )
 
@@ -366,12 +371,16 @@ class _Run:
         alpha = np.full((len(methods), n, seg), np.nan)
         gamma = np.full((len(methods), n, seg), np.nan)
         obj = np.full((len(methods), n), np.nan)
+        missing = np.zeros((len(methods), n), dtype=bool)  # steered prompt without a finished trial
         comp[0] = baseline.completion.values[rows]
         text[0] = baseline.text.values[rows]
         for m, method in enumerate(methods[1:], start=1):
             t = trials.sel({"method": method})
-            best = t.is_best.values.argmax(axis=1)
+            best = t.best_trial.values  # -1: no finished trial, left NaN/"" (never trial 0)
             for i in range(n):
+                if best[i] < 0:
+                    missing[m, i] = True
+                    continue
                 comp[m, i] = t.completion.values[i, best[i]]
                 text[m, i] = t.text.values[i, best[i]]
                 alpha[m, i] = t.alpha.values[i, best[i]]
@@ -379,9 +388,11 @@ class _Run:
                 obj[m, i] = t.objective.values[i, best[i]]
         answers = [str(a) for a in refs.answer.values]
         questions = [str(q) for q in refs.question.values]
+        readable_ = np.array([[int(readable(str(s))) for s in row] for row in comp], dtype=np.int8)
         scored = np.where(c.score_on == "full", text, comp)
         to = np.array([[token_overlap(a, s) for a, s in zip(answers, row, strict=True)] for row in scored])
         ppl = np.array([self.ppl(list(row)) for row in scored])
+        to[missing], ppl[missing] = np.nan, np.nan
         obj[0] = [objective(t_, p_, c.objective) for t_, p_ in zip(to[0], ppl[0], strict=True)]
         judge_score = np.full((len(methods), n), np.nan)
         grade = np.full((len(methods), n), "", dtype=object)
@@ -400,6 +411,7 @@ class _Run:
             {
                 "completion": (("method", "prompt"), str_array(comp)),
                 "text": (("method", "prompt"), str_array(text)),
+                "readable": (("method", "prompt"), readable_),
                 "token_overlap": (("method", "prompt"), to),
                 "perplexity": (("method", "prompt"), ppl),
                 "objective": (("method", "prompt"), obj),
@@ -422,6 +434,7 @@ class _Run:
             attrs=self.attrs(
                 "results", judged=int(self.judge is not None), score_on=c.score_on,
                 judge_missing=c.judge_missing,
+                prompts_without_finished_trial=int(missing.sum()),
                 baseline_grade_source=str(baseline.grade_source.values[0]) if baseline.sizes["prompt"] else "",
             ),
         )

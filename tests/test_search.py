@@ -327,3 +327,45 @@ def test_bad_sampler_and_parametrization():
         SearchConfig(parametrization="bogus")
     with pytest.raises(FsnnError, match="log scale"):
         SearchConfig(parametrization="log_product", low=0.0, high=1.0)
+
+
+def test_results_without_finished_trial_is_explicit(tmp_path):
+    """A prompt whose search finished no trial gets NaN/"" results and is counted, never trial 0's."""
+    import xarray as xr
+
+    from fsnn.pipeline import RunConfig, _Run
+
+    class Model:
+        def describe(self):
+            return {"model": "stub"}
+
+    run = object.__new__(_Run)
+    run.config, run.out, run.model, run.judge = RunConfig(score_on="completion"), tmp_path, Model(), None
+    run.simpleqa_sha, run._ppl = "", lambda texts: [10.0 for _ in texts]
+    ids = np.array([7, 9])
+    coords = {"simpleqa_id": ("prompt", ids), "question": ("prompt", np.array(["q7", "q9"], dtype=object)),
+              "answer": ("prompt", np.array(["Paris", "Rome"], dtype=object))}
+    baseline = xr.Dataset({k: ("prompt", np.array(v, dtype=object)) for k, v in {
+        "completion": ["no", "no"], "text": ["q7 no", "q9 no"], "grade": ["INCORRECT"] * 2,
+        "grade_source": ["proxy"] * 2, "topic": ["Art", "Art"]}.items()}, coords=coords)
+    refs = xr.Dataset(coords=coords)
+    trials = xr.Dataset(
+        {
+            "completion": (("prompt", "trial"), np.array([["It is Paris", "Paris"], ["", ""]], dtype=object)),
+            "text": (("prompt", "trial"), np.array([["q7 It is Paris", "q7 Paris"], ["", ""]], dtype=object)),
+            "alpha": (("prompt", "trial", "segment"), np.array([[[1.0], [0.5]], [[np.nan], [np.nan]]])),
+            "gamma": (("prompt", "trial", "segment"), np.array([[[0.1], [0.2]], [[np.nan], [np.nan]]])),
+            "objective": (("prompt", "trial"), np.array([[0.1, 0.5], [np.nan, np.nan]])),
+            "is_best": (("prompt", "trial"), np.array([[0, 1], [0, 0]], dtype=np.int8)),
+            "best_trial": ("prompt", np.array([1, -1])),
+        },
+        coords={"segment": ["all"]},
+    ).expand_dims(method=["full"])
+    ds = run.results(baseline, refs, trials)
+    full = ds.isel(method=1)
+    assert str(ds.method.values[1]) == "full"
+    assert full.completion.values.tolist() == ["Paris", ""]
+    assert full.token_overlap.values[0] == 1.0 and np.isnan(full.token_overlap.values[1])
+    assert np.isnan(full.alpha.values[1]).all()
+    assert ds.attrs["prompts_without_finished_trial"] == 1
+    assert full.readable.values.tolist() == [1, 0]
