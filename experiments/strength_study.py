@@ -36,6 +36,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from fsnn.data import load_simpleqa, select
+from fsnn.degeneration import readable
 from fsnn.errors import FsnnError
 from fsnn.generation import generate
 from fsnn.metrics import Perplexity, token_overlap
@@ -73,7 +74,9 @@ class Cell:
         return SearchConfig(
             n_trials=self.budget, batch_trials=self.batch_trials, batch_rows=64,
             parametrization=self.parametrization, sampler=self.sampler, start_trials=self.start_trials,
-            n_startup_trials=2, unreadable_penalty=self.unreadable_penalty, seed=seed, score_on="completion",
+            # the paper's TPE keeps Optuna's 10 random startup trials
+            n_startup_trials=10 if self.unreadable_penalty == 0 else 2,
+            unreadable_penalty=self.unreadable_penalty, seed=seed, score_on="completion",
         )
 
 
@@ -84,17 +87,22 @@ def paper_cell(budget: int, layout: str = "full") -> Cell:
 
 
 def grid(kind: str, budgets: list[int]) -> list[Cell]:
-    """The cells of a named grid, for each budget."""
+    """The searched configurations of a named grid, each at the largest budget.
+
+    A smaller budget's result is the first trials of the larger search (:func:`prefix_best`):
+    every trial is asked with a seed of its own trial number after the same history, so
+    the first b trials of a 20-trial search are exactly a b-trial search.
+    """
     cells = []
-    for b in budgets:
+    for b in [max(budgets)]:
         cells.append(paper_cell(b))
         if kind == "quick":
             cells.append(Cell(parametrization="norm_relative", sampler="tpe", start_trials=1, budget=b))
             continue
-        for par in ("alpha_gamma", "log_product", "norm_relative"):
-            cells.append(Cell(parametrization=par, sampler="random", start_trials=0, budget=b))
-        for par in ("log_product", "norm_relative"):
+        for par in ("norm_relative", "log_product"):  # the candidates first: a cut-short screen still has them
             cells.append(Cell(parametrization=par, sampler="tpe", start_trials=3, budget=b))
+        for par in ("norm_relative", "log_product", "alpha_gamma"):
+            cells.append(Cell(parametrization=par, sampler="random", start_trials=0, budget=b))
         if kind == "full":
             for par in ("log_product", "norm_relative"):
                 cells.append(Cell(parametrization=par, sampler="gp", start_trials=3, budget=b))
@@ -193,7 +201,7 @@ def bootstrap_ci(hits: np.ndarray, seed: int = 0, n_boot: int = 2000) -> tuple[f
 
 
 def run_cell(model: Any, prep: xr.Dataset, cell: Cell, out: Path, mode: str, seed: int, ppl: Any) -> xr.Dataset:
-    """Search one cell (resumable) and store its per-prompt best trial as ``cells/NAME.nc``."""
+    """Search one cell (resumable) and store its trials as ``cells/MODE-NAME.nc``."""
     path = out / "cells" / f"{mode}-{cell.name}.nc"
     if path.exists():
         return read_dataset(path)
@@ -204,74 +212,81 @@ def run_cell(model: Any, prep: xr.Dataset, cell: Cell, out: Path, mode: str, see
                         mode=mode, max_new_tokens=MAX_NEW_TOKENS, study_prefix=f"{mode}/{cell.name}/",
                         progress=True)
     wall = time.perf_counter() - started
-    best = trials.best_trial.values
-    n = prep.sizes["prompt"]
-    pick = np.clip(best, 0, None)
-    rows = np.arange(n)
-    found = best >= 0
-
-    def at(var: str, fill: Any) -> np.ndarray:
-        values = trials[var].values[rows, pick]
-        return np.where(found, values, fill)
-
-    to = at("token_overlap", np.nan).astype(float)
-    read = at("readable", 0).astype(np.int8)
-    ds = xr.Dataset(
-        {
-            "token_overlap": ("prompt", to),
-            "readable": ("prompt", read),
-            "distinct_2": ("prompt", at("distinct_2", np.nan).astype(float)),
-            "longest_repeat": ("prompt", at("longest_repeat", -1).astype(np.int64)),
-            "perplexity": ("prompt", at("perplexity", np.nan).astype(float)),
-            "completion": ("prompt", str_array(at("completion", ""))),
-            "strength": ("prompt", at("strength", np.nan).astype(float)),
-            "answer_hit": ("prompt", (to >= TOKEN_OVERLAP_THRESHOLD).astype(np.int8)),
-            "readable_answer_hit": ("prompt", ((to >= TOKEN_OVERLAP_THRESHOLD) & (read == 1)).astype(np.int8)),
-        },
-        coords={"prompt": np.arange(n), "simpleqa_id": ("prompt", prep.simpleqa_id.values)},
-        attrs={"cell": cell.name, "mode": mode, "wall_s": wall, "model": model.name,
-               "failed_trials": int(trials.attrs.get("failed_trials", 0)),
-               "prompts_without_finished_trial": int((~found).sum()),
-               "search": json.dumps(cell.search_config(seed).to_dict(), default=str)},
-    )
+    keep = ["token_overlap", "readable", "distinct_2", "longest_repeat", "perplexity", "objective", "completion",
+            "strength", "trial_number", "failed_trials"]
+    ds = trials[keep].assign_coords(simpleqa_id=("prompt", prep.simpleqa_id.values))
+    ds["completion"] = ds.completion.fillna("")
+    ds.attrs = {"cell": cell.name, "mode": mode, "wall_s": wall, "model": model.name,
+                "failed_trials": int(trials.attrs.get("failed_trials", 0)),
+                "search": json.dumps(cell.search_config(seed).to_dict(), default=str)}
     write_dataset(ds, path)
     return ds
 
 
-def collect(out: Path, models: list[str], mode: str, cells: list[Cell]) -> xr.Dataset:
-    """Every finished cell as one labeled dataset (model, mode, cell[, prompt])."""
+def prefix_best(trials: xr.Dataset, budget: int) -> dict[str, np.ndarray]:
+    """Per prompt, the best of the first ``budget`` finished trials (by objective, first on ties).
+
+    Returns arrays over prompts: ``token_overlap``, ``readable``, ``answer_hit``,
+    ``readable_answer_hit`` (a prompt without a finished trial counts as a miss),
+    ``strength``, and ``completion``.
+    """
+    obj = trials.objective.values[:, :budget]
+    n = obj.shape[0]
+    found = np.isfinite(obj).any(axis=1)
+    best = np.where(found, np.nanargmax(np.where(np.isfinite(obj), obj, -np.inf), axis=1), 0)
+    rows = np.arange(n)
+    to = np.where(found, trials.token_overlap.values[rows, best], np.nan)
+    completion = np.where(found, trials.completion.values[rows, best], "")
+    # judged again with today's guard: a cell searched before a guard change stays comparable
+    read = np.array([bool(f) and readable(str(c)) for f, c in zip(found, completion, strict=True)])
+    hit = np.nan_to_num(to, nan=0.0) >= TOKEN_OVERLAP_THRESHOLD
+    return {
+        "token_overlap": to, "readable": read.astype(np.int8), "answer_hit": hit.astype(np.int8),
+        "readable_answer_hit": (hit & read).astype(np.int8),
+        "strength": np.where(found, trials.strength.values[rows, best, 0], np.nan),
+        "completion": completion,
+    }
+
+
+def collect(out: Path, models: list[str], mode: str, cells: list[Cell], budgets: list[int]) -> xr.Dataset:
+    """Every finished cell at every budget as one labeled dataset (model, cell, budget)."""
     stats = ("readable_answer_rate", "readable_answer_lo", "readable_answer_hi", "answer_rate", "answer_lo",
              "answer_hi", "readable_rate", "n", "wall_s")
-    names = [c.name for c in cells]
-    data = {k: np.full((len(models), len(names)), np.nan) for k in stats}
+    names = [c.name.rsplit("-b", 1)[0] for c in cells]
+    data = {k: np.full((len(models), len(names), len(budgets)), np.nan) for k in stats}
     for m, model in enumerate(models):
         for c, cell in enumerate(cells):
             path = out / model / "cells" / f"{mode}-{cell.name}.nc"
             if not path.exists():
                 continue
-            ds = read_dataset(path)
-            ra, a = ds.readable_answer_hit.values, ds.answer_hit.values
-            data["readable_answer_rate"][m, c] = ra.mean()
-            data["readable_answer_lo"][m, c], data["readable_answer_hi"][m, c] = bootstrap_ci(ra)
-            data["answer_rate"][m, c] = a.mean()
-            data["answer_lo"][m, c], data["answer_hi"][m, c] = bootstrap_ci(a)
-            data["readable_rate"][m, c] = ds.readable.values.mean()
-            data["n"][m, c] = ra.size
-            data["wall_s"][m, c] = ds.attrs["wall_s"]
+            trials = read_dataset(path)
+            for b, budget in enumerate(budgets):
+                if budget > cell.budget:
+                    continue
+                best = prefix_best(trials, budget)
+                ra, a = best["readable_answer_hit"], best["answer_hit"]
+                data["readable_answer_rate"][m, c, b] = ra.mean()
+                data["readable_answer_lo"][m, c, b], data["readable_answer_hi"][m, c, b] = bootstrap_ci(ra)
+                data["answer_rate"][m, c, b] = a.mean()
+                data["answer_lo"][m, c, b], data["answer_hi"][m, c, b] = bootstrap_ci(a)
+                data["readable_rate"][m, c, b] = best["readable"].mean()
+                data["n"][m, c, b] = ra.size
+                data["wall_s"][m, c, b] = trials.attrs["wall_s"] * budget / cell.budget
     return xr.Dataset(
-        {k: (("model", "cell"), v) for k, v in data.items()},
+        {k: (("model", "cell", "budget"), v) for k, v in data.items()},
         coords={
             "model": np.asarray(models, dtype=object), "cell": np.asarray(names, dtype=object),
+            "budget": np.asarray(budgets, dtype=np.int64),
             "parametrization": ("cell", str_array([c.parametrization for c in cells])),
             "sampler": ("cell", str_array([c.sampler + (f"+start{c.start_trials}" if c.start_trials else "")
                                            + ("" if c.unreadable_penalty else " (paper objective)")
                                            for c in cells])),
-            "budget": ("cell", np.asarray([c.budget for c in cells], dtype=np.int64)),
             "layout": ("cell", str_array([c.layout for c in cells])),
         },
         attrs={"mode": mode, "max_new_tokens": MAX_NEW_TOKENS, "scored_on": "completion",
                "interval": "95% percentile bootstrap over prompts, 2000 resamples",
-               "budget_means": "steered generations per prompt (same for every cell of a budget)"},
+               "budget_means": "steered generations per prompt (same for every cell of a budget)",
+               "wall_s_means": "the cell's search wall time scaled by budget / searched budget"},
     )
 
 
@@ -284,22 +299,18 @@ def figure(summary: xr.Dataset, path: Path) -> None:
 
     models = [str(m) for m in summary.model.values]
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
-    configs = sorted({(str(p), str(s), str(lay)) for p, s, lay in zip(
-        summary.parametrization.values, summary.sampler.values, summary.layout.values, strict=True)})
     for ax, model in zip(axes[0], models, strict=True):
         s = summary.sel(model=model)
-        for par, samp, lay in configs:
-            mask = (s.parametrization.values == par) & (s.sampler.values == samp) & (s.layout.values == lay)
-            b = s.budget.values[mask]
-            y = s.readable_answer_rate.values[mask]
+        b = s.budget.values
+        for c in range(s.sizes["cell"]):
+            y = s.readable_answer_rate.values[c]
             keep = np.isfinite(y)
             if not keep.any():
                 continue
-            order = np.argsort(b[keep])
-            lo, hi = s.readable_answer_lo.values[mask][keep][order], s.readable_answer_hi.values[mask][keep][order]
-            yk = y[keep][order]
-            ax.errorbar(b[keep][order], 100 * yk, yerr=[100 * (yk - lo), 100 * (hi - yk)], marker="o", capsize=3,
-                        label=f"{lay} {par} / {samp}")
+            lo, hi = s.readable_answer_lo.values[c][keep], s.readable_answer_hi.values[c][keep]
+            yk = y[keep]
+            ax.errorbar(b[keep], 100 * yk, yerr=[100 * (yk - lo), 100 * (hi - yk)], marker="o", capsize=3,
+                        label=f"{s.layout.values[c]} {s.parametrization.values[c]} / {s.sampler.values[c]}")
         ax.set_title(f"{model} ({summary.attrs['mode']})")
         ax.set_xlabel("trials per prompt (steered generations)")
         ax.set_ylabel("TO >= 0.5 and readable, % of prompts")
@@ -379,9 +390,12 @@ def main(argv: list[str] | None = None) -> int:
         ppl = Perplexity(model.hf_model, model.tokenizer)
         for cell in tqdm(cells, desc=f"cells {name}", unit="cell"):
             ds = run_cell(model, prep, cell, out, args.mode, args.seed, ppl)
-            print(f"{name} {args.mode} {cell.name}: readable+answer {ds.readable_answer_hit.values.mean():.2f} "
-                  f"answer {ds.answer_hit.values.mean():.2f} wall {ds.attrs['wall_s']:.0f}s", flush=True)
-    summary = collect(args.out, models, args.mode, cells)
+            for b in budgets:
+                best = prefix_best(ds, b)
+                print(f"{name} {args.mode} {cell.name} @{b}: readable+answer "
+                      f"{best['readable_answer_hit'].mean():.2f} answer {best['answer_hit'].mean():.2f} "
+                      f"wall {ds.attrs['wall_s']:.0f}s (searched budget)", flush=True)
+    summary = collect(args.out, models, args.mode, cells, budgets)
     write_dataset(summary, args.out / f"summary-{args.mode}.nc")
     figure(summary, args.out / f"readable_answer_vs_budget-{args.mode}.png")
     return 0

@@ -13,8 +13,10 @@ whitespace-separated word.
   bigrams: too short to repeat).
 - :func:`longest_repeat`: the largest number of back-to-back copies of any word n-gram,
   n = 1..4 ("a b a b a b" -> 3; a text with no immediate repeat -> 1; no word -> 0).
-- :func:`readable`: the guard, thresholds :data:`MIN_DISTINCT_2` and
-  :data:`MAX_REPEAT`, validated against 100 hand-labelled completions
+- :func:`char_repeat`: the largest number of back-to-back copies of any 1..8-character
+  unit ("2022222221111111" -> 7 ones; "\\n" x 20 -> 20), for loops inside one word.
+- :func:`readable`: the guard, thresholds :data:`MIN_DISTINCT_2`, :data:`MAX_REPEAT`
+  and :data:`MAX_CHAR_COPIES`, plus two debris signs (stray closing brackets, U+FFFD), validated against 100 hand-labelled completions
   (docs/strength_study.md).
 - :func:`guarded_objective`: S_opt (eq. 6) minus a penalty for an unreadable completion,
   so a degenerate completion never beats a readable one of the same overlap.
@@ -28,21 +30,26 @@ import re
 from .metrics import ObjectiveConfig, objective
 
 __all__ = [
+    "MAX_CHAR_COPIES",
     "MAX_REPEAT",
     "MIN_DISTINCT_2",
     "MIN_WORDS",
+    "char_repeat",
     "degeneration",
     "distinct_2",
     "guarded_objective",
     "longest_repeat",
     "readable",
+    "stray_closers",
     "words",
 ]
 
 MIN_DISTINCT_2 = 0.5  # below: more than half the bigrams are repeats (issue 13's cut, kept after reading)
-MAX_REPEAT = 3  # an n-gram copied 4+ times back to back reads as a loop
+MAX_REPEAT = 2  # a word n-gram copied 3+ times back to back ("who who who", "of the of the of the") is a loop
 MIN_WORDS = 1  # an empty completion answers nothing and is not readable text
 MAX_NGRAM = 4
+MAX_CHAR_COPIES = 6  # a 1-8 character unit copied 7+ times ("1111111", "#######", "ahahahah") is a loop
+MAX_CHAR_UNIT = 8
 
 _WORD = re.compile(r"\w+")
 
@@ -88,13 +95,57 @@ def longest_repeat(text: str, max_n: int = MAX_NGRAM) -> int:
     return best
 
 
+def char_repeat(text: str, max_unit: int = MAX_CHAR_UNIT) -> int:
+    """The most back-to-back copies of any character unit of 1..``max_unit`` characters.
+
+    Catches loops inside one "word" that :func:`longest_repeat` cannot see:
+    "2022222221111111", "#####", "\n\n\n\n", "ahahahah".
+
+    Example:
+        >>> char_repeat("12.12.12.12 ok")
+        4
+    """
+    best = 1 if text else 0
+    n = len(text)
+    for unit in range(1, max_unit + 1):
+        i = 0
+        while i + 2 * unit <= n:
+            copies = 1
+            while i + (copies + 1) * unit <= n and text[i + copies * unit : i + (copies + 1) * unit] == text[i : i + unit]:
+                copies += 1
+            best = max(best, copies)
+            i += max(1, (copies - 1) * unit) if copies > 1 else 1
+    return best
+
+
+def stray_closers(text: str) -> int:
+    """Closing brackets with no opening one before them: ``")]]]] insider"``, ``" see) mutually"``.
+
+    Steered small models often start with such debris before any word; fluent text
+    rarely has one (an enumeration written ``a) ... b)`` does: a known false alarm).
+    """
+    depth, stray = 0, 0
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            if depth:
+                depth -= 1
+            else:
+                stray += 1
+    return stray
+
+
 def degeneration(text: str) -> dict[str, float | int | bool]:
-    """All measures of one text: ``distinct_2``, ``longest_repeat``, ``readable``."""
-    return {"distinct_2": distinct_2(text), "longest_repeat": longest_repeat(text), "readable": readable(text)}
+    """All measures of one text: ``distinct_2``, ``longest_repeat``, ``char_repeat``, ``readable``."""
+    return {"distinct_2": distinct_2(text), "longest_repeat": longest_repeat(text),
+            "char_repeat": char_repeat(text), "readable": readable(text)}
 
 
 def readable(text: str) -> bool:
-    """The guard: some words, distinct-2 >= MIN_DISTINCT_2 and no n-gram looped more than MAX_REPEAT times.
+    """The guard: some words, distinct-2 >= MIN_DISTINCT_2, no word n-gram looped more than
+    MAX_REPEAT times, no character unit more than MAX_CHAR_COPIES times, no stray closing
+    bracket (:func:`stray_closers`) and no U+FFFD (bytes of a split character: debris).
 
     It judges repetition only: fluent-looking text that is wrong or off topic passes,
     and so does non-repetitive word salad (rare in the labelled sample; see
@@ -102,7 +153,8 @@ def readable(text: str) -> bool:
     """
     if len(words(text)) < MIN_WORDS:
         return False
-    return distinct_2(text) >= MIN_DISTINCT_2 and longest_repeat(text) <= MAX_REPEAT
+    return (distinct_2(text) >= MIN_DISTINCT_2 and longest_repeat(text) <= MAX_REPEAT
+            and char_repeat(text) <= MAX_CHAR_COPIES and stray_closers(text) == 0 and "\ufffd" not in text)
 
 
 def guarded_objective(

@@ -103,3 +103,28 @@ def test_distributions_and_start_points():
         per_layer({"s_all": 0.1}, ((0, 3),), ("all",), 4)
     with pytest.raises(FsnnError, match="unknown parametrization"):
         distributions("bogus", ["all"], 0.1, 1.0)
+
+
+def test_strength_study_quick_shape(tmp_path):
+    """The study's --quick shape runs end to end and writes its labeled dataset and figure."""
+    import importlib.util
+    from pathlib import Path
+
+    from fsnn.store import read_dataset
+    from tests.conftest import shared_path
+
+    shared_path("FSNN_SIMPLEQA_CSV")
+    script = Path(__file__).resolve().parents[1] / "experiments" / "strength_study.py"
+    spec = importlib.util.spec_from_file_location("strength_study", script)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    assert study.main(["--out", str(tmp_path), "--quick", "--mode", "cached", "--threads", "2"]) == 0
+    summary = read_dataset(tmp_path / "summary-cached.nc")
+    assert summary.sizes["model"] == 1 and summary.budget.values.tolist() == [2]
+    assert (summary.n.values == 3).all()
+    assert ((summary.readable_answer_rate <= summary.answer_rate) | summary.answer_rate.isnull()).all()
+    assert (tmp_path / "readable_answer_vs_budget-cached.png").stat().st_size > 0
+    # resumable: a second run finds every cell done and rewrites the same summary
+    assert study.main(["--out", str(tmp_path), "--quick", "--mode", "cached"]) == 0
+    again = read_dataset(tmp_path / "summary-cached.nc")
+    np.testing.assert_array_equal(again.readable_answer_rate.values, summary.readable_answer_rate.values)
