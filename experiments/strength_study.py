@@ -86,7 +86,7 @@ def paper_cell(budget: int, layout: str = "full") -> Cell:
                 unreadable_penalty=0.0, batch_trials=budget)
 
 
-def grid(kind: str, budgets: list[int]) -> list[Cell]:
+def grid(kind: str, budgets: list[int], candidate_budget: int | None = None) -> list[Cell]:
     """The searched configurations of a named grid, each at the largest budget.
 
     A smaller budget's result is the first trials of the larger search (:func:`prefix_best`):
@@ -96,6 +96,7 @@ def grid(kind: str, budgets: list[int]) -> list[Cell]:
     cells = []
     for b in [max(budgets)]:
         cells.append(paper_cell(b))
+        b = candidate_budget or b  # a screen may search the candidates at a smaller budget only
         if kind == "quick":
             cells.append(Cell(parametrization="norm_relative", sampler="tpe", start_trials=1, budget=b))
             continue
@@ -202,7 +203,7 @@ def bootstrap_ci(hits: np.ndarray, seed: int = 0, n_boot: int = 2000) -> tuple[f
 
 def run_cell(model: Any, prep: xr.Dataset, cell: Cell, out: Path, mode: str, seed: int, ppl: Any) -> xr.Dataset:
     """Search one cell (resumable) and store its trials as ``cells/MODE-NAME.nc``."""
-    path = out / "cells" / f"{mode}-{cell.name}.nc"
+    path = out / "cells" / f"{mode}-{cell.name}-n{prep.sizes['prompt']}.nc"
     if path.exists():
         return read_dataset(path)
     storage = open_storage(f"sqlite:///{out / 'optuna.db'}")
@@ -248,7 +249,8 @@ def prefix_best(trials: xr.Dataset, budget: int) -> dict[str, np.ndarray]:
     }
 
 
-def collect(out: Path, models: list[str], mode: str, cells: list[Cell], budgets: list[int]) -> xr.Dataset:
+def collect(out: Path, models: list[str], mode: str, cells: list[Cell], budgets: list[int], n_prompts: int
+            ) -> xr.Dataset:
     """Every finished cell at every budget as one labeled dataset (model, cell, budget)."""
     stats = ("readable_answer_rate", "readable_answer_lo", "readable_answer_hi", "answer_rate", "answer_lo",
              "answer_hi", "readable_rate", "n", "wall_s")
@@ -256,7 +258,7 @@ def collect(out: Path, models: list[str], mode: str, cells: list[Cell], budgets:
     data = {k: np.full((len(models), len(names), len(budgets)), np.nan) for k in stats}
     for m, model in enumerate(models):
         for c, cell in enumerate(cells):
-            path = out / model / "cells" / f"{mode}-{cell.name}.nc"
+            path = out / model / "cells" / f"{mode}-{cell.name}-n{n_prompts}.nc"
             if not path.exists():
                 continue
             trials = read_dataset(path)
@@ -363,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool-per-topic", type=int, default=12, help="stratified pool size per topic (x10 topics)")
     p.add_argument("--seed", type=int, default=0, help="sample and search seed")
     p.add_argument("--only", default="", help="comma-separated cell names to run (default: all of the grid)")
+    p.add_argument("--limit-prompts", type=int, default=None,
+                   help="search only the first N prepared prompts (the round-robin order keeps topics mixed)")
+    p.add_argument("--candidate-budget", type=int, default=None,
+                   help="budget of the non-paper cells (default: the largest of --budgets)")
     p.add_argument("--quick", action="store_true", help="tiny shape: 3 prompts, first model, 2 trials")
     p.add_argument("--label-sample", action="store_true", help="write 100 completions to read, then stop")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -375,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     kind = args.cells
     if args.quick:
         models, budgets, kind, args.n_prompts, args.pool_per_topic = models[:1], [2], "quick", 3, 2
-    cells = grid(kind, budgets)
+    cells = grid(kind, budgets, args.candidate_budget)
     if args.only:
         wanted = set(args.only.split(","))
         cells = [c for c in cells if c.name in wanted]
@@ -384,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         (out / "cells").mkdir(parents=True, exist_ok=True)
         model = load_model(name)
         prep = prepare(model, out, args.n_prompts, args.seed, args.pool_per_topic)
+        if args.limit_prompts:
+            prep = prep.isel(prompt=slice(0, args.limit_prompts))
         if args.label_sample:
             print(label_sample(model, prep, out))
             return 0
@@ -395,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} {args.mode} {cell.name} @{b}: readable+answer "
                       f"{best['readable_answer_hit'].mean():.2f} answer {best['answer_hit'].mean():.2f} "
                       f"wall {ds.attrs['wall_s']:.0f}s (searched budget)", flush=True)
-    summary = collect(args.out, models, args.mode, cells, budgets)
+    summary = collect(args.out, models, args.mode, cells, budgets, args.limit_prompts or args.n_prompts)
     write_dataset(summary, args.out / f"summary-{args.mode}.nc")
     figure(summary, args.out / f"readable_answer_vs_budget-{args.mode}.png")
     return 0

@@ -105,9 +105,10 @@ def test_distributions_and_start_points():
         distributions("bogus", ["all"], 0.1, 1.0)
 
 
-def test_strength_study_quick_shape(tmp_path):
+def test_strength_study_quick_shape(tmp_path, monkeypatch):
     """The study's --quick shape runs end to end and writes its labeled dataset and figure."""
     import importlib.util
+    import sys
     from pathlib import Path
 
     from fsnn.store import read_dataset
@@ -117,6 +118,7 @@ def test_strength_study_quick_shape(tmp_path):
     script = Path(__file__).resolve().parents[1] / "experiments" / "strength_study.py"
     spec = importlib.util.spec_from_file_location("strength_study", script)
     study = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "strength_study", study)  # dataclasses look their module up
     spec.loader.exec_module(study)
     assert study.main(["--out", str(tmp_path), "--quick", "--mode", "cached", "--threads", "2"]) == 0
     summary = read_dataset(tmp_path / "summary-cached.nc")
