@@ -50,6 +50,7 @@ from fsnn.store import read_dataset, str_array, write_dataset
 from fsnn.strength import norm_scales
 
 MAX_NEW_TOKENS = 48
+ENRICH_TOKENS = 100  # the pipeline's enrichment length at the paper's 100 new tokens
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,7 +153,7 @@ def prepare(model: Any, out: Path, n: int, seed: int, pool_per_topic: int) -> xr
         return read_dataset(path)
     rows = stratified_failures(model, n, seed, pool_per_topic, out)
     enrich = generate(model, [PAPER_TEMPLATES.enrichment_prompt(r["question"], r["answer"]) for r in rows],
-                      max_new_tokens=100, batch_size=16)
+                      max_new_tokens=ENRICH_TOKENS, batch_size=16)
     items = [ReferenceItem(question=r["question"], answer=r["answer"], explanation=split_explanation(o.completion))
              for r, o in zip(rows, enrich, strict=True)]
     h = capture_references(model, items, batch_size=8)
@@ -325,6 +326,28 @@ def figure(summary: xr.Dataset, path: Path) -> None:
     plt.close(fig)
 
 
+def markdown_table(summary: xr.Dataset) -> str:
+    """The summary as a markdown table: readable-and-answer first, then answer only, with intervals and n."""
+    lines = ["| model | layout | parametrization | sampler | trials/prompt | TO>=0.5 & readable [95% CI] | "
+             "TO>=0.5 [95% CI] | readable best | n | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for model in summary.model.values:
+        for c in range(summary.sizes["cell"]):
+            for b, budget in enumerate(summary.budget.values):
+                s = summary.sel(model=model)
+                if not np.isfinite(s.readable_answer_rate.values[c, b]):
+                    continue
+
+                def pct(name, s=s, c=c, b=b):
+                    return f"{100 * s[name].values[c, b]:.0f}%"
+
+                lines.append(
+                    f"| {model} | {s.layout.values[c]} | {s.parametrization.values[c]} | {s.sampler.values[c]} | "
+                    f"{budget} | {pct('readable_answer_rate')} [{pct('readable_answer_lo')}, "
+                    f"{pct('readable_answer_hi')}] | {pct('answer_rate')} [{pct('answer_lo')}, {pct('answer_hi')}] | "
+                    f"{pct('readable_rate')} | {int(s.n.values[c, b])} | {s.wall_s.values[c, b]:.0f} |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- label sample
 
 
@@ -379,8 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     budgets = [int(b) for b in args.budgets.split(",")]
     kind = args.cells
-    if args.quick:
-        models, budgets, kind, args.n_prompts, args.pool_per_topic = models[:1], [2], "quick", 3, 2
+    if args.quick:  # a shape check, not a measurement: few questions, short generations
+        global MAX_NEW_TOKENS, ENRICH_TOKENS
+        models, budgets, kind, args.n_prompts, args.pool_per_topic = models[:1], [2], "quick", 3, 1
+        MAX_NEW_TOKENS, ENRICH_TOKENS = 8, 8
     cells = grid(kind, budgets, args.candidate_budget)
     if args.only:
         wanted = set(args.only.split(","))
@@ -398,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         ppl = Perplexity(model.hf_model, model.tokenizer)
         for cell in tqdm(cells, desc=f"cells {name}", unit="cell"):
             ds = run_cell(model, prep, cell, out, args.mode, args.seed, ppl)
-            for b in budgets:
+            for b in [b for b in budgets if b <= cell.budget]:
                 best = prefix_best(ds, b)
                 print(f"{name} {args.mode} {cell.name} @{b}: readable+answer "
                       f"{best['readable_answer_hit'].mean():.2f} answer {best['answer_hit'].mean():.2f} "
@@ -406,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = collect(args.out, models, args.mode, cells, budgets, args.limit_prompts or args.n_prompts)
     write_dataset(summary, args.out / f"summary-{args.mode}.nc")
     figure(summary, args.out / f"readable_answer_vs_budget-{args.mode}.png")
+    print(markdown_table(summary))
     return 0
 
 
