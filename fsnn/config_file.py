@@ -63,6 +63,8 @@ PAPER_PRESET: dict[str, Any] = {
     "batch_trials": 5,
     "batch_rows": 32,
     "sampler": "tpe",
+    "parametrization": "alpha_gamma",
+    "unreadable_penalty": 0.0,  # eq. (6) exactly as published: no readability guard
     "mode": "faithful",
     "max_new_tokens": 100,
     "baseline_prompt": "qa",

@@ -66,7 +66,8 @@ class RunConfig:
         stratified: N rows sampled per topic (seeded by ``seed``).
         seed: subset sampling and search seed.
         methods: layouts to search: ``full``, ``segmented``, ``NAME=0-3,8-11``.
-        n_trials, batch_trials, batch_rows, sampler, parametrization: the search.
+        n_trials, batch_trials, batch_rows, sampler, parametrization, start_trials,
+            unreadable_penalty: the search (:class:`fsnn.search.SearchConfig`).
         mode: ``faithful`` (parity) or ``cached``.
         max_new_tokens: baseline, enrichment and steered generation (paper 100).
         baseline_prompt: ``qa`` (``Question: {q}\\nAnswer:``) or ``bare`` (the question).
@@ -101,6 +102,8 @@ class RunConfig:
     batch_rows: int = 16
     sampler: str = "tpe"
     parametrization: str = "alpha_gamma"
+    start_trials: int = 0
+    unreadable_penalty: float = 1.0
     mode: str = "faithful"
     max_new_tokens: int = 100
     baseline_prompt: str = "qa"
@@ -161,6 +164,7 @@ class RunConfig:
         return SearchConfig(
             n_trials=self.n_trials, batch_trials=self.batch_trials, batch_rows=self.batch_rows,
             sampler=self.sampler, parametrization=self.parametrization, seed=self.seed,
+            start_trials=self.start_trials, unreadable_penalty=self.unreadable_penalty,
             score_on=self.score_on, objective=self.objective,
         )
 

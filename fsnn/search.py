@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -26,14 +26,20 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from . import strength
 from .backends import Backend, resolve_backend
 from .decode import GenerationOutput
+from .degeneration import degeneration, guarded_objective
 from .errors import FsnnError
 from .layout import SegmentLayout
-from .metrics import ObjectiveConfig, objective, token_overlap
+from .metrics import ObjectiveConfig, token_overlap
 from .steer import steered_generate
+from .strength import DEFAULT_RANGES, PARAMETRIZATIONS
 
-__all__ = ["SearchConfig", "SearchItem", "open_storage", "run_search", "trial_coefficients"]
+__all__ = ["SAMPLERS", "SearchConfig", "SearchItem", "open_storage", "run_search", "trial_coefficients"]
+
+
+SAMPLERS = ("tpe", "random", "gp")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,48 +47,82 @@ class SearchConfig:
     """How strengths are searched.
 
     Attributes:
-        n_trials: completed trials per prompt and method (paper 5).
+        n_trials: completed trials per prompt and method (paper 5): the budget of
+            steered generations per prompt.
         batch_trials: trials of one prompt asked together (K); rows of several
-            prompts share one generate up to ``batch_rows``.
+            prompts share one generate up to ``batch_rows``. K = n_trials asks every
+            trial before any result is known (model-based samplers then act as random);
+            K = 1 lets each round learn from the previous ones.
         batch_rows: rows per steered generate call.
-        low, high: uniform range of alpha and gamma (paper [0.01, 1.0]).
-        parametrization: ``alpha_gamma`` (paper: 2 per segment) or ``product``
-            (k = alpha*gamma per segment, alpha fixed to 1 — docs/method.md §3 shows only the
-            product matters; range [low*low, high*high]).
-        sampler: ``random`` or ``tpe`` (paper: Optuna's default TPE, unseeded).
+        parametrization: what is sampled (:mod:`fsnn.strength`): ``alpha_gamma``
+            (paper: alpha, gamma ~ U[low, high] per segment), ``log_product`` (k =
+            alpha*gamma per segment on a log scale), ``norm_relative`` (the shift as a
+            fraction of the layer's typical residual norm, log scale) or ``product``
+            (k uniform in [low^2, high^2]).
+        low, high: the sampled range; None takes the parametrization's default
+            (:data:`fsnn.strength.DEFAULT_RANGES`; paper [0.01, 1.0]).
+        sampler: ``tpe`` (paper: Optuna's default TPE), ``random`` or ``gp`` (Optuna's
+            Gaussian-process sampler).
+        n_startup_trials: random trials before TPE/GP model the results (Optuna's
+            default 10: with 5 trials the paper's TPE is a random search).
+        start_trials: log-spaced strengths (the same in every segment) enqueued as the
+            first trials of each prompt, weakest first (:func:`fsnn.strength.start_params`).
         seed: makes a search repeat exactly (per-prompt seeds derive from it).
         tpe_multivariate, tpe_constant_liar: explicit TPE settings.
         score_on: ``full`` (prompt + completion, as the release scored) or
             ``completion`` (generated text only).
         objective: eq. (6) weights.
+        unreadable_penalty: subtracted from S_opt when the completion fails
+            :func:`fsnn.degeneration.readable` (0 = eq. (6) as the paper used it; 1
+            ranks any readable completion above a degenerate one of the same overlap).
+        max_failures: failed trials (evaluation error, NaN objective) tolerated per
+            prompt; each is retried with a new trial, after that the prompt is given
+            up (reported, never re-queued forever).
     """
 
     n_trials: int = 5
     batch_trials: int = 5
     batch_rows: int = 16
-    low: float = 0.01
-    high: float = 1.0
-    parametrization: Literal["alpha_gamma", "product"] = "alpha_gamma"
-    sampler: Literal["random", "tpe"] = "tpe"
+    parametrization: Literal["alpha_gamma", "log_product", "norm_relative", "product"] = "alpha_gamma"
+    low: float | None = None
+    high: float | None = None
+    sampler: Literal["tpe", "random", "gp"] = "tpe"
+    n_startup_trials: int = 10
+    start_trials: int = 0
     seed: int | None = 0
     tpe_multivariate: bool = False
     tpe_constant_liar: bool = True
     score_on: Literal["full", "completion"] = "full"
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    unreadable_penalty: float = 1.0
+    max_failures: int = 3
 
     def __post_init__(self) -> None:
         if self.n_trials <= 0:
             raise FsnnError(f"n_trials must be > 0, got {self.n_trials}")
         if self.batch_trials <= 0 or self.batch_rows <= 0:
             raise FsnnError("batch_trials and batch_rows must be > 0")
-        if not (math.isfinite(self.low) and math.isfinite(self.high)) or not self.low < self.high:
-            raise FsnnError(f"empty parameter range [{self.low}, {self.high}]")
-        if self.parametrization not in ("alpha_gamma", "product"):
-            raise FsnnError(f"unknown parametrization {self.parametrization!r}")
-        if self.sampler not in ("random", "tpe"):
-            raise FsnnError(f"unknown sampler {self.sampler!r}")
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise FsnnError(f"unknown parametrization {self.parametrization!r}; choose one of {PARAMETRIZATIONS}")
+        low, high = self.range
+        if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
+            raise FsnnError(f"empty parameter range [{low}, {high}]")
+        if self.parametrization in ("log_product", "norm_relative") and low <= 0:
+            raise FsnnError(f"{self.parametrization} samples on a log scale: low must be > 0, got {low}")
+        if self.sampler not in SAMPLERS:
+            raise FsnnError(f"unknown sampler {self.sampler!r}; choose one of {SAMPLERS}")
         if self.score_on not in ("full", "completion"):
             raise FsnnError(f"score_on must be 'full' or 'completion', got {self.score_on!r}")
+        if self.n_startup_trials < 0 or self.start_trials < 0 or self.max_failures < 0:
+            raise FsnnError("n_startup_trials, start_trials and max_failures must be >= 0")
+        if not math.isfinite(self.unreadable_penalty) or self.unreadable_penalty < 0:
+            raise FsnnError(f"unreadable_penalty must be finite and >= 0, got {self.unreadable_penalty}")
+
+    @property
+    def range(self) -> tuple[float, float]:
+        """(low, high) of the sampled value, defaults filled in."""
+        low, high = DEFAULT_RANGES.get(self.parametrization, (0.01, 1.0))
+        return (low if self.low is None else self.low, high if self.high is None else self.high)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,12 +137,16 @@ class SearchItem:
         prompt: the steering prompt.
         answer: the ground truth (TO is computed against it: the oracle setting).
         h: reference vectors, (layer, hidden) float32.
+        norm_scale: (layer,) ||a_l||_typ / ||h_l - mu_l|| of the prompt
+            (:func:`fsnn.strength.norm_scales`), used by ``norm_relative``; computed
+            by :func:`run_search` when None.
     """
 
     key: str
     prompt: str
     answer: str
     h: torch.Tensor
+    norm_scale: torch.Tensor | None = None
 
 
 def open_storage(url: str) -> Any:
@@ -121,6 +165,8 @@ def open_storage(url: str) -> Any:
 
 
 def _sampler(config: SearchConfig, key: str) -> Any:
+    import warnings
+
     import optuna
 
     seed = None
@@ -128,27 +174,25 @@ def _sampler(config: SearchConfig, key: str) -> Any:
         seed = int(hashlib.sha256(f"{config.seed}:{key}".encode()).hexdigest()[:8], 16)
     if config.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(
-        seed=seed, multivariate=config.tpe_multivariate, constant_liar=config.tpe_constant_liar
-    )
+    with warnings.catch_warnings():  # GPSampler and some TPE options are "experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if config.sampler == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=config.n_startup_trials)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=config.tpe_multivariate, constant_liar=config.tpe_constant_liar,
+            n_startup_trials=config.n_startup_trials,
+        )
 
 
 def _distributions(layout: SegmentLayout, config: SearchConfig) -> dict[str, Any]:
-    from optuna.distributions import FloatDistribution
-
-    if config.parametrization == "product":
-        d = FloatDistribution(config.low * config.low, config.high * config.high)
-        return {f"k_{name}": d for name in layout.segment_names}
-    d = FloatDistribution(config.low, config.high)
-    out = {}
-    for name in layout.segment_names:
-        out[f"alpha_{name}"] = d
-        out[f"gamma_{name}"] = d
-    return out
+    return strength.distributions(config.parametrization, layout.segment_names, *config.range)
 
 
 def trial_coefficients(params: dict[str, float], layout: SegmentLayout) -> tuple[list[float], list[float]]:
-    """(alpha per segment, gamma per segment) of a trial's parameters."""
+    """(alpha per segment, gamma per segment) of an ``alpha_gamma``/``product``/``log_product`` trial.
+
+    A norm-relative trial's gamma differs per layer: use :func:`fsnn.strength.per_layer`.
+    """
     alpha, gamma = [], []
     for name in layout.segment_names:
         if f"k_{name}" in params:
@@ -160,25 +204,39 @@ def trial_coefficients(params: dict[str, float], layout: SegmentLayout) -> tuple
     return alpha, gamma
 
 
-def _per_layer(values: Sequence[float], layout: SegmentLayout, n_layers: int) -> torch.Tensor:
-    out = torch.zeros(n_layers, dtype=torch.float32)
-    for (first, last), v in zip(layout.ranges, values, strict=True):
-        out[first : last + 1] = v
-    return out
-
-
 def score_texts(
     outputs: Sequence[GenerationOutput], answers: Sequence[str], ppl: Callable[[Sequence[str]], list[float]],
     config: SearchConfig,
 ) -> list[dict[str, float]]:
-    """TO, PPL and S_opt of generated rows, on the full text or the completion only."""
+    """TO, PPL, degeneration and the objective of generated rows.
+
+    TO and PPL see the full text or the completion (``config.score_on``); the
+    degeneration measures always judge the completion, the only text steering wrote.
+    """
     texts = [o.text if config.score_on == "full" else o.completion for o in outputs]
     ppls = ppl(texts)
     scores = []
-    for text, answer, p in zip(texts, answers, ppls, strict=True):
+    for out, text, answer, p in zip(outputs, texts, answers, ppls, strict=True):
         to = token_overlap(answer, text)
-        scores.append({"token_overlap": to, "perplexity": p, "objective": objective(to, p, config.objective)})
+        deg = degeneration(out.completion)
+        scores.append({
+            "token_overlap": to, "perplexity": p,
+            "distinct_2": float(deg["distinct_2"]), "longest_repeat": int(deg["longest_repeat"]),
+            "readable": int(deg["readable"]),
+            "objective": guarded_objective(to, p, bool(deg["readable"]), config.objective, config.unreadable_penalty),
+        })
     return scores
+
+
+def _fail(study: Any, trial: Any, error: str) -> None:
+    """Mark a trial FAILED with its error as a user attr (never left RUNNING to be re-queued)."""
+    import optuna
+
+    try:
+        optuna.trial.Trial(study, trial._trial_id).set_user_attr("error", error[:500])
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    except (RuntimeError, ValueError):
+        pass  # another worker finished this trial first (shared storage)
 
 
 def run_search(
@@ -197,6 +255,10 @@ def run_search(
     backend: Backend | str | None = None,
 ) -> xr.Dataset:
     """Search every prompt's strengths for one layout; resumable through ``storage``.
+
+    A trial whose evaluation raises or whose objective is NaN is marked FAILED (the
+    error stored as its ``error`` user attr) and replaced by a new trial, up to
+    ``config.max_failures`` per prompt; the other prompts carry on either way.
 
     Args:
         model: a :class:`fsnn.models.LoadedModel`.
@@ -228,21 +290,34 @@ def run_search(
         ppl = Perplexity(model.hf_model, model.tokenizer)
     layout.check(model.n_layers)
     dists = _distributions(layout, config)
+    if config.parametrization == "norm_relative" and any(it.norm_scale is None for it in items):
+        scales = backend.call(lambda: strength.norm_scales(model, [it.prompt for it in items],
+                                                           torch.stack([it.h for it in items]), backend=backend),
+                              what="norm scales")
+        items = [replace(it, norm_scale=scales[i]) if it.norm_scale is None else it for i, it in enumerate(items)]
+    start = strength.start_params(config.parametrization, layout.segment_names, *config.range,
+                                  min(config.start_trials, config.n_trials))
     studies = {}
     for item in items:
         name = f"{study_prefix}{item.key}"
-        studies[item.key] = optuna.create_study(
+        study = optuna.create_study(
             study_name=name, storage=storage, direction="maximize", load_if_exists=True,
             sampler=_sampler(config, name),
         )
+        if start and not study.get_trials(deepcopy=False):  # a resumed study has them already
+            for params in start:
+                study.enqueue_trial(params)
+        studies[item.key] = study
     by_key = {item.key: item for item in items}
-    done = sum(min(config.n_trials, _n_complete(s)) for s in studies.values())
+    done = sum(min(config.n_trials, _n_state(s, "COMPLETE")) for s in studies.values())
     bar = tqdm(total=len(items) * config.n_trials, initial=done, desc=f"search {layout.name}",
                disable=not progress, unit="trial")
     while True:
         rows: list[tuple[str, Any]] = []  # (prompt key, trial)
         for key, study in studies.items():
-            complete = _n_complete(study)
+            if _n_state(study, "FAIL") > config.max_failures:
+                continue  # given up: reported in the trials dataset
+            complete = _n_state(study, "COMPLETE")
             running = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
             # trials a killed process left RUNNING keep their number and parameters
             for frozen in running[: max(0, config.n_trials - complete)]:
@@ -255,24 +330,36 @@ def run_search(
                 rows.append((key, study.ask(dists)))
         if not rows:
             break
-        for start in range(0, len(rows), config.batch_rows):
-            chunk = rows[start : start + config.batch_rows]
+        for first in range(0, len(rows), config.batch_rows):
+            chunk = rows[first : first + config.batch_rows]
             h = torch.stack([by_key[k].h for k, _ in chunk]).float()
             alphas, gammas = [], []
-            for _, trial in chunk:
-                a, g = trial_coefficients(trial.params, layout)
-                alphas.append(_per_layer(a, layout, model.n_layers))
-                gammas.append(_per_layer(g, layout, model.n_layers))
+            for k, trial in chunk:
+                a, g = strength.per_layer(trial.params, layout.ranges, layout.segment_names, model.n_layers,
+                                          by_key[k].norm_scale)
+                alphas.append(a)
+                gammas.append(g)
+
             def evaluate(chunk=chunk, h=h, alphas=alphas, gammas=gammas):
                 return steered_generate(
                     model, [by_key[k].prompt for k, _ in chunk], h, torch.stack(alphas), torch.stack(gammas),
                     mode=mode, max_new_tokens=max_new_tokens, backend=backend,
                 )
 
-            outputs = backend.call(evaluate, what=f"steering batch of {len(chunk)} rows")
-            scores = score_texts(outputs, [by_key[k].answer for k, _ in chunk], ppl, config)
+            try:
+                outputs = backend.call(evaluate, what=f"steering batch of {len(chunk)} rows")
+                scores = score_texts(outputs, [by_key[k].answer for k, _ in chunk], ppl, config)
+            except Exception as exc:  # noqa: BLE001 - any failure of one batch fails its trials, not the search
+                error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                for key, trial in chunk:
+                    _fail(studies[key], trial, error)
+                bar.update(0)
+                continue
             for (key, trial), out, score in zip(chunk, outputs, scores, strict=True):
                 study = studies[key]
+                if not math.isfinite(score["objective"]):
+                    _fail(study, trial, f"objective is {score['objective']}")
+                    continue
                 handle = optuna.trial.Trial(study, trial._trial_id)
                 try:
                     for name, value in (("completion", out.completion), ("text", out.text), *score.items()):
@@ -280,11 +367,13 @@ def run_search(
                     study.tell(trial.number, score["objective"])
                 except (RuntimeError, ValueError):
                     pass  # another worker finished this trial first (shared storage)
+                except Exception as exc:  # noqa: BLE001 - storage hiccup: fail this trial, keep going
+                    _fail(study, trial, f"tell failed: {type(exc).__name__}: {exc}")
             bar.update(len(chunk))
             if on_round is not None:
                 on_round()
     bar.close()
-    return trials_dataset(items, layout, studies, config)
+    return trials_dataset(items, layout, studies, config, n_layers=model.n_layers)
 
 
 class _Resumed:
@@ -296,40 +385,66 @@ class _Resumed:
         self._trial_id = frozen._trial_id
 
 
-def _n_complete(study: Any) -> int:
+def _n_state(study: Any, state: str) -> int:
     import optuna
 
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    return len(study.get_trials(deepcopy=False, states=(getattr(optuna.trial.TrialState, state),)))
+
+
+def _n_complete(study: Any) -> int:
+    return _n_state(study, "COMPLETE")
 
 
 def trials_dataset(
-    items: Sequence[SearchItem], layout: SegmentLayout, studies: dict[str, Any], config: SearchConfig
+    items: Sequence[SearchItem], layout: SegmentLayout, studies: dict[str, Any], config: SearchConfig,
+    n_layers: int | None = None,
 ) -> xr.Dataset:
-    """Completed trials as a Dataset with dims (prompt, trial[, segment, param]).
+    """Completed trials as a Dataset with dims (prompt, trial[, segment, param, layer]).
 
     The first ``n_trials`` completed trials of each prompt, by trial number; ``is_best``
-    marks the highest objective (first on ties), as Optuna's best trial.
+    marks the highest objective (first on ties), as Optuna's best trial. A prompt with
+    no completed trial has ``best_trial = -1`` and no ``is_best`` (never trial 0);
+    ``failed_trials`` counts each prompt's FAILED trials (attrs: totals).
+
+    ``alpha``/``gamma`` are per segment (a norm-relative trial's gamma: the mean over
+    the segment's layers); ``layer_alpha``/``layer_gamma`` hold the exact per-layer
+    values steered with, ``strength`` the sampled value (alpha*gamma, k or s).
     """
     import optuna
 
     n, t = len(items), config.n_trials
+    n_layers = n_layers if n_layers is not None else (items[0].h.shape[0] if items else 0)
     params = list(_distributions(layout, config))
     seg = layout.n_segments
     alpha = np.full((n, t, seg), np.nan)
     gamma = np.full((n, t, seg), np.nan)
+    sampled = np.full((n, t, seg), np.nan)
+    layer_alpha = np.full((n, t, n_layers), np.nan, dtype=np.float32)
+    layer_gamma = np.full((n, t, n_layers), np.nan, dtype=np.float32)
     raw = np.full((n, t, len(params)), np.nan)
     numbers = np.full((n, t), -1, dtype=np.int64)
-    scores = {k: np.full((n, t), np.nan) for k in ("token_overlap", "perplexity", "objective")}
+    scores = {k: np.full((n, t), np.nan) for k in ("token_overlap", "perplexity", "objective", "distinct_2")}
+    ints = {k: np.full((n, t), -1, dtype=np.int64) for k in ("longest_repeat", "readable")}
     texts = {k: np.full((n, t), "", dtype=object) for k in ("completion", "text")}
+    failed = np.zeros(n, dtype=np.int64)
     for i, item in enumerate(items):
-        trials = studies[item.key].get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        study = studies[item.key]
+        failed[i] = _n_state(study, "FAIL")
+        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         for j, trial in enumerate(sorted(trials, key=lambda tr: tr.number)[:t]):
-            a, g = trial_coefficients(trial.params, layout)
-            alpha[i, j], gamma[i, j] = a, g
+            la, lg = strength.per_layer(trial.params, layout.ranges, layout.segment_names, n_layers,
+                                        item.norm_scale)
+            layer_alpha[i, j], layer_gamma[i, j] = la.numpy(), lg.numpy()
+            alpha[i, j] = [float(la[first:last + 1].mean()) for first, last in layout.ranges]
+            gamma[i, j] = [float(lg[first:last + 1].mean()) for first, last in layout.ranges]
+            sampled[i, j] = strength.strengths(trial.params, layout.segment_names)
             raw[i, j] = [trial.params[p] for p in params]
             numbers[i, j] = trial.number
             for k in scores:
                 scores[k][i, j] = trial.user_attrs.get(k, np.nan)
+            for k in ints:
+                value = trial.user_attrs.get(k)
+                ints[k][i, j] = -1 if value is None else int(value)
             for k in texts:
                 texts[k][i, j] = trial.user_attrs.get(k, "")
     best = np.full(n, -1, dtype=np.int64)
@@ -343,18 +458,27 @@ def trials_dataset(
         {
             "alpha": (("prompt", "trial", "segment"), alpha),
             "gamma": (("prompt", "trial", "segment"), gamma),
+            "strength": (("prompt", "trial", "segment"), sampled),
+            "layer_alpha": (("prompt", "trial", "layer"), layer_alpha),
+            "layer_gamma": (("prompt", "trial", "layer"), layer_gamma),
             "params": (("prompt", "trial", "param"), raw),
             "trial_number": (("prompt", "trial"), numbers),
             **{k: (("prompt", "trial"), v) for k, v in scores.items()},
+            **{k: (("prompt", "trial"), v) for k, v in ints.items()},
             **{k: (("prompt", "trial"), v) for k, v in texts.items()},
             "is_best": (("prompt", "trial"), is_best),
             "best_trial": (("prompt",), best),
+            "failed_trials": (("prompt",), failed),
         },
         coords={
             "prompt_key": ("prompt", np.asarray([it.key for it in items], dtype=object)),
             "trial": np.arange(t),
             "segment": np.asarray(layout.segment_names, dtype=object),
             "param": np.asarray(params, dtype=object),
+            "layer": np.arange(n_layers),
         },
-        attrs={"layout": layout.to_json(), "search": str(config.to_dict())},
+        attrs={"layout": layout.to_json(), "search": str(config.to_dict()),
+               "parametrization": config.parametrization, "sampler": config.sampler,
+               "failed_trials": int(failed.sum()),
+               "prompts_without_finished_trial": int((best < 0).sum())},
     )

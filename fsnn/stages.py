@@ -24,6 +24,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from .backends import Backend
+from .degeneration import readable
 from .errors import FsnnError
 from .generation import generate
 from .layout import SegmentLayout
@@ -289,12 +290,16 @@ def results_stage(ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, trial
     alpha = np.full((len(methods), n, seg), np.nan)
     gamma = np.full((len(methods), n, seg), np.nan)
     obj = np.full((len(methods), n), np.nan)
+    missing = np.zeros((len(methods), n), dtype=bool)  # a steered prompt without a finished trial
     comp[0] = baseline.completion.values[rows]
     text[0] = baseline.text.values[rows]
     for m, method in enumerate(methods[1:], start=1):
         t = trials.sel({"method": method})
-        best = t.is_best.values.argmax(axis=1)
+        best = t.best_trial.values  # -1: no finished trial, left NaN/"" (never trial 0)
         for i in range(n):
+            if best[i] < 0:
+                missing[m, i] = True
+                continue
             comp[m, i] = t.completion.values[i, best[i]]
             text[m, i] = t.text.values[i, best[i]]
             alpha[m, i] = t.alpha.values[i, best[i]]
@@ -305,6 +310,9 @@ def results_stage(ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, trial
     scored = np.asarray([scored_texts(text[m], comp[m], c.score_on) for m in range(len(methods))], dtype=object)
     to = np.array([[token_overlap(a, s) for a, s in zip(answers, row, strict=True)] for row in scored])
     ppl = np.array([ctx.ppl(list(row)) for row in scored])
+    to[missing], ppl[missing] = np.nan, np.nan
+    # the degeneration guard reads the generated text only (docs/method.md §6)
+    readable_ = np.array([[int(readable(str(s))) for s in row] for row in comp], dtype=np.int8)
     obj[0] = [objective(t_, p_, c.objective) for t_, p_ in zip(to[0], ppl[0], strict=True)]
     judge_score = np.full((len(methods), n), np.nan)
     grade = np.full((len(methods), n), "", dtype=object)
@@ -325,6 +333,7 @@ def results_stage(ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, trial
         {
             "completion": (("method", "prompt"), str_array(comp)),
             "text": (("method", "prompt"), str_array(text)),
+            "readable": (("method", "prompt"), readable_),
             "token_overlap": (("method", "prompt"), to),
             "perplexity": (("method", "prompt"), ppl),
             "objective": (("method", "prompt"), obj),
@@ -347,7 +356,7 @@ def results_stage(ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, trial
             "simpleqa_id": ("prompt", refs.simpleqa_id.values.astype(np.int64)),
         },
         attrs=ctx.attrs("results", judged=int(ctx.judge is not None), score_on=c.score_on,
-                        judge_missing=c.judge_missing),
+                        judge_missing=c.judge_missing, prompts_without_finished_trial=int(missing.sum())),
     )
     write_dataset(ds, ctx.out / "results.nc")
     return ds

@@ -163,3 +163,209 @@ def test_resume_after_sigkill(tmp_path):
     resumed, clean = xr.open_dataset(tmp_path / "resumed.nc"), xr.open_dataset(tmp_path / "clean.nc")
     np.testing.assert_array_equal(resumed.params.values, clean.params.values)
     np.testing.assert_allclose(resumed.objective.values, clean.objective.values, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- fast tests on a stub generator
+
+
+class _StubModel:
+    n_layers, d_model, name = 4, 8, "stub"
+
+
+def _stub_generate(fail_prompts=(), nan_after=None):
+    """A steered_generate stand-in: the completion depends on the strength alone."""
+    from fsnn.decode import GenerationOutput
+
+    calls = []
+
+    def fake(model, prompts, h, alpha, gamma, **kw):
+        calls.append(list(prompts))
+        if any(p in fail_prompts for p in prompts):
+            raise RuntimeError("planted failure")
+        outs = []
+        for p, a, g in zip(prompts, alpha, gamma, strict=True):
+            k = float((a * g).max())
+            if k > 0.3:
+                text = "Paris Paris Paris Paris Paris Paris"
+            elif k > 0.05:
+                text = f"It is Paris, the capital city {k:.4f}"
+            else:
+                text = f"I am not sure about that one {k:.4f}"
+            outs.append(GenerationOutput(prompt=p, completion=text, ids=[1], text=p + text, stopped=True))
+        return outs
+
+    fake.calls = calls
+    return fake
+
+
+def _stub_items(n=3):
+    return [SearchItem(key=f"p{i}", prompt=f"prompt {i}", answer="Paris", h=torch.zeros(4, 8),
+                       norm_scale=torch.ones(4)) for i in range(n)]
+
+
+def _stub_ppl(texts):
+    return [10.0 for _ in texts]
+
+
+def test_failed_evaluation_marks_trials_failed_retries_and_carries_on(monkeypatch, tmp_path):
+    import optuna
+
+    import fsnn.search as search
+
+    fake = _stub_generate(fail_prompts=("prompt 1",))
+    monkeypatch.setattr(search, "steered_generate", fake)
+    cfg = SearchConfig(n_trials=3, batch_trials=1, batch_rows=1, sampler="random", max_failures=2)
+    storage = open_storage(f"sqlite:///{tmp_path}/f.db")
+    ds = run_search(_StubModel(), _stub_items(), SegmentLayout.full(4), cfg, storage=storage, ppl=_stub_ppl,
+                    progress=False)
+    study = optuna.load_study(study_name="p1", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.FAIL) == 3  # max_failures + 1 tries, then given up
+    assert optuna.trial.TrialState.RUNNING not in states
+    assert all("planted failure" in t.user_attrs["error"] for t in study.trials)
+    assert ds.failed_trials.values.tolist() == [0, 3, 0]
+    assert ds.attrs["failed_trials"] == 3
+    # the other prompts finished their budget; p1 has no finished trial and says so
+    assert (ds.trial_number.values[[0, 2]] >= 0).all()
+    assert ds.best_trial.values.tolist()[1] == -1
+    assert ds.is_best.values[1].sum() == 0
+    assert ds.attrs["prompts_without_finished_trial"] == 1
+
+
+def test_nan_objective_fails_the_trial(monkeypatch, tmp_path):
+    import optuna
+
+    import fsnn.search as search
+
+    monkeypatch.setattr(search, "steered_generate", _stub_generate())
+    monkeypatch.setattr(search, "guarded_objective", lambda *a, **k: float("nan"))
+    cfg = SearchConfig(n_trials=2, batch_trials=2, sampler="random", max_failures=1)
+    storage = open_storage(f"sqlite:///{tmp_path}/n.db")
+    ds = run_search(_StubModel(), _stub_items(1), SegmentLayout.full(4), cfg, storage=storage, ppl=_stub_ppl,
+                    progress=False)
+    trials = optuna.load_study(study_name="p0", storage=storage).trials
+    assert all(t.state == optuna.trial.TrialState.FAIL for t in trials)
+    assert 2 <= len(trials) <= 3  # bounded: never re-queued forever
+    assert ds.best_trial.values.tolist() == [-1]
+
+
+def test_enqueued_start_trials_are_evaluated_first(monkeypatch, tmp_path):
+    import fsnn.search as search
+    from fsnn.strength import start_params
+
+    fake = _stub_generate()
+    monkeypatch.setattr(search, "steered_generate", fake)
+    cfg = SearchConfig(n_trials=5, batch_trials=1, sampler="tpe", n_startup_trials=1, start_trials=3,
+                       parametrization="log_product")
+    ds = run_search(_StubModel(), _stub_items(2), SegmentLayout.full(4), cfg,
+                    storage=open_storage(f"sqlite:///{tmp_path}/e.db"), ppl=_stub_ppl, progress=False)
+    expected = [p["k_all"] for p in start_params("log_product", ["all"], *cfg.range, 3)]
+    for i in range(2):
+        assert ds.trial_number.values[i, :3].tolist() == [0, 1, 2]
+        np.testing.assert_allclose(ds.params.values[i, :3, 0], expected)
+    # the first three generate calls (one round each) carried the start strengths
+    assert len(fake.calls) == 5
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp"])
+def test_resumed_study_asks_what_an_uninterrupted_one_would(monkeypatch, tmp_path, sampler):
+    import fsnn.search as search
+
+    monkeypatch.setattr(search, "steered_generate", _stub_generate())
+    cfg = SearchConfig(n_trials=5, batch_trials=1, sampler=sampler, n_startup_trials=2, start_trials=1,
+                       parametrization="norm_relative", seed=4)
+    layout = SegmentLayout.segmented(4, 2)
+    clean = run_search(_StubModel(), _stub_items(2), layout, cfg, storage=open_storage(f"sqlite:///{tmp_path}/c.db"),
+                       ppl=_stub_ppl, progress=False)
+
+    class Stop(BaseException):
+        pass
+
+    rounds = []
+
+    def stop_after_two():
+        rounds.append(1)
+        if len(rounds) == 2:
+            raise Stop
+
+    url = f"sqlite:///{tmp_path}/r.db"
+    with pytest.raises(Stop):
+        run_search(_StubModel(), _stub_items(2), layout, cfg, storage=open_storage(url), ppl=_stub_ppl,
+                   progress=False, on_round=stop_after_two)
+    resumed = run_search(_StubModel(), _stub_items(2), layout, cfg, storage=open_storage(url), ppl=_stub_ppl,
+                         progress=False)
+    np.testing.assert_array_equal(resumed.params.values, clean.params.values)
+    np.testing.assert_array_equal(resumed.trial_number.values, clean.trial_number.values)
+    assert len({tuple(r) for r in clean.params.values[0]}) == 5  # the sampler explored
+
+
+def test_search_stores_degeneration_and_prefers_readable(monkeypatch, tmp_path):
+    import fsnn.search as search
+
+    monkeypatch.setattr(search, "steered_generate", _stub_generate())
+    cfg = SearchConfig(n_trials=3, batch_trials=3, sampler="random", start_trials=3, parametrization="log_product",
+                       low=0.01, high=1.0, score_on="completion")
+    ds = run_search(_StubModel(), _stub_items(1), SegmentLayout.full(4), cfg,
+                    storage=open_storage(f"sqlite:///{tmp_path}/d.db"), ppl=_stub_ppl, progress=False)
+    # start strengths 0.032, 0.1, 0.32: unsure / readable answer / "Paris Paris ..." (same TO 1.0)
+    assert ds.readable.values[0].tolist() == [1, 1, 0]
+    assert ds.token_overlap.values[0].tolist() == [0.0, 1.0, 1.0]
+    assert ds.longest_repeat.values[0, 2] == 6
+    assert ds.distinct_2.values[0, 2] < 0.5
+    assert int(ds.best_trial.values[0]) == 1
+    paper = SearchConfig(n_trials=3, batch_trials=3, sampler="random", start_trials=3, parametrization="log_product",
+                         low=0.01, high=1.0, score_on="completion", unreadable_penalty=0.0)
+    ds0 = run_search(_StubModel(), _stub_items(1), SegmentLayout.full(4), paper,
+                     storage=open_storage(f"sqlite:///{tmp_path}/d0.db"), ppl=_stub_ppl, progress=False)
+    assert ds0.objective.values[0, 2] == ds0.objective.values[0, 1]  # eq. (6) cannot tell them apart here
+
+
+def test_bad_sampler_and_parametrization():
+    with pytest.raises(FsnnError, match="unknown sampler"):
+        SearchConfig(sampler="cmaes")
+    with pytest.raises(FsnnError, match="unknown parametrization"):
+        SearchConfig(parametrization="bogus")
+    with pytest.raises(FsnnError, match="log scale"):
+        SearchConfig(parametrization="log_product", low=0.0, high=1.0)
+
+
+def test_results_without_finished_trial_is_explicit(tmp_path):
+    """A prompt whose search finished no trial gets NaN/"" results and is counted, never trial 0's."""
+    import xarray as xr
+
+    from fsnn.pipeline import RunConfig, _Run
+
+    class Model:
+        def describe(self):
+            return {"model": "stub"}
+
+    run = object.__new__(_Run)
+    run.config, run.out, run.model, run.judge = RunConfig(score_on="completion"), tmp_path, Model(), None
+    run.simpleqa_sha, run._ppl = "", lambda texts: [10.0 for _ in texts]
+    ids = np.array([7, 9])
+    coords = {"simpleqa_id": ("prompt", ids), "question": ("prompt", np.array(["q7", "q9"], dtype=object)),
+              "answer": ("prompt", np.array(["Paris", "Rome"], dtype=object))}
+    baseline = xr.Dataset({k: ("prompt", np.array(v, dtype=object)) for k, v in {
+        "completion": ["no", "no"], "text": ["q7 no", "q9 no"], "grade": ["INCORRECT"] * 2,
+        "grade_source": ["proxy"] * 2, "topic": ["Art", "Art"]}.items()}, coords=coords)
+    refs = xr.Dataset(coords=coords)
+    trials = xr.Dataset(
+        {
+            "completion": (("prompt", "trial"), np.array([["It is Paris", "Paris"], ["", ""]], dtype=object)),
+            "text": (("prompt", "trial"), np.array([["q7 It is Paris", "q7 Paris"], ["", ""]], dtype=object)),
+            "alpha": (("prompt", "trial", "segment"), np.array([[[1.0], [0.5]], [[np.nan], [np.nan]]])),
+            "gamma": (("prompt", "trial", "segment"), np.array([[[0.1], [0.2]], [[np.nan], [np.nan]]])),
+            "objective": (("prompt", "trial"), np.array([[0.1, 0.5], [np.nan, np.nan]])),
+            "is_best": (("prompt", "trial"), np.array([[0, 1], [0, 0]], dtype=np.int8)),
+            "best_trial": ("prompt", np.array([1, -1])),
+        },
+        coords={"segment": ["all"]},
+    ).expand_dims(method=["full"])
+    ds = run.results(baseline, refs, trials)
+    full = ds.isel(method=1)
+    assert str(ds.method.values[1]) == "full"
+    assert full.completion.values.tolist() == ["Paris", ""]
+    assert full.token_overlap.values[0] == 1.0 and np.isnan(full.token_overlap.values[1])
+    assert np.isnan(full.alpha.values[1]).all()
+    assert ds.attrs["prompts_without_finished_trial"] == 1
+    assert full.readable.values.tolist() == [1, 0]
