@@ -2,7 +2,7 @@
 
 For each model: a fixed, seeded sample of baseline failures drawn across SimpleQA topics
 (stratified pool, not the first rows), reference vectors as the pipeline captures them
-(METHOD.md §2.3-2.4), then one search per cell (parametrization x sampler x budget), scored
+(docs/method.md §2.3-2.4), then one search per cell (parametrization x sampler x budget), scored
 on the completion only. A prompt counts as steered to the answer when the best trial's
 TO >= ``fsnn.scoring.TOKEN_OVERLAP_THRESHOLD`` AND the completion passes
 :func:`fsnn.degeneration.readable`; both rates are stored, the readable one first.
@@ -40,10 +40,9 @@ from fsnn.errors import FsnnError
 from fsnn.generation import generate
 from fsnn.layout import SegmentLayout
 from fsnn.metrics import Perplexity, token_overlap
-from fsnn.pipeline import proxy_grade
 from fsnn.prompts import PAPER_TEMPLATES, split_explanation
 from fsnn.references import ReferenceItem, capture_references
-from fsnn.scoring import TOKEN_OVERLAP_THRESHOLD
+from fsnn.scoring import TOKEN_OVERLAP_THRESHOLD, proxy_grade
 from fsnn.search import SearchConfig, SearchItem, open_storage, run_search
 from fsnn.simpleqa import load_simpleqa, select_questions
 from fsnn.store import read_dataset, str_array, write_dataset

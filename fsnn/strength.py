@@ -1,6 +1,6 @@
 """Parametrizations of steering strength: what a search samples, and the per-layer (alpha, gamma) it means.
 
-Eqs. (3)-(5) shift a layer's output by ``alpha * gamma * (h_l - mu_l)`` (METHOD.md
+Eqs. (3)-(5) shift a layer's output by ``alpha * gamma * (h_l - mu_l)`` (docs/method.md §3,
 §2.5), so only the product k = alpha * gamma changes the result. Three ways to sample it,
 one value (or pair) per segment of the layout — a custom layout (``NAME=0-3,8-11``)
 gives per-layer-group strengths, ``full`` one strength for every layer:

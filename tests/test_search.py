@@ -333,15 +333,16 @@ def test_results_without_finished_trial_is_explicit(tmp_path):
     """A prompt whose search finished no trial gets NaN/"" results and is counted, never trial 0's."""
     import xarray as xr
 
-    from fsnn.pipeline import RunConfig, _Run
+    from fsnn.backends import LocalBackend
+    from fsnn.pipeline import RunConfig
+    from fsnn.stages import RunContext, results_stage
 
     class Model:
         def describe(self):
             return {"model": "stub"}
 
-    run = object.__new__(_Run)
-    run.config, run.out, run.model, run.judge = RunConfig(score_on="completion"), tmp_path, Model(), None
-    run.simpleqa_sha, run._ppl = "", lambda texts: [10.0 for _ in texts]
+    ctx = RunContext(config=RunConfig(score_on="completion"), out=tmp_path, model=Model(), judge=None,
+                     backend=LocalBackend(), simpleqa_sha="", _ppl=lambda texts: [10.0 for _ in texts])
     ids = np.array([7, 9])
     coords = {"simpleqa_id": ("prompt", ids), "question": ("prompt", np.array(["q7", "q9"], dtype=object)),
               "answer": ("prompt", np.array(["Paris", "Rome"], dtype=object))}
@@ -361,7 +362,7 @@ def test_results_without_finished_trial_is_explicit(tmp_path):
         },
         coords={"segment": ["all"]},
     ).expand_dims(method=["full"])
-    ds = run.results(baseline, refs, trials)
+    ds = results_stage(ctx, baseline, refs, trials)
     full = ds.isel(method=1)
     assert str(ds.method.values[1]) == "full"
     assert full.completion.values.tolist() == ["Paris", ""]
