@@ -260,6 +260,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def split_by_question(failures: Sequence[int], n_train: int, seed: int) -> dict[str, list[int]]:
+    """Seeded disjoint split of failing question ids: ``n_train`` train, the rest test."""
+    ids = list(dict.fromkeys(int(i) for i in failures))  # one row per question
+    shuffled = [ids[i] for i in np.random.default_rng(seed + 1).permutation(len(ids))]
+    return {"train": sorted(shuffled[:n_train]), "test": sorted(shuffled[n_train:])}
+
+
 def screen_failures(model: Any, questions: list[Any], need: int, tokens: int, stages: Stages) -> list[dict]:
     """Greedy baseline over a seeded shuffle until ``need`` failures; checkpointed per chunk."""
     path = stages.out / "baseline.json"
@@ -295,11 +302,7 @@ def run(args: argparse.Namespace) -> xr.Dataset:
     failures = [r["id"] for r in baseline if not r["correct"]][: args.n_train + args.n_test]
     if len(failures) < args.n_train + args.n_test:
         raise fsnn.FsnnError(f"only {len(failures)} baseline failures for {args.n_train}+{args.n_test}")
-    def make_split() -> dict[str, list[int]]:
-        shuffled = [int(failures[i]) for i in np.random.default_rng(args.seed + 1).permutation(len(failures))]
-        return {"train": sorted(shuffled[: args.n_train]), "test": sorted(shuffled[args.n_train :])}
-
-    split = stages.json("split", make_split)
+    split = stages.json("split", lambda: split_by_question(failures, args.n_train, args.seed))
     assert not set(split["train"]) & set(split["test"]), "train/test share a question"
     train = [by_id[i] for i in split["train"]]
     test = [by_id[i] for i in split["test"]]
@@ -358,6 +361,9 @@ def run(args: argparse.Namespace) -> xr.Dataset:
         np.savez(tmp, **{k: free[k] for k in ("self_consistency", "learned", "retrieval")})
         tmp.replace(free_path)
         atomic_write_text(args.out / "label_free.json", json.dumps(meta, indent=1))
+        # the leak audit: what each label-free stage was fed (tests read it)
+        atomic_write_text(args.out / "seen.json", json.dumps(
+            {"texts": seen.texts, "ids": {k: sorted(v) for k, v in seen.ids.items()}}))
     samples = json.loads(samples_path.read_text())
     fixed = fsnn.Strengths(layout=layout, alpha=tuple(meta["alpha"]), gamma=tuple(meta["gamma"]))
 
