@@ -380,7 +380,7 @@ def run(args: argparse.Namespace) -> xr.Dataset:
         "dola": lambda: [o.completion for o in beyond.dola_generate(
             model, [BASELINE.format(q=q.question) for q in test], early_layer=model.n_layers // 4,
             max_new_tokens=tokens)],
-        "oracle": lambda: [c if isinstance(c, str) else "" for c in best_of(trials_test, "completion")],
+        "oracle": lambda: [str(c) if isinstance(c, str) else "" for c in best_of(trials_test, "completion")],
         "oracle_fixed": lambda: steered(refs_test),
         **{name: (lambda name=name: steered(free[name])) for name in ("self_consistency", "learned", "retrieval")},
     }
@@ -407,10 +407,10 @@ def run(args: argparse.Namespace) -> xr.Dataset:
     per_prompt = xr.Dataset(
         {"token_overlap": (("method", "prompt"), to), "containment": (("method", "prompt"), hit),
          "readable": (("method", "prompt"), ok.astype(np.int8)), "latent": (("prompt",), latent.astype(np.int8)),
-         "completion": (("method", "prompt"), np.array([completions[m] for m in METHODS], dtype=object))},
+         "completion": (("method", "prompt"), np.array([[str(c) for c in completions[m]] for m in METHODS], dtype=object))},
         coords={"method": list(METHODS), "prompt": np.arange(len(test)),
                 "question_id": ("prompt", np.array([q.id for q in test])),
-                "answer": ("prompt", np.array(answers, dtype=object))},
+                "answer": ("prompt", np.array([str(a) for a in answers], dtype=object))},
     )
     summary = summarise(per_prompt, n_boot=args.n_boot, seed=args.seed)
     ds = xr.merge([per_prompt, summary])
