@@ -439,7 +439,7 @@ def table(ds: xr.Dataset) -> str:
                   "|---|---|---|---|---|---|"]
 
         def f(var, m, metric, subset=subset):
-            v = ds[var].sel(method=m, metric=metric, subset=subset).values
+            v = ds[var].sel({"method": m, "metric": metric, "subset": subset}).values
             return "n/a" if not np.isfinite(v[0]) else f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
 
         for m in METHODS:
