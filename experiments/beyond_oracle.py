@@ -389,12 +389,18 @@ def run(args: argparse.Namespace) -> xr.Dataset:
         steering = fsnn.Steering(references=refs, strengths=fixed, mode=args.mode)
         return [o.completion for o in steering.generate(model, steer_prompts, max_new_tokens=tokens, batch_size=16)]
 
-    walls: dict[str, float] = {}
+    # wall time of each method's generation, kept across resumes (NaN: made by a
+    # process that did not record it)
+    walls_path = args.out / "walls.json"
+    walls: dict[str, float] = json.loads(walls_path.read_text()) if walls_path.exists() else {}
     completions: dict[str, list[str]] = {}
     for name in tqdm(METHODS, desc="methods"):
+        fresh = not (args.out / f"gen_{name}.json").exists()
         start = time.time()
         completions[name] = stages.json(f"gen_{name}", makers[name])
-        walls[name] = time.time() - start
+        if fresh:
+            walls[name] = time.time() - start
+            atomic_write_text(walls_path, json.dumps(walls))
 
     answers = [q.answer for q in test]
     to = np.zeros((len(METHODS), len(test)))
@@ -414,7 +420,7 @@ def run(args: argparse.Namespace) -> xr.Dataset:
     )
     summary = summarise(per_prompt, n_boot=args.n_boot, seed=args.seed)
     ds = xr.merge([per_prompt, summary])
-    ds["wall_s"] = (("method",), np.array([walls[m] for m in METHODS]))
+    ds["wall_s"] = (("method",), np.array([walls.get(m, np.nan) for m in METHODS]))
     ds.attrs = provenance(
         "beyond_oracle", config, model=args.model, n_train=len(train), n_test=len(test),
         n_screened=len(baseline), fixed_alpha=list(meta["alpha"]), fixed_gamma=list(meta["gamma"]),
