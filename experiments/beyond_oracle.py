@@ -441,8 +441,8 @@ def table(ds: xr.Dataset) -> str:
         n = int(ds["n"].sel(subset=subset))
         lines += [f"\n**{subset}** test prompts (n = {n})\n",
                   "| method | token overlap [95% CI] | containment [95% CI] | diff TO vs greedy [95% CI] "
-                  "| share of oracle gain, TO [95% CI] | share, containment [95% CI] |",
-                  "|---|---|---|---|---|---|"]
+                  "| share of oracle gain, TO [95% CI] | share, containment [95% CI] | readable | wall s |",
+                  "|---|---|---|---|---|---|---|---|"]
 
         def f(var, m, metric, subset=subset):
             v = ds[var].sel({"method": m, "metric": metric, "subset": subset}).values
@@ -451,8 +451,17 @@ def table(ds: xr.Dataset) -> str:
         for m in METHODS:
             lines.append(f"| {m} | {f('level', m, 'token_overlap')} | {f('level', m, 'containment')} | "
                          f"{f('diff_vs_greedy', m, 'token_overlap')} | {f('gain_share', m, 'token_overlap')} | "
-                         f"{f('gain_share', m, 'containment')} |")
+                         f"{f('gain_share', m, 'containment')} | {readable_share(ds, m, subset):.2f} | "
+                         f"{float(ds['wall_s'].sel({'method': m})):.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def readable_share(ds: xr.Dataset, method: str, subset: str) -> float:
+    """Share of the subset's completions of ``method`` that pass the readability guard."""
+    rows = ds["readable"].sel({"method": method}).values
+    if subset == "latent":
+        rows = rows[ds["latent"].values.astype(bool)]
+    return float(rows.mean()) if rows.size else float("nan")
 
 
 def figure(ds: xr.Dataset, path: Path) -> None:
