@@ -42,10 +42,11 @@ from fsnn.layout import SegmentLayout
 from fsnn.metrics import Perplexity, token_overlap
 from fsnn.prompts import PAPER_TEMPLATES, split_explanation
 from fsnn.references import ReferenceItem, capture_references
+from fsnn.schema import str_array
 from fsnn.scoring import TOKEN_OVERLAP_THRESHOLD, proxy_grade
 from fsnn.search import SearchConfig, SearchItem, open_storage, run_search
 from fsnn.simpleqa import load_simpleqa, select_questions
-from fsnn.store import read_dataset, str_array, write_dataset
+from fsnn.store import read_dataset, write_dataset
 from fsnn.strength import norm_scales
 
 MAX_NEW_TOKENS = 48
