@@ -34,7 +34,7 @@ from .environment import cache_dir
 from .errors import FsnnError
 from .layers import find_layers_path
 
-__all__ = ["ALIASES", "DEFAULT_MODEL", "Alias", "LoadedModel", "check_model_spec", "load_model", "wrap_model"]
+__all__ = ["ALIASES", "DEFAULT_MODEL", "DTYPES", "Alias", "LoadedModel", "check_model_spec", "load_model", "wrap_model"]
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -102,7 +102,7 @@ ALIASES: dict[str, Alias] = {
     ]
 }
 
-_DTYPES = {
+DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
     "float16": torch.float16,
@@ -398,9 +398,9 @@ def load_model(
     Raises:
         FsnnError: unknown alias, missing package, corrupt file, missing path.
     """
-    if dtype not in _DTYPES:
-        raise FsnnError(f"unknown dtype {dtype!r}; choose one of {sorted(set(_DTYPES))}")
-    torch_dtype = _DTYPES[dtype]
+    if dtype not in DTYPES:
+        raise FsnnError(f"unknown dtype {dtype!r}; choose one of {sorted(set(DTYPES))}")
+    torch_dtype = DTYPES[dtype]
     source, rev, is_hub = _resolve_spec(spec, revision)
     if remote:
         return _load_remote(spec, source, rev)

@@ -51,7 +51,6 @@ from .summary import summary_rows, summary_table  # one summary for runs and the
 
 __all__ = ["RunConfig", "config_from_args", "run_pipeline", "summary_rows", "summary_table"]
 
-_DTYPES = ("float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,8 +140,10 @@ class RunConfig:
             raise FsnnError("8-bit loading is a local option; NDIF serves its own precision")
         if self.score_on not in ("full", "completion"):
             raise FsnnError(f"score_on must be full or completion, got {self.score_on!r}")
-        if self.dtype not in _DTYPES:
-            raise FsnnError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
+        from .models import DTYPES
+
+        if self.dtype not in DTYPES:
+            raise FsnnError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         _check_device(self.device)
         for name in ("limit", "stratified"):
             value = getattr(self, name)

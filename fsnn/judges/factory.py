@@ -25,7 +25,6 @@ KEYED_HOSTS = {
     "api.openai.com": "OPENAI_API_KEY",
 }
 
-_DTYPES = ("float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
 
 
 def check_judge_spec(spec: JudgeConfig | str, **overrides: Any) -> JudgeConfig | None:
@@ -79,8 +78,10 @@ def check_judge_spec(spec: JudgeConfig | str, **overrides: Any) -> JudgeConfig |
 
 
 def _check_local_model(config: JudgeConfig, label: str) -> None:
-    if config.dtype not in _DTYPES:
-        raise FsnnError(f"judge {label}: unknown dtype {config.dtype!r}; choose one of {_DTYPES}")
+    from ..models import DTYPES
+
+    if config.dtype not in DTYPES:
+        raise FsnnError(f"judge {label}: unknown dtype {config.dtype!r}; choose one of {', '.join(DTYPES)}")
     if config.device.startswith("cuda"):
         import torch
 
