@@ -53,6 +53,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def _add(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help, description=help, formatter_class=_formatter)
 
@@ -158,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_options(p: argparse.ArgumentParser) -> None:
     """``fsnn run``'s options; None defaults keep the RunConfig's default (shown in help)."""
     from .pipeline import RunConfig
+    from .search import SAMPLERS
+    from .strength import PARAMETRIZATIONS
 
     d = RunConfig()
     p.add_argument("--model", default=None, help=f"model alias, folder, .gguf or hub id (default {d.model})")
@@ -174,9 +186,13 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help=f"trials asked together per prompt (default {d.batch_trials})")
     p.add_argument("--batch-rows", type=_positive, default=None,
                    help=f"rows per steered generate call (default {d.batch_rows})")
-    p.add_argument("--sampler", choices=("tpe", "random"), default=None, help=f"Optuna sampler (default {d.sampler})")
-    p.add_argument("--parametrization", choices=("alpha_gamma", "product"), default=None,
-                   help=f"what the search varies (default {d.parametrization})")
+    p.add_argument("--sampler", choices=SAMPLERS, default=None, help=f"Optuna sampler (default {d.sampler})")
+    p.add_argument("--parametrization", choices=PARAMETRIZATIONS, default=None,
+                   help=f"what the search varies, see docs/strength_study.md (default {d.parametrization})")
+    p.add_argument("--start-trials", type=_non_negative, default=None,
+                   help=f"log-spaced strengths tried first on every prompt (default {d.start_trials})")
+    p.add_argument("--n-startup-trials", type=_non_negative, default=None,
+                   help=f"random trials before TPE/GP model the results (default {d.n_startup_trials})")
     p.add_argument("--mode", choices=("faithful", "cached"), default=None,
                    help=f"faithful = the published method, cached = faster approximation (default {d.mode})")
     p.add_argument("--max-new-tokens", type=_positive, default=None,
@@ -253,7 +269,8 @@ def _run(args: argparse.Namespace) -> int:
         model=args.model, limit=args.limit, ids=args.ids, stratified=args.stratified,
         methods=tuple(m for m in args.methods.split(",") if m) if args.methods else None,
         n_trials=args.trials, batch_trials=args.batch_trials, batch_rows=args.batch_rows, sampler=args.sampler,
-        parametrization=args.parametrization, mode=args.mode, max_new_tokens=args.max_new_tokens,
+        parametrization=args.parametrization, start_trials=args.start_trials,
+        n_startup_trials=args.n_startup_trials, mode=args.mode, max_new_tokens=args.max_new_tokens,
         select=args.select, score_on=args.score_on, baseline_prompt=args.baseline_prompt,
         chat_template=args.chat_template, judge=args.judge, judge_missing=args.judge_missing,
         ppl_model=args.ppl_model, load_in_8bit=args.load_in_8bit, dtype=args.dtype, device=args.device,

@@ -64,6 +64,8 @@ PAPER_PRESET: dict[str, Any] = {
     "batch_rows": 32,
     "sampler": "tpe",
     "parametrization": "alpha_gamma",
+    "start_trials": 0,
+    "n_startup_trials": 10,  # Optuna's default: with 5 trials the paper's TPE samples at random
     "unreadable_penalty": 0.0,  # eq. (6) exactly as published: no readability guard
     "mode": "faithful",
     "max_new_tokens": 100,

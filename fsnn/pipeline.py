@@ -66,7 +66,8 @@ class RunConfig:
         seed: subset sampling and search seed.
         methods: layouts to search: ``full``, ``segmented``, ``NAME=0-3,8-11``.
         n_trials, batch_trials, batch_rows, sampler, parametrization, start_trials,
-            unreadable_penalty: the search (:class:`fsnn.search.SearchConfig`).
+            n_startup_trials, unreadable_penalty: the search
+            (:class:`fsnn.search.SearchConfig`).
         mode: ``faithful`` (parity) or ``cached``.
         max_new_tokens: baseline, enrichment and steered generation (paper 100).
         baseline_prompt: ``qa`` (``Question: {q}\\nAnswer:``) or ``bare`` (the question).
@@ -102,6 +103,7 @@ class RunConfig:
     sampler: str = "tpe"
     parametrization: str = "alpha_gamma"
     start_trials: int = 0
+    n_startup_trials: int = 10
     unreadable_penalty: float = 1.0
     mode: str = "faithful"
     max_new_tokens: int = 100
@@ -165,7 +167,8 @@ class RunConfig:
         return SearchConfig(
             n_trials=self.n_trials, batch_trials=self.batch_trials, batch_rows=self.batch_rows,
             sampler=self.sampler, parametrization=self.parametrization, seed=self.seed,
-            start_trials=self.start_trials, unreadable_penalty=self.unreadable_penalty,
+            start_trials=self.start_trials, n_startup_trials=self.n_startup_trials,
+            unreadable_penalty=self.unreadable_penalty,
             score_on=self.score_on, objective=self.objective,
         )
 
@@ -198,6 +201,11 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+# Identity fields added after a folder may have been made, with the value every earlier
+# run had: a folder that predates the field still matches when it ran that value.
+_IDENTITY_ADDED = {"n_startup_trials": 10}
+
+
 def _prepare_folder(out: Path, identity: dict[str, Any], force_new: bool) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -214,6 +222,8 @@ def _prepare_folder(out: Path, identity: dict[str, Any], force_new: bool) -> Non
             if not force_new:
                 raise FsnnError(f"{cfg_path} is not valid JSON; remove the folder or use --force-new") from None
             saved = None  # --force-new starts over, as the message says
+        if isinstance(saved, dict):
+            saved = {**_IDENTITY_ADDED, **saved}
         if saved != identity:
             if not force_new:
                 diff = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))

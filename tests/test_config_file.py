@@ -72,6 +72,12 @@ def test_paper_preset_is_the_experiment_s_config():
     paper = resolve_run_config(ON_CPU, PAPER_PRESET)
     assert paper.model == "google/gemma-2-2b-it" and paper.load_in_8bit and paper.n_trials == 5
     assert (paper.select, paper.score_on, paper.judge_missing) == ("incorrect", "full", "zero")
+    # the paper's search whatever RunConfig's defaults become: (alpha, gamma) ~ U[0.01, 1], TPE with
+    # Optuna's 10 random start-up trials, every trial asked at once, eq. (6) unguarded
+    search = paper.search_config()
+    assert (search.parametrization, search.range, search.sampler) == ("alpha_gamma", (0.01, 1.0), "tpe")
+    assert (search.n_startup_trials, search.start_trials, search.batch_trials) == (10, 0, 5)
+    assert search.unreadable_penalty == 0.0
     spec = importlib.util.spec_from_file_location("simpleqa_paper", REPO_ROOT / "experiments" / "simpleqa_paper.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -154,3 +160,20 @@ def test_fsnn_run_config_and_paper_flags(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "unknown key 'n_trails'" in err and err.count("\n") == 1
     assert len(seen) == 1  # refused before anything ran
+
+
+def test_fsnn_run_search_flags_reach_the_config(tmp_path, monkeypatch):
+    """Every parametrization and sampler, start trials and start-up trials are reachable from the CLI."""
+    from run_fixtures import make_results
+
+    import fsnn.pipeline
+    from fsnn import cli
+
+    seen = []
+    monkeypatch.setattr(fsnn.pipeline, "run_pipeline", lambda config, out, **kw: seen.append(config) or make_results())
+    rc = cli.main(["run", "--out", str(tmp_path / "r"), "--parametrization", "norm_relative", "--sampler", "gp",
+                   "--start-trials", "3", "--n-startup-trials", "2", "--batch-trials", "1"])
+    assert rc == 0
+    search = seen[0].search_config()
+    assert (search.parametrization, search.sampler, search.start_trials, search.n_startup_trials,
+            search.batch_trials) == ("norm_relative", "gp", 3, 2, 1)

@@ -198,6 +198,24 @@ def test_backend_is_part_of_the_folder_identity(tiny_gemma2, tmp_path):
                      model=tiny_gemma2, progress=False)
 
 
+def test_folder_made_before_a_new_identity_field_continues(tiny_gemma2, tmp_path):
+    """A folder whose config.json predates ``n_startup_trials`` ran Optuna's 10: it continues at 10 only."""
+    import json
+
+    csv_path = write_csv(tmp_path / "qa.csv")
+    cfg = small_config(limit=2, methods=("full",), n_trials=1, batch_trials=1, n_startup_trials=10)
+    run_pipeline(cfg, tmp_path / "run", simpleqa_csv=csv_path, model=tiny_gemma2, progress=False)
+    cfg_path = tmp_path / "run" / "config.json"
+    saved = json.loads(cfg_path.read_text())
+    del saved["n_startup_trials"]
+    cfg_path.write_text(json.dumps(saved))
+    run_pipeline(cfg, tmp_path / "run", simpleqa_csv=csv_path, model=tiny_gemma2, progress=False)
+    cfg_path.write_text(json.dumps(saved))
+    with pytest.raises(FsnnError, match="another config.*n_startup_trials"):
+        run_pipeline(replace(cfg, n_startup_trials=2), tmp_path / "run", simpleqa_csv=csv_path,
+                     model=tiny_gemma2, progress=False)
+
+
 class FlakyJudge:
     """A judge whose calls fail for one question: the failure must be recorded, not dropped."""
 
