@@ -395,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny shape: 3 prompts, first model, 2 trials")
     p.add_argument("--label-sample", action="store_true", help="write 100 completions to read, then stop")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--collect-only", action="store_true",
+                   help="load no model: rebuild the summary, table and figure from the finished cells")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from fsnn.models import load_model
@@ -410,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         wanted = set(args.only.split(","))
         cells = [c for c in cells if c.name in wanted]
-    for name in models:
+    for name in [] if args.collect_only else models:
         out = args.out / name
         (out / "cells").mkdir(parents=True, exist_ok=True)
         model = load_model(name)
