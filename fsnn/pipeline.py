@@ -46,7 +46,7 @@ from .stages import (
     search_stage,
     select_failures,
 )
-from .store import atomic_write_text
+from .store import atomic_write_text, remove_stale_temp_files
 from .summary import summary_rows, summary_table  # one summary for runs and the release
 
 __all__ = ["RunConfig", "config_from_args", "run_pipeline", "summary_rows", "summary_table"]
@@ -266,6 +266,7 @@ def run_pipeline(
         check_model_spec(config.ppl_model)
     identity = {**config.identity(), "simpleqa_sha256": sha}
     with run_folder_lock(out):  # one process per run folder (fsnn/lock.py)
+        remove_stale_temp_files(out)  # left by a killed write; safe only under the lock
         _prepare_folder(out, identity, force_new)
         backend = resolve_backend(config.backend)
         if model is None:

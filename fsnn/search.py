@@ -36,7 +36,8 @@ from .metrics import ObjectiveConfig, token_overlap
 from .steer import steered_generate
 from .strength import DEFAULT_RANGES, PARAMETRIZATIONS
 
-__all__ = ["SAMPLERS", "SearchConfig", "SearchItem", "open_storage", "run_search", "trial_coefficients"]
+__all__ = ["SAMPLERS", "SearchConfig", "SearchItem", "open_storage", "run_search", "storage_error",
+           "trial_coefficients"]
 
 
 SAMPLERS = ("tpe", "random", "gp")
@@ -149,11 +150,16 @@ class SearchItem:
     norm_scale: torch.Tensor | None = None
 
 
-def open_storage(url: str) -> Any:
+def open_storage(url: str, recover: str = "") -> Any:
     """Optuna RDB storage at ``url`` (SQLite path URL or any SQLAlchemy URL).
 
+    Args:
+        url: the storage URL.
+        recover: what the user can do when it cannot be opened (appended to the error).
+
     Raises:
-        FsnnError: when the storage cannot be reached or created.
+        FsnnError: when the storage cannot be reached or created (one line naming the
+            SQLite file, or the URL, and ``recover``).
     """
     import optuna
 
@@ -161,7 +167,15 @@ def open_storage(url: str) -> Any:
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as exc:  # sqlalchemy/optuna raise many types
-        raise FsnnError(f"cannot open Optuna storage {url!r}: {str(exc).splitlines()[0]}") from None
+        raise storage_error(url, exc, recover) from None
+
+
+def storage_error(url: str, exc: BaseException, recover: str = "") -> FsnnError:
+    """The one-line error of an unusable Optuna storage (a corrupt SQLite file, mostly)."""
+    lines = str(exc).strip().splitlines()
+    cause = lines[0] if lines else type(exc).__name__
+    where = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else repr(url)
+    return FsnnError(f"cannot use Optuna storage {where} (corrupt? {cause})" + (f"; {recover}" if recover else ""))
 
 
 def _sampler(config: SearchConfig, key: str) -> Any:
