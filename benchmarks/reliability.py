@@ -303,9 +303,27 @@ def crash_campaign(env: Env, n_kills: int, rng: random.Random) -> Row:
     rng.shuffle(plan)
     per_folder = 6 if env.quick else 4
     stages_hit: Counter = Counter()
-    for f in range(0, len(plan), per_folder):
-        folder = env.work / f"crash-{f // per_folder}"
-        for kill in sorted(plan[f : f + per_folder], key=lambda k: HOOKS.index(k[0])):
+    missed: list[str] = []
+    folders: list[Path] = []
+
+    def resume_and_compare(folder: Path) -> None:
+        code, payload = fork_call(lambda folder=folder: bool(env.run(folder)), env.work / "stderr.log")
+        if code != 0 or "result" not in payload:
+            row.crashes += 1
+            row.tracebacks += "crash" in payload
+            row.notes.append(f"resume of {folder.name}: {str(payload)[-300:]}")
+            return
+        lost, dup, notes = compare_folders(folder, clean, n_trials)
+        row.lost += lost
+        row.duplicated += dup
+        row.notes += [f"{folder.name}: {n}" for n in notes]
+
+    queue = [sorted(plan[f : f + per_folder], key=lambda k: HOOKS.index(k[0])) for f in range(0, len(plan), per_folder)]
+    while queue:
+        kills = queue.pop(0)
+        folder = env.work / f"crash-{len(folders)}"
+        folders.append(folder)
+        for i, kill in enumerate(kills):
             def killed(kill=kill, folder=folder):
                 install_hooks(kill, Counter())
                 env.run(folder)
@@ -318,19 +336,22 @@ def crash_campaign(env: Env, n_kills: int, rng: random.Random) -> Row:
                 row.crashes += 1
                 row.tracebacks += "crash" in payload
                 row.notes.append(f"kill at {kill}: {str(payload)[-300:]}")
-        code, payload = fork_call(lambda folder=folder: bool(env.run(folder)), env.work / "stderr.log")
-        if code != 0 or "result" not in payload:
-            row.crashes += 1
-            row.tracebacks += "crash" in payload
-            row.notes.append(f"resume of {folder.name}: {str(payload)[-300:]}")
-            continue
-        lost, dup, notes = compare_folders(folder, clean, n_trials)
-        row.lost += lost
-        row.duplicated += dup
-        row.notes += [f"{folder.name}: {n}" for n in notes]
+            elif "fsnn" in payload:  # a resume after a kill refused to go on
+                row.lost += 1
+                row.notes.append(f"kill at {kill}: the run refused: {payload['fsnn'][:200]}")
+            else:  # the run finished before that moment came: the rest go to a fresh folder
+                missed.append(f"{kill[0]} #{kill[1]}")
+                if kills[i + 1 :] and len(folders) < 3 * len(plan):
+                    queue.insert(0, kills[i + 1 :])
+                break
+        resume_and_compare(folder)
+    if missed:
+        row.notes.insert(0, f"{len(missed)} planned kill(s) found the run already finished (not counted as tried; "
+                            f"the kills after it moved to a fresh folder): {', '.join(missed)}")
     row.notes.insert(0, "events of an uninterrupted run: " + ", ".join(f"{k} {totals.get(k, 0)}" for k in HOOKS))
     row.notes.insert(0, "kills delivered per moment: " + ", ".join(f"{k} {v}" for k, v in sorted(stages_hit.items())))
-    row.notes.insert(1, f"{len(range(0, len(plan), per_folder))} run folders, up to {per_folder} kills each, "
+    row.notes.insert(1, f"{len(plan)} kills planned, {row.tried} delivered; {len(folders)} run folders, up to "
+                        f"{per_folder} kills each, "
                         f"{n_trials} trials x {env.n_rows} rows x {len(env.config().methods)} method(s); compared bit for bit with an "
                         "uninterrupted run (baseline, references, trials, results; optuna.db trial numbers)")
     return row
@@ -487,16 +508,18 @@ def ndif_campaign(env: Env, rounds: int) -> Row:
     folder = env.work / "ndif-half"
 
     def failing():
+        import httpx
+
         import fsnn.search
-        from fsnn.errors import FsnnError
 
         real = fsnn.search.steered_generate
         calls = Counter()
 
         def steer(*a, **k):
             calls["n"] += 1
-            if calls["n"] == 2:
-                raise FsnnError("steering batch failed at NDIF (request x) after 3 attempts: HTTP 503")
+            if calls["n"] == 2:  # the service refuses the second steering batch (not retried)
+                req = httpx.Request("POST", "https://ndif.example/request")
+                raise httpx.HTTPStatusError("401", request=req, response=httpx.Response(401, request=req))
             return real(*a, **k)
 
         fsnn.search.steered_generate = steer
@@ -504,9 +527,12 @@ def ndif_campaign(env: Env, rounds: int) -> Row:
 
     code, payload = fork_call(failing, env.work / "stderr.log")
     row.tried += 1
-    if "fsnn" not in payload:
-        row.crashes += 1
-        row.notes.append(f"mid-search failure: {str(payload)[-300:]}")
+    if "fsnn" not in payload:  # a finished run means the failure was swallowed as failed trials
+        row.crashes += "crash" in payload
+        row.lost += "crash" not in payload
+        row.notes.append(f"mid-search failure did not stop the run with one line: {str(payload)[-300:]}")
+    else:
+        row.notes.append(f"mid-search failure: `{payload['fsnn'][:200]}`")
     code, payload = fork_call(lambda: bool(env.run(folder, cache=env.work / "ndif-half.judge.sqlite",
                                                    backend="serialised")), env.work / "stderr.log")
     if "result" not in payload:
@@ -516,8 +542,8 @@ def ndif_campaign(env: Env, rounds: int) -> Row:
         lost, dup, notes = compare_folders(folder, env.work / "crash-clean", env.config().n_trials)
         row.lost += lost
         row.duplicated += dup
-        row.notes += notes or ["a permanent failure mid-search (backend='serialised'), then a resume: equal to the "
-                               "uninterrupted run, no trial half-applied"]
+        row.notes += notes or ["a permanent failure mid-search (backend='serialised', HTTP 401 on the 2nd steering "
+                               "batch), then a resume: equal to the uninterrupted run, no trial half-applied or failed"]
     return row
 
 

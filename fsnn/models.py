@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as metadata
+import json
 import os
 import shutil
 import tempfile
@@ -34,7 +35,8 @@ from .environment import cache_dir
 from .errors import FsnnError
 from .layers import find_layers_path
 
-__all__ = ["ALIASES", "DEFAULT_MODEL", "DTYPES", "Alias", "LoadedModel", "check_model_spec", "load_model", "wrap_model"]
+__all__ = ["ALIASES", "DEFAULT_MODEL", "DTYPES", "Alias", "LoadedModel", "check_model_spec", "load_model", "model_depth",
+           "wrap_model"]
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -514,6 +516,13 @@ def check_model_spec(name: str) -> None:
     if name.endswith(".gguf"):
         if not path.is_file():
             raise FsnnError(f"GGUF file not found: {name}")
+        try:
+            with open(path, "rb") as fh:
+                magic = fh.read(4)
+        except OSError as exc:
+            raise FsnnError(f"cannot read GGUF file {name}: {exc.strerror or exc}") from None
+        if magic != b"GGUF":  # caught here, before a run folder is written
+            raise FsnnError(f"{name} is not a GGUF file (it does not start with the GGUF magic bytes)")
         return
     if path.exists():
         if not (path / "config.json").is_file():
@@ -525,6 +534,30 @@ def check_model_spec(name: str) -> None:
         return  # a hub id: resolved when loaded
     raise FsnnError(f"unknown local model {name!r}; known aliases: {', '.join(ALIASES)}; "
                     "or give a hub id (org/name) or an existing path")
+
+
+def model_depth(name: str) -> int | None:
+    """Decoder blocks of model ``name`` from a ``config.json`` already on disk, or None.
+
+    Reads no weights: an alias or GGUF file already converted in the cache, or a model
+    folder. None when nothing is on disk yet (a hub id, a first use): the depth is then
+    checked once the model loads.
+    """
+    if name in ALIASES:
+        alias = ALIASES[name]
+        folder = cache_dir("models") / f"{alias.name}-{alias.sha256[:12]}"
+    elif name.endswith(".gguf") and Path(name).expanduser().is_file():
+        folder = _gguf_cache_folder(Path(name).expanduser())
+    else:
+        folder = Path(name).expanduser()
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for part in (cfg, cfg.get("text_config") or {}):
+        if isinstance(part.get("num_hidden_layers"), int):
+            return part["num_hidden_layers"]
+    return None
 
 
 # hub ids from before the hub had organisations (the paper's perplexity scorer is gpt2)

@@ -194,6 +194,18 @@ def _check_device(device: str) -> None:
         raise FsnnError("device 'mps' asked for, but MPS is not available here")
 
 
+def _check_methods_fit(config: RunConfig, model: Any) -> None:
+    """Layer ranges against the model's depth, before the folder: from the loaded model,
+    else from a config.json already on disk (left to the load when there is none)."""
+    from .layout import SegmentLayout
+    from .models import model_depth
+
+    depth = model.n_layers if model is not None else model_depth(config.model)
+    if depth is not None:
+        for method in config.methods:
+            SegmentLayout.named(method, depth)
+
+
 def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -264,6 +276,7 @@ def run_pipeline(
         from .models import check_model_spec
 
         check_model_spec(config.ppl_model)
+    _check_methods_fit(config, model)
     identity = {**config.identity(), "simpleqa_sha256": sha}
     with run_folder_lock(out):  # one process per run folder (fsnn/lock.py)
         remove_stale_temp_files(out)  # left by a killed write; safe only under the lock

@@ -30,7 +30,7 @@ from . import strength
 from .backends import Backend, resolve_backend
 from .decode import GenerationOutput
 from .degeneration import degeneration, guarded_objective
-from .errors import FsnnError
+from .errors import BackendUnavailable, FsnnError
 from .layout import SegmentLayout
 from .metrics import ObjectiveConfig, token_overlap
 from .steer import steered_generate
@@ -174,8 +174,11 @@ def storage_error(url: str, exc: BaseException, recover: str = "") -> FsnnError:
     """The one-line error of an unusable Optuna storage (a corrupt SQLite file, mostly)."""
     lines = str(exc).strip().splitlines()
     cause = lines[0] if lines else type(exc).__name__
-    where = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else repr(url)
-    return FsnnError(f"cannot use Optuna storage {where} (corrupt? {cause})" + (f"; {recover}" if recover else ""))
+    if url.startswith("sqlite:///"):  # a file: most likely damaged (truncated, overwritten)
+        text = f"cannot open Optuna storage {url.removeprefix('sqlite:///')} (corrupt? {cause})"
+    else:
+        text = f"cannot open Optuna storage {url!r}: {cause}"
+    return FsnnError(text + (f"; {recover}" if recover else ""))
 
 
 def _sampler(config: SearchConfig, key: str) -> Any:
@@ -272,7 +275,10 @@ def run_search(
 
     A trial whose evaluation raises or whose objective is NaN is marked FAILED (the
     error stored as its ``error`` user attr) and replaced by a new trial, up to
-    ``config.max_failures`` per prompt; the other prompts carry on either way.
+    ``config.max_failures`` per prompt; the other prompts carry on either way. A
+    :class:`fsnn.errors.BackendUnavailable` (NDIF down after its retries) stops the
+    search instead: the batch's trials stay RUNNING and a rerun evaluates them with the
+    same parameters, so an outage never changes the trial history.
 
     Args:
         model: a :class:`fsnn.models.LoadedModel`.
@@ -363,6 +369,8 @@ def run_search(
             try:
                 outputs = backend.call(evaluate, what=f"steering batch of {len(chunk)} rows")
                 scores = score_texts(outputs, [by_key[k].answer for k, _ in chunk], ppl, config)
+            except BackendUnavailable:
+                raise  # the service is down, not the trial bad: stop; RUNNING trials resume as asked
             except Exception as exc:  # noqa: BLE001 - any failure of one batch fails its trials, not the search
                 error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 for key, trial in chunk:

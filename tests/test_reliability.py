@@ -430,3 +430,132 @@ def test_corrupt_optuna_db_is_one_line_with_a_correct_recovery(tiny_gemma2, tmp_
     again = run_pipeline(config, out, simpleqa_csv=csv_path, model=tiny_gemma2, progress=False)
     assert read_dataset(out / "references.nc").drop_attrs().identical(refs)
     assert again.drop_attrs().identical(first.drop_attrs())
+
+
+# ----------------------------------------------------------------------------- NDIF down mid-search
+
+
+def test_call_with_retries_tells_a_service_failure_from_a_job_error():
+    import httpx
+
+    from fsnn.errors import BackendUnavailable
+    from fsnn.remote import call_with_retries
+    from fsnn.retry import RetryPolicy
+
+    req = httpx.Request("POST", "https://ndif.example/request")
+
+    def status(code):
+        def fn():
+            raise httpx.HTTPStatusError(str(code), request=req, response=httpx.Response(code, request=req))
+        return fn
+
+    policy = RetryPolicy(attempts=2, backoff_base=0.0)
+    for fn in (status(503), status(401), lambda: (_ for _ in ()).throw(httpx.ConnectError("refused"))):
+        with pytest.raises(BackendUnavailable):
+            call_with_retries(fn, policy=policy, sleep=lambda s: None)
+
+    def job_error():
+        raise RuntimeError("job ERROR: shape mismatch in the trace")
+
+    with pytest.raises(FsnnError) as info:
+        call_with_retries(job_error, policy=policy, sleep=lambda s: None)
+    assert not isinstance(info.value, BackendUnavailable)
+
+
+def test_backend_down_mid_search_stops_and_resumes_to_the_same_trials(monkeypatch, tmp_path):
+    """An outage is not the trial's fault: no FAILED trial, the resume asks nothing new."""
+    import optuna
+
+    import fsnn.search as search
+    from fsnn.errors import BackendUnavailable
+    from fsnn.layout import SegmentLayout
+    from fsnn.search import SearchConfig, open_storage, run_search
+    from tests.test_search import _stub_generate, _stub_items, _stub_ppl, _StubModel
+
+    cfg = SearchConfig(n_trials=3, batch_trials=1, batch_rows=2, sampler="tpe", n_startup_trials=1)
+    monkeypatch.setattr(search, "steered_generate", _stub_generate())
+    clean = run_search(_StubModel(), _stub_items(), SegmentLayout.full(4), cfg, storage=open_storage(
+        f"sqlite:///{tmp_path}/clean.db"), ppl=_stub_ppl, progress=False)
+    works = _stub_generate()
+    calls = []
+
+    def down_once(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise BackendUnavailable("steering batch of 2 rows failed at NDIF after 3 attempts: HTTP 503")
+        return works(*a, **k)
+
+    monkeypatch.setattr(search, "steered_generate", down_once)
+    storage = open_storage(f"sqlite:///{tmp_path}/down.db")
+    with pytest.raises(BackendUnavailable):
+        run_search(_StubModel(), _stub_items(), SegmentLayout.full(4), cfg, storage=storage, ppl=_stub_ppl,
+                   progress=False)
+    states = [t.state for s in optuna.get_all_study_summaries(storage) for t in
+              optuna.load_study(study_name=s.study_name, storage=storage).trials]
+    assert optuna.trial.TrialState.FAIL not in states and optuna.trial.TrialState.RUNNING in states
+    again = run_search(_StubModel(), _stub_items(), SegmentLayout.full(4), cfg, storage=storage, ppl=_stub_ppl,
+                       progress=False)
+    assert int(clean.failed_trials.sum()) == 0 and (clean.best_trial.values >= 0).all()
+    assert again.drop_attrs().identical(clean.drop_attrs())
+
+
+# ----------------------------------------------------------------------------- malformed input, before any load
+
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (["--limit", "ten"], "--limit"), (["--seed", "x"], "--seed"), (["--ids", "1,,2"], "--ids"),
+    (["--ids", "1,abc"], "--ids"), (["--trials", "0"], "--trials"),
+])
+def test_cli_option_errors_are_one_line_naming_the_option(tmp_path, capsys, argv, option):
+    import fsnn.cli
+
+    with pytest.raises(SystemExit) as info:
+        fsnn.cli.main(["run", "--out", str(tmp_path / "run"), *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"fsnn: error: fsnn run: argument {option}: ")
+    assert not (tmp_path / "run").exists()
+
+
+def _refuse_load(*a, **k):
+    raise AssertionError("a model was loaded before the options were checked")
+
+
+def test_a_text_file_named_gguf_is_refused_before_the_run_folder(tmp_path, monkeypatch, capsys):
+    import fsnn.cli
+    import fsnn.models
+    from tests.test_pipeline import write_csv
+
+    monkeypatch.setattr(fsnn.models, "load_model", _refuse_load)
+    fake = tmp_path / "model.gguf"
+    fake.write_text("not a gguf")
+    csv_path = write_csv(tmp_path / "qa.csv")
+    rc = fsnn.cli.main(["run", "--simpleqa-csv", str(csv_path), "--model", str(fake), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert f"{fake} is not a GGUF file" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_layer_range_past_the_model_is_refused_before_the_run_folder(tmp_path, monkeypatch, tiny_gemma2):
+    import json
+
+    import fsnn.models
+    from fsnn.models import model_depth
+    from fsnn.pipeline import run_pipeline
+    from tests.test_pipeline import small_config, write_csv
+
+    monkeypatch.setattr(fsnn.models, "load_model", _refuse_load)
+    csv_path = write_csv(tmp_path / "qa.csv")
+    folder = tmp_path / "model"  # a model folder: its depth is read from config.json, no weights
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"num_hidden_layers": 6}))
+    assert model_depth(str(folder)) == 6 and model_depth(str(tmp_path / "none")) is None
+    (folder / "config.json").write_text(json.dumps({"text_config": {"num_hidden_layers": 5}}))
+    assert model_depth(str(folder)) == 5
+    with pytest.raises(FsnnError, match=r"layer range 0-99 outside a model with 5 layers"):
+        run_pipeline(small_config(model=str(folder), methods=("x=0-99",)), tmp_path / "a", simpleqa_csv=csv_path)
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(FsnnError, match=rf"layer range 2-40 outside a model with {tiny_gemma2.n_layers} layers"):
+        run_pipeline(small_config(methods=("x=2-40",)), tmp_path / "b", simpleqa_csv=csv_path, model=tiny_gemma2)
+    assert not (tmp_path / "b").exists()
