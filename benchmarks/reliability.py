@@ -116,6 +116,18 @@ class Env:
         from tests.test_pipeline import ROWS, write_csv
 
         self.work, self.quick = work, quick
+        # imported once here, not in each of the ~40 forked children (about 2 s each on this
+        # machine); importing starts no thread, so forking stays safe
+        import httpx  # noqa: F401
+        import netCDF4  # noqa: F401
+        import optuna  # noqa: F401
+
+        import fsnn.backends  # noqa: F401
+        import fsnn.judges.http  # noqa: F401
+        import fsnn.pipeline  # noqa: F401
+        import fsnn.remote  # noqa: F401
+        import fsnn.search  # noqa: F401
+        import fsnn.stages  # noqa: F401
         self.model = make_tiny("gemma2", resolve_alias(ALIASES["smollm2-135m"]))
         rows = list(ROWS)
         src = os.environ.get("FSNN_SIMPLEQA_CSV")
@@ -301,7 +313,7 @@ def crash_campaign(env: Env, n_kills: int, rng: random.Random) -> Row:
     plan = [(hook, rng.randint(1, max(1, (totals.get(hook, 1) + 1) // 2)))
             for hook in (HOOKS[i % len(HOOKS)] for i in range(n_kills))]
     rng.shuffle(plan)
-    per_folder = 6 if env.quick else 4
+    per_folder = 4
     stages_hit: Counter = Counter()
     missed: list[str] = []
     folders: list[Path] = []
@@ -554,7 +566,20 @@ def storage_campaign(env: Env, quick: bool) -> Row:
     row = Row("storage faults (failed writes, corrupt files)")
     clean = env.work / "crash-clean"
     n_trials = env.config().n_trials
-    # 1. a write failing mid-way, for each netCDF stage file and config.json
+    write_message: list[str] = []
+    # 0. modes: files written atomically get what open() gives under the umask (not mkstemp's 0600)
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in clean.iterdir() if p.suffix in (".nc", ".json", ".md")}
+    wrong = {n: oct(m) for n, m in modes.items() if m != 0o666 & ~umask}
+    row.tried += 1
+    if wrong:
+        row.lost += 1
+        row.notes.append(f"found: file modes {wrong}, expected {oct(0o666 & ~umask)} under umask {oct(umask)}")
+    else:
+        row.notes.append(f"modes of the {len(modes)} result files of a run: all {oct(0o666 & ~umask)} "
+                         f"(umask {oct(umask)})")
+    # 1. a write failing mid-way, for each netCDF stage file
     for name in ("baseline.nc", "references.nc", "trials.nc", "results.nc"):
         for err in (errno.ENOSPC,) if quick else (errno.ENOSPC, errno.EACCES):
             folder = env.work / f"wfail-{name}-{err}"
@@ -588,12 +613,19 @@ def storage_campaign(env: Env, quick: bool) -> Row:
             if changed or junk:
                 row.lost += 1
                 row.notes.append(f"{name} write failure changed {changed} left {junk}")
-            if "fsnn" not in payload:
+            msg = payload.get("fsnn")
+            if msg is None:
                 row.tracebacks += 1
-                if f"found: write failure ({name})" not in " ".join(row.notes):
-                    first = str(payload.get("crash", payload)).strip().splitlines()[-1][:160]
-                    row.notes.append(f"found: write failure ({name}, {os.strerror(err)}) surfaces as a raw "
-                                     f"exception (traceback in the CLI), not one FsnnError line: `{first}`")
+                row.crashes += 1
+                first = str(payload.get("crash", payload)).strip().splitlines()[-1][:160]
+                row.notes.append(f"found: write failure ({name}, {os.strerror(err)}) surfaces as a raw "
+                                 f"exception (traceback in the CLI), not one FsnnError line: `{first}`")
+            elif "\n" in msg or f"cannot write {name} in " not in msg or os.strerror(err) not in msg \
+                    or "rerun the same command" not in msg:
+                row.lost += 1
+                row.notes.append(f"found: write failure ({name}) -> unclear error `{msg[:200]}`")
+            elif not write_message:
+                write_message.append(msg)
     # 2. corrupt files of a finished run: a one-line error naming the file, or a clean recompute
     damages = {"truncated": lambda b: b[: len(b) // 2], "garbage": lambda b: os.urandom(len(b) or 64),
                "empty": lambda b: b""}
@@ -636,6 +668,8 @@ def storage_campaign(env: Env, quick: bool) -> Row:
                 row.lost += lost
                 row.duplicated += dup
     n_err = 1 if quick else 2
+    if write_message:
+        row.notes.insert(0, f"a failed write reads: `{write_message[0]}`")
     row.notes.insert(0, f"{4 * n_err} writes failing mid-way ({'ENOSPC' if quick else 'ENOSPC, EACCES'} at the "
                         f"netCDF writer) on 4 files; {6 * len(damages)} corrupt files (6 files x "
                         f"{'/'.join(damages)}) under a finished run, then a rerun (and, after a one-line error, "
@@ -949,6 +983,23 @@ GUARANTEES = """\
   a baseline grade still missing after the retries stops the run with one line and a
   resumable folder instead of quietly dropping the question from the steered set
   (`fsnn.stages._grade`).
+- **Failed writes are one line.** `fsnn.store.atomic_write` turns an `OSError` of the write (disk
+  full, permission denied; HDF5's `RuntimeError: NetCDF: HDF error` too, with the free space) into
+  `cannot write NAME in FOLDER: CAUSE; the previous NAME (if any) is intact; free space / fix
+  permissions and rerun the same command to resume`, after removing its temp file.
+- **No temp file outlives a kill.** Temp files are `.NAME.XXXXXXXX.tmp`
+  (`fsnn.store.TEMP_PATTERN`); `run_pipeline` removes the ones in the run folder at start, under
+  the run-folder lock (`fsnn.store.remove_stale_temp_files`), nothing else.
+- **Modes.** Atomic writes create their temp file with mode 0666 less the umask (0644 under
+  umask 022), as `open()` would, not `mkstemp`'s 0600.
+- **A corrupt `optuna.db`** reads `cannot open Optuna storage PATH (corrupt? ...); delete
+  optuna.db and rerun the same command: baseline.nc and references.nc are kept, every method's
+  search is recomputed from trial 0 (same seeds, same trials; ...)`. `trials.nc` is rebuilt from
+  `optuna.db` on every run, so the search's trials are what is lost.
+- **An NDIF outage never changes the trial history.** A service failure after the retries
+  (`fsnn.errors.BackendUnavailable`: transport errors, HTTP statuses) stops the search with one
+  line; the batch's trials stay RUNNING and a rerun evaluates them with the same parameters
+  (before, they were marked FAILED and replaced by new trials).
 - **No pickle.** `tests/test_reliability.py::test_no_pickle_loads_in_the_package` parses
   every module of `fsnn/` and fails on `pickle`/`joblib`/`dill`/`shelve`/`marshal` imports or
   loads and on `torch.load` without `weights_only=True`.
@@ -1001,11 +1052,14 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(",")) if args.only else None
     rows: list[Row] = []
 
+    loads: list[float] = [os.getloadavg()[0]]  # the machine is shared: say how busy it was
+
     def timed(name: str, fn: Callable[[], Row | list[Row]]) -> None:
         if only is not None and name not in only and name != "crash":
             return
         t = time.perf_counter()
         got = fn()
+        loads.append(os.getloadavg()[0])
         got = got if isinstance(got, list) else [got]
         for r in got:
             r.seconds = (time.perf_counter() - t) / len(got)
@@ -1014,7 +1068,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.extend(got)
 
     try:
-        timed("crash", lambda: crash_campaign(env, 12 if args.quick else 16, rng))
+        timed("crash", lambda: crash_campaign(env, len(HOOKS) if args.quick else 16, rng))
         timed("judge", lambda: judge_campaign(env, 20 if args.quick else 60, 110 if args.quick else 300, rng))
         timed("ndif", lambda: ndif_campaign(env, 10 if args.quick else 30))
         timed("storage", lambda: storage_campaign(env, args.quick))
@@ -1028,10 +1082,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"work folder kept: {work}")
     wall = time.perf_counter() - start
-    report = render(rows, quick=args.quick, wall=wall, machine=args.machine, seed=args.seed)
+    machine = (f"{args.machine} ({os.cpu_count()} cores), 1-min load average {min(loads):.1f}-{max(loads):.1f} "
+               f"(mean {sum(loads) / len(loads):.1f} over {len(loads)} readings between campaigns)")
+    report = render(rows, quick=args.quick, wall=wall, machine=machine, seed=args.seed)
     report = report.replace(str(work), "<work>")  # no machine paths in the report
-    Path(args.out).write_text(report + "\n")
-    print(f"wrote {args.out} ({wall:.0f} s)")
+    from fsnn.store import atomic_write_text
+
+    atomic_write_text(args.out, report + "\n")
+    print(f"wrote {args.out} ({wall:.0f} s; {machine})")
     return 0
 
 

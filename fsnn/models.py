@@ -18,6 +18,7 @@ Options: dtype, device, 8-bit loading through bitsandbytes (the paper's setting)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata as metadata
 import json
@@ -543,20 +544,74 @@ def model_depth(name: str) -> int | None:
     folder. None when nothing is on disk yet (a hub id, a first use): the depth is then
     checked once the model loads.
     """
+    gguf: Path | None = None
     if name in ALIASES:
         alias = ALIASES[name]
         folder = cache_dir("models") / f"{alias.name}-{alias.sha256[:12]}"
+        with contextlib.suppress(FsnnError, OSError):
+            gguf = _alias_parts(alias)[0]  # the first part holds the header
     elif name.endswith(".gguf") and Path(name).expanduser().is_file():
-        folder = _gguf_cache_folder(Path(name).expanduser())
+        gguf = Path(name).expanduser()
+        folder = _gguf_cache_folder(gguf)
     else:
         folder = Path(name).expanduser()
     try:
         cfg = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
-        return None
+        return _gguf_block_count(gguf) if gguf is not None else None
     for part in (cfg, cfg.get("text_config") or {}):
         if isinstance(part.get("num_hidden_layers"), int):
             return part["num_hidden_layers"]
+    return None
+
+
+# GGUF metadata value types: fixed-size ones as struct formats; 8 string, 9 array
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def _gguf_block_count(path: Path) -> int | None:
+    """``{architecture}.block_count`` from a GGUF file's header (no tensor is read), or None."""
+    import struct
+
+    def read(fmt: str) -> Any:
+        size = struct.calcsize("<" + fmt)
+        data = fh.read(size)
+        if len(data) != size:
+            raise ValueError("truncated GGUF header")
+        return struct.unpack("<" + fmt, data)[0]
+
+    def string() -> str:
+        return fh.read(read("Q")).decode("utf-8", errors="replace")
+
+    def value(kind: int) -> Any:
+        if kind in _GGUF_SCALARS:
+            return read(_GGUF_SCALARS[kind])
+        if kind == 8:
+            return string()
+        if kind == 9:
+            inner, count = read("I"), read("Q")
+            if inner in _GGUF_SCALARS:  # skipped, not parsed: token tables are long
+                fh.seek(count * struct.calcsize("<" + _GGUF_SCALARS[inner]), 1)
+            else:
+                for _ in range(count):
+                    value(inner)
+            return None
+        raise ValueError(f"unknown GGUF value type {kind}")
+
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"GGUF" or read("I") < 2:
+                return None
+            read("Q")  # tensor count
+            arch = None
+            for _ in range(read("Q")):
+                key, got = string(), value(read("I"))
+                if key == "general.architecture":
+                    arch = got
+                elif arch is not None and key == f"{arch}.block_count" and isinstance(got, int):
+                    return got
+    except (OSError, ValueError, struct.error):
+        return None
     return None
 
 

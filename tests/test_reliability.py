@@ -559,3 +559,40 @@ def test_layer_range_past_the_model_is_refused_before_the_run_folder(tmp_path, m
     with pytest.raises(FsnnError, match=rf"layer range 2-40 outside a model with {tiny_gemma2.n_layers} layers"):
         run_pipeline(small_config(methods=("x=2-40",)), tmp_path / "b", simpleqa_csv=csv_path, model=tiny_gemma2)
     assert not (tmp_path / "b").exists()
+
+
+def _gguf_header(pairs):
+    import struct
+
+    def s(text):
+        raw = text.encode()
+        return struct.pack("<Q", len(raw)) + raw
+
+    out = b"GGUF" + struct.pack("<IQQ", 3, 0, len(pairs))
+    for key, kind, payload in pairs:
+        out += s(key) + struct.pack("<I", kind) + payload
+    return out
+
+
+def test_gguf_depth_is_read_from_the_header_without_loading(tmp_path):
+    import struct
+
+    from fsnn.models import _gguf_block_count, model_depth
+
+    def s(text):
+        return struct.pack("<Q", len(text.encode())) + text.encode()
+
+    tokens = struct.pack("<IQ", 8, 3) + s("a") + s("bb") + s("ccc")  # an array of strings before the depth
+    scores = struct.pack("<IQ", 6, 3) + struct.pack("<3f", 0.1, 0.2, 0.3)
+    path = tmp_path / "m.gguf"
+    path.write_bytes(_gguf_header([
+        ("general.architecture", 8, s("llama")), ("tokenizer.ggml.tokens", 9, tokens),
+        ("tokenizer.ggml.scores", 9, scores), ("general.flag", 7, struct.pack("<?", True)),
+        ("llama.block_count", 4, struct.pack("<I", 7)),
+    ]) + b"\0" * 64)
+    assert _gguf_block_count(path) == 7
+    assert model_depth(str(path)) == 7  # no converted copy in the cache: the header answers
+    path.write_bytes(_gguf_header([("general.architecture", 8, s("llama"))])[:30])  # truncated
+    assert _gguf_block_count(path) is None
+    path.write_bytes(b"not a gguf")
+    assert _gguf_block_count(path) is None
