@@ -65,6 +65,7 @@ class Row:
     secrets: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    cpu: float = 0.0  # CPU seconds of this process and its waited-for children
 
 
 MESSAGES: list[str] = []  # every error text seen (scanned for secrets at the end)
@@ -1013,12 +1014,13 @@ def render(rows: list[Row], *, quick: bool, wall: float, machine: str, seed: int
             "Counts per campaign: **tried** (faults, kills or cases delivered), **lost** (rows, trials or grades "
             "missing or different from an uninterrupted run, unclear errors, a case not refused cleanly), "
             "**duplicated** (rows or trials twice), **crashes** (an ending that is not a one-line `FsnnError`), "
-            "**tracebacks** (shown to a user), **secrets** (fake key values found).", "",
-            "| campaign | tried | lost | duplicated | crashes | tracebacks | secrets | seconds |",
-            "|---|---|---|---|---|---|---|---|"]
+            "**tracebacks** (shown to a user), **secrets** (fake key values found); **seconds** (wall) and **CPU s** "
+            "(CPU time of the campaign's processes: what the row costs on an idle machine, whatever the load).", "",
+            "| campaign | tried | lost | duplicated | crashes | tracebacks | secrets | seconds | CPU s |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         head.append(f"| {r.campaign} | {r.tried} | {r.lost} | {r.duplicated} | {r.crashes} | {r.tracebacks} | "
-                    f"{r.secrets} | {r.seconds:.0f} |")
+                    f"{r.secrets} | {r.seconds:.0f} | {r.cpu:.0f} |")
     head += ["", GUARANTEES]
     for r in rows:
         head.append(f"## {r.campaign}")
@@ -1026,6 +1028,12 @@ def render(rows: list[Row], *, quick: bool, wall: float, machine: str, seed: int
         head += [f"- {n}" for n in r.notes] or ["- (no notes)"]
         head.append("")
     return "\n".join(head)
+
+
+def _cpu() -> float:
+    """CPU seconds so far of this process and its finished children (forks, the CLI run)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1057,12 +1065,13 @@ def main(argv: list[str] | None = None) -> int:
     def timed(name: str, fn: Callable[[], Row | list[Row]]) -> None:
         if only is not None and name not in only and name != "crash":
             return
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu()
         got = fn()
         loads.append(os.getloadavg()[0])
         got = got if isinstance(got, list) else [got]
         for r in got:
             r.seconds = (time.perf_counter() - t) / len(got)
+            r.cpu = (_cpu() - c) / len(got)
             print(f"{r.campaign}: tried {r.tried} lost {r.lost} dup {r.duplicated} crashes {r.crashes} "
                   f"tracebacks {r.tracebacks} secrets {r.secrets} ({r.seconds:.0f} s)", flush=True)
         rows.extend(got)
@@ -1082,8 +1091,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"work folder kept: {work}")
     wall = time.perf_counter() - start
+    cpu_total = _cpu()
     machine = (f"{args.machine} ({os.cpu_count()} cores), 1-min load average {min(loads):.1f}-{max(loads):.1f} "
                f"(mean {sum(loads) / len(loads):.1f} over {len(loads)} readings between campaigns)")
+    machine += f"; CPU time {cpu_total:.0f} s (this process and its children, a 1-thread campaign)"
     report = render(rows, quick=args.quick, wall=wall, machine=machine, seed=args.seed)
     report = report.replace(str(work), "<work>")  # no machine paths in the report
     from fsnn.store import atomic_write_text
