@@ -28,7 +28,7 @@ from fsnn.metrics import token_overlap
 from fsnn.models import load_model
 from fsnn.prompts import PAPER_TEMPLATES
 from fsnn.steer import steered_generate
-from fsnn.store import read_dataset
+from fsnn.store import atomic_write_text, read_dataset
 
 
 def _match(a: list[int], b: list[int]) -> tuple[float, int]:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(method, json.dumps(report["methods"][method], indent=1))
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2))
+        atomic_write_text(args.out, json.dumps(report, indent=2))
     return 0
 
 

@@ -65,6 +65,7 @@ class Row:
     secrets: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    cpu: float = 0.0  # CPU seconds of this process and its waited-for children
 
 
 MESSAGES: list[str] = []  # every error text seen (scanned for secrets at the end)
@@ -116,6 +117,18 @@ class Env:
         from tests.test_pipeline import ROWS, write_csv
 
         self.work, self.quick = work, quick
+        # imported once here, not in each of the ~40 forked children (about 2 s each on this
+        # machine); importing starts no thread, so forking stays safe
+        import httpx  # noqa: F401
+        import netCDF4  # noqa: F401
+        import optuna  # noqa: F401
+
+        import fsnn.backends  # noqa: F401
+        import fsnn.judges.http  # noqa: F401
+        import fsnn.pipeline  # noqa: F401
+        import fsnn.remote  # noqa: F401
+        import fsnn.search  # noqa: F401
+        import fsnn.stages  # noqa: F401
         self.model = make_tiny("gemma2", resolve_alias(ALIASES["smollm2-135m"]))
         rows = list(ROWS)
         src = os.environ.get("FSNN_SIMPLEQA_CSV")
@@ -301,11 +314,29 @@ def crash_campaign(env: Env, n_kills: int, rng: random.Random) -> Row:
     plan = [(hook, rng.randint(1, max(1, (totals.get(hook, 1) + 1) // 2)))
             for hook in (HOOKS[i % len(HOOKS)] for i in range(n_kills))]
     rng.shuffle(plan)
-    per_folder = 6 if env.quick else 4
+    per_folder = 4
     stages_hit: Counter = Counter()
-    for f in range(0, len(plan), per_folder):
-        folder = env.work / f"crash-{f // per_folder}"
-        for kill in sorted(plan[f : f + per_folder], key=lambda k: HOOKS.index(k[0])):
+    missed: list[str] = []
+    folders: list[Path] = []
+
+    def resume_and_compare(folder: Path) -> None:
+        code, payload = fork_call(lambda folder=folder: bool(env.run(folder)), env.work / "stderr.log")
+        if code != 0 or "result" not in payload:
+            row.crashes += 1
+            row.tracebacks += "crash" in payload
+            row.notes.append(f"resume of {folder.name}: {str(payload)[-300:]}")
+            return
+        lost, dup, notes = compare_folders(folder, clean, n_trials)
+        row.lost += lost
+        row.duplicated += dup
+        row.notes += [f"{folder.name}: {n}" for n in notes]
+
+    queue = [sorted(plan[f : f + per_folder], key=lambda k: HOOKS.index(k[0])) for f in range(0, len(plan), per_folder)]
+    while queue:
+        kills = queue.pop(0)
+        folder = env.work / f"crash-{len(folders)}"
+        folders.append(folder)
+        for i, kill in enumerate(kills):
             def killed(kill=kill, folder=folder):
                 install_hooks(kill, Counter())
                 env.run(folder)
@@ -318,19 +349,22 @@ def crash_campaign(env: Env, n_kills: int, rng: random.Random) -> Row:
                 row.crashes += 1
                 row.tracebacks += "crash" in payload
                 row.notes.append(f"kill at {kill}: {str(payload)[-300:]}")
-        code, payload = fork_call(lambda folder=folder: bool(env.run(folder)), env.work / "stderr.log")
-        if code != 0 or "result" not in payload:
-            row.crashes += 1
-            row.tracebacks += "crash" in payload
-            row.notes.append(f"resume of {folder.name}: {str(payload)[-300:]}")
-            continue
-        lost, dup, notes = compare_folders(folder, clean, n_trials)
-        row.lost += lost
-        row.duplicated += dup
-        row.notes += [f"{folder.name}: {n}" for n in notes]
+            elif "fsnn" in payload:  # a resume after a kill refused to go on
+                row.lost += 1
+                row.notes.append(f"kill at {kill}: the run refused: {payload['fsnn'][:200]}")
+            else:  # the run finished before that moment came: the rest go to a fresh folder
+                missed.append(f"{kill[0]} #{kill[1]}")
+                if kills[i + 1 :] and len(folders) < 3 * len(plan):
+                    queue.insert(0, kills[i + 1 :])
+                break
+        resume_and_compare(folder)
+    if missed:
+        row.notes.insert(0, f"{len(missed)} planned kill(s) found the run already finished (not counted as tried; "
+                            f"the kills after it moved to a fresh folder): {', '.join(missed)}")
     row.notes.insert(0, "events of an uninterrupted run: " + ", ".join(f"{k} {totals.get(k, 0)}" for k in HOOKS))
     row.notes.insert(0, "kills delivered per moment: " + ", ".join(f"{k} {v}" for k, v in sorted(stages_hit.items())))
-    row.notes.insert(1, f"{len(range(0, len(plan), per_folder))} run folders, up to {per_folder} kills each, "
+    row.notes.insert(1, f"{len(plan)} kills planned, {row.tried} delivered; {len(folders)} run folders, up to "
+                        f"{per_folder} kills each, "
                         f"{n_trials} trials x {env.n_rows} rows x {len(env.config().methods)} method(s); compared bit for bit with an "
                         "uninterrupted run (baseline, references, trials, results; optuna.db trial numbers)")
     return row
@@ -487,16 +521,18 @@ def ndif_campaign(env: Env, rounds: int) -> Row:
     folder = env.work / "ndif-half"
 
     def failing():
+        import httpx
+
         import fsnn.search
-        from fsnn.errors import FsnnError
 
         real = fsnn.search.steered_generate
         calls = Counter()
 
         def steer(*a, **k):
             calls["n"] += 1
-            if calls["n"] == 2:
-                raise FsnnError("steering batch failed at NDIF (request x) after 3 attempts: HTTP 503")
+            if calls["n"] == 2:  # the service refuses the second steering batch (not retried)
+                req = httpx.Request("POST", "https://ndif.example/request")
+                raise httpx.HTTPStatusError("401", request=req, response=httpx.Response(401, request=req))
             return real(*a, **k)
 
         fsnn.search.steered_generate = steer
@@ -504,9 +540,12 @@ def ndif_campaign(env: Env, rounds: int) -> Row:
 
     code, payload = fork_call(failing, env.work / "stderr.log")
     row.tried += 1
-    if "fsnn" not in payload:
-        row.crashes += 1
-        row.notes.append(f"mid-search failure: {str(payload)[-300:]}")
+    if "fsnn" not in payload:  # a finished run means the failure was swallowed as failed trials
+        row.crashes += "crash" in payload
+        row.lost += "crash" not in payload
+        row.notes.append(f"mid-search failure did not stop the run with one line: {str(payload)[-300:]}")
+    else:
+        row.notes.append(f"mid-search failure: `{payload['fsnn'][:200]}`")
     code, payload = fork_call(lambda: bool(env.run(folder, cache=env.work / "ndif-half.judge.sqlite",
                                                    backend="serialised")), env.work / "stderr.log")
     if "result" not in payload:
@@ -516,8 +555,8 @@ def ndif_campaign(env: Env, rounds: int) -> Row:
         lost, dup, notes = compare_folders(folder, env.work / "crash-clean", env.config().n_trials)
         row.lost += lost
         row.duplicated += dup
-        row.notes += notes or ["a permanent failure mid-search (backend='serialised'), then a resume: equal to the "
-                               "uninterrupted run, no trial half-applied"]
+        row.notes += notes or ["a permanent failure mid-search (backend='serialised', HTTP 401 on the 2nd steering "
+                               "batch), then a resume: equal to the uninterrupted run, no trial half-applied or failed"]
     return row
 
 
@@ -528,7 +567,20 @@ def storage_campaign(env: Env, quick: bool) -> Row:
     row = Row("storage faults (failed writes, corrupt files)")
     clean = env.work / "crash-clean"
     n_trials = env.config().n_trials
-    # 1. a write failing mid-way, for each netCDF stage file and config.json
+    write_message: list[str] = []
+    # 0. modes: files written atomically get what open() gives under the umask (not mkstemp's 0600)
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in clean.iterdir() if p.suffix in (".nc", ".json", ".md")}
+    wrong = {n: oct(m) for n, m in modes.items() if m != 0o666 & ~umask}
+    row.tried += 1
+    if wrong:
+        row.lost += 1
+        row.notes.append(f"found: file modes {wrong}, expected {oct(0o666 & ~umask)} under umask {oct(umask)}")
+    else:
+        row.notes.append(f"modes of the {len(modes)} result files of a run: all {oct(0o666 & ~umask)} "
+                         f"(umask {oct(umask)})")
+    # 1. a write failing mid-way, for each netCDF stage file
     for name in ("baseline.nc", "references.nc", "trials.nc", "results.nc"):
         for err in (errno.ENOSPC,) if quick else (errno.ENOSPC, errno.EACCES):
             folder = env.work / f"wfail-{name}-{err}"
@@ -562,12 +614,19 @@ def storage_campaign(env: Env, quick: bool) -> Row:
             if changed or junk:
                 row.lost += 1
                 row.notes.append(f"{name} write failure changed {changed} left {junk}")
-            if "fsnn" not in payload:
+            msg = payload.get("fsnn")
+            if msg is None:
                 row.tracebacks += 1
-                if f"found: write failure ({name})" not in " ".join(row.notes):
-                    first = str(payload.get("crash", payload)).strip().splitlines()[-1][:160]
-                    row.notes.append(f"found: write failure ({name}, {os.strerror(err)}) surfaces as a raw "
-                                     f"exception (traceback in the CLI), not one FsnnError line: `{first}`")
+                row.crashes += 1
+                first = str(payload.get("crash", payload)).strip().splitlines()[-1][:160]
+                row.notes.append(f"found: write failure ({name}, {os.strerror(err)}) surfaces as a raw "
+                                 f"exception (traceback in the CLI), not one FsnnError line: `{first}`")
+            elif "\n" in msg or f"cannot write {name} in " not in msg or os.strerror(err) not in msg \
+                    or "rerun the same command" not in msg:
+                row.lost += 1
+                row.notes.append(f"found: write failure ({name}) -> unclear error `{msg[:200]}`")
+            elif not write_message:
+                write_message.append(msg)
     # 2. corrupt files of a finished run: a one-line error naming the file, or a clean recompute
     damages = {"truncated": lambda b: b[: len(b) // 2], "garbage": lambda b: os.urandom(len(b) or 64),
                "empty": lambda b: b""}
@@ -610,6 +669,8 @@ def storage_campaign(env: Env, quick: bool) -> Row:
                 row.lost += lost
                 row.duplicated += dup
     n_err = 1 if quick else 2
+    if write_message:
+        row.notes.insert(0, f"a failed write reads: `{write_message[0]}`")
     row.notes.insert(0, f"{4 * n_err} writes failing mid-way ({'ENOSPC' if quick else 'ENOSPC, EACCES'} at the "
                         f"netCDF writer) on 4 files; {6 * len(damages)} corrupt files (6 files x "
                         f"{'/'.join(damages)}) under a finished run, then a rerun (and, after a one-line error, "
@@ -923,6 +984,23 @@ GUARANTEES = """\
   a baseline grade still missing after the retries stops the run with one line and a
   resumable folder instead of quietly dropping the question from the steered set
   (`fsnn.stages._grade`).
+- **Failed writes are one line.** `fsnn.store.atomic_write` turns an `OSError` of the write (disk
+  full, permission denied; HDF5's `RuntimeError: NetCDF: HDF error` too, with the free space) into
+  `cannot write NAME in FOLDER: CAUSE; the previous NAME (if any) is intact; free space / fix
+  permissions and rerun the same command to resume`, after removing its temp file.
+- **No temp file outlives a kill.** Temp files are `.NAME.XXXXXXXX.tmp`
+  (`fsnn.store.TEMP_PATTERN`); `run_pipeline` removes the ones in the run folder at start, under
+  the run-folder lock (`fsnn.store.remove_stale_temp_files`), nothing else.
+- **Modes.** Atomic writes create their temp file with mode 0666 less the umask (0644 under
+  umask 022), as `open()` would, not `mkstemp`'s 0600.
+- **A corrupt `optuna.db`** reads `cannot open Optuna storage PATH (corrupt? ...); delete
+  optuna.db and rerun the same command: baseline.nc and references.nc are kept, every method's
+  search is recomputed from trial 0 (same seeds, same trials; ...)`. `trials.nc` is rebuilt from
+  `optuna.db` on every run, so the search's trials are what is lost.
+- **An NDIF outage never changes the trial history.** A service failure after the retries
+  (`fsnn.errors.BackendUnavailable`: transport errors, HTTP statuses) stops the search with one
+  line; the batch's trials stay RUNNING and a rerun evaluates them with the same parameters
+  (before, they were marked FAILED and replaced by new trials).
 - **No pickle.** `tests/test_reliability.py::test_no_pickle_loads_in_the_package` parses
   every module of `fsnn/` and fails on `pickle`/`joblib`/`dill`/`shelve`/`marshal` imports or
   loads and on `torch.load` without `weights_only=True`.
@@ -936,12 +1014,13 @@ def render(rows: list[Row], *, quick: bool, wall: float, machine: str, seed: int
             "Counts per campaign: **tried** (faults, kills or cases delivered), **lost** (rows, trials or grades "
             "missing or different from an uninterrupted run, unclear errors, a case not refused cleanly), "
             "**duplicated** (rows or trials twice), **crashes** (an ending that is not a one-line `FsnnError`), "
-            "**tracebacks** (shown to a user), **secrets** (fake key values found).", "",
-            "| campaign | tried | lost | duplicated | crashes | tracebacks | secrets | seconds |",
-            "|---|---|---|---|---|---|---|---|"]
+            "**tracebacks** (shown to a user), **secrets** (fake key values found); **seconds** (wall) and **CPU s** "
+            "(CPU time of the campaign's processes: what the row costs on an idle machine, whatever the load).", "",
+            "| campaign | tried | lost | duplicated | crashes | tracebacks | secrets | seconds | CPU s |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         head.append(f"| {r.campaign} | {r.tried} | {r.lost} | {r.duplicated} | {r.crashes} | {r.tracebacks} | "
-                    f"{r.secrets} | {r.seconds:.0f} |")
+                    f"{r.secrets} | {r.seconds:.0f} | {r.cpu:.0f} |")
     head += ["", GUARANTEES]
     for r in rows:
         head.append(f"## {r.campaign}")
@@ -949,6 +1028,12 @@ def render(rows: list[Row], *, quick: bool, wall: float, machine: str, seed: int
         head += [f"- {n}" for n in r.notes] or ["- (no notes)"]
         head.append("")
     return "\n".join(head)
+
+
+def _cpu() -> float:
+    """CPU seconds so far of this process and its finished children (forks, the CLI run)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -975,20 +1060,24 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(",")) if args.only else None
     rows: list[Row] = []
 
+    loads: list[float] = [os.getloadavg()[0]]  # the machine is shared: say how busy it was
+
     def timed(name: str, fn: Callable[[], Row | list[Row]]) -> None:
         if only is not None and name not in only and name != "crash":
             return
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu()
         got = fn()
+        loads.append(os.getloadavg()[0])
         got = got if isinstance(got, list) else [got]
         for r in got:
             r.seconds = (time.perf_counter() - t) / len(got)
+            r.cpu = (_cpu() - c) / len(got)
             print(f"{r.campaign}: tried {r.tried} lost {r.lost} dup {r.duplicated} crashes {r.crashes} "
                   f"tracebacks {r.tracebacks} secrets {r.secrets} ({r.seconds:.0f} s)", flush=True)
         rows.extend(got)
 
     try:
-        timed("crash", lambda: crash_campaign(env, 12 if args.quick else 16, rng))
+        timed("crash", lambda: crash_campaign(env, len(HOOKS) if args.quick else 16, rng))
         timed("judge", lambda: judge_campaign(env, 20 if args.quick else 60, 110 if args.quick else 300, rng))
         timed("ndif", lambda: ndif_campaign(env, 10 if args.quick else 30))
         timed("storage", lambda: storage_campaign(env, args.quick))
@@ -1002,10 +1091,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"work folder kept: {work}")
     wall = time.perf_counter() - start
-    report = render(rows, quick=args.quick, wall=wall, machine=args.machine, seed=args.seed)
+    cpu_total = _cpu()
+    machine = (f"{args.machine} ({os.cpu_count()} cores), 1-min load average {min(loads):.1f}-{max(loads):.1f} "
+               f"(mean {sum(loads) / len(loads):.1f} over {len(loads)} readings between campaigns)")
+    machine += f"; CPU time {cpu_total:.0f} s (this process and its children, a 1-thread campaign)"
+    report = render(rows, quick=args.quick, wall=wall, machine=machine, seed=args.seed)
     report = report.replace(str(work), "<work>")  # no machine paths in the report
-    Path(args.out).write_text(report + "\n")
-    print(f"wrote {args.out} ({wall:.0f} s)")
+    from fsnn.store import atomic_write_text
+
+    atomic_write_text(args.out, report + "\n")
+    print(f"wrote {args.out} ({wall:.0f} s; {machine})")
     return 0
 
 

@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from fsnn.store import atomic_write_text
+
 from .timing import Sample, Timing, interleaved, time_call
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -690,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="rewrite the markdown from the existing results JSON, measure nothing")
     args = parser.parse_args(argv)
     if args.render_only:
-        Path(args.out).write_text(render_markdown(json.loads(Path(args.json).read_text())))
+        atomic_write_text(args.out, render_markdown(json.loads(Path(args.json).read_text())))
         log(f"wrote {args.out} from {args.json}")
         return 0
     import warnings
@@ -751,11 +753,10 @@ def _save(results: dict[str, Any], old: dict[str, Any] | None, args: argparse.Na
         out["sections"] = {k: merged[k] for k in SECTIONS if k in merged}
         out["total_wall_s"] = round(sum(sec.get("section_wall_s", 0.0) for sec in merged.values()), 1)
         out["merged_runs"] = old.get("merged_runs", 1) + 1
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    # atomic: an interrupted save never leaves half a results file (folders made as needed)
+    atomic_write_text(args.json, json.dumps(out, indent=1) + "\n")
     md = render_markdown(out)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(md)
+    atomic_write_text(args.out, md)
     return md
 
 

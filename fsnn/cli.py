@@ -35,7 +35,7 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 def _ids(text: str) -> tuple[int, ...]:
     try:
-        ids = tuple(int(part) for part in text.split(",") if part.strip())
+        ids = tuple(int(part) for part in text.split(","))  # an empty item is a typo, not skipped
     except ValueError:
         raise argparse.ArgumentTypeError(f"ids must be comma-separated integers, got {text!r}") from None
     if not ids or min(ids) < 0:

@@ -18,8 +18,10 @@ Options: dtype, device, 8-bit loading through bitsandbytes (the paper's setting)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata as metadata
+import json
 import os
 import shutil
 import tempfile
@@ -34,7 +36,8 @@ from .environment import cache_dir
 from .errors import FsnnError
 from .layers import find_layers_path
 
-__all__ = ["ALIASES", "DEFAULT_MODEL", "DTYPES", "Alias", "LoadedModel", "check_model_spec", "load_model", "wrap_model"]
+__all__ = ["ALIASES", "DEFAULT_MODEL", "DTYPES", "Alias", "LoadedModel", "check_model_spec", "load_model", "model_depth",
+           "wrap_model"]
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -514,6 +517,13 @@ def check_model_spec(name: str) -> None:
     if name.endswith(".gguf"):
         if not path.is_file():
             raise FsnnError(f"GGUF file not found: {name}")
+        try:
+            with open(path, "rb") as fh:
+                magic = fh.read(4)
+        except OSError as exc:
+            raise FsnnError(f"cannot read GGUF file {name}: {exc.strerror or exc}") from None
+        if magic != b"GGUF":  # caught here, before a run folder is written
+            raise FsnnError(f"{name} is not a GGUF file (it does not start with the GGUF magic bytes)")
         return
     if path.exists():
         if not (path / "config.json").is_file():
@@ -525,6 +535,84 @@ def check_model_spec(name: str) -> None:
         return  # a hub id: resolved when loaded
     raise FsnnError(f"unknown local model {name!r}; known aliases: {', '.join(ALIASES)}; "
                     "or give a hub id (org/name) or an existing path")
+
+
+def model_depth(name: str) -> int | None:
+    """Decoder blocks of model ``name`` from a ``config.json`` already on disk, or None.
+
+    Reads no weights: an alias or GGUF file already converted in the cache, or a model
+    folder. None when nothing is on disk yet (a hub id, a first use): the depth is then
+    checked once the model loads.
+    """
+    gguf: Path | None = None
+    if name in ALIASES:
+        alias = ALIASES[name]
+        folder = cache_dir("models") / f"{alias.name}-{alias.sha256[:12]}"
+        with contextlib.suppress(FsnnError, OSError):
+            gguf = _alias_parts(alias)[0]  # the first part holds the header
+    elif name.endswith(".gguf") and Path(name).expanduser().is_file():
+        gguf = Path(name).expanduser()
+        folder = _gguf_cache_folder(gguf)
+    else:
+        folder = Path(name).expanduser()
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return _gguf_block_count(gguf) if gguf is not None else None
+    for part in (cfg, cfg.get("text_config") or {}):
+        if isinstance(part.get("num_hidden_layers"), int):
+            return part["num_hidden_layers"]
+    return None
+
+
+# GGUF metadata value types: fixed-size ones as struct formats; 8 string, 9 array
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def _gguf_block_count(path: Path) -> int | None:
+    """``{architecture}.block_count`` from a GGUF file's header (no tensor is read), or None."""
+    import struct
+
+    def read(fmt: str) -> Any:
+        size = struct.calcsize("<" + fmt)
+        data = fh.read(size)
+        if len(data) != size:
+            raise ValueError("truncated GGUF header")
+        return struct.unpack("<" + fmt, data)[0]
+
+    def string() -> str:
+        return fh.read(read("Q")).decode("utf-8", errors="replace")
+
+    def value(kind: int) -> Any:
+        if kind in _GGUF_SCALARS:
+            return read(_GGUF_SCALARS[kind])
+        if kind == 8:
+            return string()
+        if kind == 9:
+            inner, count = read("I"), read("Q")
+            if inner in _GGUF_SCALARS:  # skipped, not parsed: token tables are long
+                fh.seek(count * struct.calcsize("<" + _GGUF_SCALARS[inner]), 1)
+            else:
+                for _ in range(count):
+                    value(inner)
+            return None
+        raise ValueError(f"unknown GGUF value type {kind}")
+
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"GGUF" or read("I") < 2:
+                return None
+            read("Q")  # tensor count
+            arch = None
+            for _ in range(read("Q")):
+                key, got = string(), value(read("I"))
+                if key == "general.architecture":
+                    arch = got
+                elif arch is not None and key == f"{arch}.block_count" and isinstance(got, int):
+                    return got
+    except (OSError, ValueError, struct.error):
+        return None
+    return None
 
 
 # hub ids from before the hub had organisations (the paper's perplexity scorer is gpt2)

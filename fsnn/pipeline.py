@@ -46,7 +46,7 @@ from .stages import (
     search_stage,
     select_failures,
 )
-from .store import atomic_write_text
+from .store import atomic_write_text, remove_stale_temp_files
 from .summary import summary_rows, summary_table  # one summary for runs and the release
 
 __all__ = ["RunConfig", "config_from_args", "run_pipeline", "summary_rows", "summary_table"]
@@ -197,6 +197,18 @@ def _check_device(device: str) -> None:
         raise FsnnError("device 'mps' asked for, but MPS is not available here")
 
 
+def _check_methods_fit(config: RunConfig, model: Any) -> None:
+    """Layer ranges against the model's depth, before the folder: from the loaded model,
+    else from a config.json already on disk (left to the load when there is none)."""
+    from .layout import SegmentLayout
+    from .models import model_depth
+
+    depth = model.n_layers if model is not None else model_depth(config.model)
+    if depth is not None:
+        for method in config.methods:
+            SegmentLayout.named(method, depth)
+
+
 def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -274,8 +286,10 @@ def run_pipeline(
         from .models import check_model_spec
 
         check_model_spec(config.ppl_model)
+    _check_methods_fit(config, model)
     identity = {**config.identity(), "simpleqa_sha256": sha}
     with run_folder_lock(out):  # one process per run folder (fsnn/lock.py)
+        remove_stale_temp_files(out)  # left by a killed write; safe only under the lock
         _prepare_folder(out, identity, force_new)
         backend = resolve_backend(config.backend)
         if model is None:

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from .errors import FsnnError
+from .errors import BackendUnavailable, FsnnError
 from .retry import RETRYABLE_STATUS, RetryPolicy, is_retryable_status
 
 __all__ = [
@@ -279,7 +279,9 @@ def call_with_retries(
                             policy.attempts - 1, wait)
                 sleep(wait)
                 continue
-            raise FsnnError(
+            # a service failure (transport, HTTP status) is not the call's fault: its own type
+            error = BackendUnavailable if transient or _http_status(exc) is not None else FsnnError
+            raise error(
                 _failure(what, where, exc, attempt + 1, request_ids[-1] if request_ids else None)
             ) from None
     raise AssertionError("unreachable")  # pragma: no cover

@@ -238,7 +238,7 @@ are <mark class="word">underlined</mark> where the whole answer does not occur.<
 
 def write_report(run: str | Path, out: str | Path | None = None, *, examples: int = 12, seed: int = 0) -> Path:
     """Write the report of run folder ``run`` to ``out`` (default ``RUN/report.html``), atomically."""
-    from .summary import atomic_write_text
+    from .store import atomic_write_text
 
     folder = open_run(run)
     path = Path(out) if out is not None else folder.path / "report.html"

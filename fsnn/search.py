@@ -30,13 +30,14 @@ from . import strength
 from .backends import Backend, resolve_backend
 from .decode import GenerationOutput
 from .degeneration import degeneration, guarded_objective
-from .errors import FsnnError
+from .errors import BackendUnavailable, FsnnError
 from .layout import SegmentLayout
 from .metrics import ObjectiveConfig, token_overlap
 from .steer import steered_generate
 from .strength import DEFAULT_RANGES, PARAMETRIZATIONS
 
-__all__ = ["SAMPLERS", "SearchConfig", "SearchItem", "open_storage", "run_search", "trial_coefficients"]
+__all__ = ["SAMPLERS", "SearchConfig", "SearchItem", "open_storage", "run_search", "storage_error",
+           "trial_coefficients"]
 
 
 SAMPLERS = ("tpe", "random", "gp")
@@ -149,11 +150,16 @@ class SearchItem:
     norm_scale: torch.Tensor | None = None
 
 
-def open_storage(url: str) -> Any:
+def open_storage(url: str, recover: str = "") -> Any:
     """Optuna RDB storage at ``url`` (SQLite path URL or any SQLAlchemy URL).
 
+    Args:
+        url: the storage URL.
+        recover: what the user can do when it cannot be opened (appended to the error).
+
     Raises:
-        FsnnError: when the storage cannot be reached or created.
+        FsnnError: when the storage cannot be reached or created (one line naming the
+            SQLite file, or the URL, and ``recover``).
     """
     import optuna
 
@@ -161,7 +167,18 @@ def open_storage(url: str) -> Any:
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as exc:  # sqlalchemy/optuna raise many types
-        raise FsnnError(f"cannot open Optuna storage {url!r}: {str(exc).splitlines()[0]}") from None
+        raise storage_error(url, exc, recover) from None
+
+
+def storage_error(url: str, exc: BaseException, recover: str = "") -> FsnnError:
+    """The one-line error of an unusable Optuna storage (a corrupt SQLite file, mostly)."""
+    lines = str(exc).strip().splitlines()
+    cause = lines[0] if lines else type(exc).__name__
+    if url.startswith("sqlite:///"):  # a file: most likely damaged (truncated, overwritten)
+        text = f"cannot open Optuna storage {url.removeprefix('sqlite:///')} (corrupt? {cause})"
+    else:
+        text = f"cannot open Optuna storage {url!r}: {cause}"
+    return FsnnError(text + (f"; {recover}" if recover else ""))
 
 
 def _sampler(config: SearchConfig, key: str) -> Any:
@@ -258,7 +275,10 @@ def run_search(
 
     A trial whose evaluation raises or whose objective is NaN is marked FAILED (the
     error stored as its ``error`` user attr) and replaced by a new trial, up to
-    ``config.max_failures`` per prompt; the other prompts carry on either way.
+    ``config.max_failures`` per prompt; the other prompts carry on either way. A
+    :class:`fsnn.errors.BackendUnavailable` (NDIF down after its retries) stops the
+    search instead: the batch's trials stay RUNNING and a rerun evaluates them with the
+    same parameters, so an outage never changes the trial history.
 
     Args:
         model: a :class:`fsnn.models.LoadedModel`.
@@ -349,6 +369,8 @@ def run_search(
             try:
                 outputs = backend.call(evaluate, what=f"steering batch of {len(chunk)} rows")
                 scores = score_texts(outputs, [by_key[k].answer for k, _ in chunk], ppl, config)
+            except BackendUnavailable:
+                raise  # the service is down, not the trial bad: stop; RUNNING trials resume as asked
             except Exception as exc:  # noqa: BLE001 - any failure of one batch fails its trials, not the search
                 error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 for key, trial in chunk:

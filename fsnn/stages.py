@@ -33,7 +33,7 @@ from .prompts import Templates, apply_chat, split_explanation
 from .references import ReferenceItem, capture_references
 from .schema import baseline_dataset, str_array
 from .scoring import composite, proxy_grade, scored_texts
-from .search import SearchItem, open_storage, run_search
+from .search import SearchItem, open_storage, run_search, storage_error
 from .simpleqa import Question
 from .store import provenance, read_dataset, write_dataset
 
@@ -245,10 +245,20 @@ def reference_stage(ctx: RunContext, failures: Sequence[Question]) -> xr.Dataset
 # ----------------------------------------------------------------------------- stage 5
 
 
+# optuna.db holds every trial of the search; trials.nc is rebuilt from it on each run, so
+# without it the whole search is recomputed (seeded per trial number: the same trials).
+OPTUNA_RECOVER = ("delete optuna.db and rerun the same command: baseline.nc and references.nc are kept, every "
+                  "method's search is recomputed from trial 0 (same seeds, same trials; trials.nc and results.nc "
+                  "are rewritten), or use --force-new to start the folder over")
+
+
 def search_stage(ctx: RunContext, refs: xr.Dataset) -> xr.Dataset:
     """Stage 5: the per-prompt Optuna search of every method (``trials.nc``)."""
+    import sqlalchemy.exc  # optuna's storage layer
+
     c = ctx.config
-    storage = open_storage(f"sqlite:///{ctx.out / 'optuna.db'}")
+    url = f"sqlite:///{ctx.out / 'optuna.db'}"
+    storage = open_storage(url, OPTUNA_RECOVER)
     items = [
         SearchItem(key=str(int(sid)), prompt=ctx.prompt(ctx.templates.steering_prompt(str(q))),
                    answer=str(a), h=torch.from_numpy(np.asarray(refs.h.values[i], dtype=np.float32)))
@@ -258,9 +268,12 @@ def search_stage(ctx: RunContext, refs: xr.Dataset) -> xr.Dataset:
     per_method = []
     for method in c.methods:
         layout = SegmentLayout.named(method, ctx.model.n_layers)
-        ds = run_search(ctx.model, items, layout, c.search_config(), storage=storage, ppl=ctx.ppl,
-                        mode=c.mode, max_new_tokens=c.max_new_tokens, study_prefix=f"{layout.name}/",
-                        progress=ctx.progress, backend=ctx.backend)
+        try:
+            ds = run_search(ctx.model, items, layout, c.search_config(), storage=storage, ppl=ctx.ppl,
+                            mode=c.mode, max_new_tokens=c.max_new_tokens, study_prefix=f"{layout.name}/",
+                            progress=ctx.progress, backend=ctx.backend)
+        except sqlalchemy.exc.DatabaseError as exc:  # a page damaged past the header
+            raise storage_error(url, exc, OPTUNA_RECOVER) from None
         per_method.append(ds.expand_dims(method=[layout.name]))
     # methods differ in segments/params: outer join, NaN where a method has none
     trials = xr.concat(per_method, dim="method", join="outer") if len(per_method) > 1 else per_method[0]

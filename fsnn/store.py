@@ -7,10 +7,12 @@ The schema of every file (what each holds, and the functions building it) is
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
+import re
+import secrets
 import subprocess
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ __all__ = [
     "package_versions",
     "provenance",
     "read_dataset",
+    "remove_stale_temp_files",
     "write_dataset",
 ]
 
@@ -99,14 +102,46 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     return enc
 
 
+TEMP_SUFFIX = ".tmp"
+# ".NAME.XXXXXXXX.tmp": the temp file of an atomic write of NAME (8 characters of
+# [a-z0-9_], as tempfile's names in older versions). Only files matching it are swept.
+TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def _create_temp(path: Path) -> Path:
+    """A new empty ``.NAME.XXXXXXXX.tmp`` next to ``path``, mode 0666 less the umask.
+
+    ``tempfile.mkstemp`` would make it 0600 whatever the umask; a result file should get
+    the permissions a plain ``open(path, "w")`` gives (e.g. 0644 under umask 022).
+    """
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
+
+
+def _write_failed(path: Path, exc: BaseException) -> FsnnError:
+    cause = getattr(exc, "strerror", None) or _first_line(exc)
+    return FsnnError(
+        f"cannot write {path.name} in {path.parent}: {cause}; the previous {path.name} (if any) is intact; "
+        "free space / fix permissions and rerun the same command to resume"
+    )
+
+
 def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
     """Write a file so that readers see the old file or the whole new one, never half.
 
-    ``writer`` receives a temporary path in the same folder (so the final rename stays
-    on one file system) and writes the complete file there; the temp file is then
-    flushed to disk (fsync), renamed over ``path`` (``os.replace``, atomic on POSIX and
-    Windows) and the folder entry synced. On any error, or an interrupt, the temp file
-    is removed and ``path`` is left as it was.
+    ``writer`` receives a temporary path ``.NAME.XXXXXXXX.tmp`` in the same folder (so
+    the final rename stays on one file system) and writes the complete file there; the
+    temp file is then flushed to disk (fsync), renamed over ``path`` (``os.replace``,
+    atomic on POSIX and Windows) and the folder entry synced. On any error, or an
+    interrupt, the temp file is removed and ``path`` is left as it was. The new file
+    gets the mode a plain ``open()`` would give (0666 less the umask).
 
     Args:
         path: the file to write; its folder is created when missing.
@@ -116,26 +151,53 @@ def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
         ``path``.
 
     Raises:
-        FsnnError: the folder cannot be created or written. Errors raised by ``writer``
-            propagate unchanged (after the cleanup).
+        FsnnError: the folder cannot be created or written, or the write fails with an
+            ``OSError`` (disk full, permission denied...): one line naming the file and
+            the cause. Other errors raised by ``writer`` propagate unchanged (after the
+            cleanup).
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        tmp = _create_temp(path)
     except OSError as exc:
-        raise FsnnError(f"cannot write {path}: {exc.strerror or exc}") from None
-    tmp = Path(name)
+        raise _write_failed(path, exc) from None
     try:
         writer(tmp)
         _fsync(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _write_failed(path, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temp files that killed atomic writes left in ``folder`` (not below it).
+
+    Only files named as :func:`atomic_write` names them (:data:`TEMP_PATTERN`) are
+    removed. Call it only while no other process writes the folder (under
+    :func:`fsnn.lock.run_folder_lock`): a live writer's temp file matches too.
+
+    Returns:
+        The removed files.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        if TEMP_PATTERN.match(entry.name) and entry.is_file() and not entry.is_symlink():
+            try:
+                entry.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(entry)
+    return sorted(removed)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -176,7 +238,8 @@ def write_dataset(ds: xr.Dataset, path: str | Path) -> Path:
     A crash mid-write leaves the previous file (or none) in place, never half a file.
 
     Raises:
-        FsnnError: the folder cannot be created or written.
+        FsnnError: the folder cannot be created or written, or the write fails (disk
+            full, permission denied, an HDF5 write error): one line naming the file.
     """
     ds = ds.copy()
     for name, var in {**ds.data_vars, **ds.coords}.items():
@@ -184,7 +247,25 @@ def write_dataset(ds: xr.Dataset, path: str | Path) -> Path:
             ds[name] = var.astype(object)
     ds.attrs = {k: _attr(v) for k, v in ds.attrs.items()}
     encoding = _encoding(ds)
-    return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding))
+
+    def write(tmp: Path) -> None:
+        try:
+            ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+        except RuntimeError as exc:
+            # HDF5 reports a full disk or a failed write as "NetCDF: HDF error", no errno
+            if "NetCDF" not in str(exc) and "HDF" not in str(exc):
+                raise
+            raise OSError(errno.EIO, f"{_first_line(exc)} ({_free_space(tmp.parent)} free on that disk)") from None
+
+    return atomic_write(path, write)
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return "unknown space"
+    return f"{st.f_bavail * st.f_frsize / 1e6:.1f} MB"
 
 
 def read_dataset(path: str | Path, kind: str | None = None) -> xr.Dataset:

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +47,7 @@ from .stats import (
     paired_bootstrap_diff,
     wilson_interval,
 )
+from .store import atomic_write_text  # one atomic writer (mode, errors, temp names)
 
 __all__ = [
     "METRICS",
@@ -393,20 +392,3 @@ def write_summary(results: xr.Dataset, out: str | Path, footer: Sequence[str] = 
     atomic_write_text(out / "summary.md", format_summary(s, markdown=True) + "".join(f"\n\n{f}" for f in footer) + "\n")
     atomic_write_text(out / "summary.json", json.dumps(s, indent=2, allow_nan=False) + "\n")
     return s
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temp file and a rename (never half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
