@@ -12,12 +12,25 @@ few_shot            prompting: 3 TRAIN question-answer pairs before the question
 dola                DoLa decoding (early layer = n_layers // 4), greedy, nnsight traces
 self_consistency    reference from the majority of N temperature samples + the model's
                     own explanation of it; strengths fixed from train
+self_consistency_searched
+                    the same reference, strength searched per test question with a
+                    label-free objective (perplexity + readability guard, no answer)
 learned             reference = question activation + ridge-predicted oracle shift
                     (lambda by 5-fold CV on train); strengths fixed from train
+learned_searched    the same reference, strength searched label-free
 retrieval           reference = question activation + the nearest train question's shift
 oracle_fixed        oracle reference, strengths fixed from train (uses the answer)
 oracle              oracle reference + strengths searched with the answer (the ceiling)
 ==================  ===================================================================
+
+The oracle search is configurable (``--parametrization``, ``--sampler``,
+``--start-trials``; default the scale-aware ``log_product`` with TPE and 3 log-spaced
+start trials), asked in rounds of one trial per question (``batch_trials=1``, 2 random
+startup trials) so TPE learns from earlier rounds, scored on the completion with the
+readability guard (unreadable_penalty 1.0). Fixed strengths are the train median of the
+best trial's k = alpha * gamma per segment (:func:`fsnn.beyond.fixed_strengths`). The
+label-free searches use the same settings and trial budget with the objective
+``ObjectiveConfig(w_to=0, w_ppl=1)`` and items whose answer is "".
 
 Every row generates at most ``--max-new-tokens`` tokens for its final answer
 (self-consistency spends N more samples and an explanation on top: stated in the docs).
@@ -40,6 +53,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +65,24 @@ from tqdm import tqdm
 import fsnn
 from fsnn import beyond
 from fsnn.degeneration import readable
+from fsnn.metrics import ObjectiveConfig
 from fsnn.scoring import TOKEN_OVERLAP_THRESHOLD, proxy_grade
+from fsnn.search import SAMPLERS, open_storage
 from fsnn.store import atomic_write_text, provenance, write_dataset
 
 BASELINE = "Question: {q}\nAnswer:"
 STEERING = "Question: {q}\nAnswer and explanation:"
 ENRICH = "Question: {q}\nAnswer: {a}\nExplanation:"
 METHODS = ("greedy", "greedy_steer_prompt", "step_by_step", "few_shot", "dola", "self_consistency",
-           "learned", "retrieval", "oracle_fixed", "oracle")
-LABEL_FREE = ("greedy_steer_prompt", "step_by_step", "few_shot", "dola", "self_consistency", "learned", "retrieval")
+           "self_consistency_searched", "learned", "learned_searched", "retrieval", "oracle_fixed", "oracle")
+LABEL_FREE = ("greedy_steer_prompt", "step_by_step", "few_shot", "dola", "self_consistency",
+              "self_consistency_searched", "learned", "learned_searched", "retrieval")
+SEARCHED = ("learned", "self_consistency")  # label-free references whose strength is also searched
+# parametrizations with one (alpha, gamma) per segment, so a fixed strength is a product
+# k per segment; norm_relative's gamma depends on each prompt's norms (not fixable)
+PARAMETRIZATIONS = ("log_product", "alpha_gamma", "product")
+# the label-free search objective: perplexity only, never token overlap (no answer)
+LABEL_FREE_OBJECTIVE = ObjectiveConfig(w_to=0.0, w_ppl=1.0)
 LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 
@@ -172,6 +195,62 @@ def label_free_inputs(
             "neighbour": near.tolist(), "majority": majority, "samples": samples, "few_shot": few}
 
 
+# --------------------------------------------------------------------------- strength searches
+
+
+def oracle_search_config(args: argparse.Namespace) -> fsnn.SearchConfig:
+    """The oracle search: the chosen parametrization/sampler, rounds of one trial per
+    question so a model-based sampler sees earlier results (like the strength study's
+    candidate cells), scored on the completion, readability guard on."""
+    return fsnn.SearchConfig(
+        n_trials=args.trials, batch_trials=1, n_startup_trials=2, parametrization=args.parametrization,
+        sampler=args.sampler, start_trials=args.start_trials, score_on=args.score_on, unreadable_penalty=1.0,
+        seed=args.seed,
+    )
+
+
+def label_free_search_config(oracle: fsnn.SearchConfig) -> fsnn.SearchConfig:
+    """The oracle's settings and trial budget with an objective that reads no answer."""
+    return replace(oracle, objective=LABEL_FREE_OBJECTIVE)
+
+
+def label_free_search(
+    model: Any, test: Sequence[Any], refs: np.ndarray, layout: Any, config: fsnn.SearchConfig, *, name: str,
+    seen: beyond.Seen, storage: Any = None, mode: str = "cached", tokens: int = 24, progress: bool = True,
+) -> xr.Dataset:
+    """Search each test question's strength for a label-free reference, without its answer.
+
+    The items carry answer "" (token overlap is then 0 whatever the text) and the
+    objective weighs token overlap 0: the search ranks trials by the model's own
+    perplexity of the completion and the readability guard only.
+
+    Args:
+        test: fsnn Questions; only ``id`` and ``question`` are read.
+        refs: (n_test, layer, hidden) label-free references.
+        config: :func:`label_free_search_config` (w_to must be 0).
+        name: reference name (study prefix, audit stage).
+
+    Returns:
+        The trials dataset of :func:`fsnn.run_search`.
+    """
+    if config.objective.w_to != 0:
+        raise fsnn.FsnnError(f"label-free search {name!r} must not weigh token overlap, got w_to={config.objective.w_to}")
+    items = [fsnn.SearchItem(key=str(q.id), prompt=STEERING.format(q=q.question), answer="", h=torch.as_tensor(r))
+             for q, r in zip(test, refs, strict=True)]
+    seen.record(f"search_{name}", [f"{it.prompt}\n{it.answer}" for it in items], ids=[q.id for q in test])
+    return fsnn.run_search(model, items, layout, config, storage=storage, mode=mode, max_new_tokens=tokens,
+                           study_prefix=f"{name}-searched-", progress=progress)
+
+
+def best_of(ds: xr.Dataset, var: str) -> np.ndarray:
+    """``var`` of each prompt's best trial, NaN (or "") where no trial finished."""
+    b = ds["best_trial"].values
+    vals = ds[var].values
+    fill = "" if vals.dtype == object else np.nan
+    return np.stack([vals[i, b[i]] if b[i] >= 0 else np.full(vals.shape[2:], fill, dtype=vals.dtype)
+                     for i in range(len(b))])
+
+
 # --------------------------------------------------------------------------- statistics
 
 
@@ -249,6 +328,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=5, help="self-consistency samples per question")
     p.add_argument("--temperature", type=float, default=0.7, help="self-consistency sampling temperature")
     p.add_argument("--mode", default="cached", choices=("cached", "faithful"), help="steering mode")
+    p.add_argument("--parametrization", default="log_product", choices=PARAMETRIZATIONS,
+                   help="what the oracle and label-free searches sample (fsnn.strength); log_product: "
+                        "k = alpha*gamma per segment on a log scale; alpha_gamma: the paper's U[0.01, 1]")
+    p.add_argument("--sampler", default="tpe", choices=SAMPLERS, help="Optuna sampler of the searches")
+    p.add_argument("--start-trials", type=int, default=3,
+                   help="log-spaced strengths enqueued as each question's first trials (capped at --trials)")
+    p.add_argument("--score-on", default="completion", choices=("completion", "full"),
+                   help="text the search objective scores: the completion, or prompt + completion")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (shared machine: 1)")
     p.add_argument("--seed", type=int, default=0, help="split, sampling and search seed")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--quick", action="store_true", help="tiny smoke shape: 6 train / 4 test, 12 tokens, 2 trials")
@@ -257,6 +345,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.n_train, args.n_test, args.max_new_tokens, args.trials, args.samples = 6, 4, 12, 2, 3
     if args.n_train < 3 or args.n_test < 1:
         p.error("--n-train must be >= 3 and --n-test >= 1")
+    if args.trials < 1 or args.start_trials < 0 or args.threads < 1:
+        p.error("--trials and --threads must be >= 1, --start-trials >= 0")
     return args
 
 
@@ -287,10 +377,19 @@ def screen_failures(model: Any, questions: list[Any], need: int, tokens: int, st
 
 
 def run(args: argparse.Namespace) -> xr.Dataset:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     t0 = time.time()
     stages = Stages(args.out)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    search = oracle_search_config(args)
+    free_search_config = label_free_search_config(search)
+    searches = {"oracle": search.to_dict(), "label_free": free_search_config.to_dict()}
+    # a resumed run must not mix trials of two search settings
+    recorded = stages.json("search", lambda: searches)
+    if recorded != json.loads(json.dumps(searches)):
+        raise fsnn.FsnnError(f"{args.out / 'search.json'} holds other search settings than this run's "
+                             f"(--parametrization/--sampler/--start-trials/--score-on/--trials/--seed): "
+                             f"use a new --out")
     all_q = fsnn.load_simpleqa(args.csv)
     order = np.random.default_rng(args.seed).permutation(len(all_q))
     questions = [all_q[i] for i in order]
@@ -317,29 +416,31 @@ def run(args: argparse.Namespace) -> xr.Dataset:
 
     refs_train, refs_test = oracle_refs(train, "train"), oracle_refs(test, "test")
     layout = fsnn.SegmentLayout.full(model.n_layers)
-    search = fsnn.SearchConfig(n_trials=args.trials, batch_trials=args.trials, seed=args.seed)
+    # wall time of each stage and method, kept across resumes (NaN: made by a process
+    # that did not record it)
+    walls_path = args.out / "walls.json"
+    walls: dict[str, float] = json.loads(walls_path.read_text()) if walls_path.exists() else {}
 
-    def oracle_search(qs, refs, name):
+    def searched(name: str, run_it: Callable[[Any], xr.Dataset]) -> xr.Dataset:
         path = args.out / f"trials_{name}.nc"
         if path.exists():
             return xr.open_dataset(path).load()
-        import optuna
+        start = time.time()
+        ds = run_it(open_storage(f"sqlite:///{args.out / f'optuna_{name}.db'}"))
+        write_dataset(ds, path)
+        walls[f"search_{name}"] = time.time() - start
+        atomic_write_text(walls_path, json.dumps(walls))
+        return ds
 
-        storage = optuna.storages.RDBStorage(f"sqlite:///{args.out / f'optuna_{name}.db'}")
+    def oracle_search(qs, refs, name):
         items = [fsnn.SearchItem(key=str(q.id), prompt=STEERING.format(q=q.question), answer=q.answer,
                                  h=torch.as_tensor(r)) for q, r in zip(qs, refs, strict=True)]
-        ds = fsnn.run_search(model, items, layout, search, storage=storage, mode=args.mode,
-                             max_new_tokens=tokens, study_prefix=f"{name}-")
-        write_dataset(ds, path)
-        return ds
+        return searched(name, lambda storage: fsnn.run_search(
+            model, items, layout, search, storage=storage, mode=args.mode, max_new_tokens=tokens,
+            study_prefix=f"{name}-"))
 
     trials_train = oracle_search(train, refs_train, "train")
     trials_test = oracle_search(test, refs_test, "test")
-
-    def best_of(ds, var):
-        b = ds["best_trial"].values
-        vals = ds[var].values
-        return np.stack([vals[i, b[i]] if b[i] >= 0 else np.full(vals.shape[2:], np.nan) for i in range(len(b))])
 
     seen = beyond.Seen()
     samples_path = args.out / "samples_test.json"
@@ -361,11 +462,19 @@ def run(args: argparse.Namespace) -> xr.Dataset:
         np.savez(tmp, **{k: free[k] for k in ("self_consistency", "learned", "retrieval")})
         tmp.replace(free_path)
         atomic_write_text(args.out / "label_free.json", json.dumps(meta, indent=1))
-        # the leak audit: what each label-free stage was fed (tests read it)
-        atomic_write_text(args.out / "seen.json", json.dumps(
-            {"texts": seen.texts, "ids": {k: sorted(v) for k, v in seen.ids.items()}}))
+        save_seen(args.out, seen)
     samples = json.loads(samples_path.read_text())
     fixed = fsnn.Strengths(layout=layout, alpha=tuple(meta["alpha"]), gamma=tuple(meta["gamma"]))
+
+    # label-free strength searches: test questions, label-free references, no answer
+    trials_free = {}
+    for name in SEARCHED:
+        seen_search = beyond.Seen()
+        trials_free[name] = searched(f"{name}_searched", lambda storage, name=name, seen_search=seen_search:
+                                     label_free_search(model, test, free[name], layout, free_search_config,
+                                                       name=name, seen=seen_search, storage=storage,
+                                                       mode=args.mode, tokens=tokens))
+        save_seen(args.out, seen_search)
 
     steer_prompts = [STEERING.format(q=q.question) for q in test]
     few = [tuple(p) for p in meta["few_shot"]]
@@ -380,7 +489,9 @@ def run(args: argparse.Namespace) -> xr.Dataset:
         "dola": lambda: [o.completion for o in beyond.dola_generate(
             model, [BASELINE.format(q=q.question) for q in test], early_layer=model.n_layers // 4,
             max_new_tokens=tokens)],
-        "oracle": lambda: [str(c) if isinstance(c, str) else "" for c in best_of(trials_test, "completion")],
+        "oracle": lambda: [str(c) for c in best_of(trials_test, "completion")],
+        **{f"{name}_searched": (lambda name=name: [str(c) for c in best_of(trials_free[name], "completion")])
+           for name in SEARCHED},
         "oracle_fixed": lambda: steered(refs_test),
         **{name: (lambda name=name: steered(free[name])) for name in ("self_consistency", "learned", "retrieval")},
     }
@@ -389,10 +500,6 @@ def run(args: argparse.Namespace) -> xr.Dataset:
         steering = fsnn.Steering(references=refs, strengths=fixed, mode=args.mode)
         return [o.completion for o in steering.generate(model, steer_prompts, max_new_tokens=tokens, batch_size=16)]
 
-    # wall time of each method's generation, kept across resumes (NaN: made by a
-    # process that did not record it)
-    walls_path = args.out / "walls.json"
-    walls: dict[str, float] = json.loads(walls_path.read_text()) if walls_path.exists() else {}
     completions: dict[str, list[str]] = {}
     for name in tqdm(METHODS, desc="methods"):
         fresh = not (args.out / f"gen_{name}.json").exists()
@@ -420,18 +527,36 @@ def run(args: argparse.Namespace) -> xr.Dataset:
     )
     summary = summarise(per_prompt, n_boot=args.n_boot, seed=args.seed)
     ds = xr.merge([per_prompt, summary])
-    ds["wall_s"] = (("method",), np.array([walls.get(m, np.nan) for m in METHODS]))
+    # a searched row's wall time is its search (its answer is the best trial's completion)
+    search_wall = {"oracle": "search_test", **{f"{n}_searched": f"search_{n}_searched" for n in SEARCHED}}
+    ds["wall_s"] = (("method",), np.array([walls.get(search_wall.get(m, m), np.nan) for m in METHODS]))
+    best_k = {name: best_of(trials, "alpha") * best_of(trials, "gamma")
+              for name, trials in (("oracle", trials_test), *trials_free.items())}
+    ds["searched_k"] = (("searched", "prompt"), np.stack([best_k[n][:, 0] for n in best_k]))
+    ds = ds.assign_coords(searched=list(best_k))
     ds.attrs = provenance(
         "beyond_oracle", config, model=args.model, n_train=len(train), n_test=len(test),
         n_screened=len(baseline), fixed_alpha=list(meta["alpha"]), fixed_gamma=list(meta["gamma"]),
         ridge_lambda=float(meta["lambda"]), machine="2-core shared CPU",
         train_ids=split["train"], test_ids=split["test"], wall_s_this_process=round(time.time() - t0, 1),
-        label_free=list(LABEL_FREE),
+        label_free=list(LABEL_FREE), oracle_search=searches["oracle"], label_free_search=searches["label_free"],
+        stage_walls_s={k: round(v, 1) for k, v in walls.items()}, threads=args.threads,
     )
     write_dataset(ds, args.out / "beyond_oracle.nc")
     atomic_write_text(args.out / "table.md", table(ds))
     figure(ds, args.out / "beyond_oracle.png")
     return ds
+
+
+def save_seen(out: Path, seen: beyond.Seen) -> None:
+    """Merge a stage's audit into ``seen.json`` (the leak audit the tests read)."""
+    path = out / "seen.json"
+    old = json.loads(path.read_text()) if path.exists() else {"texts": {}, "ids": {}}
+    for stage, texts in seen.texts.items():
+        old["texts"][stage] = texts
+    for stage, ids in seen.ids.items():
+        old["ids"][stage] = sorted(ids)
+    atomic_write_text(path, json.dumps(old))
 
 
 def table(ds: xr.Dataset) -> str:
@@ -441,8 +566,9 @@ def table(ds: xr.Dataset) -> str:
         n = int(ds["n"].sel(subset=subset))
         lines += [f"\n**{subset}** test prompts (n = {n})\n",
                   "| method | token overlap [95% CI] | containment [95% CI] | diff TO vs greedy [95% CI] "
-                  "| share of oracle gain, TO [95% CI] | share, containment [95% CI] | readable | wall s |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| diff containment vs greedy [95% CI] | share of oracle gain, TO [95% CI] "
+                  "| share, containment [95% CI] | readable | wall s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
 
         def f(var, m, metric, subset=subset):
             v = ds[var].sel({"method": m, "metric": metric, "subset": subset}).values
@@ -450,7 +576,8 @@ def table(ds: xr.Dataset) -> str:
 
         for m in METHODS:
             lines.append(f"| {m} | {f('level', m, 'token_overlap')} | {f('level', m, 'containment')} | "
-                         f"{f('diff_vs_greedy', m, 'token_overlap')} | {f('gain_share', m, 'token_overlap')} | "
+                         f"{f('diff_vs_greedy', m, 'token_overlap')} | {f('diff_vs_greedy', m, 'containment')} | "
+                         f"{f('gain_share', m, 'token_overlap')} | "
                          f"{f('gain_share', m, 'containment')} | {readable_share(ds, m, subset):.2f} | "
                          f"{float(ds['wall_s'].sel({'method': m})):.0f} |")
     return "\n".join(lines) + "\n"
@@ -475,7 +602,8 @@ def figure(ds: xr.Dataset, path: Path) -> None:
     for ax, metric in zip(axes, ("token_overlap", "containment"), strict=True):
         v = ds["level"].sel(metric=metric, subset="all").values
         ax.bar(x, v[:, 0], yerr=np.abs(np.stack([v[:, 0] - v[:, 1], v[:, 2] - v[:, 0]])), capsize=3,
-               color=["0.6" if m in ("oracle", "oracle_fixed") else "C0" for m in METHODS])
+               color=["0.6" if m in ("oracle", "oracle_fixed") else "C1" if m.endswith("_searched") else "C0"
+                      for m in METHODS])
         ax.set_xticks(x, METHODS, rotation=45, ha="right")
         ax.set_title(f"{metric} on readable completions, n = {int(ds['n'].sel(subset='all'))} test prompts")
     fig.tight_layout()

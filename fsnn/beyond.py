@@ -12,8 +12,8 @@ only the question (and a TRAIN split whose answers are known):
 - :func:`nearest`: retrieval control, the most cosine-similar training question.
 - :func:`sample_answers` / :func:`majority_answer`: self-consistency, N seeded
   temperature samples and their normalised majority vote.
-- :func:`fixed_strengths`: one (alpha, gamma) per segment, the median of the best
-  trials of train oracle searches.
+- :func:`fixed_strengths`: one strength k = alpha * gamma per segment, the median of
+  the best trials of train oracle searches.
 - :func:`dola_generate`: DoLa decoding (Chuang et al. 2024) read from nnsight traces:
   final-layer log-probs minus an early layer's (read through the final norm and the
   lm_head), restricted to the adaptive plausibility set; greedy.
@@ -256,17 +256,30 @@ def sample_answers(model: Any, prompts: Sequence[str], *, n_samples: int, temper
 
 
 def fixed_strengths(best_alpha: np.ndarray, best_gamma: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Median over prompts of the best trial's (alpha, gamma) per segment.
+    """One strength per segment: the median over prompts of the best trial's k = alpha * gamma.
+
+    Only the product moves a layer (eqs. (3)-(5), docs/method.md §3), so the median is
+    taken of k, not of alpha and gamma apart (their medians' product is not the median
+    product); the result is (alpha = 1, gamma = k) per segment, which steers exactly as
+    any (alpha, gamma) of that product. Works for every parametrization whose trials
+    have one (alpha, gamma) per segment: ``alpha_gamma``, ``log_product`` (alpha = 1,
+    gamma = k already), ``product``.
 
     Args:
         best_alpha, best_gamma: (prompt, segment) of the TRAIN searches' best trials
             (rows of NaN, a prompt without a finished trial, are skipped).
+
+    Returns:
+        (alpha per segment, all 1.0), (gamma = median k per segment).
     """
     a, g = np.asarray(best_alpha, np.float64), np.asarray(best_gamma, np.float64)
+    if a.shape != g.shape or a.ndim != 2:
+        raise FsnnError(f"best alpha and gamma must both be (prompt, segment), got {a.shape} and {g.shape}")
     ok = np.isfinite(a).all(1) & np.isfinite(g).all(1)
     if not ok.any():
         raise FsnnError("no train search finished a trial: no strength to fix")
-    return tuple(float(v) for v in np.median(a[ok], 0)), tuple(float(v) for v in np.median(g[ok], 0))
+    k = np.median(a[ok] * g[ok], 0)
+    return tuple(1.0 for _ in k), tuple(float(v) for v in k)
 
 
 # --------------------------------------------------------------------------- prompting

@@ -79,10 +79,15 @@ def test_answer_line_takes_the_first_non_empty_line():
     assert beyond.answer_line("\n  Michio Sugeno\nHe is") == "Michio Sugeno"
 
 
-def test_fixed_strengths_are_medians_over_finished_searches():
+def test_fixed_strengths_are_median_products_over_finished_searches():
+    # products 0.02, 0.1, (skipped), 0.24: median 0.1 (medians apart would give 0.3 * 0.2 = 0.06)
     alpha = np.array([[0.1], [0.5], [np.nan], [0.3]])
     gamma = np.array([[0.2], [0.2], [0.9], [0.8]])
-    assert beyond.fixed_strengths(alpha, gamma) == ((0.3,), (0.2,))
+    a, g = beyond.fixed_strengths(alpha, gamma)
+    assert a == (1.0,) and g == pytest.approx((0.1,))
+    # log_product trials (alpha 1, gamma k), two segments: the median k per segment
+    k = np.array([[0.001, 0.5], [0.01, 0.05], [0.1, 0.005]])
+    assert beyond.fixed_strengths(np.ones_like(k), k) == ((1.0, 1.0), (0.01, 0.05))
     with pytest.raises(FsnnError, match="no train search"):
         beyond.fixed_strengths(np.full((2, 1), np.nan), np.ones((2, 1)))
 
@@ -128,11 +133,27 @@ def _questions(n: int, start: int, answer: str) -> list[Question]:
                      answer=answer.format(i=start + i), topic="t", answer_type="Place") for i in range(n)]
 
 
-def test_label_free_inputs_do_not_depend_on_test_answers(tiny_factory):
-    """Change every test answer: references, strengths, vote and few-shot stay identical,
-    and no planted test answer appears in what any label-free stage was fed."""
+def test_label_free_inputs_do_not_depend_on_test_answers(tiny_factory, monkeypatch):
+    """Change every test answer: references, strengths, vote, few-shot and the label-free
+    strength searches stay identical, no planted test answer appears in what any
+    label-free stage was fed, and every searched item's answer is empty."""
+    import fsnn
+
     experiment = _experiment()
     model = tiny_factory("llama")
+    layout = fsnn.SegmentLayout.full(model.n_layers)
+    oracle = fsnn.SearchConfig(n_trials=2, batch_trials=1, n_startup_trials=2, parametrization="log_product",
+                               start_trials=1, score_on="completion", seed=0)
+    free_config = experiment.label_free_search_config(oracle)
+    assert free_config.objective.w_to == 0 and free_config.n_trials == oracle.n_trials
+    searched_items = []
+    real_search = fsnn.run_search
+
+    def spy(model, items, *args, **kwargs):
+        searched_items.extend(items)
+        return real_search(model, items, *args, **kwargs)
+
+    monkeypatch.setattr(fsnn, "run_search", spy)
     train = _questions(4, 100, "Trainville {i}")
     rng = np.random.default_rng(0)
     refs = rng.normal(size=(4, model.n_layers, model.d_model)).astype(np.float32)
@@ -143,17 +164,42 @@ def test_label_free_inputs_do_not_depend_on_test_answers(tiny_factory):
         seen = beyond.Seen()
         out = experiment.label_free_inputs(model, train, test, train_refs=refs, train_best=best, n_samples=2,
                                            temperature=0.8, tokens=4, seed=0, seen=seen)
+        for name in experiment.SEARCHED:
+            trials = experiment.label_free_search(model, test, out[name], layout, free_config, name=name,
+                                                  seen=seen, tokens=4, progress=False)
+            out[f"{name}_searched"] = (trials["objective"].values, trials["completion"].values.tolist(),
+                                       trials["strength"].values)
         texts = " ".join(t for ts in seen.texts.values() for t in ts).lower()
         for q in test:
             assert q.answer.lower() not in texts
         for stage in ("predictor", "strengths", "few_shot"):
             assert seen.ids[stage] <= {q.id for q in train}, stage
         runs.append(out)
+    assert len(searched_items) == 2 * len(experiment.SEARCHED) * 2
+    assert all(item.answer == "" for item in searched_items)
     a, b = runs
     for key in ("self_consistency", "learned", "retrieval"):
         np.testing.assert_array_equal(a[key], b[key])
+    for name in experiment.SEARCHED:
+        (obj_a, text_a, k_a), (obj_b, text_b, k_b) = a[f"{name}_searched"], b[f"{name}_searched"]
+        assert np.isfinite(obj_a).all()
+        np.testing.assert_array_equal(obj_a, obj_b)
+        np.testing.assert_array_equal(k_a, k_b)
+        assert text_a == text_b
     for key in ("alpha", "gamma", "lambda", "majority", "samples", "few_shot", "neighbour"):
         assert a[key] == b[key], key
+
+
+def test_label_free_search_refuses_an_objective_that_weighs_token_overlap(tiny_factory):
+    import fsnn
+
+    experiment = _experiment()
+    model = tiny_factory("llama")
+    config = fsnn.SearchConfig(n_trials=1)  # eq. (6): w_to 0.7
+    refs = np.zeros((1, model.n_layers, model.d_model), dtype=np.float32)
+    with pytest.raises(FsnnError, match="must not weigh token overlap"):
+        experiment.label_free_search(model, _questions(1, 200, "X"), refs, fsnn.SegmentLayout.full(model.n_layers),
+                                     config, name="learned", seen=beyond.Seen(), progress=False)
 
 
 def test_split_by_question_is_disjoint_and_seeded():
@@ -198,6 +244,16 @@ def test_quick_run_end_to_end_with_planted_test_answers(tmp_path, tiny_factory, 
     assert test_answers and not any(a in all_seen for a in test_answers)
     assert set(seen["ids"]["predictor"]) == set(split["train"])
     assert set(seen["ids"]["strengths"]) == set(split["train"])
+    for name in experiment.SEARCHED:
+        assert set(seen["ids"][f"search_{name}"]) == set(split["test"])
+    # the search settings are in the provenance: scale-aware default, rounds of one trial
+    oracle_search = json.loads(ds.attrs["oracle_search"])
+    assert oracle_search["parametrization"] == "log_product" and oracle_search["batch_trials"] == 1
+    assert oracle_search["n_startup_trials"] == 2 and oracle_search["unreadable_penalty"] == 1.0
+    free_search = json.loads(ds.attrs["label_free_search"])
+    assert free_search["objective"]["w_to"] == 0.0 and free_search["n_trials"] == oracle_search["n_trials"]
+    # a rerun with other search settings into the same folder is refused, not mixed
+    assert experiment.main([*args, "--parametrization", "alpha_gamma"]) == 2
     # resume: a rerun reuses every checkpoint and gives the same numbers
     before = ds["token_overlap"].values.copy()
     assert experiment.main(args) == 0
