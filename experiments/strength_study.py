@@ -259,8 +259,8 @@ def collect(out: Path, models: list[str], mode: str, cells: list[Cell], budgets:
     data = {k: np.full((len(models), len(names), len(budgets)), np.nan) for k in stats}
     for m, model in enumerate(models):
         for c, cell in enumerate(cells):
-            path = out / model / "cells" / f"{mode}-{cell.name}-n{n_prompts}.nc"
-            if not path.exists():
+            path = cell_file(out, model, mode, cell, n_prompts)
+            if path is None:
                 continue
             trials = read_dataset(path)
             for b, budget in enumerate(budgets):
@@ -294,29 +294,55 @@ def collect(out: Path, models: list[str], mode: str, cells: list[Cell], budgets:
 
 
 def figure(summary: xr.Dataset, path: Path) -> None:
-    """Readable-and-answer rate vs trial budget, one panel per model, one line per configuration."""
+    """Per model, each configuration's rates with 95% intervals, one panel per model.
+
+    With several budgets: readable-and-answer rate vs trial budget, a line per
+    configuration. With one budget: a row per configuration, the readable-and-answer rate
+    (filled) beside the plain TO >= 0.5 rate (hollow), so the gap shows what degenerate
+    text would have counted.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     models = [str(m) for m in summary.model.values]
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
+    one_budget = summary.sizes["budget"] == 1
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False, sharey=one_budget)
+    labels = [f"{summary.layout.values[c]} {summary.parametrization.values[c]} / {summary.sampler.values[c]}"
+              for c in range(summary.sizes["cell"])]
     for ax, model in zip(axes[0], models, strict=True):
         s = summary.sel(model=model)
-        b = s.budget.values
-        for c in range(s.sizes["cell"]):
-            y = s.readable_answer_rate.values[c]
-            keep = np.isfinite(y)
-            if not keep.any():
-                continue
-            lo, hi = s.readable_answer_lo.values[c][keep], s.readable_answer_hi.values[c][keep]
-            yk = y[keep]
-            ax.errorbar(b[keep], 100 * yk, yerr=[100 * (yk - lo), 100 * (hi - yk)], marker="o", capsize=3,
-                        label=f"{s.layout.values[c]} {s.parametrization.values[c]} / {s.sampler.values[c]}")
+        if one_budget:
+            for c in range(s.sizes["cell"]):
+                for key, offset, face in (("readable_answer", -0.12, None), ("answer", 0.12, "none")):
+                    y = s[f"{key}_rate"].values[c, 0]
+                    if not np.isfinite(y):
+                        continue
+                    lo, hi = s[f"{key}_lo"].values[c, 0], s[f"{key}_hi"].values[c, 0]
+                    ax.errorbar(100 * y, c + offset, xerr=[[100 * (y - lo)], [100 * (hi - y)]], fmt="o", capsize=3,
+                                color="C0" if face is None else "C3", mfc=face,
+                                label=("TO >= 0.5 and readable" if face is None else "TO >= 0.5 (any text)")
+                                if c == 0 else None)
+            ax.set_yticks(range(len(labels)), labels, fontsize=7)
+            ax.invert_yaxis()
+            ax.set_xlim(-2, 60)
+            n = int(np.nanmax(s.n.values)) if np.isfinite(s.n.values).any() else 0
+            ax.set_xlabel(f"% of prompts (n = {n}), {int(s.budget.values[0])} trials per prompt")
+        else:
+            b = s.budget.values
+            for c in range(s.sizes["cell"]):
+                y = s.readable_answer_rate.values[c]
+                keep = np.isfinite(y)
+                if not keep.any():
+                    continue
+                lo, hi = s.readable_answer_lo.values[c][keep], s.readable_answer_hi.values[c][keep]
+                yk = y[keep]
+                ax.errorbar(b[keep], 100 * yk, yerr=[100 * (yk - lo), 100 * (hi - yk)], marker="o", capsize=3,
+                            label=labels[c])
+            ax.set_xlabel("trials per prompt (steered generations)")
+            ax.set_ylabel("TO >= 0.5 and readable, % of prompts")
         ax.set_title(f"{model} ({summary.attrs['mode']})")
-        ax.set_xlabel("trials per prompt (steered generations)")
-        ax.set_ylabel("TO >= 0.5 and readable, % of prompts")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -324,6 +350,59 @@ def figure(summary: xr.Dataset, path: Path) -> None:
     fig.savefig(tmp, dpi=120)
     os.replace(tmp, path)
     plt.close(fig)
+
+
+def cell_file(out: Path, model: str, mode: str, cell: Cell, n_prompts: int) -> Path | None:
+    """The cell's trials file, or the same configuration searched at a larger budget.
+
+    A b-trial result is the first b trials of a larger search (:func:`grid`), so a 10-trial
+    file answers a 5-trial question exactly.
+    """
+    stem = cell.name.rsplit("-b", 1)[0]
+    found = []
+    for path in (out / model / "cells").glob(f"{mode}-{stem}-b*-n{n_prompts}.nc"):
+        budget = path.name[len(f"{mode}-{stem}-b"):].split("-n", 1)[0]
+        if budget.isdigit() and int(budget) >= cell.budget:
+            found.append((int(budget), path))
+    return min(found)[1] if found else None
+
+
+def paired_vs_paper(out: Path, models: list[str], mode: str, cells: list[Cell], budget: int, n_prompts: int,
+                    seed: int = 0, n_boot: int = 2000) -> list[dict[str, Any]]:
+    """Each cell against the paper's cell on the same prompts, pooled over the models.
+
+    Readable-and-answer hits at ``budget`` trials; the difference (cell - paper) is paired by
+    prompt and its 95% interval comes from a bootstrap that resamples prompts within each
+    model (so every resample keeps each model's share). Only models where both cells finished
+    enter a row; the row names them.
+    """
+    paper = paper_cell(budget).name
+    rows = []
+    for cell in cells:
+        if cell.name.startswith(paper.rsplit("-b", 1)[0]) or budget > cell.budget:
+            continue
+        diffs, used = [], []
+        for model in models:
+            a = cell_file(out, model, mode, cell, n_prompts)
+            b = cell_file(out, model, mode, paper_cell(budget), n_prompts)
+            if a is not None and b is not None:
+                hit_a = prefix_best(read_dataset(a), budget)["readable_answer_hit"].astype(float)
+                hit_b = prefix_best(read_dataset(b), budget)["readable_answer_hit"].astype(float)
+                diffs.append(hit_a - hit_b)
+                used.append(model)
+        if not diffs:
+            continue
+        rng = np.random.default_rng(seed)
+        boots = np.zeros(n_boot)
+        for d in diffs:  # stratified: resample within each model, weight by its prompts
+            boots += rng.choice(d, size=(n_boot, d.size), replace=True).sum(axis=1)
+        n = sum(d.size for d in diffs)
+        boots /= n
+        pooled = np.concatenate(diffs)
+        rows.append({"cell": cell.name, "models": used, "n": n, "diff": float(pooled.mean()),
+                     "lo": float(np.quantile(boots, 0.025)), "hi": float(np.quantile(boots, 0.975)),
+                     "wins": int((pooled > 0).sum()), "losses": int((pooled < 0).sum())})
+    return rows
 
 
 def markdown_table(summary: xr.Dataset) -> str:
@@ -434,6 +513,11 @@ def main(argv: list[str] | None = None) -> int:
     write_dataset(summary, args.out / f"summary-{args.mode}.nc")
     figure(summary, args.out / f"readable_answer_vs_budget-{args.mode}.png")
     print(markdown_table(summary))
+    for budget in budgets:
+        for row in paired_vs_paper(args.out, models, args.mode, cells, budget, args.limit_prompts or args.n_prompts):
+            print(f"paired vs paper @{budget} ({', '.join(row['models'])}; n={row['n']}): {row['cell']} "
+                  f"{100 * row['diff']:+.1f} pts [{100 * row['lo']:+.1f}, {100 * row['hi']:+.1f}] "
+                  f"(prompts won {row['wins']}, lost {row['losses']})")
     return 0
 
 

@@ -51,6 +51,8 @@ from .summary import summary_rows, summary_table  # one summary for runs and the
 
 __all__ = ["RunConfig", "config_from_args", "run_pipeline", "summary_rows", "summary_table"]
 
+_SEARCH_DEFAULTS = SearchConfig()
+
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,14 +99,15 @@ class RunConfig:
     stratified: int | None = None
     seed: int = 0
     methods: tuple[str, ...] = ("full", "segmented")
-    n_trials: int = 5
-    batch_trials: int = 5
-    batch_rows: int = 16
-    sampler: str = "tpe"
-    parametrization: str = "alpha_gamma"
-    start_trials: int = 0
-    n_startup_trials: int = 10
-    unreadable_penalty: float = 1.0
+    # the search's defaults are SearchConfig's (one place; docs/strength_study.md says why)
+    n_trials: int = _SEARCH_DEFAULTS.n_trials
+    batch_trials: int = _SEARCH_DEFAULTS.batch_trials
+    batch_rows: int = _SEARCH_DEFAULTS.batch_rows
+    sampler: str = _SEARCH_DEFAULTS.sampler
+    parametrization: str = _SEARCH_DEFAULTS.parametrization
+    start_trials: int = _SEARCH_DEFAULTS.start_trials
+    n_startup_trials: int = _SEARCH_DEFAULTS.n_startup_trials
+    unreadable_penalty: float = _SEARCH_DEFAULTS.unreadable_penalty
     mode: str = "faithful"
     max_new_tokens: int = 100
     baseline_prompt: str = "qa"

@@ -81,15 +81,19 @@ class SearchConfig:
             up (reported, never re-queued forever).
     """
 
+    # Defaults: the strength study's choice (docs/strength_study.md): a norm-relative strength,
+    # three log-spaced start trials, then TPE in rounds of one trial per prompt. The paper's
+    # recipe is SearchConfig.paper() (alpha_gamma, every trial asked at once, Optuna's 10
+    # start-up trials, eq. (6) unguarded).
     n_trials: int = 5
-    batch_trials: int = 5
+    batch_trials: int = 1
     batch_rows: int = 16
-    parametrization: Literal["alpha_gamma", "log_product", "norm_relative", "product"] = "alpha_gamma"
+    parametrization: Literal["alpha_gamma", "log_product", "norm_relative", "product"] = "norm_relative"
     low: float | None = None
     high: float | None = None
     sampler: Literal["tpe", "random", "gp"] = "tpe"
-    n_startup_trials: int = 10
-    start_trials: int = 0
+    n_startup_trials: int = 2
+    start_trials: int = 3
     seed: int | None = 0
     tpe_multivariate: bool = False
     tpe_constant_liar: bool = True
@@ -118,6 +122,15 @@ class SearchConfig:
             raise FsnnError("n_startup_trials, start_trials and max_failures must be >= 0")
         if not math.isfinite(self.unreadable_penalty) or self.unreadable_penalty < 0:
             raise FsnnError(f"unreadable_penalty must be finite and >= 0, got {self.unreadable_penalty}")
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> SearchConfig:
+        """The paper's search (docs/method.md §6): (alpha, gamma) ~ U[0.01, 1] per segment, TPE
+        with Optuna's 10 random start-up trials, every trial asked at once, eq. (6) without the
+        readability penalty, TO/PPL on the full decoded text. ``overrides`` change any field."""
+        paper = dict(n_trials=5, batch_trials=5, parametrization="alpha_gamma", sampler="tpe", n_startup_trials=10,
+                     start_trials=0, unreadable_penalty=0.0, score_on="full")
+        return cls(**{**paper, **overrides})
 
     @property
     def range(self) -> tuple[float, float]:

@@ -17,6 +17,7 @@ from fsnn.config_file import (
 from fsnn.errors import FsnnError
 from fsnn.metrics import ObjectiveConfig
 from fsnn.pipeline import RunConfig
+from fsnn.search import SearchConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,6 +79,8 @@ def test_paper_preset_is_the_experiment_s_config():
     assert (search.parametrization, search.range, search.sampler) == ("alpha_gamma", (0.01, 1.0), "tpe")
     assert (search.n_startup_trials, search.start_trials, search.batch_trials) == (10, 0, 5)
     assert search.unreadable_penalty == 0.0
+    assert search == SearchConfig.paper(batch_rows=search.batch_rows)  # the preset and the API agree
+    assert RunConfig().search_config().parametrization != "alpha_gamma"  # the default is not the paper's
     spec = importlib.util.spec_from_file_location("simpleqa_paper", REPO_ROOT / "experiments" / "simpleqa_paper.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
