@@ -156,8 +156,12 @@ def test_no_heldout_row_reaches_the_fit(release):
     refit = O.fit_calibration(
         scrambled, train_prompts=cal.train_prompts, l2=cal.l2, decode=cal.decode
     )
-    np.testing.assert_allclose(refit.coef, cal.coef, rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(refit.cuts, cal.cuts, rtol=1e-6, atol=1e-8)
+    # against a fit of the unscrambled rows in this same environment: the shipped
+    # coefficients agree only to the optimiser's tolerance across library versions
+    clean = O.fit_calibration(rows, train_prompts=cal.train_prompts, l2=cal.l2, decode=cal.decode)
+    np.testing.assert_array_equal(refit.coef, clean.coef)
+    np.testing.assert_array_equal(refit.cuts, clean.cuts)
+    np.testing.assert_allclose(clean.coef, cal.coef, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(refit.mean, cal.mean, rtol=1e-9, atol=1e-12)
     assert refit.simpleqa_correct == cal.simpleqa_correct
 
