@@ -1,8 +1,8 @@
 """The plain-hook path: fsnn's ``cached`` steering written with PyTorch forward hooks.
 
 Same math, same order of operations and the same pure functions
-(:mod:`fsnn.fusion`: ``fuse`` on the prompt pass, ``fuse_decode_step`` after) as
-:func:`fsnn.steer.steer_rows` in ``cached`` mode, but applied by ``register_forward_hook`` on the decoder blocks of a transformers model that
+(:mod:`fsnn.steering.fusion`: ``fuse`` on the prompt pass, ``fuse_decode_step`` after) as
+:func:`fsnn.steering.steer.steer_rows` in ``cached`` mode, but applied by ``register_forward_hook`` on the decoder blocks of a transformers model that
 nnsight never wrapped, inside a plain ``model.generate``. Timing it next to the nnsight
 path isolates what nnsight itself costs; its tokens are compared with the nnsight
 path's (they should be identical).
@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from fsnn.fusion import fuse, fuse_decode_step, masked_sum
-from fsnn.layers import find_layers_path, residual, with_residual
+from fsnn.steering.fusion import fuse, fuse_decode_step, masked_sum
+from fsnn.models.layers import find_layers_path, residual, with_residual
 
 __all__ = ["hook_steered_generate", "load_raw_model", "raw_generate"]
 

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fsnn.layout import SegmentLayout
-from fsnn.metrics import token_overlap
-from fsnn.models import load_model
-from fsnn.prompts import PAPER_TEMPLATES
-from fsnn.steer import steered_generate
-from fsnn.store import atomic_write_text, read_dataset
+from fsnn.steering.layout import SegmentLayout
+from fsnn.judges.metrics import token_overlap
+from fsnn.models.load import load_model
+from fsnn.steering.prompts import PAPER_TEMPLATES
+from fsnn.steering.steer import steered_generate
+from fsnn.store.files import atomic_write_text, read_dataset
 
 
 def _match(a: list[int], b: list[int]) -> tuple[float, int]:

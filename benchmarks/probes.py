@@ -1,6 +1,6 @@
 """Partial versions of fsnn's steered generate, to see where its overhead goes.
 
-:func:`nnsight_probe` runs the same nnsight generate as :func:`fsnn.steer.steer_rows`
+:func:`nnsight_probe` runs the same nnsight generate as :func:`fsnn.steering.steer.steer_rows`
 (same generation config, same ``tracer.iter`` loop, the same per-step read of the
 chosen token) but intervenes less: nothing at the layers, or only a read of every
 layer's output. Steered minus read-only is the steering itself; read-only minus
@@ -15,7 +15,7 @@ from typing import Any
 import nnsight
 import torch
 
-from fsnn.decode import encode, greedy_config
+from fsnn.steering.decode import encode, greedy_config
 
 __all__ = ["nnsight_probe"]
 

@@ -5,7 +5,7 @@ capture, then 5 Optuna trials for each of two methods (full-layer, segmented), e
 trial a steered generate scored by token overlap and perplexity (eq. 6).
 
 - :func:`package_plan` is this package's way, through the very stage functions
-  ``fsnn run`` calls (:mod:`fsnn.stages`): prompts batched in every generate, one
+  ``fsnn run`` calls (:mod:`fsnn.experiment.stages`): prompts batched in every generate, one
   capture pass for all layers, the trials of all prompts asked together and evaluated
   as the rows of one steered generate, one perplexity scorer (loaded once, with its
   cache of scored texts).
@@ -30,16 +30,16 @@ from typing import Any
 
 import torch
 
-from fsnn.backends import LocalBackend
-from fsnn.generation import generate
-from fsnn.layout import SegmentLayout, Strengths
-from fsnn.metrics import Perplexity, objective, token_overlap
-from fsnn.pipeline import RunConfig
-from fsnn.prompts import PAPER_TEMPLATES, split_explanation
-from fsnn.references import ReferenceItem, capture_references
-from fsnn.simpleqa import Question
-from fsnn.stages import RunContext, baseline_stage, reference_stage, search_stage
-from fsnn.steer import steered_generate
+from fsnn.backends.base import LocalBackend
+from fsnn.steering.generation import generate
+from fsnn.steering.layout import SegmentLayout, Strengths
+from fsnn.judges.metrics import Perplexity, objective, token_overlap
+from fsnn.experiment.pipeline import RunConfig
+from fsnn.steering.prompts import PAPER_TEMPLATES, split_explanation
+from fsnn.steering.references import ReferenceItem, capture_references
+from fsnn.experiment.simpleqa import Question
+from fsnn.experiment.stages import RunContext, baseline_stage, reference_stage, search_stage
+from fsnn.steering.steer import steered_generate
 
 __all__ = ["QA", "naive_plan", "package_plan"]
 
@@ -65,12 +65,12 @@ def package_plan(
     model: Any, rows: list[QA], *, mode: str, max_new_tokens: int, n_trials: int = 5,
     batch_size: int = 8, batch_rows: int = 40, seed: int = 0,
 ) -> dict[str, Any]:
-    """All ``rows`` through the package's own stages (:mod:`fsnn.stages`); returns facts.
+    """All ``rows`` through the package's own stages (:mod:`fsnn.experiment.stages`); returns facts.
 
     The same functions ``fsnn run`` calls, in a temporary run folder: baseline (with
     the offline proxy grade), enrichment + capture, then the search of both methods.
     """
-    import fsnn.stages as stages_module
+    import fsnn.experiment.stages as stages_module
 
     questions = [Question(id=i, question=r.question, answer=r.answer, topic="", answer_type="")
                  for i, r in enumerate(rows)]
@@ -139,7 +139,7 @@ class _Stages:
 @contextlib.contextmanager
 def _counting_steer(counter: dict[str, int], clock: _Stages) -> Iterator[None]:
     """Count and time run_search's steered generates (a wrapper; nothing else changes)."""
-    import fsnn.search as search_module
+    import fsnn.search.run as search_module
 
     original = search_module.steered_generate
 

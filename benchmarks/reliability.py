@@ -112,9 +112,9 @@ class Env:
     """The shared fixtures: tiny model, CSV, fake judge server, work folder."""
 
     def __init__(self, work: Path, quick: bool):
-        from fsnn.models import ALIASES, resolve_alias
+        from fsnn.models.load import ALIASES, resolve_alias
         from tests.conftest import make_tiny
-        from tests.test_pipeline import ROWS, write_csv
+        from tests.experiment.test_pipeline import ROWS, write_csv
 
         self.work, self.quick = work, quick
         # imported once here, not in each of the ~40 forked children (about 2 s each on this
@@ -123,12 +123,12 @@ class Env:
         import netCDF4  # noqa: F401
         import optuna  # noqa: F401
 
-        import fsnn.backends  # noqa: F401
+        import fsnn.backends.base  # noqa: F401
         import fsnn.judges.http  # noqa: F401
-        import fsnn.pipeline  # noqa: F401
-        import fsnn.remote  # noqa: F401
-        import fsnn.search  # noqa: F401
-        import fsnn.stages  # noqa: F401
+        import fsnn.experiment.pipeline  # noqa: F401
+        import fsnn.backends.ndif  # noqa: F401
+        import fsnn.search.run  # noqa: F401
+        import fsnn.experiment.stages  # noqa: F401
         self.model = make_tiny("gemma2", resolve_alias(ALIASES["smollm2-135m"]))
         rows = list(ROWS)
         src = os.environ.get("FSNN_SIMPLEQA_CSV")
@@ -149,7 +149,7 @@ class Env:
         self.server.wait()
 
     def config(self, **kw: Any):
-        from fsnn.pipeline import RunConfig
+        from fsnn.experiment.pipeline import RunConfig
 
         if self.quick:  # every stage, a few batches each
             base = dict(methods=("segmented",), n_trials=2, batch_trials=1, batch_rows=2, max_new_tokens=3)
@@ -168,7 +168,7 @@ class Env:
         return make_judge(cfg, cache=JudgeCache(cache))
 
     def run(self, out: Path, *, cache: Path | None = None, judge_url: str | None = None, **kw: Any):
-        from fsnn.pipeline import run_pipeline
+        from fsnn.experiment.pipeline import run_pipeline
 
         judge = self.judge(cache or out.parent / f"{out.name}.judge.sqlite", judge_url)
         return run_pipeline(self.config(**kw), out, simpleqa_csv=self.csv, model=self.model, judge=judge,
@@ -182,7 +182,7 @@ def compare_folders(got: Path, want: Path, n_trials: int) -> tuple[int, int, lis
     """(lost, duplicated, notes) of run folder ``got`` against the reference ``want``."""
     import numpy as np
 
-    from fsnn.store import read_dataset
+    from fsnn.store.files import read_dataset
 
     lost = dup = 0
     notes = []
@@ -231,24 +231,24 @@ def install_hooks(kill: tuple[str, int] | None, counts: Counter) -> None:
     import xarray as xr
 
     import fsnn.judges.http as http
-    import fsnn.metrics
-    import fsnn.search
+    import fsnn.judges.metrics
+    import fsnn.search.run
 
     def event(name: str) -> None:
         counts[name] += 1
         if kill is not None and kill == (name, counts[name]):
             os.kill(os.getpid(), signal.SIGKILL)
 
-    import fsnn.backends
+    import fsnn.backends.base
 
-    real_call = fsnn.backends.Backend.call  # every stage call of the local backend
+    real_call = fsnn.backends.base.Backend.call  # every stage call of the local backend
 
     def call(self, fn, *, what="trace"):
         out = real_call(self, fn, what=what)
         event(what)  # the stage's work is done and not yet saved
         return out
 
-    fsnn.backends.Backend.call = call
+    fsnn.backends.base.Backend.call = call
     real_request = http.HttpJudge._request
 
     def request(self, client, prompt):
@@ -257,14 +257,14 @@ def install_hooks(kill: tuple[str, int] | None, counts: Counter) -> None:
         return out
 
     http.HttpJudge._request = request
-    real_steer = fsnn.search.steered_generate
+    real_steer = fsnn.search.run.steered_generate
 
     def steer(*a, **k):
         out = real_steer(*a, **k)
         event("search batch")
         return out
 
-    fsnn.search.steered_generate = steer
+    fsnn.search.run.steered_generate = steer
     real_tell = optuna.study.Study.tell
 
     def tell(self, *a, **k):
@@ -273,13 +273,13 @@ def install_hooks(kill: tuple[str, int] | None, counts: Counter) -> None:
         return out
 
     optuna.study.Study.tell = tell
-    real_score = fsnn.metrics.Perplexity._score
+    real_score = fsnn.judges.metrics.Perplexity._score
 
     def score(self, texts):
         event("perplexity")
         return real_score(self, texts)
 
-    fsnn.metrics.Perplexity._score = score
+    fsnn.judges.metrics.Perplexity._score = score
     real_write = xr.Dataset.to_netcdf
 
     def write(self, path=None, *a, **k):
@@ -462,9 +462,9 @@ def ndif_campaign(env: Env, rounds: int) -> Row:
         import httpx
 
         from fsnn.errors import FsnnError
-        from fsnn.generation import generate
-        from fsnn.remote import call_remote
-        from fsnn.retry import RetryPolicy
+        from fsnn.steering.generation import generate
+        from fsnn.backends.ndif import call_remote
+        from fsnn.backends.retry import RetryPolicy
 
         def status_error(code: int) -> Exception:
             req = httpx.Request("POST", "https://ndif.example/request")
@@ -523,9 +523,9 @@ def ndif_campaign(env: Env, rounds: int) -> Row:
     def failing():
         import httpx
 
-        import fsnn.search
+        import fsnn.search.run
 
-        real = fsnn.search.steered_generate
+        real = fsnn.search.run.steered_generate
         calls = Counter()
 
         def steer(*a, **k):
@@ -535,7 +535,7 @@ def ndif_campaign(env: Env, rounds: int) -> Row:
                 raise httpx.HTTPStatusError("401", request=req, response=httpx.Response(401, request=req))
             return real(*a, **k)
 
-        fsnn.search.steered_generate = steer
+        fsnn.search.run.steered_generate = steer
         env.run(folder, cache=env.work / "ndif-half.judge.sqlite", backend="serialised")
 
     code, payload = fork_call(failing, env.work / "stderr.log")
@@ -688,16 +688,16 @@ def lock_campaign(env: Env) -> Row:
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        import fsnn.pipeline
+        import fsnn.experiment.pipeline
 
-        real = fsnn.pipeline.baseline_stage
+        real = fsnn.experiment.pipeline.baseline_stage
 
         def slow(ctx, questions):
             os.write(w, b"x")
             time.sleep(60)  # holds the folder until killed
             return real(ctx, questions)
 
-        fsnn.pipeline.baseline_stage = slow
+        fsnn.experiment.pipeline.baseline_stage = slow
         with contextlib.suppress(BaseException):
             env.run(folder)
         os._exit(0)
@@ -807,9 +807,9 @@ def malformed_campaign(env: Env) -> Row:
         ("seed not an int", ["--seed", "x"]),
     ]
     import fsnn.cli
-    import fsnn.models
+    import fsnn.models.load
 
-    real_load = fsnn.models.load_model
+    real_load = fsnn.models.load.load_model
     loads: list[str] = []
 
     def stub_load(spec, *a, **k):
@@ -818,7 +818,7 @@ def malformed_campaign(env: Env) -> Row:
             return real_load(spec, *a, **k)
         raise _ModelLoadReached(spec)
 
-    fsnn.models.load_model = stub_load
+    fsnn.models.load.load_model = stub_load
     found_cli: list[str] = []
     try:
         for label, extra in cli_cases:
@@ -827,7 +827,7 @@ def malformed_campaign(env: Env) -> Row:
             argv = ["run", "--simpleqa-csv", good, "--model", "smollm2-135m", "--trials", "2",
                     *([] if out_given else ["--out", str(out)]), *extra]
             before = sorted(p.name for p in (Path(extra[extra.index("--out") + 1]) if out_given else out).glob("*")
-                            if p.name != ".fsnn.lock") \
+                            if p.name != ".fsnn.store.lock") \
                 if (Path(extra[extra.index("--out") + 1]) if out_given else out).is_dir() else []
             err = io.StringIO()
             n_loads = len(loads)
@@ -848,7 +848,7 @@ def malformed_campaign(env: Env) -> Row:
             lines = [ln for ln in text.splitlines() if ln.strip()]
             row.tried += 1
             target = Path(extra[extra.index("--out") + 1]) if out_given else out
-            after = sorted(p.name for p in target.glob("*") if p.name != ".fsnn.lock") if target.is_dir() else []
+            after = sorted(p.name for p in target.glob("*") if p.name != ".fsnn.store.lock") if target.is_dir() else []
             problems = []
             if rc == "traceback" or "Traceback" in text:
                 row.tracebacks += 1
@@ -869,14 +869,14 @@ def malformed_campaign(env: Env) -> Row:
                 found_cli.append(f"`fsnn run {' '.join(extra)}`: {', '.join(problems)}"
                                  + (f" (`{shown}`)" if shown else "") + f" [{seconds:.1f} s]")
     finally:
-        fsnn.models.load_model = real_load
+        fsnn.models.load.load_model = real_load
     # public API
     from fsnn.errors import FsnnError
     from fsnn.judges import JudgeConfig
-    from fsnn.layout import SegmentLayout, parse_strengths
-    from fsnn.pipeline import RunConfig
-    from fsnn.simpleqa import load_simpleqa, select_questions
-    from fsnn.store import read_dataset
+    from fsnn.steering.layout import SegmentLayout, parse_strengths
+    from fsnn.experiment.pipeline import RunConfig
+    from fsnn.experiment.simpleqa import load_simpleqa, select_questions
+    from fsnn.store.files import read_dataset
 
     qs = load_simpleqa(good)
     api_cases: list[tuple[str, Callable[[], Any]]] = [
@@ -967,30 +967,30 @@ def secrets_campaign(env: Env, log_path: Path) -> Row:
 GUARANTEES = """\
 ## What the campaign relies on (and the fixes it brought)
 
-- **Bit-identical resume.** `fsnn.metrics.Perplexity` scores every window in a forward pass
+- **Bit-identical resume.** `fsnn.judges.metrics.Perplexity` scores every window in a forward pass
   of its own, without padding: a text's perplexity no longer depends on which texts it is
   batched with (before, a resumed process batched differently and PPL moved by ~1e-7
   relative, so TPE saw another history). Test: `test_perplexity_does_not_depend_on_the_batch`.
-- **One process per run folder.** `fsnn.lock.run_folder_lock(out)` holds an exclusive
-  `fcntl.flock` on `<out>/.fsnn.lock` for the run (`run_pipeline` wraps its stages in
+- **One process per run folder.** `fsnn.store.lock.run_folder_lock(out)` holds an exclusive
+  `fcntl.flock` on `<out>/.fsnn.store.lock` for the run (`run_pipeline` wraps its stages in
   `with run_folder_lock(out):`); a second process gets `run folder X is in use by another
   fsnn process (pid N)`. The kernel releases a flock when its holder dies, so the lock file
   a SIGKILLed run leaves behind never blocks the resume.
 - **Corrupt result files** give one line naming the file and the recovery
-  (`fsnn.store.read_dataset`: "delete it and rerun the same command to recompute that stage
+  (`fsnn.store.files.read_dataset`: "delete it and rerun the same command to recompute that stage
   (or use --force-new ...)"); an HDF5 `RuntimeError` used to escape as a traceback.
 - **No silent judge drop.** A judge answer without a valid grade (no rubric letter A/B/C, a
   score outside 1-5) is not cached, so a rerun asks again (`fsnn.judges.base.Judge._grade`);
   a baseline grade still missing after the retries stops the run with one line and a
   resumable folder instead of quietly dropping the question from the steered set
-  (`fsnn.stages._grade`).
-- **Failed writes are one line.** `fsnn.store.atomic_write` turns an `OSError` of the write (disk
+  (`fsnn.experiment.stages._grade`).
+- **Failed writes are one line.** `fsnn.store.files.atomic_write` turns an `OSError` of the write (disk
   full, permission denied; HDF5's `RuntimeError: NetCDF: HDF error` too, with the free space) into
   `cannot write NAME in FOLDER: CAUSE; the previous NAME (if any) is intact; free space / fix
   permissions and rerun the same command to resume`, after removing its temp file.
 - **No temp file outlives a kill.** Temp files are `.NAME.XXXXXXXX.tmp`
-  (`fsnn.store.TEMP_PATTERN`); `run_pipeline` removes the ones in the run folder at start, under
-  the run-folder lock (`fsnn.store.remove_stale_temp_files`), nothing else.
+  (`fsnn.store.files.TEMP_PATTERN`); `run_pipeline` removes the ones in the run folder at start, under
+  the run-folder lock (`fsnn.store.files.remove_stale_temp_files`), nothing else.
 - **Modes.** Atomic writes create their temp file with mode 0666 less the umask (0644 under
   umask 022), as `open()` would, not `mkstemp`'s 0600.
 - **A corrupt `optuna.db`** reads `cannot open Optuna storage PATH (corrupt? ...); delete
@@ -1097,7 +1097,7 @@ def main(argv: list[str] | None = None) -> int:
     machine += f"; CPU time {cpu_total:.0f} s (this process and its children, a 1-thread campaign)"
     report = render(rows, quick=args.quick, wall=wall, machine=machine, seed=args.seed)
     report = report.replace(str(work), "<work>")  # no machine paths in the report
-    from fsnn.store import atomic_write_text
+    from fsnn.store.files import atomic_write_text
 
     atomic_write_text(args.out, report + "\n")
     print(f"wrote {args.out} ({wall:.0f} s; {machine})")

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from fsnn.store import atomic_write_text
+from fsnn.store.files import atomic_write_text
 
 from .timing import Sample, Timing, interleaved, time_call
 
@@ -130,7 +130,7 @@ def versions() -> dict[str, str]:
 
 
 def simpleqa_rows(n: int) -> list[Any]:
-    from fsnn.simpleqa import simpleqa_path
+    from fsnn.experiment.simpleqa import simpleqa_path
 
     from .protocol import QA
 
@@ -166,8 +166,8 @@ class Bench:
     """Shared state: the loaded models, prompts, references, coefficients."""
 
     def __init__(self, args: argparse.Namespace, settings: Settings):
-        from fsnn.models import load_model
-        from fsnn.references import ReferenceItem, capture_references
+        from fsnn.models.load import load_model
+        from fsnn.steering.references import ReferenceItem, capture_references
 
         from .hook_steer import load_raw_model
 
@@ -177,7 +177,7 @@ class Bench:
         self.raw = load_raw_model(self.model.source)
         n_rows = max(32, settings.e_prompts, settings.e_naive_prompts, max(settings.a_batches), settings.d_items)
         self.rows = simpleqa_rows(n_rows)
-        from fsnn.prompts import PAPER_TEMPLATES
+        from fsnn.steering.prompts import PAPER_TEMPLATES
 
         self.prompts = [PAPER_TEMPLATES.steering_prompt(r.question) for r in self.rows]
         self.items = [ReferenceItem(question=r.question, answer=r.answer,
@@ -213,7 +213,7 @@ class Bench:
                 mod.generation_config.eos_token_id = eos
 
     def plain(self, prompts: list[str], tokens: int, model: Any = None) -> Any:
-        from fsnn.generation import generate
+        from fsnn.steering.generation import generate
 
         return generate(model or self.model, prompts, max_new_tokens=tokens, batch_size=len(prompts),
                         stop_at_eos=False)
@@ -221,7 +221,7 @@ class Bench:
     def steer(self, prompts: list[str], h: torch.Tensor, first: int, n: int, mode: str, tokens: int,
               model: Any = None) -> Any:
         """Steered rows ``first..first+n`` of the coefficient table."""
-        from fsnn.steer import steered_generate
+        from fsnn.steering.steer import steered_generate
 
         return steered_generate(model or self.model, prompts, h, self.alpha[first:first + n],
                                 self.gamma[first:first + n], mode=mode, max_new_tokens=tokens, stop_at_eos=False)
@@ -240,10 +240,10 @@ def section_a(b: Bench) -> dict[str, Any]:
         log(f"  (a) batch {batch}, {s.a_tokens} new tokens")
         p, h, n = b.prompts[:batch], b.h[:batch], batch
         variants = {
-            f"B={batch} plain generate (fsnn.generation)": lambda p=p: b.plain(p, s.a_tokens),
+            f"B={batch} plain generate (fsnn.steering.generation)": lambda p=p: b.plain(p, s.a_tokens),
             f"B={batch} plain generate, unwrapped model": lambda p=p: raw_generate(b.raw, tok, p,
                                                                                    max_new_tokens=s.a_tokens),
-            f"B={batch} steered cached, nnsight (fsnn.steer)": lambda p=p, h=h, n=n: b.steer(p, h, 0, n, "cached",
+            f"B={batch} steered cached, nnsight (fsnn.steering.steer)": lambda p=p, h=h, n=n: b.steer(p, h, 0, n, "cached",
                                                                                             s.a_tokens),
             f"B={batch} steered cached, plain hooks": lambda p=p, h=h, n=n: hook_steered_generate(
                 b.raw, tok, p, h, b.alpha[:n], b.gamma[:n], max_new_tokens=s.a_tokens),
@@ -359,7 +359,7 @@ def section_c(b: Bench) -> dict[str, Any]:
 
 
 def section_d(b: Bench) -> dict[str, Any]:
-    from fsnn.references import capture_references
+    from fsnn.steering.references import capture_references
 
     s = b.s
     items = b.items[: s.d_items]
@@ -453,7 +453,7 @@ def _stages(stages: dict[str, float]) -> str:
 
 
 def section_f(b: Bench) -> dict[str, Any]:
-    from fsnn.models import load_model
+    from fsnn.models.load import load_model
 
     s, rows, comps, notes = b.s, [], [], []
     models = {"fp32": b.model}
@@ -647,13 +647,13 @@ transformers fills in the checkpoint's `eos_token_id` (2 for SmolLM2), so a batc
 rows all reach EOS still ends early (a single row can end after one token) and a row's
 tokens after its EOS are argmaxes over pad inputs. The suite clears the checkpoint's
 EOS while it times fixed-length rows (`Bench.no_eos`); the fix belongs in
-`fsnn/steer.py` (`_generation_config`). `fsnn.generation.generate` instead forbids EOS
+`fsnn/steer.py` (`_generation_config`). `fsnn.steering.generation.generate` instead forbids EOS
 (`min_new_tokens`), so its fixed-length tokens can differ from the steered path's.
 """
 
 
 SECTION_TEXT = {
-    "a": ("Steered `cached` generate (fsnn.steer: nnsight, every layer, every step) against the plain greedy "
+    "a": ("Steered `cached` generate (fsnn.steering.steer: nnsight, every layer, every step) against the plain greedy "
           "generate of the same rows and tokens (`stop_at_eos=False`). The *plain-hook* path "
           "(`benchmarks/hook_steer.py`) applies the same math with PyTorch forward hooks on a transformers model "
           "nnsight never wrapped; its ratio to the nnsight path is nnsight's own cost. Overheads are "

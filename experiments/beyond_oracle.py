@@ -28,15 +28,15 @@ The oracle search is configurable (``--parametrization``, ``--sampler``,
 start trials), asked in rounds of one trial per question (``batch_trials=1``, 2 random
 startup trials) so TPE learns from earlier rounds, scored on the completion with the
 readability guard (unreadable_penalty 1.0). Fixed strengths are the train median of the
-best trial's k = alpha * gamma per segment (:func:`fsnn.beyond.fixed_strengths`). The
+best trial's k = alpha * gamma per segment (:func:`fsnn.search.label_free.fixed_strengths`). The
 label-free searches use the same settings and trial budget with the objective
 ``ObjectiveConfig(w_to=0, w_ppl=1)`` and items whose answer is "".
 
 Every row generates at most ``--max-new-tokens`` tokens for its final answer
 (self-consistency spends N more samples and an explanation on top: stated in the docs).
 Metrics on the completion only (cut at a following "\\nQuestion:"), counted only when the
-completion is readable (fsnn.degeneration.readable): token overlap with the answer
-(fsnn.token_overlap) and answer containment (fsnn.scoring.proxy_grade). 95% bootstrap
+completion is readable (fsnn.judges.degeneration.readable): token overlap with the answer
+(fsnn.token_overlap) and answer containment (fsnn.judges.scoring.proxy_grade). 95% bootstrap
 intervals over test prompts; paired differences vs greedy; share of the oracle gain
 recovered = (method - greedy) / (oracle - greedy) with a paired bootstrap interval.
 
@@ -64,11 +64,11 @@ from tqdm import tqdm
 
 import fsnn
 from fsnn import beyond
-from fsnn.degeneration import readable
-from fsnn.metrics import ObjectiveConfig
-from fsnn.scoring import TOKEN_OVERLAP_THRESHOLD, proxy_grade
-from fsnn.search import SAMPLERS, open_storage
-from fsnn.store import atomic_write_text, provenance, write_dataset
+from fsnn.judges.degeneration import readable
+from fsnn.judges.metrics import ObjectiveConfig
+from fsnn.judges.scoring import TOKEN_OVERLAP_THRESHOLD, proxy_grade
+from fsnn.search.run import SAMPLERS, open_storage
+from fsnn.store.files import atomic_write_text, provenance, write_dataset
 
 BASELINE = "Question: {q}\nAnswer:"
 STEERING = "Question: {q}\nAnswer and explanation:"
@@ -329,7 +329,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=0.7, help="self-consistency sampling temperature")
     p.add_argument("--mode", default="cached", choices=("cached", "faithful"), help="steering mode")
     p.add_argument("--parametrization", default="log_product", choices=PARAMETRIZATIONS,
-                   help="what the oracle and label-free searches sample (fsnn.strength); log_product: "
+                   help="what the oracle and label-free searches sample (fsnn.steering.strength); log_product: "
                         "k = alpha*gamma per segment on a log scale; alpha_gamma: the paper's U[0.01, 1]")
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS, help="Optuna sampler of the searches")
     p.add_argument("--start-trials", type=int, default=3,

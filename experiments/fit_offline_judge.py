@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from fsnn.judges import offline
-from fsnn.judges.release import METHODS, graded_rows, selected_rows
+from fsnn.analysis.release_grades import METHODS, graded_rows, selected_rows
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from fsnn.errors import FsnnError
-from fsnn.judges.agreement import agreement_main, format_report, judge_slug, summary_table
+from fsnn.analysis.judge_agreement import agreement_main, format_report, judge_slug, summary_table
 from fsnn.judges.base import JudgeConfig
 
 

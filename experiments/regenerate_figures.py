@@ -18,10 +18,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from fsnn.environment import env_path
+from fsnn.store.environment import env_path
 from fsnn.errors import FsnnError
-from fsnn.figures import render_all
-from fsnn.release import format_summary, import_release, write_release
+from fsnn.analysis.figures import render_all
+from fsnn.analysis.release import format_summary, import_release, write_release
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

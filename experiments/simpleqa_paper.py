@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 
-from fsnn.config_file import PAPER_PRESET, config_sources, format_config, resolve_run_config
-from fsnn.pipeline import run_pipeline, summary_table
+from fsnn.experiment.config_file import PAPER_PRESET, config_sources, format_config, resolve_run_config
+from fsnn.experiment.pipeline import run_pipeline, summary_table
 
 
 def main(argv: list[str] | None = None) -> int:

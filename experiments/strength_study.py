@@ -4,8 +4,8 @@ For each model: a fixed, seeded sample of baseline failures drawn across SimpleQ
 (stratified pool, not the first rows), reference vectors as the pipeline captures them
 (docs/method.md §2.3-2.4), then one search per cell (parametrization x sampler x budget), scored
 on the completion only. A prompt counts as steered to the answer when the best trial's
-TO >= ``fsnn.scoring.TOKEN_OVERLAP_THRESHOLD`` AND the completion passes
-:func:`fsnn.degeneration.readable`; both rates are stored, the readable one first.
+TO >= ``fsnn.judges.scoring.TOKEN_OVERLAP_THRESHOLD`` AND the completion passes
+:func:`fsnn.judges.degeneration.readable`; both rates are stored, the readable one first.
 
 Resumable: the prepared prompts (``prep.nc``), one netCDF per finished cell
 (``cells/NAME.nc``) and the Optuna studies (``optuna.db``) live in the output folder; a
@@ -35,19 +35,19 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from fsnn.degeneration import readable
+from fsnn.judges.degeneration import readable
 from fsnn.errors import FsnnError
-from fsnn.generation import generate
-from fsnn.layout import SegmentLayout
-from fsnn.metrics import Perplexity, token_overlap
-from fsnn.prompts import PAPER_TEMPLATES, split_explanation
-from fsnn.references import ReferenceItem, capture_references
-from fsnn.schema import str_array
-from fsnn.scoring import TOKEN_OVERLAP_THRESHOLD, proxy_grade
-from fsnn.search import SearchConfig, SearchItem, open_storage, run_search
-from fsnn.simpleqa import load_simpleqa, select_questions
-from fsnn.store import read_dataset, write_dataset
-from fsnn.strength import norm_scales
+from fsnn.steering.generation import generate
+from fsnn.steering.layout import SegmentLayout
+from fsnn.judges.metrics import Perplexity, token_overlap
+from fsnn.steering.prompts import PAPER_TEMPLATES, split_explanation
+from fsnn.steering.references import ReferenceItem, capture_references
+from fsnn.store.schema import str_array
+from fsnn.judges.scoring import TOKEN_OVERLAP_THRESHOLD, proxy_grade
+from fsnn.search.run import SearchConfig, SearchItem, open_storage, run_search
+from fsnn.experiment.simpleqa import load_simpleqa, select_questions
+from fsnn.store.files import read_dataset, write_dataset
+from fsnn.steering.strength import norm_scales
 
 MAX_NEW_TOKENS = 48
 ENRICH_TOKENS = 100  # the pipeline's enrichment length at the paper's 100 new tokens
@@ -440,7 +440,7 @@ def label_sample(model: Any, prep: xr.Dataset, out: Path, n_questions: int = 20)
                      "answer": items[i].answer, "completion": str(prep.baseline_completion.values[i])})
     h = torch.stack([it.h for it in items])
     for k in (0.03, 0.1, 0.3, 1.0):
-        from fsnn.steer import steered_generate
+        from fsnn.steering.steer import steered_generate
 
         coef = torch.full((n, model.n_layers), k)
         outs = steered_generate(model, [it.prompt for it in items], h, torch.ones(n, model.n_layers), coef,
@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="load no model: rebuild the summary, table and figure from the finished cells")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from fsnn.models import load_model
+    from fsnn.models.load import load_model
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     budgets = [int(b) for b in args.budgets.split(",")]

@@ -32,42 +32,51 @@ Example:
     >>> fsnn.Steering.full(h, alpha=0.5, gamma=0.2).generate(model, [prompt])  # doctest: +SKIP
 
 Names are resolved on first use, so ``import fsnn`` itself loads neither torch nor nnsight.
+
+The package is laid out in stage folders (docs/architecture.md): ``models``, ``backends``,
+``steering``, ``judges``, ``search``, ``store``, ``experiment``, ``analysis``. The flat
+module paths of 0.2 (``fsnn.fusion``, ``fsnn.pipeline``, ...) still import, with one
+``FutureWarning`` each, for this release: :data:`MOVED` says where each went.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    "load_model": "fsnn.models",
-    "LoadedModel": "fsnn.models",
-    "ReferenceItem": "fsnn.references",
-    "capture_references": "fsnn.references",
-    "Steering": "fsnn.steer",
-    "Strengths": "fsnn.layout",
-    "SegmentLayout": "fsnn.layout",
-    "generate": "fsnn.generation",
-    "GenerationOutput": "fsnn.decode",
-    "run_search": "fsnn.search",
-    "SearchConfig": "fsnn.search",
-    "SearchItem": "fsnn.search",
-    "token_overlap": "fsnn.metrics",
-    "RunConfig": "fsnn.pipeline",
-    "run_pipeline": "fsnn.pipeline",
-    "open_run": "fsnn.store",
-    "Run": "fsnn.store",
-    "LocalBackend": "fsnn.backends",
-    "SerialisedBackend": "fsnn.backends",
-    "NdifBackend": "fsnn.backends",
+    "load_model": "fsnn.models.load",
+    "LoadedModel": "fsnn.models.load",
+    "ReferenceItem": "fsnn.steering.references",
+    "capture_references": "fsnn.steering.references",
+    "Steering": "fsnn.steering.steer",
+    "Strengths": "fsnn.steering.layout",
+    "SegmentLayout": "fsnn.steering.layout",
+    "generate": "fsnn.steering.generation",
+    "GenerationOutput": "fsnn.steering.decode",
+    "run_search": "fsnn.search.run",
+    "SearchConfig": "fsnn.search.run",
+    "SearchItem": "fsnn.search.run",
+    "token_overlap": "fsnn.judges.metrics",
+    "RunConfig": "fsnn.experiment.pipeline",
+    "run_pipeline": "fsnn.experiment.pipeline",
+    "open_run": "fsnn.store.files",
+    "Run": "fsnn.store.files",
+    "LocalBackend": "fsnn.backends.base",
+    "SerialisedBackend": "fsnn.backends.base",
+    "NdifBackend": "fsnn.backends.base",
     "make_judge": "fsnn.judges",
     "FsnnError": "fsnn.errors",
-    "Question": "fsnn.simpleqa",
-    "load_simpleqa": "fsnn.simpleqa",
-    "select_questions": "fsnn.simpleqa",
+    "Question": "fsnn.experiment.simpleqa",
+    "load_simpleqa": "fsnn.experiment.simpleqa",
+    "select_questions": "fsnn.experiment.simpleqa",
 }
 
 __all__ = [
@@ -100,20 +109,88 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .backends import LocalBackend, NdifBackend, SerialisedBackend
-    from .decode import GenerationOutput
+    from fsnn.backends.base import LocalBackend, NdifBackend, SerialisedBackend
+    from fsnn.steering.decode import GenerationOutput
     from .errors import FsnnError
-    from .generation import generate
+    from fsnn.steering.generation import generate
     from .judges import make_judge
-    from .layout import SegmentLayout, Strengths
-    from .metrics import token_overlap
-    from .models import LoadedModel, load_model
-    from .pipeline import RunConfig, run_pipeline
-    from .references import ReferenceItem, capture_references
-    from .search import SearchConfig, SearchItem, run_search
-    from .simpleqa import Question, load_simpleqa, select_questions
-    from .steer import Steering
-    from .store import Run, open_run
+    from fsnn.steering.layout import SegmentLayout, Strengths
+    from fsnn.judges.metrics import token_overlap
+    from fsnn.models.load import LoadedModel, load_model
+    from fsnn.experiment.pipeline import RunConfig, run_pipeline
+    from fsnn.steering.references import ReferenceItem, capture_references
+    from fsnn.search.run import SearchConfig, SearchItem, run_search
+    from fsnn.experiment.simpleqa import Question, load_simpleqa, select_questions
+    from fsnn.steering.steer import Steering
+    from fsnn.store.files import Run, open_run
+
+
+# 0.2's module paths -> their homes in the stage folders (issue 23). ``fsnn.models``,
+# ``fsnn.search``, ``fsnn.store`` and ``fsnn.judges`` are folders now and still hold the
+# names those modules had, so they need no entry.
+MOVED: dict[str, str] = {
+    "fsnn.environment": "fsnn.store.environment",
+    "fsnn.layers": "fsnn.models.layers",
+    "fsnn.backends": "fsnn.backends",
+    "fsnn.remote": "fsnn.backends.ndif",
+    "fsnn.retry": "fsnn.backends.retry",
+    "fsnn.fusion": "fsnn.steering.fusion",
+    "fsnn.layout": "fsnn.steering.layout",
+    "fsnn.strength": "fsnn.steering.strength",
+    "fsnn.references": "fsnn.steering.references",
+    "fsnn.steer": "fsnn.steering.steer",
+    "fsnn.intervention": "fsnn.steering.intervention",
+    "fsnn.generation": "fsnn.steering.generation",
+    "fsnn.decode": "fsnn.steering.decode",
+    "fsnn.prompts": "fsnn.steering.prompts",
+    "fsnn.beyond": "fsnn.search.label_free",
+    "fsnn.metrics": "fsnn.judges.metrics",
+    "fsnn.degeneration": "fsnn.judges.degeneration",
+    "fsnn.scoring": "fsnn.judges.scoring",
+    "fsnn.judges.agreement": "fsnn.analysis.judge_agreement",
+    "fsnn.judges.release": "fsnn.analysis.release_grades",
+    "fsnn.release": "fsnn.analysis.release",
+    "fsnn.schema": "fsnn.store.schema",
+    "fsnn.lock": "fsnn.store.lock",
+    "fsnn.config_file": "fsnn.experiment.config_file",
+    "fsnn.pipeline": "fsnn.experiment.pipeline",
+    "fsnn.stages": "fsnn.experiment.stages",
+    "fsnn.simpleqa": "fsnn.experiment.simpleqa",
+    "fsnn.stats": "fsnn.analysis.stats",
+    "fsnn.summary": "fsnn.analysis.summary",
+    "fsnn.inspect": "fsnn.analysis.inspect",
+    "fsnn.figures": "fsnn.analysis.figures",
+    "fsnn.report": "fsnn.analysis.report",
+}
+del MOVED["fsnn.backends"]  # a folder of the same name: its module is fsnn.backends.base
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports an old module path as its new module (the same object), warning once."""
+
+    def __init__(self) -> None:
+        self._own_spec: dict[str, Any] = {}
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname not in MOVED:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec: Any) -> Any:
+        new = MOVED[spec.name]
+        warnings.warn(f"{spec.name} moved to {new}; the old path goes away after 0.3", FutureWarning,
+                      stacklevel=2)
+        module = importlib.import_module(new)
+        self._own_spec[new] = module.__spec__
+        return module
+
+    def exec_module(self, module: Any) -> None:
+        # the import system stamped the old name's spec on the module: give it back its own
+        module.__spec__ = self._own_spec[module.__name__]
+
+
+if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModuleFinder())
 
 
 def __getattr__(name: str) -> Any:

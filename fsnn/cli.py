@@ -1,7 +1,7 @@
 """The ``fsnn`` command line (also ``python -m fsnn``), every subcommand in this one module.
 
 Each handler parses its options, calls the library, and prints; the work lives in the
-package (:mod:`fsnn.pipeline`, :mod:`fsnn.steer`, ...). Errors a user can fix
+package (:mod:`fsnn.experiment.pipeline`, :mod:`fsnn.steering.steer`, ...). Errors a user can fix
 (:class:`fsnn.errors.FsnnError`, and bad options) print ONE line ``fsnn: error: ...``
 and exit 2, never a traceback; every option is checked before any model loads.
 """
@@ -167,9 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     """``fsnn run``'s options; None defaults keep the RunConfig's default (shown in help)."""
-    from .pipeline import RunConfig
-    from .search import SAMPLERS
-    from .strength import PARAMETRIZATIONS
+    from fsnn.experiment.pipeline import RunConfig
+    from fsnn.search.run import SAMPLERS
+    from fsnn.steering.strength import PARAMETRIZATIONS
 
     d = RunConfig()
     p.add_argument("--model", default=None, help=f"model alias, folder, .gguf or hub id (default {d.model})")
@@ -221,16 +221,16 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="TOML", default=None,
                    help="run config file of RunConfig fields; flags override it (docs/inspect.md)")
     p.add_argument("--paper", action="store_true",
-                   help="start from the paper's settings (fsnn.config_file.PAPER_PRESET); file and flags override")
+                   help="start from the paper's settings (fsnn.experiment.config_file.PAPER_PRESET); file and flags override")
 
 
 # --------------------------------------------------------------------------- handlers
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from .generation import generate
-    from .models import load_model
-    from .prompts import apply_chat
+    from fsnn.steering.generation import generate
+    from fsnn.models.load import load_model
+    from fsnn.steering.prompts import apply_chat
 
     model = load_model(args.model, load_in_8bit=args.load_in_8bit)
     prompt = apply_chat(model.tokenizer, args.question) if args.chat_template else args.question
@@ -240,11 +240,11 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _steer(args: argparse.Namespace) -> int:
-    from .layout import parse_strengths
-    from .models import load_model
-    from .prompts import PAPER_TEMPLATES
-    from .references import ReferenceItem, capture_references
-    from .steer import Steering
+    from fsnn.steering.layout import parse_strengths
+    from fsnn.models.load import load_model
+    from fsnn.steering.prompts import PAPER_TEMPLATES
+    from fsnn.steering.references import ReferenceItem, capture_references
+    from fsnn.steering.steer import Steering
 
     parse_strengths(args.strengths, 10**6)  # the text's shape, before the model loads
     model = load_model(args.model, load_in_8bit=args.load_in_8bit)
@@ -262,8 +262,8 @@ def _steer(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .config_file import resolve_from_cli
-    from .pipeline import run_pipeline, summary_table
+    from fsnn.experiment.config_file import resolve_from_cli
+    from fsnn.experiment.pipeline import run_pipeline, summary_table
 
     flags = dict(
         model=args.model, limit=args.limit, ids=args.ids, stratified=args.stratified,
@@ -288,7 +288,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _judge_agreement(args: argparse.Namespace) -> int:
     from .judges import JudgeConfig
-    from .judges.agreement import agreement_main, format_report, report_json
+    from fsnn.analysis.judge_agreement import agreement_main, format_report, report_json
 
     overrides = {"api_key_env": args.api_key_env, "concurrency": args.concurrency, "batch_size": args.batch_size,
                  "device": args.device, "dtype": args.dtype}
@@ -305,7 +305,7 @@ def _judge_agreement(args: argparse.Namespace) -> int:
 
 
 def _import_release(args: argparse.Namespace) -> int:
-    from .release import format_summary, import_release, write_release
+    from fsnn.analysis.release import format_summary, import_release, write_release
 
     imported = import_release(args.release_dir, args.simpleqa_csv)
     paths = write_release(imported, args.out)
@@ -318,7 +318,7 @@ def _import_release(args: argparse.Namespace) -> int:
 
 
 def _figures(args: argparse.Namespace) -> int:
-    from .figures import render_all
+    from fsnn.analysis.figures import render_all
 
     formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
     for path in render_all(args.run, args.out, formats, best_of_k=args.best_of_k):
@@ -327,7 +327,7 @@ def _figures(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from .inspect import format_prompt, format_prompt_table, open_run
+    from fsnn.analysis.inspect import format_prompt, format_prompt_table, open_run
 
     run = open_run(args.run)
     if args.prompt is None:
@@ -338,7 +338,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .inspect import compare_runs, format_compare, open_run
+    from fsnn.analysis.inspect import compare_runs, format_compare, open_run
 
     comparison = compare_runs([open_run(r) for r in args.runs], allow_different=args.allow_different)
     print(json.dumps(comparison, indent=2) if args.json else format_compare(comparison))
@@ -346,7 +346,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from fsnn.analysis.report import write_report
 
     path = write_report(args.run, args.out, examples=args.examples, seed=args.seed)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

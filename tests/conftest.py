@@ -20,7 +20,7 @@ ARCHS = ("gemma2", "llama", "qwen2", "gpt2", "gemma3_text")
 
 @pytest.fixture(scope="session")
 def smol_tokenizer_dir():
-    from fsnn.models import ALIASES, resolve_alias
+    from fsnn.models.load import ALIASES, resolve_alias
 
     return resolve_alias(ALIASES["smollm2-135m"])
 
@@ -30,7 +30,7 @@ def make_tiny(arch: str, tokenizer_dir, *, n_layers: int = 4, hidden: int = 64, 
     import transformers as tf
     from transformers import AutoTokenizer
 
-    from fsnn.models import wrap_model
+    from fsnn.models.load import wrap_model
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     vocab = len(tok)
@@ -76,7 +76,7 @@ def tiny_gemma2(tiny_factory):
 
 @pytest.fixture(scope="session")
 def smollm2():
-    from fsnn.models import load_model
+    from fsnn.models.load import load_model
 
     return load_model("smollm2-135m")
 

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from fsnn.schema import str_array
-from fsnn.scoring import composite
-from fsnn.store import provenance, write_dataset
+from fsnn.store.schema import str_array
+from fsnn.judges.scoring import composite
+from fsnn.store.files import provenance, write_dataset
 
 QUESTIONS = [
     "Who won the 2010 IEEE Frank Rosenblatt Award?",

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import fsnn
-from fsnn.backends import LocalBackend, NdifBackend, SerialisedBackend, resolve_backend
+from fsnn.backends.base import LocalBackend, NdifBackend, SerialisedBackend, resolve_backend
 from fsnn.errors import FsnnError
-from fsnn.layout import SegmentLayout, Strengths
-from fsnn.retry import RetryPolicy
-from fsnn.steer import Steering, steered_generate
+from fsnn.steering.layout import SegmentLayout, Strengths
+from fsnn.backends.retry import RetryPolicy
+from fsnn.steering.steer import Steering, steered_generate
 
 PROMPTS = [
     "Question: Who received the IEEE Frank Rosenblatt Award in 2010?\nAnswer and explanation:",

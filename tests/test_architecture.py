@@ -248,7 +248,7 @@ def test_method_doc_has_the_ten_sections_and_every_citation_resolves() -> None:
 
 def test_method_doc_quotes_the_templates_fsnn_uses() -> None:
     from fsnn.judges.prompts import QUALITY_TEMPLATE, SIMPLEQA_TEMPLATE
-    from fsnn.prompts import PAPER_TEMPLATES
+    from fsnn.steering.prompts import PAPER_TEMPLATES
 
     text = (ROOT / "docs" / "method.md").read_text(encoding="utf-8")
     for field in ("baseline", "enrichment", "reference_header", "reference_body", "steering"):

@@ -34,7 +34,7 @@ def _stable(ds: xr.Dataset) -> xr.Dataset:
 
 
 def golden_run(mode: str, out: Path, csv: str) -> None:
-    from fsnn.pipeline import RunConfig, run_pipeline
+    from fsnn.experiment.pipeline import RunConfig, run_pipeline
 
     config = RunConfig(model="smollm2-135m", ids=IDS, methods=("full", "segmented"), n_trials=2, seed=0,
                        mode=mode, max_new_tokens=12, score_on="completion")

@@ -15,9 +15,9 @@ import pytest
 import xarray as xr
 
 from fsnn.errors import FsnnError
-from fsnn.lock import LOCK_NAME, run_folder_lock
-from fsnn.metrics import Perplexity
-from fsnn.store import read_dataset, write_dataset
+from fsnn.store.lock import LOCK_NAME, run_folder_lock
+from fsnn.judges.metrics import Perplexity
+from fsnn.store.files import read_dataset, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def _locker_script(folder: Path, then: str) -> str:
     return textwrap.dedent(f"""
         import sys, time, os, signal
         sys.path.insert(0, {str(ROOT)!r})
-        from fsnn.lock import run_folder_lock
+        from fsnn.store.lock import run_folder_lock
         with run_folder_lock({str(folder)!r}):
             print("locked", flush=True)
             {"os.kill(os.getpid(), signal.SIGKILL)" if then == "die" else "time.sleep(60)"}
@@ -199,9 +199,9 @@ def test_fake_server_stops_by_itself():
 
 
 def test_a_missing_baseline_grade_stops_the_run_resumably(tiny_gemma2, tmp_path):
-    from fsnn.pipeline import run_pipeline
+    from fsnn.experiment.pipeline import run_pipeline
     from tests.fake_openai import FakeOpenAI
-    from tests.test_pipeline import small_config, write_csv
+    from tests.experiment.test_pipeline import small_config, write_csv
 
     csv_path = write_csv(tmp_path / "qa.csv")
     with FakeOpenAI(always="503") as down:
@@ -223,7 +223,7 @@ ROW = "{'topic': 'Art'},Qu'est-ce que l'\u00e9t\u00e9?,\u00e9t\u00e9\n"
     (HEADER.encode(), "no question rows"),
 ])
 def test_bad_csv_files_are_one_line_errors(tmp_path, data, message):
-    from fsnn.simpleqa import load_simpleqa
+    from fsnn.experiment.simpleqa import load_simpleqa
 
     path = tmp_path / "qa.csv"
     path.write_bytes(data)
@@ -238,7 +238,7 @@ def test_bad_csv_files_are_one_line_errors(tmp_path, data, message):
 
 
 def test_select_refuses_repeated_ids_and_empty_strata(tmp_path):
-    from fsnn.simpleqa import load_simpleqa, select_questions
+    from fsnn.experiment.simpleqa import load_simpleqa, select_questions
 
     path = tmp_path / "qa.csv"
     path.write_text(HEADER + ROW + ROW.replace("Art", "Music"), encoding="utf-8")
@@ -252,7 +252,7 @@ def test_select_refuses_repeated_ids_and_empty_strata(tmp_path):
 
 @pytest.mark.parametrize("damage", [b"{not json", b"\x91\xff\x00garbage", b""])
 def test_corrupt_config_json_is_one_line_naming_it(tmp_path, damage):
-    from fsnn.pipeline import _prepare_folder
+    from fsnn.experiment.pipeline import _prepare_folder
 
     (tmp_path / "config.json").write_bytes(damage)
     with pytest.raises(FsnnError, match=r"config.json is not valid JSON; remove the folder or use --force-new"):
@@ -314,7 +314,7 @@ def test_failed_text_write_is_one_line_and_cli_prints_one_line(tmp_path, monkeyp
     import errno as _errno
 
     import fsnn.cli
-    from fsnn.store import atomic_write_text
+    from fsnn.store.files import atomic_write_text
 
     atomic_write_text(tmp_path / "config.json", "{}")
 
@@ -338,7 +338,7 @@ def test_failed_text_write_is_one_line_and_cli_prints_one_line(tmp_path, monkeyp
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
-    from fsnn.store import atomic_write_text
+    from fsnn.store.files import atomic_write_text
 
     old = os.umask(umask)
     try:
@@ -351,7 +351,7 @@ def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
 
 
 def test_stale_temp_files_are_swept_and_nothing_else(tmp_path):
-    from fsnn.store import TEMP_PATTERN, atomic_write_text, remove_stale_temp_files
+    from fsnn.store.files import TEMP_PATTERN, atomic_write_text, remove_stale_temp_files
 
     seen = []
 
@@ -359,13 +359,13 @@ def test_stale_temp_files_are_swept_and_nothing_else(tmp_path):
         seen.append(tmp.name)
         tmp.write_bytes(b"x")
 
-    from fsnn.store import atomic_write
+    from fsnn.store.files import atomic_write
 
     atomic_write(tmp_path / "references.nc", spy)
     assert TEMP_PATTERN.match(seen[0]) and TEMP_PATTERN.match(seen[0])["name"] == "references.nc"
     stale = [".references.nc.mcf4et6n.tmp", ".trials.nc.4_tai379.tmp", ".config.json.0123abcd.tmp"]
     kept = ["results.nc", "notes.tmp", ".results.nc.short.tmp", ".results.nc.UPPERCAS.tmp", "x.results.nc.abcdefgh.tmp",
-            ".fsnn.lock", ".results.nc.abcdefgh.tmp.bak"]
+            ".fsnn.store.lock", ".results.nc.abcdefgh.tmp.bak"]
     for name in stale + kept:
         (tmp_path / name).write_bytes(b"half")
     (tmp_path / ".dir.nc.abcdefgh.tmp").mkdir()  # a folder, not a temp file
@@ -383,9 +383,9 @@ def test_stale_temp_files_are_swept_and_nothing_else(tmp_path):
 
 def test_run_start_sweeps_temp_files_under_the_lock(tiny_gemma2, tmp_path, monkeypatch):
     """A SIGKILLed netCDF write leaves .NAME.nc.XXXX.tmp; the next run removes it, under the lock."""
-    import fsnn.pipeline
-    from fsnn.pipeline import run_pipeline
-    from tests.test_pipeline import small_config, write_csv
+    import fsnn.experiment.pipeline
+    from fsnn.experiment.pipeline import run_pipeline
+    from tests.experiment.test_pipeline import small_config, write_csv
 
     csv_path = write_csv(tmp_path / "qa.csv")
     out = tmp_path / "run"
@@ -393,7 +393,7 @@ def test_run_start_sweeps_temp_files_under_the_lock(tiny_gemma2, tmp_path, monke
     (out / ".references.nc.mcf4et6n.tmp").write_bytes(b"half a netCDF file")
     (out / "my-notes.txt").write_text("kept")
     held = []
-    real = fsnn.pipeline.remove_stale_temp_files
+    real = fsnn.experiment.pipeline.remove_stale_temp_files
 
     def spy(folder):
         with pytest.raises(FsnnError, match="in use"):  # the run holds the folder's lock now
@@ -402,7 +402,7 @@ def test_run_start_sweeps_temp_files_under_the_lock(tiny_gemma2, tmp_path, monke
         held.append(True)
         return real(folder)
 
-    monkeypatch.setattr(fsnn.pipeline, "remove_stale_temp_files", spy)
+    monkeypatch.setattr(fsnn.experiment.pipeline, "remove_stale_temp_files", spy)
     run_pipeline(small_config(limit=2, batch_size=2), out, simpleqa_csv=csv_path, model=tiny_gemma2, progress=False)
     assert held == [True]
     assert not list(out.glob(".*.tmp")) and (out / "my-notes.txt").read_text() == "kept"
@@ -410,8 +410,8 @@ def test_run_start_sweeps_temp_files_under_the_lock(tiny_gemma2, tmp_path, monke
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_corrupt_optuna_db_is_one_line_with_a_correct_recovery(tiny_gemma2, tmp_path, damage):
-    from fsnn.pipeline import run_pipeline
-    from tests.test_pipeline import small_config, write_csv
+    from fsnn.experiment.pipeline import run_pipeline
+    from tests.experiment.test_pipeline import small_config, write_csv
 
     csv_path = write_csv(tmp_path / "qa.csv")
     out = tmp_path / "run"
@@ -439,8 +439,8 @@ def test_call_with_retries_tells_a_service_failure_from_a_job_error():
     import httpx
 
     from fsnn.errors import BackendUnavailable
-    from fsnn.remote import call_with_retries
-    from fsnn.retry import RetryPolicy
+    from fsnn.backends.ndif import call_with_retries
+    from fsnn.backends.retry import RetryPolicy
 
     req = httpx.Request("POST", "https://ndif.example/request")
 
@@ -466,11 +466,11 @@ def test_backend_down_mid_search_stops_and_resumes_to_the_same_trials(monkeypatc
     """An outage is not the trial's fault: no FAILED trial, the resume asks nothing new."""
     import optuna
 
-    import fsnn.search as search
+    import fsnn.search.run as search
     from fsnn.errors import BackendUnavailable
-    from fsnn.layout import SegmentLayout
-    from fsnn.search import SearchConfig, open_storage, run_search
-    from tests.test_search import _stub_generate, _stub_items, _stub_ppl, _StubModel
+    from fsnn.steering.layout import SegmentLayout
+    from fsnn.search.run import SearchConfig, open_storage, run_search
+    from tests.search.test_search import _stub_generate, _stub_items, _stub_ppl, _StubModel
 
     cfg = SearchConfig(n_trials=3, batch_trials=1, batch_rows=2, sampler="tpe", n_startup_trials=1)
     monkeypatch.setattr(search, "steered_generate", _stub_generate())
@@ -523,10 +523,10 @@ def _refuse_load(*a, **k):
 
 def test_a_text_file_named_gguf_is_refused_before_the_run_folder(tmp_path, monkeypatch, capsys):
     import fsnn.cli
-    import fsnn.models
-    from tests.test_pipeline import write_csv
+    import fsnn.models.load
+    from tests.experiment.test_pipeline import write_csv
 
-    monkeypatch.setattr(fsnn.models, "load_model", _refuse_load)
+    monkeypatch.setattr(fsnn.models.load, "load_model", _refuse_load)
     fake = tmp_path / "model.gguf"
     fake.write_text("not a gguf")
     csv_path = write_csv(tmp_path / "qa.csv")
@@ -540,12 +540,12 @@ def test_a_text_file_named_gguf_is_refused_before_the_run_folder(tmp_path, monke
 def test_layer_range_past_the_model_is_refused_before_the_run_folder(tmp_path, monkeypatch, tiny_gemma2):
     import json
 
-    import fsnn.models
-    from fsnn.models import model_depth
-    from fsnn.pipeline import run_pipeline
-    from tests.test_pipeline import small_config, write_csv
+    import fsnn.models.load
+    from fsnn.models.load import model_depth
+    from fsnn.experiment.pipeline import run_pipeline
+    from tests.experiment.test_pipeline import small_config, write_csv
 
-    monkeypatch.setattr(fsnn.models, "load_model", _refuse_load)
+    monkeypatch.setattr(fsnn.models.load, "load_model", _refuse_load)
     csv_path = write_csv(tmp_path / "qa.csv")
     folder = tmp_path / "model"  # a model folder: its depth is read from config.json, no weights
     folder.mkdir()
@@ -577,7 +577,7 @@ def _gguf_header(pairs):
 def test_gguf_depth_is_read_from_the_header_without_loading(tmp_path):
     import struct
 
-    from fsnn.models import _gguf_block_count, model_depth
+    from fsnn.models.load import _gguf_block_count, model_depth
 
     def s(text):
         return struct.pack("<Q", len(text.encode())) + text.encode()

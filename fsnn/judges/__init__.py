@@ -9,8 +9,8 @@
   (:mod:`~fsnn.judges.factory`, which also holds :func:`check_judge_spec`);
 - :class:`JudgeCache`: answers on disk keyed by (:attr:`JudgeConfig.cache_key`, prompt
   sha256); the key holds every setting that changes an answer;
-- :mod:`fsnn.scoring` (re-exported here): composite S_eval and SimpleQA metrics;
-- :mod:`~fsnn.judges.agreement`: ``fsnn judge-agreement`` against the released grades.
+- :mod:`fsnn.judges.scoring` (re-exported here): composite S_eval and SimpleQA metrics;
+- :mod:`~fsnn.analysis.judge_agreement`: ``fsnn judge-agreement`` against the released grades.
 
 Example:
     >>> from fsnn.judges import make_judge
@@ -22,14 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..scoring import (
-    SimpleQAMetrics,
-    accurate,
-    composite,
-    composite_accuracy,
-    scored_texts,
-    simpleqa_metrics,
-)
+from .scoring import SimpleQAMetrics, accurate, composite, composite_accuracy, scored_texts, simpleqa_metrics
 from .base import MISTRAL, Grade, Item, Judge, JudgeConfig
 from .cache import JudgeCache, prompt_sha256
 from .factory import check_judge_spec, make_judge

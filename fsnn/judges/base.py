@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from ..errors import FsnnError
+from fsnn.errors import FsnnError
 from .cache import JudgeCache, prompt_sha256
 from .parse import LetterRule, parse_quality, parse_simpleqa
 from .prompts import Task, render_quality, render_simpleqa
@@ -51,7 +51,7 @@ class JudgeConfig:
             Ollama, llama.cpp server) or ``"local"`` (a transformers model, graded from
             constrained next-token scores).
         model: the model name the server expects (http), or a model spec that
-            :func:`fsnn.models.load_model` accepts (local).
+            :func:`fsnn.models.load.load_model` accepts (local).
         base_url: the API root holding ``/chat/completions`` (http only), e.g.
             ``https://api.mistral.ai/v1``.
         api_key_env: the NAME of the environment variable holding the API key (e.g.

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import FsnnError
+from fsnn.errors import FsnnError
 from .base import Judge, JudgeConfig
 from .cache import JudgeCache
 
@@ -78,7 +78,7 @@ def check_judge_spec(spec: JudgeConfig | str, **overrides: Any) -> JudgeConfig |
 
 
 def _check_local_model(config: JudgeConfig, label: str) -> None:
-    from ..models import DTYPES
+    from fsnn.models.load import DTYPES
 
     if config.dtype not in DTYPES:
         raise FsnnError(f"judge {label}: unknown dtype {config.dtype!r}; choose one of {', '.join(DTYPES)}")
@@ -87,7 +87,7 @@ def _check_local_model(config: JudgeConfig, label: str) -> None:
 
         if not torch.cuda.is_available():
             raise FsnnError(f"judge {label}: device {config.device!r} asked for but CUDA is not available")
-    from ..models import check_model_spec  # loads nothing
+    from fsnn.models.load import check_model_spec
 
     try:
         check_model_spec(config.model)
@@ -107,11 +107,11 @@ def make_judge(
         config: the judge's settings, or a spec such as ``local:qwen2.5-coder-1.5b``.
         cache: ``"default"`` (``$FSNN_CACHE_DIR/judges/answers.sqlite``), a path, an open
             :class:`JudgeCache`, or None for no cache.
-        model: local judges: an already loaded :class:`fsnn.models.LoadedModel` to use
+        model: local judges: an already loaded :class:`fsnn.models.load.LoadedModel` to use
             instead of loading ``config.model`` (loaded lazily on the first cache miss).
     """
     if isinstance(config, str) and config.partition(":")[0] == "offline":
-        from .offline import OfflineJudge  # no key, no network; "offline:PATH" = another fit
+        from .offline import OfflineJudge
 
         return OfflineJudge(config.partition(":")[2] or None)  # type: ignore[return-value]
     if isinstance(config, str):

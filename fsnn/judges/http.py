@@ -4,9 +4,9 @@
 ``max_tokens``; the answer is ``choices[0].message.content``. Requests run on a bounded
 thread pool (``concurrency``). A request is retried at most ``max_retries`` times after
 timeouts, connection errors, malformed replies and the HTTP statuses of
-:data:`fsnn.retry.RETRYABLE_STATUS`, waiting as :class:`fsnn.retry.RetryPolicy` says
+:data:`fsnn.backends.retry.RETRYABLE_STATUS`, waiting as :class:`fsnn.backends.retry.RetryPolicy` says
 (exponential backoff with jitter, capped at ``backoff_max``, or what a ``Retry-After``
-header asks); the NDIF calls of :mod:`fsnn.remote` use the same policy. Other HTTP
+header asks); the NDIF calls of :mod:`fsnn.backends.ndif` use the same policy. Other HTTP
 errors (400, 401, 404...) are not retried. Whatever happens, the item's grade is missing with
 the reason and the other items go on.
 
@@ -26,8 +26,8 @@ from typing import Any
 
 import httpx
 
-from ..errors import FsnnError
-from ..retry import RETRYABLE_STATUS, RetryPolicy, is_retryable_status, parse_retry_after
+from fsnn.errors import FsnnError
+from fsnn.backends.retry import RETRYABLE_STATUS, RetryPolicy, is_retryable_status, parse_retry_after
 from .base import Answer, Judge, JudgeConfig, Prompt, log
 from .cache import JudgeCache
 

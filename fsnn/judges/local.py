@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..errors import FsnnError
+from fsnn.errors import FsnnError
 from .base import Answer, Judge, JudgeConfig, Prompt, log
 from .cache import JudgeCache
 from .prompts import QUALITY_PREFILL, Task
@@ -37,12 +37,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 
 class LocalJudge(Judge):
-    """A judge run in-process on a causal LM that :func:`fsnn.models.load_model` loads.
+    """A judge run in-process on a causal LM that :func:`fsnn.models.load.load_model` loads.
 
     Args:
         config: ``backend="local"`` settings (``model`` is the model spec).
         cache: the answer cache, or None.
-        model: an already loaded :class:`fsnn.models.LoadedModel` (else loaded lazily
+        model: an already loaded :class:`fsnn.models.load.LoadedModel` (else loaded lazily
             on the first cache miss).
 
     Attributes:
@@ -62,7 +62,7 @@ class LocalJudge(Judge):
     def model(self) -> Any:
         """The loaded model (loads it on first use)."""
         if self._model is None:
-            from ..models import load_model
+            from fsnn.models.load import load_model
 
             start = time.perf_counter()
             self._model = load_model(

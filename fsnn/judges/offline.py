@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FsnnError
-from ..scoring import JUDGE_THRESHOLD, SIMPLEQA_GRADES
+from fsnn.errors import FsnnError
+from .scoring import JUDGE_THRESHOLD, SIMPLEQA_GRADES
 from .base import Grade
 
 __all__ = [
@@ -71,7 +71,7 @@ FEATURES = (
     "contain",  # normalised gold is a phrase of the answer
     "contain_early",  # ... within the answer's first 40 words
     "gold_recall",  # fraction of the gold's normalised words present in the answer
-    "token_overlap",  # fsnn.metrics.token_overlap(gold, full text) (the paper's TO)
+    "token_overlap",  # fsnn.judges.metrics.token_overlap(gold, full text) (the paper's TO)
     "fuzzy",  # best difflib ratio of the gold against answer windows of its length
     "number_match",  # gold has numbers and all appear in the answer (as values)
     "number_conflict",  # gold has numbers, answer has numbers, none of the gold's
@@ -366,7 +366,7 @@ def _count_phrases(text: str, phrases: Sequence[str]) -> int:
 
 @lru_cache(maxsize=8192)
 def _features_cached(question: str, gold: str, predicted: str) -> tuple[float, ...]:
-    from ..metrics import token_overlap
+    from .metrics import token_overlap
 
     ans_raw = answer_part(question, predicted)
     ans_n = normalise(ans_raw).split()
@@ -662,7 +662,7 @@ class Calibration:
 
     def save(self, path: str | Path) -> None:
         """Write the JSON atomically."""
-        from ..store import atomic_write_text
+        from fsnn.store.files import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
 
@@ -904,10 +904,10 @@ def fit_calibration(
     """Fit the offline judge on the rows of ``train_prompts`` only.
 
     Args:
-        rows: :func:`fsnn.judges.release.graded_rows` (columns ``prompt_id``,
+        rows: :func:`fsnn.analysis.release_grades.graded_rows` (columns ``prompt_id``,
             ``question``, ``target``, ``predicted``, ``mistral_score``).
         train_prompts: prompt ids to fit on; no row of another prompt is read.
-        selected: per method, :func:`fsnn.judges.release.selected_rows` (to choose the
+        selected: per method, :func:`fsnn.analysis.release_grades.selected_rows` (to choose the
             decode rule by cross-validated composite accuracy); only train prompts read.
         l2: the ridge penalty; None chooses it from :data:`L2_GRID` by the lowest
             cross-validated log loss over train prompts (:data:`CV_FOLDS` folds by prompt).
@@ -919,7 +919,7 @@ def fit_calibration(
     Returns:
         the :class:`Calibration`; ``info`` holds the cross-validation results.
     """
-    from ..scoring import composite_accuracy
+    from .scoring import composite_accuracy
 
     train_set = {int(p) for p in train_prompts}
     mask = rows["prompt_id"].astype(int).isin(train_set).to_numpy()

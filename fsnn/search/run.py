@@ -1,0 +1,519 @@
+"""Per-prompt Optuna search of steering strengths (docs/method.md §2.6), trials batched.
+
+For each prompt and method an Optuna study searches (alpha, gamma) per segment,
+uniform in [0.01, 1.0] (paper: 5 trials, default sampler, no seed), maximising
+
+    S_opt = 0.7 * TO - 0.3 * min(PPL / 100, 1)                        (eq. 6)
+
+Speed comes from ask-and-tell: K trials of one prompt — and the trials of several
+prompts — are asked together and evaluated as the rows of ONE batched steered
+generate, then told. Studies live in Optuna's RDB storage (SQLite in the run folder by
+default, any SQLAlchemy URL accepted), so an interrupted search resumes: finished
+trials are kept, trials left RUNNING by a killed process are evaluated with their
+stored parameters (no duplicate or missing trial numbers), and new ones are asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from fsnn.steering import strength
+from fsnn.backends.base import Backend, resolve_backend
+from fsnn.steering.decode import GenerationOutput
+from fsnn.judges.degeneration import degeneration, guarded_objective
+from fsnn.errors import BackendUnavailable, FsnnError
+from fsnn.steering.layout import SegmentLayout
+from fsnn.judges.metrics import ObjectiveConfig, token_overlap
+from fsnn.steering.steer import steered_generate
+from fsnn.steering.strength import DEFAULT_RANGES, PARAMETRIZATIONS
+
+__all__ = ["SAMPLERS", "SearchConfig", "SearchItem", "open_storage", "run_search", "storage_error",
+           "trial_coefficients"]
+
+
+SAMPLERS = ("tpe", "random", "gp")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    """How strengths are searched.
+
+    Attributes:
+        n_trials: completed trials per prompt and method (paper 5): the budget of
+            steered generations per prompt.
+        batch_trials: trials of one prompt asked together (K); rows of several
+            prompts share one generate up to ``batch_rows``. K = n_trials asks every
+            trial before any result is known (model-based samplers then act as random);
+            K = 1 lets each round learn from the previous ones.
+        batch_rows: rows per steered generate call.
+        parametrization: what is sampled (:mod:`fsnn.steering.strength`): ``alpha_gamma``
+            (paper: alpha, gamma ~ U[low, high] per segment), ``log_product`` (k =
+            alpha*gamma per segment on a log scale), ``norm_relative`` (the shift as a
+            fraction of the layer's typical residual norm, log scale) or ``product``
+            (k uniform in [low^2, high^2]).
+        low, high: the sampled range; None takes the parametrization's default
+            (:data:`fsnn.steering.strength.DEFAULT_RANGES`; paper [0.01, 1.0]).
+        sampler: ``tpe`` (paper: Optuna's default TPE), ``random`` or ``gp`` (Optuna's
+            Gaussian-process sampler).
+        n_startup_trials: random trials before TPE/GP model the results (Optuna's
+            default 10: with 5 trials the paper's TPE is a random search).
+        start_trials: log-spaced strengths (the same in every segment) enqueued as the
+            first trials of each prompt, weakest first (:func:`fsnn.steering.strength.start_params`).
+        seed: makes a search repeat exactly (per-prompt seeds derive from it).
+        tpe_multivariate, tpe_constant_liar: explicit TPE settings.
+        score_on: ``full`` (prompt + completion, as the release scored) or
+            ``completion`` (generated text only).
+        objective: eq. (6) weights.
+        unreadable_penalty: subtracted from S_opt when the completion fails
+            :func:`fsnn.judges.degeneration.readable` (0 = eq. (6) as the paper used it; 1
+            ranks any readable completion above a degenerate one of the same overlap).
+        max_failures: failed trials (evaluation error, NaN objective) tolerated per
+            prompt; each is retried with a new trial, after that the prompt is given
+            up (reported, never re-queued forever).
+    """
+
+    # Defaults: the strength study's choice (docs/strength_study.md): a norm-relative strength,
+    # three log-spaced start trials, then TPE in rounds of one trial per prompt. The paper's
+    # recipe is SearchConfig.paper() (alpha_gamma, every trial asked at once, Optuna's 10
+    # start-up trials, eq. (6) unguarded).
+    n_trials: int = 5
+    batch_trials: int = 1
+    batch_rows: int = 16
+    parametrization: Literal["alpha_gamma", "log_product", "norm_relative", "product"] = "norm_relative"
+    low: float | None = None
+    high: float | None = None
+    sampler: Literal["tpe", "random", "gp"] = "tpe"
+    n_startup_trials: int = 2
+    start_trials: int = 3
+    seed: int | None = 0
+    tpe_multivariate: bool = False
+    tpe_constant_liar: bool = True
+    score_on: Literal["full", "completion"] = "full"
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    unreadable_penalty: float = 1.0
+    max_failures: int = 3
+
+    def __post_init__(self) -> None:
+        if self.n_trials <= 0:
+            raise FsnnError(f"n_trials must be > 0, got {self.n_trials}")
+        if self.batch_trials <= 0 or self.batch_rows <= 0:
+            raise FsnnError("batch_trials and batch_rows must be > 0")
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise FsnnError(f"unknown parametrization {self.parametrization!r}; choose one of {PARAMETRIZATIONS}")
+        low, high = self.range
+        if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
+            raise FsnnError(f"empty parameter range [{low}, {high}]")
+        if self.parametrization in ("log_product", "norm_relative") and low <= 0:
+            raise FsnnError(f"{self.parametrization} samples on a log scale: low must be > 0, got {low}")
+        if self.sampler not in SAMPLERS:
+            raise FsnnError(f"unknown sampler {self.sampler!r}; choose one of {SAMPLERS}")
+        if self.score_on not in ("full", "completion"):
+            raise FsnnError(f"score_on must be 'full' or 'completion', got {self.score_on!r}")
+        if self.n_startup_trials < 0 or self.start_trials < 0 or self.max_failures < 0:
+            raise FsnnError("n_startup_trials, start_trials and max_failures must be >= 0")
+        if not math.isfinite(self.unreadable_penalty) or self.unreadable_penalty < 0:
+            raise FsnnError(f"unreadable_penalty must be finite and >= 0, got {self.unreadable_penalty}")
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> SearchConfig:
+        """The paper's search (docs/method.md §6): (alpha, gamma) ~ U[0.01, 1] per segment, TPE
+        with Optuna's 10 random start-up trials, every trial asked at once, eq. (6) without the
+        readability penalty, TO/PPL on the full decoded text. ``overrides`` change any field."""
+        paper = dict(n_trials=5, batch_trials=5, parametrization="alpha_gamma", sampler="tpe", n_startup_trials=10,
+                     start_trials=0, unreadable_penalty=0.0, score_on="full")
+        return cls(**{**paper, **overrides})
+
+    @property
+    def range(self) -> tuple[float, float]:
+        """(low, high) of the sampled value, defaults filled in."""
+        low, high = DEFAULT_RANGES.get(self.parametrization, (0.01, 1.0))
+        return (low if self.low is None else self.low, high if self.high is None else self.high)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchItem:
+    """One prompt to search: its key in storage, texts and reference vectors.
+
+    Attributes:
+        key: stable id (e.g. the SimpleQA row) naming the prompt's study.
+        prompt: the steering prompt.
+        answer: the ground truth (TO is computed against it: the oracle setting).
+        h: reference vectors, (layer, hidden) float32.
+        norm_scale: (layer,) ||a_l||_typ / ||h_l - mu_l|| of the prompt
+            (:func:`fsnn.steering.strength.norm_scales`), used by ``norm_relative``; computed
+            by :func:`run_search` when None.
+    """
+
+    key: str
+    prompt: str
+    answer: str
+    h: torch.Tensor
+    norm_scale: torch.Tensor | None = None
+
+
+def open_storage(url: str, recover: str = "") -> Any:
+    """Optuna RDB storage at ``url`` (SQLite path URL or any SQLAlchemy URL).
+
+    Args:
+        url: the storage URL.
+        recover: what the user can do when it cannot be opened (appended to the error).
+
+    Raises:
+        FsnnError: when the storage cannot be reached or created (one line naming the
+            SQLite file, or the URL, and ``recover``).
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    except Exception as exc:  # sqlalchemy/optuna raise many types
+        raise storage_error(url, exc, recover) from None
+
+
+def storage_error(url: str, exc: BaseException, recover: str = "") -> FsnnError:
+    """The one-line error of an unusable Optuna storage (a corrupt SQLite file, mostly)."""
+    lines = str(exc).strip().splitlines()
+    cause = lines[0] if lines else type(exc).__name__
+    if url.startswith("sqlite:///"):  # a file: most likely damaged (truncated, overwritten)
+        text = f"cannot open Optuna storage {url.removeprefix('sqlite:///')} (corrupt? {cause})"
+    else:
+        text = f"cannot open Optuna storage {url!r}: {cause}"
+    return FsnnError(text + (f"; {recover}" if recover else ""))
+
+
+def _sampler(config: SearchConfig, key: str) -> Any:
+    import warnings
+
+    import optuna
+
+    seed = None
+    if config.seed is not None:  # distinct, reproducible seed per prompt
+        seed = int(hashlib.sha256(f"{config.seed}:{key}".encode()).hexdigest()[:8], 16)
+    if config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    with warnings.catch_warnings():  # GPSampler and some TPE options are "experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if config.sampler == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=config.n_startup_trials)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=config.tpe_multivariate, constant_liar=config.tpe_constant_liar,
+            n_startup_trials=config.n_startup_trials,
+        )
+
+
+def _distributions(layout: SegmentLayout, config: SearchConfig) -> dict[str, Any]:
+    return strength.distributions(config.parametrization, layout.segment_names, *config.range)
+
+
+def trial_coefficients(params: dict[str, float], layout: SegmentLayout) -> tuple[list[float], list[float]]:
+    """(alpha per segment, gamma per segment) of an ``alpha_gamma``/``product``/``log_product`` trial.
+
+    A norm-relative trial's gamma differs per layer: use :func:`fsnn.steering.strength.per_layer`.
+    """
+    alpha, gamma = [], []
+    for name in layout.segment_names:
+        if f"k_{name}" in params:
+            alpha.append(1.0)
+            gamma.append(float(params[f"k_{name}"]))
+        else:
+            alpha.append(float(params[f"alpha_{name}"]))
+            gamma.append(float(params[f"gamma_{name}"]))
+    return alpha, gamma
+
+
+def score_texts(
+    outputs: Sequence[GenerationOutput], answers: Sequence[str], ppl: Callable[[Sequence[str]], list[float]],
+    config: SearchConfig,
+) -> list[dict[str, float]]:
+    """TO, PPL, degeneration and the objective of generated rows.
+
+    TO and PPL see the full text or the completion (``config.score_on``); the
+    degeneration measures always judge the completion, the only text steering wrote.
+    """
+    texts = [o.text if config.score_on == "full" else o.completion for o in outputs]
+    ppls = ppl(texts)
+    scores = []
+    for out, text, answer, p in zip(outputs, texts, answers, ppls, strict=True):
+        to = token_overlap(answer, text)
+        deg = degeneration(out.completion)
+        scores.append({
+            "token_overlap": to, "perplexity": p,
+            "distinct_2": float(deg["distinct_2"]), "longest_repeat": int(deg["longest_repeat"]),
+            "readable": int(deg["readable"]),
+            "objective": guarded_objective(to, p, bool(deg["readable"]), config.objective, config.unreadable_penalty),
+        })
+    return scores
+
+
+def _fail(study: Any, trial: Any, error: str) -> None:
+    """Mark a trial FAILED with its error as a user attr (never left RUNNING to be re-queued)."""
+    import optuna
+
+    try:
+        optuna.trial.Trial(study, trial._trial_id).set_user_attr("error", error[:500])
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    except (RuntimeError, ValueError):
+        pass  # another worker finished this trial first (shared storage)
+
+
+def run_search(
+    model: Any,
+    items: Sequence[SearchItem],
+    layout: SegmentLayout,
+    config: SearchConfig,
+    *,
+    storage: Any = None,
+    ppl: Callable[[Sequence[str]], list[float]] | None = None,
+    mode: str = "faithful",
+    max_new_tokens: int = 100,
+    study_prefix: str = "",
+    progress: bool = True,
+    on_round: Callable[[], None] | None = None,
+    backend: Backend | str | None = None,
+) -> xr.Dataset:
+    """Search every prompt's strengths for one layout; resumable through ``storage``.
+
+    A trial whose evaluation raises or whose objective is NaN is marked FAILED (the
+    error stored as its ``error`` user attr) and replaced by a new trial, up to
+    ``config.max_failures`` per prompt; the other prompts carry on either way. A
+    :class:`fsnn.errors.BackendUnavailable` (NDIF down after its retries) stops the
+    search instead: the batch's trials stay RUNNING and a rerun evaluates them with the
+    same parameters, so an outage never changes the trial history.
+
+    Args:
+        model: a :class:`fsnn.models.load.LoadedModel`.
+        items: prompts with their reference vectors.
+        layout: the method's segments (``full``, ``segmented``, custom).
+        config: the search settings.
+        storage: an Optuna storage (:func:`open_storage`); None = in memory (no resume).
+        ppl: scorer of texts' perplexity; None = the steered model itself
+            (:class:`fsnn.judges.metrics.Perplexity`).
+        mode: steering mode, ``faithful`` or ``cached``.
+        max_new_tokens: per trial.
+        study_prefix: prefix of study names (e.g. the method).
+        progress: show a tqdm bar of completed trials.
+        on_round: called after each batch of trials is told (checkpoint hook).
+        backend: where the steered generations run (:mod:`fsnn.backends.base`); each batch
+            is one ``backend.call`` (retries and one-line errors on NDIF).
+
+    Returns:
+        The trials of all prompts, :func:`trials_dataset`.
+    """
+    import optuna
+
+    backend = resolve_backend(backend)
+    if storage is None:
+        storage = optuna.storages.InMemoryStorage()
+    if ppl is None:
+        from fsnn.judges.metrics import Perplexity
+
+        ppl = Perplexity(model.hf_model, model.tokenizer)
+    layout.check(model.n_layers)
+    dists = _distributions(layout, config)
+    if config.parametrization == "norm_relative" and any(it.norm_scale is None for it in items):
+        scales = backend.call(lambda: strength.norm_scales(model, [it.prompt for it in items],
+                                                           torch.stack([it.h for it in items]), backend=backend),
+                              what="norm scales")
+        items = [replace(it, norm_scale=scales[i]) if it.norm_scale is None else it for i, it in enumerate(items)]
+    start = strength.start_params(config.parametrization, layout.segment_names, *config.range,
+                                  min(config.start_trials, config.n_trials))
+    studies = {}
+    for item in items:
+        name = f"{study_prefix}{item.key}"
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+            sampler=_sampler(config, name),
+        )
+        if start and not study.get_trials(deepcopy=False):  # a resumed study has them already
+            for params in start:
+                study.enqueue_trial(params)
+        studies[item.key] = study
+    by_key = {item.key: item for item in items}
+    done = sum(min(config.n_trials, _n_state(s, "COMPLETE")) for s in studies.values())
+    bar = tqdm(total=len(items) * config.n_trials, initial=done, desc=f"search {layout.name}",
+               disable=not progress, unit="trial")
+    while True:
+        rows: list[tuple[str, Any]] = []  # (prompt key, trial)
+        for key, study in studies.items():
+            if _n_state(study, "FAIL") > config.max_failures:
+                continue  # given up: reported in the trials dataset
+            complete = _n_state(study, "COMPLETE")
+            running = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
+            # trials a killed process left RUNNING keep their number and parameters
+            for frozen in running[: max(0, config.n_trials - complete)]:
+                rows.append((key, _Resumed(frozen)))
+            want = min(config.batch_trials, config.n_trials - complete - len(running))
+            for _ in range(max(0, want)):
+                # reseed per trial number: a resumed search asks what an uninterrupted
+                # one would have asked, whatever happened to this process's RNG
+                study.sampler = _sampler(config, f"{study.study_name}#{len(study.get_trials(deepcopy=False))}")
+                rows.append((key, study.ask(dists)))
+        if not rows:
+            break
+        for first in range(0, len(rows), config.batch_rows):
+            chunk = rows[first : first + config.batch_rows]
+            h = torch.stack([by_key[k].h for k, _ in chunk]).float()
+            alphas, gammas = [], []
+            for k, trial in chunk:
+                a, g = strength.per_layer(trial.params, layout.ranges, layout.segment_names, model.n_layers,
+                                          by_key[k].norm_scale)
+                alphas.append(a)
+                gammas.append(g)
+
+            def evaluate(chunk=chunk, h=h, alphas=alphas, gammas=gammas):
+                return steered_generate(
+                    model, [by_key[k].prompt for k, _ in chunk], h, torch.stack(alphas), torch.stack(gammas),
+                    mode=mode, max_new_tokens=max_new_tokens, backend=backend,
+                )
+
+            try:
+                outputs = backend.call(evaluate, what=f"steering batch of {len(chunk)} rows")
+                scores = score_texts(outputs, [by_key[k].answer for k, _ in chunk], ppl, config)
+            except BackendUnavailable:
+                raise  # the service is down, not the trial bad: stop; RUNNING trials resume as asked
+            except Exception as exc:  # noqa: BLE001 - any failure of one batch fails its trials, not the search
+                error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                for key, trial in chunk:
+                    _fail(studies[key], trial, error)
+                bar.update(0)
+                continue
+            for (key, trial), out, score in zip(chunk, outputs, scores, strict=True):
+                study = studies[key]
+                if not math.isfinite(score["objective"]):
+                    _fail(study, trial, f"objective is {score['objective']}")
+                    continue
+                handle = optuna.trial.Trial(study, trial._trial_id)
+                try:
+                    for name, value in (("completion", out.completion), ("text", out.text), *score.items()):
+                        handle.set_user_attr(name, value)
+                    study.tell(trial.number, score["objective"])
+                except (RuntimeError, ValueError):
+                    pass  # another worker finished this trial first (shared storage)
+                except Exception as exc:  # noqa: BLE001 - storage hiccup: fail this trial, keep going
+                    _fail(study, trial, f"tell failed: {type(exc).__name__}: {exc}")
+            bar.update(len(chunk))
+            if on_round is not None:
+                on_round()
+    bar.close()
+    return trials_dataset(items, layout, studies, config, n_layers=model.n_layers)
+
+
+class _Resumed:
+    """A RUNNING trial from storage, evaluated again with its stored parameters."""
+
+    def __init__(self, frozen: Any):
+        self.params = frozen.params
+        self.number = frozen.number
+        self._trial_id = frozen._trial_id
+
+
+def _n_state(study: Any, state: str) -> int:
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(getattr(optuna.trial.TrialState, state),)))
+
+
+def _n_complete(study: Any) -> int:
+    return _n_state(study, "COMPLETE")
+
+
+def trials_dataset(
+    items: Sequence[SearchItem], layout: SegmentLayout, studies: dict[str, Any], config: SearchConfig,
+    n_layers: int | None = None,
+) -> xr.Dataset:
+    """Completed trials as a Dataset with dims (prompt, trial[, segment, param, layer]).
+
+    The first ``n_trials`` completed trials of each prompt, by trial number; ``is_best``
+    marks the highest objective (first on ties), as Optuna's best trial. A prompt with
+    no completed trial has ``best_trial = -1`` and no ``is_best`` (never trial 0);
+    ``failed_trials`` counts each prompt's FAILED trials (attrs: totals).
+
+    ``alpha``/``gamma`` are per segment (a norm-relative trial's gamma: the mean over
+    the segment's layers); ``layer_alpha``/``layer_gamma`` hold the exact per-layer
+    values steered with, ``strength`` the sampled value (alpha*gamma, k or s).
+    """
+    import optuna
+
+    n, t = len(items), config.n_trials
+    n_layers = n_layers if n_layers is not None else (items[0].h.shape[0] if items else 0)
+    params = list(_distributions(layout, config))
+    seg = layout.n_segments
+    alpha = np.full((n, t, seg), np.nan)
+    gamma = np.full((n, t, seg), np.nan)
+    sampled = np.full((n, t, seg), np.nan)
+    layer_alpha = np.full((n, t, n_layers), np.nan, dtype=np.float32)
+    layer_gamma = np.full((n, t, n_layers), np.nan, dtype=np.float32)
+    raw = np.full((n, t, len(params)), np.nan)
+    numbers = np.full((n, t), -1, dtype=np.int64)
+    scores = {k: np.full((n, t), np.nan) for k in ("token_overlap", "perplexity", "objective", "distinct_2")}
+    ints = {k: np.full((n, t), -1, dtype=np.int64) for k in ("longest_repeat", "readable")}
+    texts = {k: np.full((n, t), "", dtype=object) for k in ("completion", "text")}
+    failed = np.zeros(n, dtype=np.int64)
+    for i, item in enumerate(items):
+        study = studies[item.key]
+        failed[i] = _n_state(study, "FAIL")
+        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        for j, trial in enumerate(sorted(trials, key=lambda tr: tr.number)[:t]):
+            la, lg = strength.per_layer(trial.params, layout.ranges, layout.segment_names, n_layers,
+                                        item.norm_scale)
+            layer_alpha[i, j], layer_gamma[i, j] = la.numpy(), lg.numpy()
+            alpha[i, j] = [float(la[first:last + 1].mean()) for first, last in layout.ranges]
+            gamma[i, j] = [float(lg[first:last + 1].mean()) for first, last in layout.ranges]
+            sampled[i, j] = strength.strengths(trial.params, layout.segment_names)
+            raw[i, j] = [trial.params[p] for p in params]
+            numbers[i, j] = trial.number
+            for k in scores:
+                scores[k][i, j] = trial.user_attrs.get(k, np.nan)
+            for k in ints:
+                value = trial.user_attrs.get(k)
+                ints[k][i, j] = -1 if value is None else int(value)
+            for k in texts:
+                texts[k][i, j] = trial.user_attrs.get(k, "")
+    best = np.full(n, -1, dtype=np.int64)
+    is_best = np.zeros((n, t), dtype=np.int8)
+    for i in range(n):
+        row = scores["objective"][i]
+        if np.isfinite(row).any():
+            best[i] = int(np.nanargmax(row))
+            is_best[i, best[i]] = 1
+    return xr.Dataset(
+        {
+            "alpha": (("prompt", "trial", "segment"), alpha),
+            "gamma": (("prompt", "trial", "segment"), gamma),
+            "strength": (("prompt", "trial", "segment"), sampled),
+            "layer_alpha": (("prompt", "trial", "layer"), layer_alpha),
+            "layer_gamma": (("prompt", "trial", "layer"), layer_gamma),
+            "params": (("prompt", "trial", "param"), raw),
+            "trial_number": (("prompt", "trial"), numbers),
+            **{k: (("prompt", "trial"), v) for k, v in scores.items()},
+            **{k: (("prompt", "trial"), v) for k, v in ints.items()},
+            **{k: (("prompt", "trial"), v) for k, v in texts.items()},
+            "is_best": (("prompt", "trial"), is_best),
+            "best_trial": (("prompt",), best),
+            "failed_trials": (("prompt",), failed),
+        },
+        coords={
+            "prompt_key": ("prompt", np.asarray([it.key for it in items], dtype=object)),
+            "trial": np.arange(t),
+            "segment": np.asarray(layout.segment_names, dtype=object),
+            "param": np.asarray(params, dtype=object),
+            "layer": np.arange(n_layers),
+        },
+        attrs={"layout": layout.to_json(), "search": str(config.to_dict()),
+               "parametrization": config.parametrization, "sampler": config.sampler,
+               "failed_trials": int(failed.sum()),
+               "prompts_without_finished_trial": int((best < 0).sum())},
+    )

@@ -1,0 +1,148 @@
+"""Reference capture (docs/method.md §2.4, eq. (1)): h_l for every layer in ONE traced pass.
+
+For each (question, answer, explanation) the reference text is
+``header + body`` = ``"Question: {q}\\nAnswer and explanation:\\n" + "{gt}\\n{exp}"``.
+The averaged positions T are the tokens whose character span lies inside ``body``
+(found through the tokenizer's offset mapping, so an occurrence of the answer inside
+the question is never used). h_l = mean over T of decoder block l's output. The
+release ran one pass per layer; one pass for all layers gives the same vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nnsight
+import numpy as np
+import torch
+import xarray as xr
+
+from fsnn.backends.base import Backend, resolve_backend
+from fsnn.errors import FsnnError
+from .fusion import masked_sum
+from fsnn.models.layers import residual
+from .prompts import PAPER_TEMPLATES, Templates, apply_chat
+
+__all__ = ["ReferenceItem", "capture_references", "reference_inputs"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceItem:
+    """One prompt's reference ingredients."""
+
+    question: str
+    answer: str
+    explanation: str = ""
+
+
+def reference_inputs(
+    model: Any, items: Sequence[ReferenceItem], templates: Templates = PAPER_TEMPLATES,
+    max_length: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """Tokenise reference texts as one left-padded batch and mark each body span.
+
+    Returns:
+        (input_ids (B, T), attention_mask (B, T), span_mask (B, T), texts).
+
+    Raises:
+        FsnnError: a prompt whose span comes out empty (names the prompt index).
+    """
+    tok = model.tokenizer
+    limit = max_length or model.max_length
+    rows: list[tuple[list[int], list[int]]] = []
+    texts = []
+    for i, item in enumerate(items):
+        header, body = templates.reference_parts(item.question, item.answer, item.explanation)
+        if templates.use_chat_template:
+            header = apply_chat(tok, header.rstrip("\n"))
+        text = header + body
+        texts.append(text)
+        enc = tok(text, return_offsets_mapping=True, truncation=limit is not None, max_length=limit)
+        start, end = len(header), len(text)
+        # special tokens (BOS) carry the empty span (0, 0) and are never in the body
+        span = [int(s >= start and e <= end and e > s) for s, e in enc["offset_mapping"]]
+        if not any(span):
+            raise FsnnError(
+                f"reference prompt {i}: the answer+explanation span is empty after tokenisation "
+                f"(answer {item.answer!r}; truncated at {limit} tokens?)"
+            )
+        rows.append((list(enc["input_ids"]), span))
+    width = max(len(ids) for ids, _ in rows)
+    pad = tok.pad_token_id
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    span_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (ids, span) in enumerate(rows):  # left padding, as generation uses
+        input_ids[r, width - len(ids):] = torch.tensor(ids)
+        attention[r, width - len(ids):] = 1
+        span_mask[r, width - len(ids):] = torch.tensor(span)
+    return input_ids, attention, span_mask, texts
+
+
+@torch.no_grad()
+def capture_references(
+    model: Any,
+    items: Sequence[ReferenceItem],
+    *,
+    templates: Templates = PAPER_TEMPLATES,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    backend: Backend | str | None = None,
+    per_layer_passes: bool = False,
+) -> xr.DataArray:
+    """Eq. (1) reference vectors of every prompt at every layer.
+
+    Args:
+        model: a :class:`fsnn.models.load.LoadedModel`.
+        items: the prompts' (question, answer, explanation).
+        templates: where the reference header/body come from.
+        batch_size: prompts per traced forward pass.
+        max_length: truncate reference texts to this many tokens (default: context).
+        backend: where the traces run (:mod:`fsnn.backends.base`; default local).
+        per_layer_passes: run one pass per layer as the original did (benchmarks only;
+            same result, L times the cost).
+
+    Returns:
+        DataArray ``h`` with dims (prompt, layer, hidden), float32; coords ``prompt``,
+        ``layer``, and ``span_length`` on ``prompt``; attrs name the model.
+    """
+    if not items:
+        raise FsnnError("no prompt to capture references for")
+    remote = resolve_backend(backend).nnsight_remote
+    chunks: list[torch.Tensor] = []
+    spans: list[int] = []
+    texts: list[str] = []
+    envoys = [model.layer(li) for li in range(model.n_layers)]
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        input_ids, attention, span_mask, batch_texts = reference_inputs(model, batch, templates, max_length)
+        texts.extend(batch_texts)
+        spans.extend(span_mask.sum(1).tolist())
+        enc = {"input_ids": input_ids, "attention_mask": attention}
+        span_mask = span_mask.to(model.device)
+        layer_groups = [[li] for li in range(model.n_layers)] if per_layer_passes else [list(range(model.n_layers))]
+        per_layer: dict[int, torch.Tensor] = {}
+        for group in layer_groups:
+            with model.lm.trace(enc, remote=remote):
+                means = nnsight.save([])
+                for li in group:
+                    total, count = masked_sum(residual(envoys[li].output), span_mask)
+                    means.append((total / count).cpu())
+            for li, mean in zip(group, means, strict=True):
+                per_layer[li] = mean
+        chunks.append(torch.stack([per_layer[li] for li in range(model.n_layers)], dim=1))
+    h = torch.cat(chunks, dim=0).float()
+    return xr.DataArray(
+        h.numpy(),
+        dims=("prompt", "layer", "hidden"),
+        coords={
+            "prompt": np.arange(len(items)),
+            "layer": np.arange(model.n_layers),
+            "span_length": ("prompt", np.asarray(spans, dtype=np.int64)),
+            "reference_text": ("prompt", np.asarray(texts, dtype=object)),
+        },
+        name="h",
+        attrs={"model": model.name, "n_layers": model.n_layers, "equation": "docs/method.md eq. (1)"},
+    )

@@ -1,0 +1,398 @@
+"""Steered generation through nnsight (docs/method.md §2, §9): the :class:`Steering` value
+and the batched :func:`steered_generate` under it.
+
+Two named modes — different methods, not two speeds of one:
+
+``faithful`` (parity, default for paper reproduction)
+    As the release ran it: no KV cache, so every decode step re-runs the whole sequence;
+    at every steered layer mu is the mean over all valid positions of the current pass
+    (prompt + tokens so far, upstream layers already steered) and the shift is applied
+    to every position. Cost grows quadratically with the number of new tokens.
+
+``cached`` (speed; an approximation of faithful)
+    KV cache on. The prompt pass is steered exactly as faithful step 0. Each new token
+    is steered with mu = the running mean, over all positions so far (prompt and
+    generated, this token included), of the layer's block outputs before this layer's
+    own shift (upstream layers already steered). Earlier positions are *not* re-steered
+    as the sequence grows (their cached keys/values keep the shift of the step that
+    computed them), which is where it departs from faithful; docs/benchmarks.md
+    measures how far.
+
+A :class:`Steering` is one intervention as a value (reference vectors, the layer
+layout with its strengths, the mode): ``steering.generate(model, prompts)`` answers
+steered, ``steering.apply(model)`` steers inside a user's own nnsight trace. Under it,
+:func:`steered_generate` gives every row of a batch its own reference vectors and its
+own (alpha, gamma) per layer, so one generate call evaluates many search trials (of one
+or several prompts). The loop body that runs inside the trace is
+:mod:`fsnn.steering.intervention`, shared with the NDIF session path.
+Left padding never enters mu (masked mean) and a padded row yields the same tokens as
+the row run alone. Greedy; each row stops at its own EOS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import nnsight
+import numpy as np
+import torch
+
+from . import fusion, intervention
+from fsnn.models import layers
+from fsnn.backends.base import Backend, resolve_backend
+from .decode import GenerationOutput, decode_rows, encode, eos_ids, greedy_config
+from fsnn.errors import FsnnError
+from .intervention import steer_pass, steer_steps
+from .layout import SegmentLayout, Strengths
+
+__all__ = ["MODES", "Mode", "RowPlan", "Steering", "plan_rows", "steer_in_session", "steer_rows", "steered_generate"]
+
+Mode = Literal["faithful", "cached"]
+MODES: tuple[str, ...] = ("faithful", "cached")
+
+# The loop body and the math travel by value in remote (NDIF) requests: the server
+# has no fsnn.
+nnsight.register(fusion)
+nnsight.register(layers)
+nnsight.register(intervention)
+
+
+def _as_tensor(values: Any, name: str) -> torch.Tensor:
+    if hasattr(values, "values") and not isinstance(values, torch.Tensor):  # xarray
+        values = values.values
+    try:
+        return torch.as_tensor(np.asarray(values) if not isinstance(values, torch.Tensor) else values,
+                               dtype=torch.float32)
+    except (TypeError, ValueError) as exc:
+        raise FsnnError(f"{name} is not numeric: {exc}") from None
+
+
+def _check_inputs(model: Any, n_rows: int, h: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor) -> None:
+    if h.ndim != 3 or h.shape[0] != n_rows:
+        raise FsnnError(f"references must be (rows={n_rows}, layer, hidden), got {tuple(h.shape)}")
+    if h.shape[1] != model.n_layers or h.shape[2] != model.d_model:
+        raise FsnnError(
+            f"references are for {h.shape[1]} layers x {h.shape[2]} hidden, but model "
+            f"{model.name} has {model.n_layers} layers x {model.d_model} hidden"
+        )
+    for name, t in (("alpha", alpha), ("gamma", gamma)):
+        if tuple(t.shape) != (n_rows, model.n_layers):
+            raise FsnnError(f"{name} must be (rows={n_rows}, layer={model.n_layers}), got {tuple(t.shape)}")
+        if not bool(torch.isfinite(t).all()):
+            raise FsnnError(f"{name} holds NaN or inf")
+    if not bool(torch.isfinite(h).all()):
+        raise FsnnError("reference vectors hold NaN or inf")
+
+
+def validated_inputs(
+    model: Any, n_rows: int, h: Any, alpha: Any, gamma: Any, *, mode: str, max_new_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check a steering request and return (h, alpha, gamma) as float32 tensors.
+
+    Shared by every entry point (local, remote session) so they refuse the same input.
+    """
+    if mode not in MODES:
+        raise FsnnError(f"unknown steering mode {mode!r}; choose one of {MODES}")
+    if max_new_tokens < 1:
+        raise FsnnError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    h, alpha, gamma = _as_tensor(h, "references"), _as_tensor(alpha, "alpha"), _as_tensor(gamma, "gamma")
+    _check_inputs(model, n_rows, h, alpha, gamma)
+    return h, alpha, gamma
+
+
+# --------------------------------------------------------------------------- the value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Steering:
+    """One Fusion Steering intervention as a value (docs/method.md §3).
+
+    Attributes:
+        references: eq. (1) reference vectors: (layer, hidden) for one prompt, or
+            (prompt, layer, hidden) for a batch of prompts (a tensor, a numpy array,
+            or the DataArray :func:`fsnn.capture_references` returns). Stored as float32.
+        strengths: the layer layout and its (alpha, gamma) per segment.
+        mode: ``faithful`` (no KV cache; the published method) or ``cached``.
+
+    Example:
+        >>> steering = Steering.full(h, alpha=0.5, gamma=0.4)           # doctest: +SKIP
+        >>> steering.generate(model, [prompt], max_new_tokens=40)      # doctest: +SKIP
+    """
+
+    references: Any
+    strengths: Strengths
+    mode: Mode = "faithful"
+
+    def __post_init__(self) -> None:
+        h = _as_tensor(self.references, "references")
+        if h.ndim not in (2, 3):
+            raise FsnnError(f"references must be (layer, hidden) or (prompt, layer, hidden), got {tuple(h.shape)}")
+        if not bool(torch.isfinite(h).all()):
+            raise FsnnError("reference vectors hold NaN or inf")
+        if self.mode not in MODES:
+            raise FsnnError(f"unknown steering mode {self.mode!r}; choose one of {MODES}")
+        self.strengths.layout.check(h.shape[-2])
+        object.__setattr__(self, "references", h)
+
+    @classmethod
+    def full(cls, references: Any, *, alpha: float, gamma: float, mode: Mode = "faithful") -> Steering:
+        """Every layer shares one (alpha, gamma): the paper's full-layer steering."""
+        n_layers = _as_tensor(references, "references").shape[-2]
+        return cls(references=references, strengths=Strengths.full(n_layers, alpha, gamma), mode=mode)
+
+    @classmethod
+    def segmented(
+        cls, references: Any, *, alpha: Sequence[float], gamma: Sequence[float], mode: Mode = "faithful"
+    ) -> Steering:
+        """Near-equal contiguous layer segments (thirds for 3 pairs), one pair each."""
+        n_layers = _as_tensor(references, "references").shape[-2]
+        return cls(references=references, strengths=Strengths.segmented(n_layers, tuple(alpha), tuple(gamma)),
+                   mode=mode)
+
+    @property
+    def layout(self) -> SegmentLayout:
+        return self.strengths.layout
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.references.shape[-2])
+
+    def per_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha (layer,), gamma (layer,)) float32; 0 outside the steered layers."""
+        return self.strengths.per_layer(self.n_layers)
+
+    def rows(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(h (n, layer, hidden), alpha (n, layer), gamma (n, layer)) for n rows."""
+        h = self.references
+        if h.ndim == 2:
+            h = h.expand(n, *h.shape)
+        elif h.shape[0] != n:
+            raise FsnnError(f"{h.shape[0]} reference rows for {n} prompt(s)")
+        alpha, gamma = self.per_layer()
+        return h, alpha.expand(n, -1), gamma.expand(n, -1)
+
+    def generate(
+        self,
+        model: Any,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int = 100,
+        batch_size: int | None = None,
+        backend: Backend | str | None = None,
+        stop_at_eos: bool = True,
+    ) -> list[GenerationOutput]:
+        """Greedy generation of ``prompts`` with this steering (one row per prompt)."""
+        h, alpha, gamma = self.rows(len(prompts))
+        return steered_generate(model, prompts, h, alpha, gamma, mode=self.mode, max_new_tokens=max_new_tokens,
+                                batch_size=batch_size, backend=backend, stop_at_eos=stop_at_eos)
+
+    def apply(self, model: Any, *, rows: int | None = None, mask: torch.Tensor | None = None) -> None:
+        """Steer the forward pass of the nnsight trace this is called in (eqs. 2-5).
+
+        Call it inside ``with model.lm.trace(...):`` before reading later modules; each
+        steered layer's output is shifted in place toward the reference, mu being the
+        pass's mean over ``mask`` (B, T) (default: every position).
+
+        Args:
+            model: the loaded model the trace runs on.
+            rows: batch rows of the trace (default: the number of reference rows).
+            mask: 1 for real tokens, 0 for padding (left-padded batches need it).
+        """
+        n = rows if rows is not None else (1 if self.references.ndim == 2 else self.references.shape[0])
+        plan = _layer_plan(model, *self.rows(n))
+        if mask is None:
+            mask = torch.ones(n, model.max_length or 8192)
+        steer_pass(plan[0], plan[1], plan[2], plan[3], mask.to(model.device, torch.float32))
+
+    def describe(self) -> dict[str, Any]:
+        """What a result file records of this steering (JSON-serialisable)."""
+        return {"layout": self.layout.to_json(), "mode": self.mode, **self.strengths.params()}
+
+
+# --------------------------------------------------------------------------- batched rows
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """One generate call's worth of steered rows, ready for a trace.
+
+    Attributes:
+        prompts: the rows' prompts.
+        enc: their left-padded encoding.
+        envoys: the active layers' envoys (strengths non-zero for some row).
+        h, alpha, gamma: per active layer, (B, 1, H), (B, 1, 1), (B, 1, 1) float32.
+        mask: valid positions of every pass, (B, prompt + new) float32.
+        config: the greedy generation config.
+        eos: token ids that end a row.
+    """
+
+    prompts: list[str]
+    enc: Any
+    envoys: list[Any]
+    h: list[torch.Tensor]
+    alpha: list[torch.Tensor]
+    gamma: list[torch.Tensor]
+    mask: torch.Tensor
+    config: Any
+    eos: set[int]
+
+    def outputs(self, model: Any, picked: Sequence[torch.Tensor]) -> list[GenerationOutput]:
+        """Decode the tokens a trace picked (one (B,) tensor per step)."""
+        new = torch.stack(list(picked), dim=1) if len(picked) else torch.empty(len(self.prompts), 0, dtype=torch.long)
+        return decode_rows(model, self.prompts, self.enc, torch.cat([self.enc.input_ids, new], dim=1), self.eos)
+
+
+def _layer_plan(model: Any, h: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor) -> tuple[list, ...]:
+    device = model.device
+    # Layers whose coefficients are zero for every row are the identity: skip them.
+    active = [li for li in range(model.n_layers) if bool((alpha[:, li] * gamma[:, li] != 0).any())]
+    # clone: a slice is a view, and a remote request would carry its whole storage
+    # (all L layers) once per layer. Shaped once for a decode step's (B, 1, H).
+    return (
+        [model.layer(li) for li in active],
+        [h[:, li, None].clone().to(device) for li in active],
+        [alpha[:, li, None, None].clone().to(device) for li in active],
+        [gamma[:, li, None, None].clone().to(device) for li in active],
+    )
+
+
+def plan_rows(
+    model: Any, prompts: list[str], h: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor, *,
+    mode: Mode, max_new_tokens: int, stop_at_eos: bool = True,
+) -> RowPlan:
+    """Encode rows and lay out their per-layer operands (validated inputs)."""
+    enc = encode(model, prompts, max_new_tokens)
+    eos = eos_ids(model) if stop_at_eos else set()
+    mask = torch.cat(
+        [enc.attention_mask, torch.ones(len(prompts), max_new_tokens, dtype=enc.attention_mask.dtype)], dim=1
+    ).to(device=model.device, dtype=torch.float32)
+    envoys, h_act, a_act, g_act = _layer_plan(model, h, alpha, gamma)
+    config = greedy_config(model, max_new_tokens, use_cache=mode != "faithful", eos=eos)
+    return RowPlan(prompts=prompts, enc=enc, envoys=envoys, h=h_act, alpha=a_act, gamma=g_act, mask=mask,
+                   config=config, eos=eos)
+
+
+def steered_generate(
+    model: Any,
+    prompts: Sequence[str],
+    h: torch.Tensor,
+    alpha: torch.Tensor,
+    gamma: torch.Tensor,
+    *,
+    mode: Mode = "faithful",
+    max_new_tokens: int = 100,
+    batch_size: int | None = None,
+    backend: Backend | str | None = None,
+    stop_at_eos: bool = True,
+) -> list[GenerationOutput]:
+    """Greedy generation with every row steered toward its own reference.
+
+    Args:
+        model: a :class:`fsnn.models.load.LoadedModel`.
+        prompts: B prompt texts (the steering prompt of each row).
+        h: reference vectors, (B, layer, hidden) — eq. (1) of each row's prompt.
+        alpha: interpolation weight, (B, layer); 0 outside the steered layers.
+        gamma: additive strength, (B, layer); 0 outside the steered layers.
+        mode: ``faithful`` (no cache, parity) or ``cached`` (KV cache, running mean).
+        max_new_tokens: tokens to generate per row (fewer when the row hits EOS).
+        batch_size: rows per generate call (default: all B in one call).
+        backend: where the traces run (:mod:`fsnn.backends.base`; default local). This
+            function makes the traces; wrapping it in ``backend.call`` adds retries.
+        stop_at_eos: False generates exactly ``max_new_tokens`` per row (benchmarks).
+
+    Returns:
+        One :class:`GenerationOutput` per row, in order.
+
+    Raises:
+        FsnnError: shapes that do not match the model, NaN/inf coefficients, an unknown
+            mode, a prompt too long for the context.
+    """
+    n = len(prompts)
+    h, alpha, gamma = validated_inputs(model, n, h, alpha, gamma, mode=mode, max_new_tokens=max_new_tokens)
+    remote = resolve_backend(backend).nnsight_remote
+    step = batch_size or n
+    outputs: list[GenerationOutput] = []
+    for start in range(0, n, step):
+        sl = slice(start, start + step)
+        plan = plan_rows(model, list(prompts[sl]), h[sl], alpha[sl], gamma[sl], mode=mode,
+                         max_new_tokens=max_new_tokens, stop_at_eos=stop_at_eos)
+        outputs.extend(steer_rows(model, plan, mode=mode, max_new_tokens=max_new_tokens, remote=remote))
+    return outputs
+
+
+@torch.no_grad()
+def steer_rows(model: Any, plan: RowPlan, *, mode: Mode, max_new_tokens: int,
+               remote: bool | str = False) -> list[GenerationOutput]:
+    """One nnsight-traced generate call over one planned batch of rows."""
+    lm_head = model.lm.lm_head
+    envoys, h_act, a_act, g_act, mask = plan.envoys, plan.h, plan.alpha, plan.gamma, plan.mask
+    faithful = mode == "faithful"
+    with model.lm.generate(plan.enc, generation_config=plan.config, remote=remote) as tracer:
+        picked = nnsight.save([])  # saved before the loop: survives an early EOS stop
+        steer_steps(tracer, envoys, lm_head, h_act, a_act, g_act, mask, picked,
+                                 faithful=faithful, max_new_tokens=max_new_tokens)
+    return plan.outputs(model, picked)
+
+
+# --------------------------------------------------------------------------- NDIF sessions
+
+
+@torch.no_grad()
+def steer_in_session(
+    model: Any,
+    prompts: Sequence[str],
+    h: torch.Tensor,
+    alpha: torch.Tensor,
+    gamma: torch.Tensor,
+    *,
+    mode: str = "faithful",
+    max_new_tokens: int = 100,
+    batch_size: int | None = None,
+    backend: Backend | str | None = "ndif",
+    stop_at_eos: bool = True,
+) -> list[GenerationOutput]:
+    """:func:`fsnn.steering.steer.steered_generate`, every chunk a trace of ONE nnsight session.
+
+    With ``batch_size`` smaller than the number of rows, ``steered_generate`` makes one
+    remote request per chunk; here all chunks go in one request (one upload, one queue
+    wait, one download) and run one after the other on the server. Same arguments,
+    same outputs (tested equal). Each trace runs the same loop body as
+    :func:`fsnn.steering.steer.steer_rows` (:func:`fsnn.steering.intervention.steer_steps`, shipped by
+    value), so the two paths cannot drift apart.
+
+    Args:
+        model, prompts, h (B, layer, hidden), alpha (B, layer), gamma (B, layer), mode,
+        max_new_tokens, batch_size, stop_at_eos: as :func:`fsnn.steering.steer.steered_generate`.
+        backend: where the session runs (:mod:`fsnn.backends.base`; default NDIF).
+
+    Returns:
+        One :class:`~fsnn.steering.generation.GenerationOutput` per row, in order.
+    """
+    n = len(prompts)
+    h, alpha, gamma = validated_inputs(model, n, h, alpha, gamma, mode=mode, max_new_tokens=max_new_tokens)
+    faithful = mode == "faithful"
+    step_rows = batch_size or n
+    plans = [
+        plan_rows(model, list(prompts[start : start + step_rows]), h[start : start + step_rows],
+                  alpha[start : start + step_rows], gamma[start : start + step_rows], mode=mode,
+                  max_new_tokens=max_new_tokens, stop_at_eos=stop_at_eos)
+        for start in range(0, n, step_rows)
+    ]
+    lm = model.lm
+    lm_head = lm.lm_head
+    # plain tuples: a RowPlan (an fsnn class) could not be rebuilt on a server without fsnn
+    chunks = [(p.enc, p.config, p.envoys, p.h, p.alpha, p.gamma, p.mask) for p in plans]
+    with lm.session(remote=resolve_backend(backend).nnsight_remote):
+        results = nnsight.save([])
+        for enc, config, envoys, h_act, a_act, g_act, mask in chunks:
+            picked = []  # filled in place, so an early EOS stop keeps the steps it ran
+            results.append(picked)
+            with lm.generate(enc, generation_config=config) as tracer:
+                steer_steps(tracer, envoys, lm_head, h_act, a_act, g_act, mask, picked,
+                            faithful=faithful, max_new_tokens=max_new_tokens)
+    outputs: list[GenerationOutput] = []
+    for plan, picked in zip(plans, results, strict=True):
+        outputs.extend(plan.outputs(model, list(picked)))
+    return outputs

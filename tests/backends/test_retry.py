@@ -1,0 +1,73 @@
+"""One retry policy (fsnn.backends.retry) shared by the HTTP judges and the NDIF calls."""
+
+from __future__ import annotations
+
+import random
+
+import httpx
+import pytest
+
+from fsnn.errors import FsnnError
+from fsnn.judges import JudgeConfig
+from fsnn.judges.http import HttpJudge
+from fsnn.backends.ndif import is_transient
+from fsnn.backends.retry import RETRYABLE_STATUS, RetryPolicy, is_retryable_status
+
+CODES = [c for c in range(100, 600) if c != 200]
+
+
+def _judge_retries(code: int) -> bool:
+    """Whether HttpJudge sends a second request after one reply with ``code``."""
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(code)
+        return httpx.Response(code, json={})
+
+    config = JudgeConfig(
+        backend="http", model="m", base_url="http://judge.invalid/v1", max_retries=1, backoff_base=0.0
+    )
+    judge = HttpJudge(config, transport=httpx.MockTransport(handler))
+    grades = judge.grade_quality([("q", "a", "p")])
+    assert grades[0].missing
+    return len(seen) > 1
+
+
+def _ndif_retries(code: int) -> bool:
+    request = httpx.Request("POST", "http://ndif.invalid/request")
+    response = httpx.Response(code, request=request)
+    return is_transient(httpx.HTTPStatusError("x", request=request, response=response))
+
+
+def test_judges_and_ndif_retry_exactly_the_same_status_codes() -> None:
+    judge = {c for c in CODES if _judge_retries(c)}
+    ndif = {c for c in CODES if _ndif_retries(c)}
+    assert judge == ndif
+    assert judge == {c for c in CODES if is_retryable_status(c)} == set(RETRYABLE_STATUS)
+    assert {429, 503, 408}.issubset(judge) and not {400, 401, 404, 422}.intersection(judge)
+
+
+def test_delay_backoff_cap_jitter_and_retry_after() -> None:
+    exact = RetryPolicy(backoff_base=1.0, backoff_max=5.0, jitter=0.0)
+    assert [exact.delay(k) for k in range(4)] == [1.0, 2.0, 4.0, 5.0]
+    assert exact.delay(0, retry_after=30.0) == 30.0
+    assert RetryPolicy(max_retry_after=10.0).delay(0, retry_after=99.0) == 10.0
+    jittered = RetryPolicy(backoff_base=2.0, backoff_max=60.0, jitter=0.5, rng=random.Random(0))
+    waits = [jittered.delay(1) for _ in range(50)]
+    assert all(2.0 <= w <= 4.0 for w in waits) and len(set(waits)) > 1
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"attempts": 0}, {"backoff_base": -1.0}, {"jitter": 1.5}, {"max_retry_after": -1}]
+)
+def test_policy_validation(kwargs) -> None:
+    with pytest.raises(FsnnError):
+        RetryPolicy(**kwargs)
+
+
+def test_judge_policy_comes_from_its_config() -> None:
+    config = JudgeConfig(
+        backend="http", model="m", base_url="http://x/v1", max_retries=4, backoff_base=0.5, backoff_max=7.0
+    )
+    policy = HttpJudge(config).policy
+    assert (policy.attempts, policy.backoff_base, policy.backoff_max) == (5, 0.5, 7.0)
