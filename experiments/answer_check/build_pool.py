@@ -2,13 +2,14 @@
 
 Writes ``experiments/answer_check/pool.csv`` (see README.md in this folder) and, with
 ``--sheet-dir``, one readable labelling sheet per split (``heldout_sheet.md`` first, then
-``HELDOUT_READY``, then ``tune_sheet.md``). Sheets hold question, gold and completion
-text, so they are never committed.
+``HELDOUT_READY``, then ``tune_sheet.md``, then ``heldout2_sheet.md``; ``--sheets`` picks
+some of them). Sheets hold question, gold and completion text, so they are never
+committed.
 
 Usage::
 
     FSNN_RELEASE_DIR=... FSNN_SIMPLEQA_CSV=... python experiments/answer_check/build_pool.py \\
-        [--sheet-dir DIR]
+        [--sheet-dir DIR [--sheets heldout2 ...]]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pool as P  # noqa: E402
 
 def _sheet(rows: list[dict], split: str, path: Path, seed: int) -> None:
     mine = [r for r in rows if r["split"] == split]
-    order = np.random.default_rng(seed + 2 + P.SPLITS.index(split)).permutation(len(mine))
+    order = np.random.default_rng(seed + 2 + P.ALL_SPLITS.index(split)).permutation(len(mine))
     lines = [
         f"# Labelling sheet: {split} ({len(mine)} items, random order)",
         "",
@@ -63,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--simpleqa-csv", default=os.environ.get("FSNN_SIMPLEQA_CSV"))
     parser.add_argument("--out", default=str(P.POOL_CSV))
     parser.add_argument("--sheet-dir", help="write the labelling sheets here (not committed)")
+    parser.add_argument(
+        "--sheets",
+        nargs="+",
+        choices=P.ALL_SPLITS,
+        default=list(P.ALL_SPLITS),
+        help="the splits whose sheets --sheet-dir gets (default: all)",
+    )
     parser.add_argument("--seed", type=int, default=P.SEED)
     args = parser.parse_args(argv)
     if not args.release_dir or not args.simpleqa_csv:
@@ -80,9 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         full = P.load_pool(args.release_dir, args.simpleqa_csv, args.out)  # checks the sha1s
         out = Path(args.sheet_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _sheet(full, "heldout", out / "heldout_sheet.md", args.seed)
-        (out / "HELDOUT_READY").write_text("heldout_sheet.md complete\n", encoding="utf-8")
-        _sheet(full, "tune", out / "tune_sheet.md", args.seed)
+        if "heldout" in args.sheets:
+            _sheet(full, "heldout", out / "heldout_sheet.md", args.seed)
+            (out / "HELDOUT_READY").write_text("heldout_sheet.md complete\n", encoding="utf-8")
+        for split in ("tune", P.HELDOUT2):
+            if split in args.sheets:
+                _sheet(full, split, out / f"{split}_sheet.md", args.seed)
         print(f"sheets: {out}")
     return 0
 

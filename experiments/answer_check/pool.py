@@ -13,6 +13,11 @@ A candidate is one (question, gold answer, completion) triple. Sources:
   ``completion`` over (method, prompt), coord ``question_id`` = SimpleQA row).
 * ``readable_labels`` -- ``tests/data/readable_labels.csv`` (SmolLM2-135M, column
   ``completion``, ``simpleqa_id``).
+* ``release:initial`` -- only for the split ``heldout2``: the release's
+  ``simpleqa_initial_outputs.csv`` (Gemma-2-2B baseline answers to the first 500
+  SimpleQA questions, correct ones included), question matched to SimpleQA by exact
+  text, echoed question stripped as for ``release:baseline``. Stored like the other
+  release texts: reference and sha1 only.
 
 Questions and gold answers always come from the SimpleQA CSV by ``simpleqa_id``.
 """
@@ -31,6 +36,11 @@ ROOT = Path(__file__).resolve().parents[2]
 POOL_CSV = Path(__file__).resolve().parent / "pool.csv"
 SEED = 20261202
 SPLITS = ("tune", "heldout")
+HELDOUT2 = "heldout2"  # a second held-out batch, on questions in neither split above
+ALL_SPLITS = (*SPLITS, HELDOUT2)
+HELDOUT2_SEED = 20261203
+HELDOUT2_SIZE = 120  # to_hi: all of it up to half of this; to_lo: the rest
+INITIAL_FILE = "simpleqa_initial_outputs.csv"
 OVERLAP_HI = 0.5  # stratum "to_hi": gold-token overlap >= 0.5, else "to_lo"
 STRATA = ("to_hi", "to_lo")
 ORIGINS = ("own", "release")
@@ -99,6 +109,26 @@ def release_candidates(release_dir: str | Path, problems: list[str]) -> list[Can
             completion = text[len(prefix) :] if text.startswith(prefix) else text
             key = f"release/{files[method].format(i=i)}"
             out.append(Candidate(f"release:{method}", key, qid[question], completion, False))
+    return out
+
+
+def initial_candidates(release_dir: str | Path, problems: list[str]) -> list[Candidate]:
+    """``release:initial``: one candidate per row of ``simpleqa_initial_outputs.csv``
+    whose question is a SimpleQA question (exact text); ``#row=i`` counts data rows from 0."""
+    path = Path(release_dir).expanduser() / INITIAL_FILE
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and not {"prompt", "response"} <= set(rows[0]):
+        raise ValueError(f"{INITIAL_FILE}: needs the columns prompt and response")
+    qid = {q: k for k, q in enumerate(problems)}
+    out = []
+    for i, r in enumerate(rows):
+        question, text = r["prompt"], r["response"]
+        if question not in qid:
+            continue
+        completion = text[len(question) :] if text.startswith(question) else text
+        key = f"release/{INITIAL_FILE}#row={i}"
+        out.append(Candidate("release:initial", key, qid[question], completion, False))
     return out
 
 
@@ -195,6 +225,8 @@ def build(release_dir: str | Path, simpleqa_csv: str | Path, seed: int = SEED):
     within a cell the draw is uniform without replacement. ``stratum`` names the cell
     (e.g. ``to_hi:own``); ``weight`` = cell size / cell sample (inverse inclusion
     probability), so population rates of a split are weighted means over its items.
+    The ``heldout2`` rows (:func:`_heldout2`) are appended after these, with their own
+    generator, so the rows of ``tune`` and ``heldout`` do not depend on them.
     """
     problems, answers = read_simpleqa(simpleqa_csv)
     cands, counts = candidates(release_dir, problems)
@@ -220,27 +252,68 @@ def build(release_dir: str | Path, simpleqa_csv: str | Path, seed: int = SEED):
                 cell = f"{stratum}:{origin}"
                 counts[f"{s}:{cell}"] = f"{n} of {len(members)}"
                 pick = sorted(rng.choice(len(members), size=n, replace=False).tolist())
-                for k in pick:
-                    c = members[k]
-                    rows.append(
-                        {
-                            "item": "i" + sha1(c.source_key)[:10],
-                            "split": s,
-                            "stratum": cell,
-                            "source": c.source,
-                            "source_key": c.source_key,
-                            "simpleqa_id": c.simpleqa_id,
-                            "completion_sha1": sha1(c.completion),
-                            "overlap": gold_overlap(answers[c.simpleqa_id], c.completion),
-                            "stratum_size": len(members),
-                            "stratum_sampled": n,
-                            "weight": round(len(members) / n, 6),
-                            "completion": c.completion if c.own else "",
-                        }
-                    )
+                rows += [_row(members[k], s, cell, len(members), n, answers) for k in pick]
+    rows += _heldout2(release_dir, problems, answers, split, counts)
     items = [r["item"] for r in rows]
     assert len(set(items)) == len(items), "item ids collide"
     return rows, counts
+
+
+def _row(c: Candidate, split: str, cell: str, size: int, n: int, answers: list[str]) -> dict:
+    return {
+        "item": "i" + sha1(c.source_key)[:10],
+        "split": split,
+        "stratum": cell,
+        "source": c.source,
+        "source_key": c.source_key,
+        "simpleqa_id": c.simpleqa_id,
+        "completion_sha1": sha1(c.completion),
+        "overlap": gold_overlap(answers[c.simpleqa_id], c.completion),
+        "stratum_size": size,
+        "stratum_sampled": n,
+        "weight": round(size / n, 6),
+        "completion": c.completion if c.own else "",
+    }
+
+
+def _heldout2(
+    release_dir: str | Path,
+    problems: list[str],
+    answers: list[str],
+    split: dict[int, str],
+    counts: dict,
+    seed: int = HELDOUT2_SEED,
+) -> list[dict]:
+    """The ``heldout2`` rows: ``release:initial`` completions of questions that are in
+    neither ``tune`` nor ``heldout`` (not in ``split``, i.e. no candidate of the first
+    pool), empty ones dropped. Strata as in :func:`build` (origin: ``release``):
+    ``to_hi`` gets up to half of :data:`HELDOUT2_SIZE` (all of it when fewer exist),
+    ``to_lo`` the rest; uniform draws without replacement with ``default_rng(seed)``.
+    """
+    cands = [
+        c for c in initial_candidates(release_dir, problems)
+        if c.simpleqa_id not in split and c.completion.strip()
+    ]  # fmt: skip
+    counts[f"{HELDOUT2}:candidates"] = len(cands)
+    rng = np.random.default_rng(seed)
+    cells = {
+        stratum: [
+            c for c in cands
+            if (gold_overlap(answers[c.simpleqa_id], c.completion) >= OVERLAP_HI)
+            == (stratum == "to_hi")
+        ]
+        for stratum in STRATA
+    }  # fmt: skip
+    n_hi = min(HELDOUT2_SIZE // 2, len(cells["to_hi"]))
+    sizes = {"to_hi": n_hi, "to_lo": min(HELDOUT2_SIZE - n_hi, len(cells["to_lo"]))}
+    rows = []
+    for stratum in STRATA:
+        members, n = cells[stratum], sizes[stratum]
+        cell = f"{stratum}:release"
+        counts[f"{HELDOUT2}:{cell}"] = f"{n} of {len(members)}"
+        pick = sorted(rng.choice(len(members), size=n, replace=False).tolist())
+        rows += [_row(members[k], HELDOUT2, cell, len(members), n, answers) for k in pick]
+    return rows
 
 
 # ------------------------------------------------------------------ loader
@@ -271,7 +344,9 @@ def load_pool(
         if r["source"].startswith("release:"):
             if release is None:
                 release = {
-                    c.source_key: c.completion for c in release_candidates(release_dir, problems)
+                    c.source_key: c.completion
+                    for c in release_candidates(release_dir, problems)
+                    + initial_candidates(release_dir, problems)
                 }
             if r["source_key"] not in release:
                 raise ValueError(f"{r['item']}: {r['source_key']} not in the release")
