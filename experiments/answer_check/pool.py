@@ -88,7 +88,7 @@ def read_simpleqa(path: str | Path) -> tuple[list[str], list[str]]:
 
 
 def release_candidates(release_dir: str | Path, problems: list[str]) -> list[Candidate]:
-    from fsnn.release import read_release
+    from fsnn.analysis.release import read_release
 
     tables = read_release(release_dir)
     qid = {q: k for k, q in enumerate(problems)}

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fsnn.judges.states_answer import check
-from fsnn.metrics import token_overlap
-from fsnn.scoring import TOKEN_OVERLAP_THRESHOLD
-from fsnn.stats import wilson_interval
+from fsnn.judges.metrics import token_overlap
+from fsnn.judges.scoring import TOKEN_OVERLAP_THRESHOLD
+from fsnn.analysis.stats import wilson_interval
 
 HERE = Path(__file__).resolve().parent
-SPLITS = ("tune", "heldout")
+SPLITS = ("tune", "heldout", "heldout2")
 
 
 def load_pool_module(pool_dir: Path):

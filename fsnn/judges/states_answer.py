@@ -74,8 +74,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..degeneration import readable
-from ..errors import FsnnError
+from .degeneration import readable
+from fsnn.errors import FsnnError
 
 __all__ = [
     "STOP_WORDS",
