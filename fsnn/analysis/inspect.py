@@ -34,7 +34,7 @@ import xarray as xr
 from fsnn.errors import FsnnError
 from .stats import DEFAULT_N_BOOT, DEFAULT_SEED, mcnemar_exact, paired_bootstrap_diff
 from fsnn.store.files import check_dims, read_dataset
-from .summary import MEAN_TO, METRICS, fmt_diff, fmt_mean, fmt_rate, outcomes, summarize
+from .summary import LEADING, MEAN_TO, METRICS, fmt_diff, fmt_mean, fmt_rate, outcomes, summarize
 
 __all__ = [
     "RunFolder",
@@ -337,7 +337,7 @@ def format_prompt(run: RunFolder, prompt_id: int, method: str | None = None, *, 
 
 # ---------------------------------------------------------------------- compare
 
-_ORDER = [METRICS[0][0], MEAN_TO, *[k for k, _ in METRICS[1:]]]
+_ORDER = [*LEADING, MEAN_TO, *[k for k, _ in METRICS if k not in LEADING]]
 
 
 def _shared(a: xr.Dataset, b: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -3,8 +3,12 @@
 Used by ``fsnn run`` (``summary.md``/``summary.json``), the release import, ``fsnn
 compare`` and ``fsnn report``, so every place shows the same numbers.
 
-Per method: prompts, mean TO, and the rates TO >= 0.5 (and "TO >= 0.5 & readable" first
-when ``results.nc`` holds ``readable``), composite >= 0.6, judge >= 4 and SimpleQA
+Per method: prompts, and first the headline rate **states the answer**
+(:func:`fsnn.judges.states_answer.states_answer`: readable, and every content token of the
+gold answer that the question lacks appears in the completion; validated against hand
+labels, docs/answer_check.md), computed from the stored completions, so every run and
+the release import have it; then mean TO and the paper's rates TO >= 0.5 (with "TO >= 0.5
+& readable" when ``results.nc`` holds ``readable``), composite >= 0.6, judge >= 4 and SimpleQA
 CORRECT, each with a seeded percentile-bootstrap 95% interval over prompts
 (:mod:`fsnn.analysis.stats`). Each steered method is compared with ``baseline`` on the same
 prompts: the paired bootstrap interval of the difference and the exact McNemar p-value.
@@ -33,6 +37,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from fsnn.judges.states_answer import states_answer_many
 from fsnn.judges.scoring import COMPOSITE_THRESHOLD, JUDGE_THRESHOLD, TOKEN_OVERLAP_THRESHOLD, accurate
 from .stats import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_mean, mcnemar_exact, paired_bootstrap_diff, wilson_interval
 from fsnn.store.files import atomic_write_text
@@ -48,6 +53,7 @@ __all__ = [
     "write_summary",
 ]
 
+STATES_ANSWER = "states_answer"
 READABLE_TO = f"readable_token_overlap_ge_{TOKEN_OVERLAP_THRESHOLD:g}"
 TO_RATE = f"token_overlap_ge_{TOKEN_OVERLAP_THRESHOLD:g}"
 COMPOSITE_RATE = f"composite_ge_{COMPOSITE_THRESHOLD:g}"
@@ -56,6 +62,7 @@ CORRECT_RATE = "simpleqa_correct"
 
 # Rate keys and their labels, in the order the table shows them.
 METRICS: tuple[tuple[str, str], ...] = (
+    (STATES_ANSWER, "states the answer"),
     (READABLE_TO, f"TO >= {TOKEN_OVERLAP_THRESHOLD:g} & readable"),
     (TO_RATE, f"TO >= {TOKEN_OVERLAP_THRESHOLD:g}"),
     (COMPOSITE_RATE, f"composite >= {COMPOSITE_THRESHOLD:g}"),
@@ -63,6 +70,7 @@ METRICS: tuple[tuple[str, str], ...] = (
     (CORRECT_RATE, "SimpleQA CORRECT"),
 )
 MEAN_TO = "mean_token_overlap"
+LEADING = (STATES_ANSWER, READABLE_TO)  # shown before the mean TO (summary, compare, report)
 
 
 def metric_labels() -> dict[str, str]:
@@ -100,6 +108,7 @@ def outcomes(results: xr.Dataset, method: str) -> dict[str, np.ndarray | None]:
         does not exist for this dataset (no judge scores, no grades, no ``readable``).
     """
     out: dict[str, np.ndarray | None] = {}
+    out[STATES_ANSWER] = _states_answer(results, method)
     to = _floats(results, "token_overlap", method)
     has_to = np.isfinite(to)
     with np.errstate(invalid="ignore"):
@@ -134,6 +143,17 @@ def outcomes(results: xr.Dataset, method: str) -> dict[str, np.ndarray | None]:
     else:
         out[CORRECT_RATE] = np.where(grades != "", (grades == "CORRECT").astype(float), np.nan)
     return out
+
+
+def _states_answer(results: xr.Dataset, method: str) -> np.ndarray | None:
+    """1/0 per prompt: the completion states the gold answer (NaN: no completion)."""
+    if "completion" not in results or "answer" not in results.coords or "question" not in results.coords:
+        return None
+    completions = _strings(results, "completion", method)
+    questions = [str(q) for q in np.ravel(results.coords["question"].values)]
+    answers = [str(a) for a in np.ravel(results.coords["answer"].values)]
+    stated = states_answer_many(questions, answers, list(completions)).astype(float)
+    return np.where(completions != "", stated, np.nan)
 
 
 def _rate(values: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
@@ -211,10 +231,10 @@ def summarize(
     a = results.attrs
     return {
         "methods": entries,
-        # "TO & readable" (when present) leads: plain TO rewards degenerate repetition
-        "metrics": [{"key": k, "label": dict(METRICS)[k]} for k in keys if k == READABLE_TO]
+        # "states the answer" leads, then "TO & readable": plain TO rewards echoes and loops
+        "metrics": [{"key": k, "label": dict(METRICS)[k]} for k in keys if k in LEADING]
         + [{"key": MEAN_TO, "label": "mean TO"}]
-        + [{"key": k, "label": dict(METRICS)[k]} for k in keys if k != READABLE_TO],
+        + [{"key": k, "label": dict(METRICS)[k]} for k in keys if k not in LEADING],
         "reference": reference,
         "n_boot": n_boot,
         "seed": seed,

@@ -183,11 +183,12 @@ def test_compare_shows_a_metric_only_one_run_has(tmp_path):
     a = make_run(tmp_path / "a", judged=False, to=TO)
     b = make_run(tmp_path / "b", judged=False, to=TO, readable=np.ones((3, 6), dtype=int))
     comp = compare_runs([open_run(a), open_run(b)])
-    assert comp["metrics"][0]["key"] == "readable_token_overlap_ge_0.5"
+    assert [m["key"] for m in comp["metrics"][:2]] == ["states_answer", "readable_token_overlap_ge_0.5"]
     text = format_compare(comp)
     row_a = next(line for line in text.splitlines() if line.startswith("A ") and " full " in line)
     row_b = next(line for line in text.splitlines() if line.startswith("B ") and " full " in line)
-    assert row_a.split()[3] == "n/a" and row_b.split()[3] == "3"  # A has no readable; B: 3 of 6
+    # columns: run, method, prompts, then "states the answer" (k, pct, [lo, hi]) and the readable rate
+    assert row_a.split()[7] == "n/a" and row_b.split()[7] == "3"  # A has no readable; B: 3 of 6
 
 
 def test_prompt_ids_fall_back_to_positions_without_simpleqa_ids(tmp_path):

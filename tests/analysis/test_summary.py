@@ -64,7 +64,7 @@ def test_failed_judge_calls_are_counted_and_shown():
     assert s["segmented"]["rates"][COMP_KEY]["n"] == 4
     text = format_summary(res)
     assert "segmented: 2 judge failures (left out of" in text
-    assert "judge failures" in text.splitlines()[8]  # a row of the main table too
+    assert "judge failures" in text.splitlines()[9]  # a row of the main table too
 
 
 def test_readable_rate_comes_first_and_is_optional():
@@ -72,11 +72,11 @@ def test_readable_rate_comes_first_and_is_optional():
     readable = np.array([[1, 0, 1, 1, 1, 1], [1, 1, 0, 0, 1, 1], [1, 1, 1, 1, 1, 0]])
     s = summarize(make_results(to=to, readable=readable))
     keys = [m["key"] for m in s["metrics"]]
-    assert keys[:3] == [f"readable_{TO_KEY}", "mean_token_overlap", TO_KEY]
+    assert keys[:4] == ["states_answer", f"readable_{TO_KEY}", "mean_token_overlap", TO_KEY]
     rates = {e["method"]: e["rates"][f"readable_{TO_KEY}"]["k"] for e in s["methods"]}
     assert rates == {"baseline": 1, "full": 2, "segmented": 5}
     labels = [line.split("  ")[0] for line in format_summary(s).splitlines()]
-    assert labels[3:6] == ["TO >= 0.5 & readable", "mean TO", "TO >= 0.5"]  # after header, rule, prompts
+    assert labels[3:7] == ["states the answer", "TO >= 0.5 & readable", "mean TO", "TO >= 0.5"]  # after header, rule, prompts
     plain = summarize(make_results(to=to))
     assert f"readable_{TO_KEY}" not in [m["key"] for m in plain["metrics"]]
     assert "readable" not in format_summary(plain)
@@ -125,3 +125,21 @@ def test_json_holds_a_wilson_cross_check_where_the_bootstrap_collapses():
     assert (base["low"], base["high"]) == (0.0, 0.0)
     assert base["wilson"][0] == pytest.approx(0.0, abs=1e-12) and 0.3 < base["wilson"][1] < 0.5
     assert "its Wilson interval is in summary.json" in format_summary(res)
+
+
+def test_states_the_answer_leads_and_is_read_from_the_completions():
+    """The fixture's completion names the gold answer exactly where TO >= 0.5 ("full says
+    Canberra because ..."), and says "something else" elsewhere: the headline rate is the
+    share of those prompts, computed from the stored text (no variable holds it)."""
+    to = np.array([[1, 0, 0, 0, 0, 0], [1, 1, 0.25, 1, 0, 0], [1, 1, 1, 1, 1, 0.5]], float)
+    res = make_results(to=to)
+    assert "states_answer" not in res
+    s = summarize(res)
+    assert s["metrics"][0] == {"key": "states_answer", "label": "states the answer"}
+    got = {e["method"]: (e["rates"]["states_answer"]["k"], e["rates"]["states_answer"]["n"]) for e in s["methods"]}
+    assert got == {"baseline": (1, 6), "full": (3, 6), "segmented": (6, 6)}
+    # an echo of the question is not an answer: replace one hit by the question's own words
+    comp = res.completion.values.copy()
+    comp[1, 0] = "full says the IEEE Frank Rosenblatt Award in 2010."
+    res["completion"] = (("method", "prompt"), comp)
+    assert _by_method(summarize(res))["full"]["rates"]["states_answer"]["k"] == 2
