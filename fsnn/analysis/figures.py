@@ -42,7 +42,7 @@ from fsnn.judges.scoring import COMPOSITE_THRESHOLD, JUDGE_THRESHOLD
 from fsnn.judges.scoring import TOKEN_OVERLAP_THRESHOLD as TO_THRESHOLD
 from .stats import bootstrap_mean
 from fsnn.store.files import read_dataset
-from .summary import COMPOSITE_RATE, CORRECT_RATE, JUDGE_RATE, TO_RATE, outcomes
+from .summary import COMPOSITE_RATE, CORRECT_RATE, JUDGE_RATE, STATES_ANSWER, TO_RATE, outcomes
 
 __all__ = [
     "DPI",
@@ -68,6 +68,7 @@ _EXTRA_COLORS = ("#2f855a", "#805ad5", "#c53030", "#319795", "#b7791f", "#d53f8c
 SUBSET_COLORS = ("#a0aec0", "#4a5568", "#c05621")
 DPI = 200
 FIGURES = (
+    "fig0_states_answer",
     "fig1_topics",
     "fig2_accuracy",
     "fig3_scores",
@@ -190,6 +191,36 @@ def _missing_note(ax: Axes, x: float, text: str) -> None:
 
 def _headroom(ax: Axes, top: float, factor: float = 1.3) -> None:
     ax.set_ylim(0, max(top * factor, 1.0))
+
+
+# ------------------------------------------------------------------------- figure 0
+
+
+def fig0_states_answer(results: xr.Dataset) -> Figure:
+    """The headline: per method, the share of prompts whose completion states the answer
+    (:func:`fsnn.judges.states_answer.states_answer`, docs/answer_check.md), beside the
+    paper's TO >= 0.5, each with its 95% bootstrap interval over prompts."""
+    methods = _methods(results)
+    x = np.arange(len(methods))
+    per = {m: outcomes(results, m) for m in methods}
+    with mpl.rc_context(_STYLE):
+        fig = _new_figure((4.6, 3.0))
+        ax = fig.subplots()
+        top, width = 0.0, 0.38
+        for i, m in enumerate(methods):
+            for shift, key, alpha in ((-width / 2, STATES_ANSWER, 1.0), (width / 2, TO_RATE, 0.35)):
+                v = per[m][key]
+                if v is None or not np.isfinite(v).any():
+                    _missing_note(ax, x[i] + shift, "no text")
+                    continue
+                top = max(top, _rate_bar(ax, x[i] + shift, v, _color(m, methods), width))
+                ax.patches[-1].set_alpha(alpha)
+        _headroom(ax, top, 1.35)
+        ax.set_xticks(x, [_label(m) for m in methods])
+        ax.set_ylabel("% of prompts")
+        ax.set_title("States the answer (solid) and TO ≥ %g (pale, the paper's)" % TO_THRESHOLD)
+        _caption(fig, results, INTERVAL_NOTE)
+    return fig
 
 
 # ------------------------------------------------------------------------- figure 1
@@ -641,7 +672,7 @@ def run_figures(
     best_of_k: bool = False,
 ) -> list[tuple[str, Figure]]:
     """Every figure the given datasets allow, as (file stem, figure), in :data:`FIGURES` order."""
-    figures: list[tuple[str, Figure]] = []
+    figures: list[tuple[str, Figure]] = [("fig0_states_answer", fig0_states_answer(results))]
     if subsets is not None:
         figures.append(("fig1_topics", fig1_topics(subsets)))
     figures.append(("fig2_accuracy", fig2_accuracy(results)))
