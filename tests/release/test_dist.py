@@ -212,3 +212,11 @@ def test_citation_cff_cites_the_package_and_the_paper():
     assert [(a["given-names"], a["family-names"]) for a in paper["authors"]] == [
         ("Waldemar", "Chang"), ("Alhassan", "Yasin")]  # fmt: skip
     assert paper["year"] == 2025
+
+
+def test_the_version_is_the_same_everywhere_it_is_written():
+    init = (ROOT / "fsnn" / "__init__.py").read_text(encoding="utf-8")
+    literal = re.search(r'^__version__ = "([^"]+)"', init, re.M)
+    if literal is None:
+        pytest.skip("fsnn.__version__ is not a literal (read from the installed metadata)")
+    assert literal.group(1) == PROJECT["version"]
