@@ -52,11 +52,6 @@ __all__ = ["MODES", "Mode", "RowPlan", "Steering", "plan_rows", "steer_in_sessio
 Mode = Literal["faithful", "cached"]
 MODES: tuple[str, ...] = ("faithful", "cached")
 
-# The loop body and the math travel by value in remote (NDIF) requests: the server
-# has no fsnn.
-nnsight.register(fusion)
-nnsight.register(layers)
-nnsight.register(intervention)
 
 
 def _as_tensor(values: Any, name: str) -> torch.Tensor:
@@ -329,6 +324,8 @@ def steer_rows(model: Any, plan: RowPlan, *, mode: Mode, max_new_tokens: int,
     lm_head = model.lm.lm_head
     envoys, h_act, a_act, g_act, mask = plan.envoys, plan.h, plan.alpha, plan.gamma, plan.mask
     faithful = mode == "faithful"
+    if remote:
+        intervention.register_for_remote()
     with model.lm.generate(plan.enc, generation_config=plan.config, remote=remote) as tracer:
         picked = nnsight.save([])  # saved before the loop: survives an early EOS stop
         steer_steps(tracer, envoys, lm_head, h_act, a_act, g_act, mask, picked,
@@ -384,7 +381,10 @@ def steer_in_session(
     lm_head = lm.lm_head
     # plain tuples: a RowPlan (an fsnn class) could not be rebuilt on a server without fsnn
     chunks = [(p.enc, p.config, p.envoys, p.h, p.alpha, p.gamma, p.mask) for p in plans]
-    with lm.session(remote=resolve_backend(backend).nnsight_remote):
+    remote = resolve_backend(backend).nnsight_remote
+    if remote:
+        intervention.register_for_remote()
+    with lm.session(remote=remote):
         results = nnsight.save([])
         for enc, config, envoys, h_act, a_act, g_act, mask in chunks:
             picked = []  # filled in place, so an early EOS stop keeps the steps it ran
