@@ -20,6 +20,6 @@ MODES: tuple[str, ...] = ("faithful", "cached")
 def check_generation(*, mode: str | None = None, max_new_tokens: int | None = None) -> None:
     """Raise a one-line :class:`FsnnError` for an unknown mode or a length below 1."""
     if mode is not None and mode not in MODES:
-        raise FsnnError(f"mode must be faithful or cached, got {mode!r}")
+        raise FsnnError(f"unknown steering mode {mode!r}: mode must be faithful or cached")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise FsnnError(f"max_new_tokens must be >= 1, got {max_new_tokens}")

@@ -46,11 +46,10 @@ from .decode import GenerationOutput, decode_rows, encode, eos_ids, greedy_confi
 from fsnn.errors import FsnnError
 from .intervention import steer_pass, steer_steps
 from .layout import SegmentLayout, Strengths
+from .modes import MODES, Mode, check_generation
 
 __all__ = ["MODES", "Mode", "RowPlan", "Steering", "plan_rows", "steer_in_session", "steer_rows", "steered_generate"]
 
-Mode = Literal["faithful", "cached"]
-MODES: tuple[str, ...] = ("faithful", "cached")
 
 
 
@@ -88,10 +87,7 @@ def validated_inputs(
 
     Shared by every entry point (local, remote session) so they refuse the same input.
     """
-    if mode not in MODES:
-        raise FsnnError(f"unknown steering mode {mode!r}; choose one of {MODES}")
-    if max_new_tokens < 1:
-        raise FsnnError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    check_generation(mode=mode, max_new_tokens=max_new_tokens)
     h, alpha, gamma = _as_tensor(h, "references"), _as_tensor(alpha, "alpha"), _as_tensor(gamma, "gamma")
     _check_inputs(model, n_rows, h, alpha, gamma)
     return h, alpha, gamma
@@ -126,8 +122,7 @@ class Steering:
             raise FsnnError(f"references must be (layer, hidden) or (prompt, layer, hidden), got {tuple(h.shape)}")
         if not bool(torch.isfinite(h).all()):
             raise FsnnError("reference vectors hold NaN or inf")
-        if self.mode not in MODES:
-            raise FsnnError(f"unknown steering mode {self.mode!r}; choose one of {MODES}")
+        check_generation(mode=self.mode)
         self.strengths.layout.check(h.shape[-2])
         object.__setattr__(self, "references", h)
 
