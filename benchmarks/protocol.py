@@ -33,7 +33,8 @@ import torch
 from fsnn.backends.base import LocalBackend
 from fsnn.steering.generation import generate
 from fsnn.steering.layout import SegmentLayout, Strengths
-from fsnn.judges.metrics import Perplexity, objective, token_overlap
+from fsnn.judges.metrics import Perplexity, token_overlap
+from fsnn.search.objective import objective
 from fsnn.experiment.pipeline import RunConfig
 from fsnn.steering.prompts import PAPER_TEMPLATES, split_explanation
 from fsnn.steering.references import ReferenceItem, capture_references

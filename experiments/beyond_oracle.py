@@ -65,9 +65,10 @@ from tqdm import tqdm
 import fsnn
 from fsnn import beyond
 from fsnn.judges.degeneration import readable
-from fsnn.judges.metrics import ObjectiveConfig
+from fsnn.search.objective import ObjectiveConfig
 from fsnn.judges.scoring import TOKEN_OVERLAP_THRESHOLD, proxy_grade
-from fsnn.search.run import SAMPLERS, open_storage
+from fsnn.search.config import SAMPLERS
+from fsnn.search.run import open_storage
 from fsnn.store.files import atomic_write_text, provenance, write_dataset
 
 BASELINE = "Question: {q}\nAnswer:"
@@ -329,7 +330,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=0.7, help="self-consistency sampling temperature")
     p.add_argument("--mode", default="cached", choices=("cached", "faithful"), help="steering mode")
     p.add_argument("--parametrization", default="log_product", choices=PARAMETRIZATIONS,
-                   help="what the oracle and label-free searches sample (fsnn.steering.strength); log_product: "
+                   help="what the oracle and label-free searches sample (fsnn.search.strength); log_product: "
                         "k = alpha*gamma per segment on a log scale; alpha_gamma: the paper's U[0.01, 1]")
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS, help="Optuna sampler of the searches")
     p.add_argument("--start-trials", type=int, default=3,

@@ -47,7 +47,7 @@ from fsnn.judges.scoring import TOKEN_OVERLAP_THRESHOLD, proxy_grade
 from fsnn.search.run import SearchConfig, SearchItem, open_storage, run_search
 from fsnn.experiment.simpleqa import load_simpleqa, select_questions
 from fsnn.store.files import read_dataset, write_dataset
-from fsnn.steering.strength import norm_scales
+from fsnn.search.strength import norm_scales
 
 MAX_NEW_TOKENS = 48
 ENRICH_TOKENS = 100  # the pipeline's enrichment length at the paper's 100 new tokens
@@ -75,16 +75,18 @@ class Cell:
         return SearchConfig(
             n_trials=self.budget, batch_trials=self.batch_trials, batch_rows=64,
             parametrization=self.parametrization, sampler=self.sampler, start_trials=self.start_trials,
-            # the paper's TPE keeps Optuna's 10 random startup trials
-            n_startup_trials=10 if self.unreadable_penalty == 0 else 2,
+            # the paper's TPE keeps Optuna's random startup trials (SearchConfig.paper())
+            n_startup_trials=(SearchConfig.paper() if self.unreadable_penalty == 0 else SearchConfig()).n_startup_trials,
             unreadable_penalty=self.unreadable_penalty, seed=seed, score_on="completion",
         )
 
 
 def paper_cell(budget: int, layout: str = "full") -> Cell:
-    """The paper's recipe: (alpha, gamma) ~ U[0.01, 1], TPE, all trials asked at once, eq. (6) objective."""
-    return Cell(parametrization="alpha_gamma", sampler="tpe", start_trials=0, budget=budget, layout=layout,
-                unreadable_penalty=0.0, batch_trials=budget)
+    """The paper's recipe (:meth:`SearchConfig.paper`, its one definition) at ``budget`` trials."""
+    paper = SearchConfig.paper(n_trials=budget, batch_trials=budget)
+    return Cell(parametrization=paper.parametrization, sampler=paper.sampler, start_trials=paper.start_trials,
+                budget=budget, layout=layout, unreadable_penalty=paper.unreadable_penalty,
+                batch_trials=paper.batch_trials)
 
 
 def grid(kind: str, budgets: list[int], candidate_budget: int | None = None) -> list[Cell]:

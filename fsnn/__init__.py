@@ -45,6 +45,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import types
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -136,7 +137,7 @@ MOVED: dict[str, str] = {
     "fsnn.retry": "fsnn.backends.retry",
     "fsnn.fusion": "fsnn.steering.fusion",
     "fsnn.layout": "fsnn.steering.layout",
-    "fsnn.strength": "fsnn.steering.strength",
+    "fsnn.strength": "fsnn.search.strength",
     "fsnn.references": "fsnn.steering.references",
     "fsnn.steer": "fsnn.steering.steer",
     "fsnn.intervention": "fsnn.steering.intervention",
@@ -164,6 +165,12 @@ MOVED: dict[str, str] = {
 }
 del MOVED["fsnn.backends"]  # a folder of the same name: its module is fsnn.backends.base
 
+# names that left an old module for another one when it moved
+_SPLIT: dict[str, dict[str, str]] = {
+    "fsnn.metrics": {"ObjectiveConfig": "fsnn.search.objective", "objective": "fsnn.search.objective"},
+    "fsnn.degeneration": {"guarded_objective": "fsnn.search.objective"},
+}
+
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Imports an old module path as its new module (the same object), warning once."""
@@ -181,12 +188,25 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         warnings.warn(f"{spec.name} moved to {new}; the old path goes away after 0.3", FutureWarning,
                       stacklevel=2)
         module = importlib.import_module(new)
+        if spec.name in _SPLIT:  # a view of the new module that also finds the names that left it
+            return _SplitModule(spec.name, module, _SPLIT[spec.name])
         self._own_spec[new] = module.__spec__
         return module
 
     def exec_module(self, module: Any) -> None:
         # the import system stamped the old name's spec on the module: give it back its own
-        module.__spec__ = self._own_spec[module.__name__]
+        if module.__name__ in self._own_spec:
+            module.__spec__ = self._own_spec[module.__name__]
+
+
+class _SplitModule(types.ModuleType):
+    def __init__(self, name: str, main: Any, elsewhere: dict[str, str]) -> None:
+        super().__init__(name, main.__doc__)
+        self._main, self._elsewhere = main, elsewhere
+
+    def __getattr__(self, attr: str) -> Any:
+        where = self._elsewhere.get(attr)
+        return getattr(importlib.import_module(where) if where else self._main, attr)
 
 
 if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):

@@ -16,10 +16,13 @@ from typing import Any, NoReturn
 
 from . import __version__
 from .errors import FsnnError
+from .experiment.config import SELECTED_GRADES, RunConfig
+from .models import DEFAULT_MODEL
+from .search.config import PARAMETRIZATIONS, SAMPLERS
+from .steering.modes import MODES
 
 __all__ = ["build_parser", "main"]
 
-DEFAULT_MODEL = "smollm2-135m"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,8 +32,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"fsnn: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, except None ("not given": the run config decides)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _formatter(prog: str) -> argparse.HelpFormatter:
-    return argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=32)
+    return _Formatter(prog, max_help_position=32)
 
 
 def _ids(text: str) -> tuple[int, ...]:
@@ -91,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explanation", default="", help="explanation appended to the answer in the reference")
     p.add_argument("--strengths", default="full:0.5,0.5",
                    help="full:ALPHA,GAMMA | seg:a1,a2,a3,g1,g2,g3 | NAME=0-3,8-11:a1,a2,g1,g2")
-    p.add_argument("--mode", choices=("faithful", "cached"), default="faithful",
+    p.add_argument("--mode", choices=MODES, default="faithful",
                    help="faithful = the published method (no KV cache); cached = faster approximation")
     p.add_argument("--max-new-tokens", type=_positive, default=100, help="tokens to generate")
     p.add_argument("--load-in-8bit", action="store_true", help="load the weights in 8 bits (bitsandbytes)")
@@ -165,57 +177,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_options(p: argparse.ArgumentParser) -> None:
-    """``fsnn run``'s options; None defaults keep the RunConfig's default (shown in help)."""
-    from fsnn.experiment.pipeline import RunConfig
-    from fsnn.search.run import SAMPLERS
-    from fsnn.steering.strength import PARAMETRIZATIONS
+def _methods(text: str) -> tuple[str, ...]:
+    return tuple(m for m in text.split(",") if m)
 
-    d = RunConfig()
-    p.add_argument("--model", default=None, help=f"model alias, folder, .gguf or hub id (default {d.model})")
+
+# ``fsnn run``'s options that set a config field: (flag, flat RunConfig field, argparse
+# keywords, help with {default} filled from RunConfig). One table drives both the parser
+# and the mapping to the config; a flag's None means "not given" (config files and
+# --paper then decide), so every default shown comes from RunConfig itself.
+_RUN_FIELDS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
+    ("--model", "model", {}, "model alias, folder, .gguf or hub id (default {default})"),
+    ("--limit", "limit", {"type": _positive}, "the first N SimpleQA rows (default {default})"),
+    ("--ids", "ids", {"type": _ids}, "explicit SimpleQA row ids, comma separated"),
+    ("--stratified", "stratified", {"type": _positive}, "N rows sampled per topic, seeded"),
+    ("--methods", "methods", {"type": _methods}, "comma separated: full, segmented, NAME=0-3,8-11 (default {default})"),
+    ("--trials", "n_trials", {"type": _positive}, "Optuna trials per prompt and method (default {default}, the paper's)"),
+    ("--batch-trials", "batch_trials", {"type": _positive}, "trials asked together per prompt (default {default})"),
+    ("--batch-rows", "batch_rows", {"type": _positive}, "rows per steered generate call (default {default})"),
+    ("--sampler", "sampler", {"choices": SAMPLERS}, "Optuna sampler (default {default})"),
+    ("--parametrization", "parametrization", {"choices": PARAMETRIZATIONS},
+     "what the search varies, see docs/strength_study.md (default {default})"),
+    ("--start-trials", "start_trials", {"type": _non_negative},
+     "log-spaced strengths tried first on every prompt (default {default})"),
+    ("--n-startup-trials", "n_startup_trials", {"type": _non_negative},
+     "random trials before TPE/GP model the results (default {default})"),
+    ("--mode", "mode", {"choices": MODES},
+     "faithful = the published method, cached = faster approximation (default {default})"),
+    ("--max-new-tokens", "max_new_tokens", {"type": _positive}, "tokens per generation (default {default})"),
+    ("--select", "select", {"choices": tuple(SELECTED_GRADES)}, "which baseline grades are steered (default {default})"),
+    ("--score-on", "score_on", {"choices": ("full", "completion")},
+     "score the decoded text with the echoed prompt, or the completion (default {default})"),
+    ("--baseline-prompt", "baseline_prompt", {"choices": ("qa", "bare")},
+     "'Question: q\\nAnswer:' or the bare question (default {default})"),
+    ("--chat-template", "chat_template", {"action": "store_true"}, "wrap prompts in the chat template"),
+    ("--judge", "judge", {}, "local:MODEL, http:MODEL@BASE_URL or mistral (key from env); default: offline proxy"),
+    ("--judge-missing", "judge_missing", {"choices": ("zero", "exclude")},
+     "a missing judge score in the composite (default {default}, the release's)"),
+    ("--ppl-model", "ppl_model", {}, "perplexity scorer (default: the base model; gpt2 = paper)"),
+    ("--load-in-8bit", "load_in_8bit", {"action": "store_true"}, "8-bit weights (bitsandbytes)"),
+    ("--dtype", "dtype", {}, "weight dtype (default {default})"),
+    ("--device", "device", {}, "torch device (default {default})"),
+    ("--seed", "seed", {"type": int}, "subset and search seed (default {default})"),
+    ("--backend", "backend", {"choices": ("local", "serialised", "ndif")},
+     "where traces run; ndif needs NDIF_API_KEY and --ppl-model (default {default})"),
+    ("--skip-bad-rows", "on_bad_rows", {"action": "store_const", "const": "skip"},
+     "skip bad SimpleQA rows (default: stop)"),
+)
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """``fsnn run``'s options: the config table, then the options of the invocation."""
+    d = RunConfig().flat()
+    for flag, name, kw, text in _RUN_FIELDS:
+        shown = ",".join(d[name]) if isinstance(d.get(name), tuple) else d.get(name)
+        p.add_argument(flag, dest=name, default=None, help=text.format(default=shown), **kw)
     p.add_argument("--out", default="runs/default", help="run folder (rerun the same command to resume)")
     p.add_argument("--simpleqa-csv", default=None, help="SimpleQA CSV (default $FSNN_SIMPLEQA_CSV, else download)")
-    p.add_argument("--limit", type=_positive, default=None, help=f"the first N SimpleQA rows (default {d.limit})")
-    p.add_argument("--ids", type=_ids, default=None, help="explicit SimpleQA row ids, comma separated")
-    p.add_argument("--stratified", type=_positive, default=None, help="N rows sampled per topic, seeded")
-    p.add_argument("--methods", default=None,
-                   help=f"comma separated: full, segmented, NAME=0-3,8-11 (default {','.join(d.methods)})")
-    p.add_argument("--trials", type=_positive, default=None,
-                   help=f"Optuna trials per prompt and method (default {d.n_trials}, the paper's)")
-    p.add_argument("--batch-trials", type=_positive, default=None,
-                   help=f"trials asked together per prompt (default {d.batch_trials})")
-    p.add_argument("--batch-rows", type=_positive, default=None,
-                   help=f"rows per steered generate call (default {d.batch_rows})")
-    p.add_argument("--sampler", choices=SAMPLERS, default=None, help=f"Optuna sampler (default {d.sampler})")
-    p.add_argument("--parametrization", choices=PARAMETRIZATIONS, default=None,
-                   help=f"what the search varies, see docs/strength_study.md (default {d.parametrization})")
-    p.add_argument("--start-trials", type=_non_negative, default=None,
-                   help=f"log-spaced strengths tried first on every prompt (default {d.start_trials})")
-    p.add_argument("--n-startup-trials", type=_non_negative, default=None,
-                   help=f"random trials before TPE/GP model the results (default {d.n_startup_trials})")
-    p.add_argument("--mode", choices=("faithful", "cached"), default=None,
-                   help=f"faithful = the published method, cached = faster approximation (default {d.mode})")
-    p.add_argument("--max-new-tokens", type=_positive, default=None,
-                   help=f"tokens per generation (default {d.max_new_tokens})")
-    p.add_argument("--select", choices=("incorrect", "not-correct"), default=None,
-                   help=f"which baseline grades are steered (default {d.select})")
-    p.add_argument("--score-on", choices=("full", "completion"), default=None,
-                   help=f"score the decoded text with the echoed prompt, or the completion (default {d.score_on})")
-    p.add_argument("--baseline-prompt", choices=("qa", "bare"), default=None,
-                   help=f"'Question: q\\nAnswer:' or the bare question (default {d.baseline_prompt})")
-    p.add_argument("--chat-template", action="store_true", default=None, help="wrap prompts in the chat template")
-    p.add_argument("--judge", default=None,
-                   help="local:MODEL, http:MODEL@BASE_URL or mistral (key from env); default: offline proxy")
-    p.add_argument("--judge-missing", choices=("zero", "exclude"), default=None,
-                   help=f"a missing judge score in the composite (default {d.judge_missing}, the release's)")
-    p.add_argument("--ppl-model", default=None, help="perplexity scorer (default: the base model; gpt2 = paper)")
-    p.add_argument("--load-in-8bit", action="store_true", default=None, help="8-bit weights (bitsandbytes)")
-    p.add_argument("--dtype", default=None, help=f"weight dtype (default {d.dtype})")
-    p.add_argument("--device", default=None, help=f"torch device (default {d.device})")
-    p.add_argument("--seed", type=int, default=None, help=f"subset and search seed (default {d.seed})")
-    p.add_argument("--backend", choices=("local", "serialised", "ndif"), default=None,
-                   help=f"where traces run; ndif needs NDIF_API_KEY and --ppl-model (default {d.backend})")
-    p.add_argument("--skip-bad-rows", action="store_true", help="skip bad SimpleQA rows (default: stop)")
     p.add_argument("--force-new", action="store_true", help="start over a folder made with another config")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--config", metavar="TOML", default=None,
@@ -262,20 +279,11 @@ def _steer(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from fsnn.analysis.summary import summary_table
     from fsnn.experiment.config_file import resolve_from_cli
-    from fsnn.experiment.pipeline import run_pipeline, summary_table
+    from fsnn.experiment.pipeline import run_pipeline
 
-    flags = dict(
-        model=args.model, limit=args.limit, ids=args.ids, stratified=args.stratified,
-        methods=tuple(m for m in args.methods.split(",") if m) if args.methods else None,
-        n_trials=args.trials, batch_trials=args.batch_trials, batch_rows=args.batch_rows, sampler=args.sampler,
-        parametrization=args.parametrization, start_trials=args.start_trials,
-        n_startup_trials=args.n_startup_trials, mode=args.mode, max_new_tokens=args.max_new_tokens,
-        select=args.select, score_on=args.score_on, baseline_prompt=args.baseline_prompt,
-        chat_template=args.chat_template, judge=args.judge, judge_missing=args.judge_missing,
-        ppl_model=args.ppl_model, load_in_8bit=args.load_in_8bit, dtype=args.dtype, device=args.device,
-        seed=args.seed, backend=args.backend, on_bad_rows="skip" if args.skip_bad_rows else None,
-    )
+    flags = {name: getattr(args, name) for _, name, _, _ in _RUN_FIELDS}
     # precedence flags > --config file > --paper preset > RunConfig defaults; printed first
     config, header = resolve_from_cli(args.config, args.paper, flags)
     print(header)

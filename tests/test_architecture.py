@@ -167,6 +167,74 @@ def test_no_import_cycles_in_fsnn() -> None:
     assert not found, "import cycles in fsnn/:\n" + "\n".join(_path_in(c, graph) for c in found)
 
 
+# --------------------------------------------------------------- layers (docs/architecture.md)
+
+# folder (or top-level module) -> layer; a module may import its own folder, any lower
+# layer, and the same-layer folders listed in SAME_LAYER_ALLOWED (docs/architecture.md)
+LAYERS = {"errors": 0, "store": 1, "backends": 1, "models": 1, "steering": 2, "judges": 2, "search": 3,
+          "analysis": 3, "experiment": 4, "cli": 5, "__main__": 5, "": 5}
+SAME_LAYER_ALLOWED = {("models", "store")}
+
+
+def _folder(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    found = []
+    for a, targets in sorted(graph.items()):
+        fa = _folder(a)
+        for b in sorted(targets):
+            fb = _folder(b)
+            if fa == fb or LAYERS[fb] < LAYERS[fa] or (fa, fb) in SAME_LAYER_ALLOWED:
+                continue
+            if LAYERS[fa] == LAYERS[fb] == max(LAYERS.values()):
+                continue  # the front door (cli, __main__, the package root) is one layer
+            found.append(f"{a} -> {b}")
+    return found
+
+
+def test_every_folder_has_a_layer() -> None:
+    folders = {_folder(name) for name in import_graph()}
+    assert folders <= set(LAYERS), f"folders without a layer: {sorted(folders - set(LAYERS))}"
+
+
+def test_upward_import_finder_finds_one() -> None:
+    assert upward_imports({"fsnn.store.files": {"fsnn.search.run"}}) == ["fsnn.store.files -> fsnn.search.run"]
+    assert upward_imports({"fsnn.search.run": {"fsnn.store.files", "fsnn.search.config"}}) == []
+
+
+def test_no_upward_imports_in_fsnn() -> None:
+    found = upward_imports(import_graph())
+    assert not found, "imports of a higher layer (docs/architecture.md):\n" + "\n".join(found)
+
+
+def test_fsnn_has_at_most_twelve_top_level_entries() -> None:
+    entries = [p.name for p in (ROOT / PACKAGE).iterdir() if p.name != "__pycache__" and p.suffix != ".typed"]
+    assert len(entries) <= 12, sorted(entries)
+
+
+def test_readme_layout_table_matches_the_tree() -> None:
+    """Every folder and top-level module of fsnn/ has a row in the README's layout table, and
+    every path the table names exists."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(fsnn/[\w/.]*)`", section))
+    for path in named:
+        assert (ROOT / path).exists(), f"README layout names {path}, which does not exist"
+    tree = {f"fsnn/{p.name}/" if p.is_dir() else f"fsnn/{p.name}"
+            for p in (ROOT / PACKAGE).iterdir() if p.name != "__pycache__"}
+    missing = sorted(tree - named)
+    assert not missing, f"README layout table lacks: {missing}"
+
+
+def test_each_folder_says_what_it_holds_and_may_import() -> None:
+    for init in sorted((ROOT / PACKAGE).glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
+        assert doc and "May import" in doc, f"{init.parent.name}/__init__.py: no docstring with 'May import'"
+
+
 # --------------------------------------------------------------- the repository stands alone
 
 # Built from pieces so that this file does not match itself.

@@ -207,7 +207,9 @@ def build_report(run: RunFolder | str | Path, *, examples: int = 12, seed: int =
     paired = paired_grid(s)
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in summary_notes(s))
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    from fsnn import __version__
+    from fsnn.store.files import package_versions
+
+    __version__ = package_versions()["fsnn"]
 
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

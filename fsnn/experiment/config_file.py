@@ -1,7 +1,7 @@
 """Run configurations from TOML files and the paper's preset, with one precedence rule.
 
 ``fsnn run --config run.toml`` reads a TOML file whose top-level keys are
-:class:`fsnn.experiment.pipeline.RunConfig` field names::
+:class:`fsnn.experiment.config.RunConfig` field names::
 
     model = "smollm2-135m"
     limit = 20
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from fsnn.errors import FsnnError
+from fsnn.search.config import SearchConfig
 
 __all__ = [
     "PAPER_PRESET",
@@ -49,9 +50,9 @@ __all__ = [
 ]
 
 # The paper's run (docs/method.md §2): Gemma-2-2B-IT in 8-bit fp16 on a GPU, first 500 SimpleQA
-# rows -> the INCORRECT ones, 5 TPE trials per prompt, full-layer and segmented, faithful
-# steering, 100 new tokens, TO/PPL on the full decoded text, GPT-2 perplexity, Mistral judge
-# with a missing grade counted as 0.
+# rows -> the INCORRECT ones, full-layer and segmented, faithful steering, 100 new tokens, GPT-2
+# perplexity, Mistral judge with a missing grade counted as 0; the search is SearchConfig.paper()
+# (the one definition of the paper's search).
 PAPER_PRESET: dict[str, Any] = {
     "model": "google/gemma-2-2b-it",
     "load_in_8bit": True,
@@ -59,19 +60,12 @@ PAPER_PRESET: dict[str, Any] = {
     "device": "cuda",
     "limit": 500,
     "methods": ("full", "segmented"),
-    "n_trials": 5,
-    "batch_trials": 5,
-    "batch_rows": 32,
-    "sampler": "tpe",
-    "parametrization": "alpha_gamma",
-    "start_trials": 0,
-    "n_startup_trials": 10,  # Optuna's default: with 5 trials the paper's TPE samples at random
-    "unreadable_penalty": 0.0,  # eq. (6) exactly as published: no readability guard
+    **{k: v for k, v in dataclasses.asdict(SearchConfig.paper(batch_rows=32)).items()
+       if k not in ("seed", "objective", "low", "high", "tpe_multivariate", "tpe_constant_liar", "max_failures")},
     "mode": "faithful",
     "max_new_tokens": 100,
     "baseline_prompt": "qa",
     "select": "incorrect",
-    "score_on": "full",
     "judge": "mistral",
     "judge_missing": "zero",
     "ppl_model": "openai-community/gpt2",
@@ -81,16 +75,14 @@ _NONE_WORD = "none"
 
 
 def _run_config_type() -> type:
-    from .pipeline import RunConfig
+    from .config import RunConfig
 
     return RunConfig
 
 
 def _fields() -> dict[str, Any]:
-    """RunConfig field name -> its resolved type hint."""
-    cls = _run_config_type()
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    """Flat setting name -> its resolved type hint (:meth:`RunConfig.flat_fields`)."""
+    return _run_config_type().flat_fields()
 
 
 def _describe(hint: Any) -> str:
@@ -228,7 +220,7 @@ def resolve_run_config(
         flag_values: from the command line; a None value means the flag was not given.
 
     Returns:
-        the validated :class:`fsnn.experiment.pipeline.RunConfig`.
+        the validated :class:`fsnn.experiment.config.RunConfig`.
 
     Raises:
         FsnnError: an unknown field in any layer, or a value RunConfig rejects.
@@ -273,21 +265,20 @@ def format_config(config: Any, sources: Mapping[str, str] | None = None) -> str:
         sources: from :func:`config_sources`; each line then says where its value came from.
     """
     sources = sources or {}
-    hints = typing.get_type_hints(type(config))
+    hints = type(config).flat_fields()
     lines = ["# fsnn run configuration (precedence: flags > file > preset > defaults)"]
     tables = []
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        note = f"  # {sources[f.name]}" if f.name in sources else ""
+    for name, value in config.flat().items():
+        note = f"  # {sources[name]}" if name in sources else ""
         if dataclasses.is_dataclass(value):
             body = "\n".join(f"{k} = {_toml_value(v)}" for k, v in dataclasses.asdict(value).items())
-            tables.append(f"[{f.name}]{note}\n{body}")
-        elif value is None and str in typing.get_args(hints[f.name]):
-            lines.append(f'{f.name} = "{_NONE_WORD}"{note}')
+            tables.append(f"[{name}]{note}\n{body}")
+        elif value is None and str in typing.get_args(hints[name]):
+            lines.append(f'{name} = "{_NONE_WORD}"{note}')
         elif value is None:  # TOML has no null: left out, so the default applies on reload
-            lines.append(f"# {f.name} = (none){note}")
+            lines.append(f"# {name} = (none){note}")
         else:
-            lines.append(f"{f.name} = {_toml_value(value)}{note}")
+            lines.append(f"{name} = {_toml_value(value)}{note}")
     return "\n".join(lines + [""] + tables) + "\n"
 
 

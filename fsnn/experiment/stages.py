@@ -28,12 +28,14 @@ from fsnn.judges.degeneration import readable
 from fsnn.errors import FsnnError
 from fsnn.steering.generation import generate
 from fsnn.steering.layout import SegmentLayout
-from fsnn.judges.metrics import Perplexity, objective, token_overlap
+from fsnn.judges.metrics import Perplexity, token_overlap
+from fsnn.search.objective import objective
 from fsnn.steering.prompts import Templates, apply_chat, split_explanation
 from fsnn.steering.references import ReferenceItem, capture_references
 from fsnn.store.schema import baseline_dataset, str_array
 from fsnn.judges.scoring import composite, proxy_grade, scored_texts
 from fsnn.search.run import SearchItem, open_storage, run_search, storage_error
+from .config import SELECTED_GRADES
 from .simpleqa import Question
 from fsnn.store.files import provenance, read_dataset, write_dataset
 
@@ -47,8 +49,6 @@ __all__ = [
     "select_failures",
 ]
 
-# which baseline grades each ``select`` setting steers
-SELECTED_GRADES = {"incorrect": ("INCORRECT",), "not-correct": ("INCORRECT", "NOT_ATTEMPTED")}
 
 
 @dataclass(kw_only=True)
@@ -56,7 +56,7 @@ class RunContext:
     """What every stage of one run needs.
 
     Attributes:
-        config: the run's :class:`fsnn.experiment.pipeline.RunConfig`.
+        config: the run's :class:`fsnn.experiment.config.RunConfig`.
         out: the run folder.
         model: the loaded model.
         judge: a judge, or None (offline proxy grade, judge variables missing).
@@ -193,7 +193,7 @@ def baseline_stage(ctx: RunContext, questions: Sequence[Question]) -> xr.Dataset
         outs = ctx.generate(prompts, "baseline batch")
         rows = []
         for q, o, (grade, source) in zip(batch, outs, _grade(ctx, batch, outs), strict=True):
-            scored = scored_texts([o.text], [o.completion], c.score_on)[0]
+            scored = scored_texts([o.text], [o.completion], c.search.score_on)[0]
             rows.append({"simpleqa_id": q.id, "question": q.question, "answer": q.answer, "topic": q.topic,
                          "completion": o.completion, "text": o.text, "grade": grade, "grade_source": source,
                          "token_overlap": token_overlap(q.answer, scored)})
@@ -269,7 +269,7 @@ def search_stage(ctx: RunContext, refs: xr.Dataset) -> xr.Dataset:
     for method in c.methods:
         layout = SegmentLayout.named(method, ctx.model.n_layers)
         try:
-            ds = run_search(ctx.model, items, layout, c.search_config(), storage=storage, ppl=ctx.ppl,
+            ds = run_search(ctx.model, items, layout, c.search, storage=storage, ppl=ctx.ppl,
                             mode=c.mode, max_new_tokens=c.max_new_tokens, study_prefix=f"{layout.name}/",
                             progress=ctx.progress, backend=ctx.backend)
         except sqlalchemy.exc.DatabaseError as exc:  # a page damaged past the header
@@ -320,13 +320,13 @@ def results_stage(ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, trial
             obj[m, i] = t.objective.values[i, best[i]]
     answers = [str(a) for a in refs.answer.values]
     questions = [str(q) for q in refs.question.values]
-    scored = np.asarray([scored_texts(text[m], comp[m], c.score_on) for m in range(len(methods))], dtype=object)
+    scored = np.asarray([scored_texts(text[m], comp[m], c.search.score_on) for m in range(len(methods))], dtype=object)
     to = np.array([[token_overlap(a, s) for a, s in zip(answers, row, strict=True)] for row in scored])
     ppl = np.array([ctx.ppl(list(row)) for row in scored])
     to[missing], ppl[missing] = np.nan, np.nan
     # the degeneration guard reads the generated text only (docs/method.md §6)
     readable_ = np.array([[int(readable(str(s))) for s in row] for row in comp], dtype=np.int8)
-    obj[0] = [objective(t_, p_, c.objective) for t_, p_ in zip(to[0], ppl[0], strict=True)]
+    obj[0] = [objective(t_, p_, c.search.objective) for t_, p_ in zip(to[0], ppl[0], strict=True)]
     judge_score = np.full((len(methods), n), np.nan)
     grade = np.full((len(methods), n), "", dtype=object)
     judge_error = np.full((len(methods), n), "", dtype=object)
@@ -368,7 +368,7 @@ def results_stage(ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, trial
             "topic": ("prompt", str_array(baseline.topic.values[rows])),
             "simpleqa_id": ("prompt", refs.simpleqa_id.values.astype(np.int64)),
         },
-        attrs=ctx.attrs("results", judged=int(ctx.judge is not None), score_on=c.score_on,
+        attrs=ctx.attrs("results", judged=int(ctx.judge is not None), score_on=c.search.score_on,
                         judge_missing=c.judge_missing, prompts_without_finished_trial=int(missing.sum())),
     )
     write_dataset(ds, ctx.out / "results.nc")

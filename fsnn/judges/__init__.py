@@ -1,4 +1,10 @@
-"""LLM judges and the paper's evaluation scores (docs/method.md §3 eq. (7), §7, §8).
+"""Judging and scoring text: the judges, and every rule that scores a completion
+(docs/method.md §3 eq. (7), §5, §7, §8).
+
+- :mod:`~fsnn.judges.metrics`: token overlap (the paper's TO) and perplexity;
+- :mod:`~fsnn.judges.degeneration`: repetition measures and the ``readable`` guard;
+- :mod:`~fsnn.judges.scoring`: thresholds, the composite S_eval (eq. 7), the scored text,
+  the offline proxy grade;
 
 - :mod:`~fsnn.judges.prompts`: the SimpleQA rubric (A/B/C) and the 1-5 quality grade,
   in this project's words (the official simple-evals template loads when installed);
@@ -10,7 +16,10 @@
 - :class:`JudgeCache`: answers on disk keyed by (:attr:`JudgeConfig.cache_key`, prompt
   sha256); the key holds every setting that changes an answer;
 - :mod:`fsnn.judges.scoring` (re-exported here): composite S_eval and SimpleQA metrics;
-- :mod:`~fsnn.analysis.judge_agreement`: ``fsnn judge-agreement`` against the released grades.
+- :mod:`~fsnn.analysis.judge_agreement` (in analysis/): ``fsnn judge-agreement`` against
+  the released grades.
+
+May import: :mod:`fsnn.errors`, :mod:`fsnn.store`, :mod:`fsnn.models`, :mod:`fsnn.backends`.
 
 Example:
     >>> from fsnn.judges import make_judge

@@ -18,8 +18,7 @@ whitespace-separated word.
 - :func:`readable`: the guard, thresholds :data:`MIN_DISTINCT_2`, :data:`MAX_REPEAT`
   and :data:`MAX_CHAR_COPIES`, plus two debris signs (stray closing brackets, U+FFFD), validated against 100 hand-labelled completions
   (docs/strength_study.md).
-- :func:`guarded_objective`: S_opt (eq. 6) minus a penalty for an unreadable completion,
-  so a degenerate completion never beats a readable one of the same overlap.
+- the search's guard built on :func:`readable` is :func:`fsnn.search.objective.guarded_objective`.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from __future__ import annotations
 import math
 import re
 
-from .metrics import ObjectiveConfig, objective
 
 __all__ = [
     "MAX_CHAR_COPIES",
@@ -37,7 +35,6 @@ __all__ = [
     "char_repeat",
     "degeneration",
     "distinct_2",
-    "guarded_objective",
     "longest_repeat",
     "readable",
     "stray_closers",
@@ -155,17 +152,3 @@ def readable(text: str) -> bool:
         return False
     return (distinct_2(text) >= MIN_DISTINCT_2 and longest_repeat(text) <= MAX_REPEAT
             and char_repeat(text) <= MAX_CHAR_COPIES and stray_closers(text) == 0 and "\ufffd" not in text)
-
-
-def guarded_objective(
-    to: float, ppl: float, is_readable: bool, config: ObjectiveConfig | None = None, penalty: float = 1.0
-) -> float:
-    """S = S_opt(TO, PPL) - penalty * (1 - readable).
-
-    With ``penalty`` > w_ppl (0.3) an unreadable completion scores below any readable
-    one of the same (or a lower by up to (penalty - w_ppl) / w_to) overlap, whatever its
-    perplexity; ``penalty = 0`` is eq. (6) as the paper used it.
-    """
-    if not math.isfinite(penalty) or penalty < 0:
-        raise ValueError(f"penalty must be finite and >= 0, got {penalty}")
-    return objective(to, ppl, config or ObjectiveConfig()) - penalty * (0.0 if is_readable else 1.0)

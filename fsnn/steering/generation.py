@@ -15,7 +15,8 @@ import torch
 
 from fsnn.backends.base import Backend, resolve_backend
 from .decode import GenerationOutput, decode_rows, encode, eos_ids
-from fsnn.errors import FsnnError
+
+from .modes import check_generation
 
 __all__ = ["generate"]
 
@@ -44,8 +45,7 @@ def generate(
         One :class:`~fsnn.steering.decode.GenerationOutput` per prompt, in order.
     """
     backend = resolve_backend(backend)
-    if max_new_tokens < 1:
-        raise FsnnError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    check_generation(max_new_tokens=max_new_tokens)
     if backend.traced or getattr(model, "remote", False):
         from .steer import steered_generate
 

@@ -16,12 +16,28 @@ Shapes: B rows, T positions of the current pass, H hidden; per active layer ``i`
 
 from __future__ import annotations
 
+import functools
+import sys
 from typing import Any
 
-from .fusion import fuse, fuse_decode_step, masked_sum
+from fsnn.models import layers
 from fsnn.models.layers import residual
 
-__all__ = ["steer_pass", "steer_steps"]
+from . import fusion
+from .fusion import fuse, fuse_decode_step, masked_sum
+
+__all__ = ["register_for_remote", "steer_pass", "steer_steps"]
+
+
+@functools.cache
+def register_for_remote() -> None:
+    """Hand this loop body and the math it calls to nnsight by value, once, at the first
+    remote trace (NDIF, or the serialised backend): the server has no fsnn. Registering
+    at import instead would patch nnsight for every user of ``import fsnn``."""
+    import nnsight
+
+    for module in (fusion, layers, sys.modules[__name__]):
+        nnsight.register(module)
 
 
 def steer_pass(envoys: list[Any], h: list[Any], alpha: list[Any], gamma: list[Any], mask: Any) -> list[Any]:

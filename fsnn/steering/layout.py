@@ -16,10 +16,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from fsnn.errors import FsnnError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["SegmentLayout", "Strengths", "expand_segments", "parse_strengths"]
 
@@ -137,6 +141,8 @@ def expand_segments(values: Sequence[float], layout: SegmentLayout, n_layers: in
             f"value(s), got {len(values)}"
         )
     layout.check(n_layers)
+    import torch  # the layout itself is torch-free: configs validate layouts without torch
+
     out = torch.zeros(n_layers, dtype=torch.float32)
     for (first, last), v in zip(layout.ranges, values, strict=True):
         out[first : last + 1] = v

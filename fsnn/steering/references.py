@@ -21,6 +21,7 @@ import xarray as xr
 
 from fsnn.backends.base import Backend, resolve_backend
 from fsnn.errors import FsnnError
+from .intervention import register_for_remote
 from .fusion import masked_sum
 from fsnn.models.layers import residual
 from .prompts import PAPER_TEMPLATES, Templates, apply_chat
@@ -124,6 +125,8 @@ def capture_references(
         span_mask = span_mask.to(model.device)
         layer_groups = [[li] for li in range(model.n_layers)] if per_layer_passes else [list(range(model.n_layers))]
         per_layer: dict[int, torch.Tensor] = {}
+        if remote:
+            register_for_remote()
         for group in layer_groups:
             with model.lm.trace(enc, remote=remote):
                 means = nnsight.save([])

@@ -46,17 +46,11 @@ from .decode import GenerationOutput, decode_rows, encode, eos_ids, greedy_confi
 from fsnn.errors import FsnnError
 from .intervention import steer_pass, steer_steps
 from .layout import SegmentLayout, Strengths
+from .modes import MODES, Mode, check_generation
 
 __all__ = ["MODES", "Mode", "RowPlan", "Steering", "plan_rows", "steer_in_session", "steer_rows", "steered_generate"]
 
-Mode = Literal["faithful", "cached"]
-MODES: tuple[str, ...] = ("faithful", "cached")
 
-# The loop body and the math travel by value in remote (NDIF) requests: the server
-# has no fsnn.
-nnsight.register(fusion)
-nnsight.register(layers)
-nnsight.register(intervention)
 
 
 def _as_tensor(values: Any, name: str) -> torch.Tensor:
@@ -93,10 +87,7 @@ def validated_inputs(
 
     Shared by every entry point (local, remote session) so they refuse the same input.
     """
-    if mode not in MODES:
-        raise FsnnError(f"unknown steering mode {mode!r}; choose one of {MODES}")
-    if max_new_tokens < 1:
-        raise FsnnError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    check_generation(mode=mode, max_new_tokens=max_new_tokens)
     h, alpha, gamma = _as_tensor(h, "references"), _as_tensor(alpha, "alpha"), _as_tensor(gamma, "gamma")
     _check_inputs(model, n_rows, h, alpha, gamma)
     return h, alpha, gamma
@@ -131,8 +122,7 @@ class Steering:
             raise FsnnError(f"references must be (layer, hidden) or (prompt, layer, hidden), got {tuple(h.shape)}")
         if not bool(torch.isfinite(h).all()):
             raise FsnnError("reference vectors hold NaN or inf")
-        if self.mode not in MODES:
-            raise FsnnError(f"unknown steering mode {self.mode!r}; choose one of {MODES}")
+        check_generation(mode=self.mode)
         self.strengths.layout.check(h.shape[-2])
         object.__setattr__(self, "references", h)
 
@@ -329,6 +319,8 @@ def steer_rows(model: Any, plan: RowPlan, *, mode: Mode, max_new_tokens: int,
     lm_head = model.lm.lm_head
     envoys, h_act, a_act, g_act, mask = plan.envoys, plan.h, plan.alpha, plan.gamma, plan.mask
     faithful = mode == "faithful"
+    if remote:
+        intervention.register_for_remote()
     with model.lm.generate(plan.enc, generation_config=plan.config, remote=remote) as tracer:
         picked = nnsight.save([])  # saved before the loop: survives an early EOS stop
         steer_steps(tracer, envoys, lm_head, h_act, a_act, g_act, mask, picked,
@@ -384,7 +376,10 @@ def steer_in_session(
     lm_head = lm.lm_head
     # plain tuples: a RowPlan (an fsnn class) could not be rebuilt on a server without fsnn
     chunks = [(p.enc, p.config, p.envoys, p.h, p.alpha, p.gamma, p.mask) for p in plans]
-    with lm.session(remote=resolve_backend(backend).nnsight_remote):
+    remote = resolve_backend(backend).nnsight_remote
+    if remote:
+        intervention.register_for_remote()
+    with lm.session(remote=remote):
         results = nnsight.save([])
         for enc, config, envoys, h_act, a_act, g_act, mask in chunks:
             picked = []  # filled in place, so an early EOS stop keeps the steps it ran

@@ -15,7 +15,7 @@ from fsnn.experiment.config_file import (
     resolve_run_config,
 )
 from fsnn.errors import FsnnError
-from fsnn.judges.metrics import ObjectiveConfig
+from fsnn.search.objective import ObjectiveConfig
 from fsnn.experiment.pipeline import RunConfig
 from fsnn.search.run import SearchConfig
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fsnn.judges.degeneration import distinct_2, guarded_objective, longest_repeat, readable, words
+from fsnn.judges.degeneration import distinct_2, longest_repeat, readable, words
+from fsnn.search.objective import guarded_objective
 
 LABELS = Path(__file__).parents[1] / "data" / "readable_labels.csv"
 

@@ -14,7 +14,8 @@ import torch
 
 from fsnn.errors import FsnnError
 from fsnn.steering.layout import SegmentLayout
-from fsnn.judges.metrics import ObjectiveConfig, Perplexity, objective, token_overlap
+from fsnn.judges.metrics import Perplexity, token_overlap
+from fsnn.search.objective import ObjectiveConfig, objective
 from fsnn.search.run import SearchConfig, SearchItem, open_storage, run_search
 from tests.conftest import shared_path
 
@@ -251,7 +252,7 @@ def test_nan_objective_fails_the_trial(monkeypatch, tmp_path):
 
 def test_enqueued_start_trials_are_evaluated_first(monkeypatch, tmp_path):
     import fsnn.search.run as search
-    from fsnn.steering.strength import start_params
+    from fsnn.search.strength import start_params
 
     fake = _stub_generate()
     monkeypatch.setattr(search, "steered_generate", fake)

@@ -10,7 +10,7 @@ from fsnn.errors import FsnnError
 from fsnn.steering.fusion import fuse
 from fsnn.steering.layout import SegmentLayout
 from fsnn.steering.steer import steered_generate
-from fsnn.steering.strength import distributions, norm_scales, per_layer, start_params, strengths
+from fsnn.search.strength import distributions, norm_scales, per_layer, start_params, strengths
 
 RANGES = ((0, 1), (2, 3))
 NAMES = ("early", "late")

@@ -32,8 +32,11 @@ import torch
 
 from fsnn.backends.base import resolve_backend
 from fsnn.errors import FsnnError
-from .fusion import masked_sum
+from fsnn.steering.fusion import masked_sum
+from fsnn.steering.intervention import register_for_remote
 from fsnn.models.layers import residual
+
+from .config import DEFAULT_RANGES, PARAMETRIZATIONS
 
 __all__ = [
     "DEFAULT_RANGES",
@@ -44,15 +47,6 @@ __all__ = [
     "start_params",
     "strengths",
 ]
-
-PARAMETRIZATIONS = ("alpha_gamma", "log_product", "norm_relative", "product")
-# (low, high) of each parametrization's sampled value when the search sets none
-DEFAULT_RANGES: dict[str, tuple[float, float]] = {
-    "alpha_gamma": (0.01, 1.0),
-    "product": (0.01, 1.0),
-    "log_product": (1e-3, 1.0),
-    "norm_relative": (0.01, 1.0),
-}
 
 
 def _check(parametrization: str) -> None:
@@ -144,7 +138,7 @@ def per_layer(
             alpha[sl], gamma[sl] = 1.0, float(params[f"k_{name}"])
         elif f"s_{name}" in params:
             if norm_scale is None:
-                raise FsnnError("a norm_relative strength needs the prompt's norm scales (fsnn.steering.strength.norm_scales)")
+                raise FsnnError("a norm_relative strength needs the prompt's norm scales (fsnn.search.strength.norm_scales)")
             alpha[sl] = 1.0
             gamma[sl] = float(params[f"s_{name}"]) * norm_scale[sl].float()
         else:
@@ -172,7 +166,7 @@ def norm_scales(
     Returns:
         (B, layer) float32; a layer where h_l = mu_l (no direction) gets 0.
     """
-    from .generation import encode
+    from fsnn.steering.generation import encode
 
     h = torch.as_tensor(h, dtype=torch.float32)
     if h.ndim != 3 or h.shape[0] != len(prompts) or h.shape[1] != model.n_layers:
@@ -184,7 +178,10 @@ def norm_scales(
         chunk = list(prompts[start : start + batch_size])
         enc = encode(model, chunk)
         mask = enc.attention_mask.to(model.device)
-        with model.lm.trace(dict(enc), remote=resolve_backend(backend).nnsight_remote):
+        remote = resolve_backend(backend).nnsight_remote
+        if remote:
+            register_for_remote()
+        with model.lm.trace(dict(enc), remote=remote):
             stats = nnsight.save([])
             for envoy in envoys:
                 a = residual(envoy.output)
