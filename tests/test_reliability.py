@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -593,6 +594,8 @@ def test_gguf_depth_is_read_from_the_header_without_loading(tmp_path):
     assert _gguf_block_count(path) == 7
     assert model_depth(str(path)) == 7  # no converted copy in the cache: the header answers
     path.write_bytes(_gguf_header([("general.architecture", 8, s("llama"))])[:30])  # truncated
-    assert _gguf_block_count(path) is None
+    with pytest.raises(FsnnError, match=rf"malformed GGUF header in {re.escape(str(path))}: truncated"):
+        _gguf_block_count(path)
     path.write_bytes(b"not a gguf")
-    assert _gguf_block_count(path) is None
+    with pytest.raises(FsnnError, match=r"is not a GGUF file"):
+        _gguf_block_count(path)

@@ -19,6 +19,7 @@ Options: dtype, device, 8-bit loading through bitsandbytes (the paper's setting)
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.metadata as metadata
 import json
@@ -542,8 +543,11 @@ def model_depth(name: str) -> int | None:
     """Decoder blocks of model ``name`` from a ``config.json`` already on disk, or None.
 
     Reads no weights: an alias or GGUF file already converted in the cache, or a model
-    folder. None when nothing is on disk yet (a hub id, a first use): the depth is then
-    checked once the model loads.
+    folder, else the ``block_count`` in a GGUF header. None when nothing is on disk yet
+    (a hub id, a first use): the depth is then checked once the model loads.
+
+    Raises:
+        FsnnError: one line naming the file when a GGUF header it reads is malformed.
     """
     gguf: Path | None = None
     if name in ALIASES:
@@ -566,54 +570,106 @@ def model_depth(name: str) -> int | None:
     return None
 
 
-# GGUF metadata value types: fixed-size ones as struct formats; 8 string, 9 array
-_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-
-
 def _gguf_block_count(path: Path) -> int | None:
-    """``{architecture}.block_count`` from a GGUF file's header (no tensor is read), or None."""
-    import struct
+    """``{architecture}.block_count`` from a GGUF file's header, or None when it has none.
 
-    def read(fmt: str) -> Any:
-        size = struct.calcsize("<" + fmt)
-        data = fh.read(size)
-        if len(data) != size:
-            raise ValueError("truncated GGUF header")
-        return struct.unpack("<" + fmt, data)[0]
+    Parsed by ``gguf.GGUFReader`` (a memory map), header only: it stops at the block
+    count (written before the tokenizer tables) and never reads tensor infos or weights,
+    so the first part of a split GGUF answers too.
 
-    def string() -> str:
-        return fh.read(read("Q")).decode("utf-8", errors="replace")
-
-    def value(kind: int) -> Any:
-        if kind in _GGUF_SCALARS:
-            return read(_GGUF_SCALARS[kind])
-        if kind == 8:
-            return string()
-        if kind == 9:
-            inner, count = read("I"), read("Q")
-            if inner in _GGUF_SCALARS:  # skipped, not parsed: token tables are long
-                fh.seek(count * struct.calcsize("<" + _GGUF_SCALARS[inner]), 1)
-            else:
-                for _ in range(count):
-                    value(inner)
-            return None
-        raise ValueError(f"unknown GGUF value type {kind}")
-
+    Raises:
+        FsnnError: one line naming the file when it cannot be read or is not a
+            well-formed GGUF header (bad magic, unsupported version, truncated, a length
+            past the end of the file, an unknown value type, a bad block count).
+    """
     try:
         with open(path, "rb") as fh:
-            if fh.read(4) != b"GGUF" or read("I") < 2:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise FsnnError(f"cannot read GGUF file {path}: {exc.strerror or exc}") from None
+    if magic != b"GGUF":
+        raise FsnnError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)")
+    try:
+        try:
+            reader = _gguf_header_reader()(path)
+        except _GgufBlockCount as found:
+            field = found.field
+        else:  # read to the header's end without meeting it (or it came before the architecture)
+            arch = reader.fields.get("general.architecture")
+            name = _gguf_text(arch) if arch is not None else None
+            field = reader.fields.get(f"{name}.block_count") if name else None
+            if field is None:
                 return None
-            read("Q")  # tensor count
-            arch = None
-            for _ in range(read("Q")):
-                key, got = string(), value(read("I"))
-                if key == "general.architecture":
-                    arch = got
-                elif arch is not None and key == f"{arch}.block_count" and isinstance(got, int):
-                    return got
-    except (OSError, ValueError, struct.error):
-        return None
-    return None
+        value = field.contents() if len(field.types) == 1 and field.types[0] in _GGUF_INTEGERS else None
+    except OSError as exc:
+        raise FsnnError(f"cannot read GGUF file {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # whatever else a malformed header makes the reader raise
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise FsnnError(f"malformed GGUF header in {path}: {reason}") from None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise FsnnError(f"malformed GGUF header in {path}: {field.name} is not a positive integer")
+    return value
+
+
+# GGUF value types (gguf.GGUFValueType) an integer block count may be written as
+_GGUF_INTEGERS = (0, 1, 2, 3, 4, 5, 10, 11)  # u8 i8 u16 i16 u32 i32 u64 i64
+
+
+class _GgufBlockCount(Exception):
+    """Raised by the header reader when it meets ``{architecture}.block_count``: parsing stops."""
+
+    def __init__(self, field: Any) -> None:
+        super().__init__(field.name)
+        self.field = field
+
+
+def _gguf_text(field: Any) -> str | None:
+    import gguf
+
+    return field.contents() if field.types == [gguf.GGUFValueType.STRING] else None
+
+
+@functools.cache
+def _gguf_header_reader() -> Any:
+    """``gguf.GGUFReader`` reading only the key/value header, strictly.
+
+    Through the reader's own hooks: reads past the end of the file fail (the stock
+    reader slices short and goes on), an array count the rest of the file cannot hold
+    fails at once, parsing stops at ``{arch}.block_count``, tensor infos are skipped.
+    """
+    import gguf
+    import numpy as np
+
+    sizes = {kind: np.dtype(dtype).itemsize for kind, dtype in gguf.GGUFReader.gguf_scalar_to_np.items()}
+    sizes.update({gguf.GGUFValueType.STRING: 8, gguf.GGUFValueType.ARRAY: 12})
+
+    class HeaderReader(gguf.GGUFReader):
+        def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> Any:
+            end = int(offset) + np.dtype(dtype).itemsize * int(count)
+            if end > len(self.data):
+                raise ValueError(f"truncated, or a length past its end ({end - int(offset)} bytes asked "
+                                 f"at offset {int(offset)} of a {len(self.data)}-byte file)")
+            return super()._get(offset, dtype, count, override_order)
+
+        def _get_field_parts(self, orig_offs: int, raw_type: int) -> Any:
+            if raw_type == gguf.GGUFValueType.ARRAY:
+                inner, count = int(self._get(orig_offs, np.uint32)[0]), int(self._get(orig_offs + 4, np.uint64)[0])
+                if count * sizes.get(inner, 1) > len(self.data) - orig_offs - 12:
+                    raise ValueError(f"array of {count} items at offset {orig_offs} runs past the end of the file")
+            return super()._get_field_parts(orig_offs, raw_type)
+
+        def _push_field(self, field: Any, skip_sum: bool = False) -> int:
+            size = super()._push_field(field, skip_sum)
+            arch = self.fields.get("general.architecture")
+            name = _gguf_text(arch) if arch is not None else None
+            if name and field.name == f"{name}.block_count":
+                raise _GgufBlockCount(field)
+            return size
+
+        def _build_tensor_info(self, offs: int, count: int) -> tuple[int, list[Any]]:
+            return offs, []  # the header is all that is wanted
+
+    return HeaderReader
 
 
 # hub ids from before the hub had organisations (the paper's perplexity scorer is gpt2)
