@@ -179,18 +179,18 @@ def test_render_all_and_cli(tmp_path, capsys):
     write_dataset(synthetic_trials(ds), run / "trials.nc")
     paths = render_all(run, formats=("png",))
     assert sorted(p.name for p in paths) == [
-        "fig1_topics.png", "fig2_accuracy.png", "fig3_scores.png",
+        "fig0_states_answer.png", "fig1_topics.png", "fig2_accuracy.png", "fig3_scores.png",
         "fig4_simpleqa_correct.png", "fig5_alpha_gamma.png", "fig6_to_vs_perplexity.png",
     ]  # fmt: skip
     assert cli.main(["figures", str(run), "--out", str(tmp_path / "figs"), "--format", "pdf"]) == 0
-    assert len(list((tmp_path / "figs").glob("*.pdf"))) == 6
+    assert len(list((tmp_path / "figs").glob("*.pdf"))) == 7
     assert "fig6_to_vs_perplexity.pdf" in capsys.readouterr().out
 
 
 def test_render_all_release_run(release, tmp_path):
     write_release(release, tmp_path / "run")
     paths = render_all(tmp_path / "run", tmp_path / "figs", ("png",), best_of_k=True)
-    assert len(paths) == 7
+    assert len(paths) == 8
 
 
 def test_results_with_wrong_dims_is_an_error(tmp_path):

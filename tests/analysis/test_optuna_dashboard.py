@@ -97,7 +97,7 @@ def test_show_and_report_on_the_pipeline_s_own_run(run_folder):
     assert "trials (segmented)" in text and "no trials.nc" not in text
     assert "nan" not in text  # each method shows only its own segments (the union holds NaN)
     html = build_report(run)
-    assert html.count('src="data:image/png;base64,') == 5
+    assert html.count('src="data:image/png;base64,') == 6  # fig0, fig2..fig6
     summary = json.loads((run_folder / "summary.json").read_text())
     assert [e["method"] for e in summary["methods"]] == ["baseline", "full", "segmented"]
     assert "[" in (run_folder / "summary.md").read_text()  # the run's summary has intervals

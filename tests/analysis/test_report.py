@@ -101,7 +101,7 @@ def test_report_is_self_contained_and_its_tables_hold_the_run_numbers(run):
     text = build_report(run)
     page = parse(text)
     imgs = _self_contained(page)
-    assert len(imgs) == 5  # fig2..fig6: no subsets.nc in this run
+    assert len(imgs) == 6  # fig0, fig2..fig6: no subsets.nc in this run
     s = summarize(open_run(run).results)
     assert page.tables["summary"] == summary_grid(s)
     assert page.tables["paired"] == paired_grid(s)
@@ -153,7 +153,7 @@ def test_report_of_the_release(tmp_path_factory):
     path = write_report(out)
     page = parse(path.read_text())
     imgs = _self_contained(page)
-    assert len(imgs) == (6 if (out / "subsets.nc").is_file() else 5)
+    assert len(imgs) == (7 if (out / "subsets.nc").is_file() else 6)
     cells = [c for row in page.tables["summary"] for c in row]
     assert any(c.startswith("66 (25.4%) [") for c in cells)
     assert path.stat().st_size < 5_000_000
