@@ -827,7 +827,7 @@ def malformed_campaign(env: Env) -> Row:
             argv = ["run", "--simpleqa-csv", good, "--model", "smollm2-135m", "--trials", "2",
                     *([] if out_given else ["--out", str(out)]), *extra]
             before = sorted(p.name for p in (Path(extra[extra.index("--out") + 1]) if out_given else out).glob("*")
-                            if p.name != ".fsnn.store.lock") \
+                            if p.name != ".fsnn.lock") \
                 if (Path(extra[extra.index("--out") + 1]) if out_given else out).is_dir() else []
             err = io.StringIO()
             n_loads = len(loads)
@@ -848,7 +848,7 @@ def malformed_campaign(env: Env) -> Row:
             lines = [ln for ln in text.splitlines() if ln.strip()]
             row.tried += 1
             target = Path(extra[extra.index("--out") + 1]) if out_given else out
-            after = sorted(p.name for p in target.glob("*") if p.name != ".fsnn.store.lock") if target.is_dir() else []
+            after = sorted(p.name for p in target.glob("*") if p.name != ".fsnn.lock") if target.is_dir() else []
             problems = []
             if rc == "traceback" or "Traceback" in text:
                 row.tracebacks += 1
@@ -972,7 +972,7 @@ GUARANTEES = """\
   batched with (before, a resumed process batched differently and PPL moved by ~1e-7
   relative, so TPE saw another history). Test: `test_perplexity_does_not_depend_on_the_batch`.
 - **One process per run folder.** `fsnn.store.lock.run_folder_lock(out)` holds an exclusive
-  `fcntl.flock` on `<out>/.fsnn.store.lock` for the run (`run_pipeline` wraps its stages in
+  `fcntl.flock` on `<out>/.fsnn.lock` for the run (`run_pipeline` wraps its stages in
   `with run_folder_lock(out):`); a second process gets `run folder X is in use by another
   fsnn process (pid N)`. The kernel releases a flock when its holder dies, so the lock file
   a SIGKILLed run leaves behind never blocks the resume.

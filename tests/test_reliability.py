@@ -366,7 +366,7 @@ def test_stale_temp_files_are_swept_and_nothing_else(tmp_path):
     assert TEMP_PATTERN.match(seen[0]) and TEMP_PATTERN.match(seen[0])["name"] == "references.nc"
     stale = [".references.nc.mcf4et6n.tmp", ".trials.nc.4_tai379.tmp", ".config.json.0123abcd.tmp"]
     kept = ["results.nc", "notes.tmp", ".results.nc.short.tmp", ".results.nc.UPPERCAS.tmp", "x.results.nc.abcdefgh.tmp",
-            ".fsnn.store.lock", ".results.nc.abcdefgh.tmp.bak"]
+            ".fsnn.lock", ".results.nc.abcdefgh.tmp.bak"]
     for name in stale + kept:
         (tmp_path / name).write_bytes(b"half")
     (tmp_path / ".dir.nc.abcdefgh.tmp").mkdir()  # a folder, not a temp file

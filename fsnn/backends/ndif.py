@@ -57,7 +57,7 @@ __all__ = [
     "result_size",
 ]
 
-log = logging.getLogger("fsnn.backends.ndif")
+log = logging.getLogger("fsnn.remote")  # its 0.2 name: logging configs that name it keep working
 
 API_KEY_ENV = "NDIF_API_KEY"
 HOST_ENV = "NDIF_HOST"  # the variable nnsight itself reads for CONFIG.API.HOST

@@ -1,4 +1,4 @@
-"""One process per run folder: an exclusive ``fcntl.flock`` on ``<folder>/.fsnn.store.lock``.
+"""One process per run folder: an exclusive ``fcntl.flock`` on ``<folder>/.fsnn.lock``.
 
 Two processes writing one run folder would interleave batches and trials. The lock is
 held for the whole run; a second process refuses at once with a one-line error naming
@@ -17,7 +17,7 @@ from fsnn.errors import FsnnError
 
 __all__ = ["LOCK_NAME", "run_folder_lock"]
 
-LOCK_NAME = ".fsnn.store.lock"
+LOCK_NAME = ".fsnn.lock"
 
 
 @contextlib.contextmanager
