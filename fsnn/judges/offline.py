@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from fsnn.errors import FsnnError
-from .scoring import JUDGE_THRESHOLD, SIMPLEQA_GRADES
+from .scoring import JUDGE_THRESHOLD, SIMPLEQA_GRADES, normalise_answer
 from .base import Grade
 
 __all__ = [
@@ -97,21 +97,6 @@ FEATURES = (
     "punct_ratio",  # fraction of the answer's characters that are punctuation
 )
 
-_ARTICLES = frozenset({"a", "an", "the"})
-_UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
-_TENS = {
-    "twenty": 20,
-    "thirty": 30,
-    "forty": 40,
-    "fifty": 50,
-    "sixty": 60,
-    "seventy": 70,
-    "eighty": 80,
-    "ninety": 90,
-}
-_ORDINALS = "zeroth first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth".split()
-_WORD_NUMBERS = {w: str(i) for i, w in enumerate(_UNITS)} | {w: str(v) for w, v in _TENS.items()}
-_WORD_NUMBERS |= {w: str(i) for i, w in enumerate(_ORDINALS) if i}
 _MONTHS = {
     m: i + 1
     for i, names in enumerate(
@@ -195,34 +180,16 @@ def _to_text(value: Any) -> tuple[str, list[str]]:
     return value, []
 
 
-def _number_words(text: str) -> str:
-    # "twenty-three" -> "23", "three" -> "3", "fifteenth" -> "15th" (ordinals keep "th").
-    def compound(m: re.Match[str]) -> str:
-        return str(_TENS[m.group(1)] + _UNITS.index(m.group(2)))
-
-    text = re.sub(rf"\b({'|'.join(_TENS)})[\s-]({'|'.join(_UNITS[1:10])})\b", compound, text)
-
-    def single(m: re.Match[str]) -> str:
-        w = m.group(0)
-        return _WORD_NUMBERS[w] + ("th" if w in _ORDINALS else "")
-
-    return re.sub(rf"\b({'|'.join(_WORD_NUMBERS)})\b", single, text)
-
-
 def normalise(text: str) -> str:
-    """Lower case, NFKC, number words as digits, thousands separators and punctuation gone, no articles.
+    """The offline judge's matching rule: :func:`fsnn.judges.scoring.normalise_answer` with
+    ``values=True`` (NFKC, lower case, number words as digits, thousands separators and
+    punctuation gone, no articles).
 
     Example:
         >>> normalise("The 1,000 Acres of Twenty-Three Fields!")
         '1000 acres of 23 fields'
     """
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # 1,000 -> 1000
-    text = _number_words(text)
-    text = re.sub(r"(\d)(st|nd|rd|th)\b", r"\1", text)  # 15th -> 15
-    text = re.sub(r"[^\w\s.]|_", " ", text)
-    text = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", text)  # keep decimal points only
-    return " ".join(w for w in text.split() if w not in _ARTICLES)
+    return normalise_answer(text, values=True)
 
 
 def answer_part(question: str, predicted: str) -> str:

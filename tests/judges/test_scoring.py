@@ -64,6 +64,17 @@ CASES = [
 
 @pytest.mark.parametrize(("text", "plain", "values"), CASES)
 def test_normalisation_is_pinned(text, plain, values):
-    assert scoring._normalise(text) == plain
-    assert label_free._vote_key(text) == plain
-    assert offline.normalise(text) == values
+    assert scoring.normalise_answer(text) == plain
+    assert scoring.normalise_answer(text, values=True) == values
+    assert offline.normalise(text) == values  # the offline judge's name for its rule
+
+
+def test_the_users_of_the_plain_rule():
+    # the self-consistency vote groups answers by the plain rule
+    assert label_free.majority_answer(["The Eiffel tower.", "Paris", "eiffel Tower!", "paris"]) == "The Eiffel tower."
+    assert label_free.majority_answer(["", " the ", "a"]) == ""
+    # proxy_grade: whole normalised words of the answer inside the completion
+    assert scoring.proxy_grade("U.S.A.", "It is the USA, of course") == "CORRECT"
+    assert scoring.proxy_grade("Paris", "Parisian food") == "INCORRECT"
+    assert scoring.proxy_grade("Paris", " !? ") == "NOT_ATTEMPTED"
+    assert scoring.proxy_grade("The", "the answer") == "INCORRECT"  # an empty answer matches nothing
