@@ -126,3 +126,13 @@ def test_judge_agreement_percentile_interval_is_pinned():
         assert got["value"] is point and all(math.isnan(v) for v in got["ci95"])
     got = _rate(0, 0)
     assert math.isnan(got["value"]) and all(math.isnan(v) for v in got["ci95"])
+
+
+def test_percentile_interval_oracles():
+    from fsnn.analysis.stats import percentile_interval
+
+    x = np.arange(101, dtype=float)  # the q-quantile of 0..100 is 100 q, with linear interpolation
+    assert percentile_interval(x, quantiles=(0.0, 1.0)) == (0.0, 100.0)
+    assert percentile_interval(x, quantiles=(0.25, 0.5)) == (25.0, 50.0)
+    lo, hi = percentile_interval(x, 0.9)
+    assert lo == pytest.approx(5.0, abs=1e-12) and hi == pytest.approx(95.0, abs=1e-12)
