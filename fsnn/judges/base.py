@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from fsnn.backends.retry import RetryPolicy
 from fsnn.errors import FsnnError
 from .cache import JudgeCache, prompt_sha256
 from .parse import LetterRule, parse_quality, parse_simpleqa
@@ -40,6 +41,7 @@ Item = tuple[str, str, str]
 """(question, gold target, predicted text) of one graded answer."""
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RETRY = RetryPolicy()  # the one set of retry defaults (fsnn.backends.retry)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,7 +61,8 @@ class JudgeConfig:
             The key itself never enters a config, log, cache or result file.
         temperature: sampling temperature (paper: 0).
         timeout: seconds per HTTP request.
-        max_retries: retries after the first attempt (timeouts, 429, 5xx, bad JSON).
+        max_retries: retries after the first attempt (timeouts, 429, 5xx, bad JSON);
+            the retry settings default to :class:`fsnn.backends.retry.RetryPolicy`'s.
         concurrency: HTTP requests in flight at once.
         max_tokens: answer length limit of an HTTP request.
         backoff_base: first retry delay in seconds; doubles each retry, with jitter.
@@ -87,11 +90,11 @@ class JudgeConfig:
     api_key_env: str | None = None
     temperature: float = 0.0
     timeout: float = 60.0
-    max_retries: int = 5
+    max_retries: int = _RETRY.retries
     concurrency: int = 4
     max_tokens: int = 256
-    backoff_base: float = 1.0
-    backoff_max: float = 60.0
+    backoff_base: float = _RETRY.backoff_base
+    backoff_max: float = _RETRY.backoff_max
     batch_size: int = 8
     device: str = "cpu"
     dtype: str = "float32"
