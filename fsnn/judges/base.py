@@ -10,7 +10,6 @@ with its reason, never an exception.
 
 from __future__ import annotations
 
-import abc
 import json
 import logging
 import re
@@ -289,20 +288,34 @@ class Grade:
         return float(self.value) if isinstance(self.value, int) else None
 
 
-class Judge(abc.ABC):
-    """Grades items with one backend, through the cache. Subclasses answer prompts.
+class Judge:
+    """A judge: grades (question, target, predicted) items for the SimpleQA rubric and the
+    1-5 quality grade, recording its id in every grade.
+
+    A subclass does one of two things:
+
+    - answer prompts (implement :meth:`_answer`): the HTTP and local judges. This class
+      renders the prompts, looks answers up in the cache, stores new ones and parses each
+      into a grade;
+    - grade items itself (override :meth:`grade_simpleqa` and :meth:`grade_quality`): the
+      offline judge (:class:`fsnn.judges.offline.OfflineJudge`), which has no prompts.
 
     Attributes:
-        config: the judge's settings.
+        config: the judge's settings (:class:`JudgeConfig` for a judge answering prompts).
         id: the judge id recorded in every grade.
         cache: the answer cache, or None when caching is off.
         stats: ``answered`` and ``failed`` counts and ``seconds`` spent in the backend
             (cache hits excluded), since the judge was made.
     """
 
-    def __init__(self, config: JudgeConfig, *, cache: JudgeCache | None = None) -> None:
+    def __init__(self, config: Any, *, cache: JudgeCache | None = None, judge_id: str | None = None) -> None:
+        cls = type(self)
+        answers = cls._answer is not Judge._answer
+        grades = cls.grade_simpleqa is not Judge.grade_simpleqa and cls.grade_quality is not Judge.grade_quality
+        if not (answers or grades):
+            raise TypeError(f"{cls.__name__} must implement _answer, or grade_simpleqa and grade_quality")
         self.config = config
-        self.id = config.judge_id
+        self.id = config.judge_id if judge_id is None else judge_id
         self.cache = cache
         self.stats: dict[str, float] = {"answered": 0, "failed": 0, "seconds": 0.0}
 
@@ -332,9 +345,9 @@ class Judge(abc.ABC):
     def _prefill(self, task: Task) -> str:
         return ""
 
-    @abc.abstractmethod
     def _answer(self, prompts: Sequence[Prompt]) -> Iterator[tuple[int, Answer]]:
         """Answer ``prompts``, yielding (index, answer) as each is done (any order)."""
+        raise NotImplementedError(f"{type(self).__name__} grades items itself: it answers no prompts")
 
     def _grade(self, prompts: Sequence[Prompt]) -> list[Grade]:
         hashes = [prompt_sha256(p.document()) for p in prompts]
