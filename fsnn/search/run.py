@@ -36,8 +36,7 @@ from fsnn.judges.metrics import ObjectiveConfig, token_overlap
 from fsnn.steering.steer import steered_generate
 from fsnn.steering.strength import DEFAULT_RANGES, PARAMETRIZATIONS
 
-__all__ = ["SAMPLERS", "SearchConfig", "SearchItem", "open_storage", "run_search", "storage_error",
-           "trial_coefficients"]
+__all__ = ["SAMPLERS", "SearchConfig", "SearchItem", "open_storage", "run_search", "storage_error"]
 
 
 SAMPLERS = ("tpe", "random", "gp")
@@ -216,22 +215,6 @@ def _sampler(config: SearchConfig, key: str) -> Any:
 
 def _distributions(layout: SegmentLayout, config: SearchConfig) -> dict[str, Any]:
     return strength.distributions(config.parametrization, layout.segment_names, *config.range)
-
-
-def trial_coefficients(params: dict[str, float], layout: SegmentLayout) -> tuple[list[float], list[float]]:
-    """(alpha per segment, gamma per segment) of an ``alpha_gamma``/``product``/``log_product`` trial.
-
-    A norm-relative trial's gamma differs per layer: use :func:`fsnn.steering.strength.per_layer`.
-    """
-    alpha, gamma = [], []
-    for name in layout.segment_names:
-        if f"k_{name}" in params:
-            alpha.append(1.0)
-            gamma.append(float(params[f"k_{name}"]))
-        else:
-            alpha.append(float(params[f"alpha_{name}"]))
-            gamma.append(float(params[f"gamma_{name}"]))
-    return alpha, gamma
 
 
 def score_texts(
