@@ -409,10 +409,6 @@ def _n_state(study: Any, state: str) -> int:
     return len(study.get_trials(deepcopy=False, states=(getattr(optuna.trial.TrialState, state),)))
 
 
-def _n_complete(study: Any) -> int:
-    return _n_state(study, "COMPLETE")
-
-
 def trials_dataset(
     items: Sequence[SearchItem], layout: SegmentLayout, studies: dict[str, Any], config: SearchConfig,
     n_layers: int | None = None,
