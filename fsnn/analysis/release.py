@@ -63,7 +63,7 @@ from fsnn.store.environment import env_path
 from fsnn.errors import FsnnError
 from fsnn.store.schema import str_array
 from fsnn.store.simpleqa_csv import read_simpleqa_csv
-from fsnn.judges.scoring import COMPOSITE_THRESHOLD, JUDGE_THRESHOLD, TOKEN_OVERLAP_THRESHOLD
+from fsnn.judges.scoring import COMPOSITE_FORMULA, COMPOSITE_THRESHOLD, JUDGE_THRESHOLD, TOKEN_OVERLAP_THRESHOLD
 from fsnn.judges.scoring import composite as _composite
 from fsnn.store.files import check_dims, provenance, write_dataset
 from .summary import format_summary, summarize
@@ -625,7 +625,7 @@ def import_release(
             config,
             **common,
             composite_threshold=COMPOSITE_THRESHOLD,
-            composite_rule="0.5*TO + 0.5*judge/5, missing judge counted as 0 (release parity)",
+            composite_rule=f"{COMPOSITE_FORMULA}, missing judge counted as 0 (release parity)",
             token_overlap_scope="text (echoed prompt included, as released)",
             judge_match_rule="graded row with the same prompt_id whose predicted == evaluated text",
             judge_from_summary_score=from_summary,

@@ -2,7 +2,8 @@
 
 Every threshold a summary, figure or judge uses is defined here and nowhere else:
 ``COMPOSITE_THRESHOLD`` (0.6), ``TOKEN_OVERLAP_THRESHOLD`` (0.5), ``JUDGE_THRESHOLD`` (4);
-and so is the one answer normalisation, :func:`normalise_answer`.
+so are the weights of eq. (7), ``W_TO``, ``W_JUDGE`` and ``JUDGE_MAX`` (0.5, 0.5, 5), and its
+text ``COMPOSITE_FORMULA``; and so is the one answer normalisation, :func:`normalise_answer`.
 
 Pure functions on numpy arrays; a missing judge score is NaN, a missing SimpleQA grade
 is ``""`` or None.
@@ -33,10 +34,14 @@ from typing import Literal
 import numpy as np
 
 __all__ = [
+    "COMPOSITE_FORMULA",
     "COMPOSITE_THRESHOLD",
+    "JUDGE_MAX",
     "JUDGE_THRESHOLD",
     "TOKEN_OVERLAP_THRESHOLD",
     "SIMPLEQA_GRADES",
+    "W_JUDGE",
+    "W_TO",
     "MissingJudge",
     "SimpleQAMetrics",
     "TextMode",
@@ -56,15 +61,19 @@ SIMPLEQA_GRADES = ("CORRECT", "INCORRECT", "NOT_ATTEMPTED")
 COMPOSITE_THRESHOLD = 0.6  # S_eval >= this counts as accurate (paper)
 TOKEN_OVERLAP_THRESHOLD = 0.5  # TO >= this counts as reaching the answer
 JUDGE_THRESHOLD = 4  # 1-5 grade >= this counts as a good answer
+W_TO = 0.5  # weight of TO in S_eval (paper)
+W_JUDGE = 0.5  # weight of the judge grade in S_eval (paper)
+JUDGE_MAX = 5.0  # the judge's top grade, which S_eval divides by
+COMPOSITE_FORMULA = f"{W_TO:g}*TO + {W_JUDGE:g}*judge/{JUDGE_MAX:g}"  # eq. (7) as text, for labels
 
 
 def composite(
     to: np.ndarray | Sequence[float],
     judge: np.ndarray | Sequence[float | None],
     *,
-    w_to: float = 0.5,
-    w_judge: float = 0.5,
-    judge_max: float = 5.0,
+    w_to: float = W_TO,
+    w_judge: float = W_JUDGE,
+    judge_max: float = JUDGE_MAX,
     missing: MissingJudge = "zero",
 ) -> np.ndarray:
     """S_eval = w_to * TO + w_judge * judge / judge_max  (paper: 0.5, 0.5, 5).
@@ -104,9 +113,9 @@ def composite_accuracy(
     judge: np.ndarray | Sequence[float | None],
     *,
     threshold: float = COMPOSITE_THRESHOLD,
-    w_to: float = 0.5,
-    w_judge: float = 0.5,
-    judge_max: float = 5.0,
+    w_to: float = W_TO,
+    w_judge: float = W_JUDGE,
+    judge_max: float = JUDGE_MAX,
     missing: MissingJudge = "zero",
 ) -> float:
     """Fraction of prompts with S_eval >= threshold.
