@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 
 from fsnn.judges import offline, scoring
@@ -78,3 +81,24 @@ def test_the_users_of_the_plain_rule():
     assert scoring.proxy_grade("Paris", "Parisian food") == "INCORRECT"
     assert scoring.proxy_grade("Paris", " !? ") == "NOT_ATTEMPTED"
     assert scoring.proxy_grade("The", "the answer") == "INCORRECT"  # an empty answer matches nothing
+
+
+def test_thresholds_and_the_weights_of_eq_7():
+    assert (scoring.COMPOSITE_THRESHOLD, scoring.TOKEN_OVERLAP_THRESHOLD, scoring.JUDGE_THRESHOLD) == (0.6, 0.5, 4)
+    assert (scoring.W_TO, scoring.W_JUDGE, scoring.JUDGE_MAX) == (0.5, 0.5, 5.0)
+    assert scoring.COMPOSITE_FORMULA == "0.5*TO + 0.5*judge/5"
+
+
+def test_composite_exact_values_and_the_threshold_edge():
+    # S_eval = 0.5 TO + 0.5 judge / 5; a missing judge counts 0 (the release) or gives NaN
+    s = scoring.composite([1.0, 0.5, 0.0, 0.25], [5, 4, None, float("nan")])
+    assert s.tolist() == [1.0, 0.65, 0.0, 0.125]
+    assert math.isnan(scoring.composite([0.5], [None], missing="exclude")[0])
+    # the edge: TO 0.2 with grade 5 is exactly 0.6, which counts as accurate
+    assert scoring.composite([0.2], [5]).tolist() == [0.6]
+    assert scoring.accurate([0.6, 0.5999999, math.nan]).tolist() == [True, False, False]
+    assert scoring.composite_accuracy([1.0, 0.0], [5, 1]) == 0.5
+    assert math.isnan(scoring.composite_accuracy([1.0], [None], missing="exclude"))
+    with pytest.raises(ValueError, match="missing must be"):
+        scoring.composite([1.0], [5], missing="drop")
+    assert scoring.composite(np.ones((2, 3)), np.full((2, 3), 5.0)).shape == (2, 3)
