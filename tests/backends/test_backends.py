@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from fsnn.backends.base import BACKENDS, Backend, LocalBackend, NdifBackend, SerialisedBackend, resolve_backend
+from fsnn.backends.base import (
+    BACKENDS,
+    Backend,
+    LocalBackend,
+    NdifBackend,
+    SerialisedBackend,
+    resolve_backend,
+)
 from fsnn.backends.retry import RetryPolicy
 from fsnn.errors import BackendUnavailable, FsnnError
 

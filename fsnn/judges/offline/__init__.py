@@ -37,7 +37,16 @@ Every name of the former single module ``fsnn/judges/offline.py`` imports from h
 
 from __future__ import annotations
 
-from .features import FEATURES, MAX_CHARS, answer_part, dates, feature_matrix, features, normalise, numbers
+from .features import (
+    FEATURES,
+    MAX_CHARS,
+    answer_part,
+    dates,
+    feature_matrix,
+    features,
+    normalise,
+    numbers,
+)
 from .fit import (
     CV_FOLDS,
     L2_GRID,
@@ -60,9 +69,19 @@ from .model import (
     ordinal_probs,
 )
 
+# isort: split
 # the private helpers of the former single module, for code that reached into it
-from .features import (  # noqa: F401, I001
-    _HEDGES, _LABELS, _MONTH_RE, _MONTHS, _REFUSALS, _count_phrases, _Date, _features_cached, _fuzzy, _phrase_in,
+from .features import (  # noqa: F401
+    _HEDGES,
+    _LABELS,
+    _MONTH_RE,
+    _MONTHS,
+    _REFUSALS,
+    _count_phrases,
+    _Date,
+    _features_cached,
+    _fuzzy,
+    _phrase_in,
     _to_text,
 )
 from .fit import _fit_fold, _folds, _predict, _standardise  # noqa: F401

@@ -6,6 +6,7 @@ import pytest
 
 from fsnn.judges import offline as O
 
+
 def test_normalise_oracle():
     assert O.normalise("The 1,000 Acres of Twenty-Three Fields!") == "1000 acres of 23 fields"
     assert O.normalise("An Apple; a PEAR.") == "apple pear"

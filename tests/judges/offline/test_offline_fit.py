@@ -6,6 +6,7 @@ import numpy as np
 
 from fsnn.judges import offline as O
 
+
 def test_fit_ordinal_recovers_order():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 2))

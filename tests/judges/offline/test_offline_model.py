@@ -9,6 +9,7 @@ import pytest
 
 from fsnn.judges import offline as O
 
+
 def test_shipped_calibration_loads_and_round_trips(tmp_path):
     cal = O.load_calibration()
     assert cal.judge_id == f"offline-{cal.version}"
