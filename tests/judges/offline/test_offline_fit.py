@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from fsnn.judges import offline as O
+
+
+@pytest.fixture(scope="module")
+def release():
+    folder = os.environ.get("FSNN_RELEASE_DIR")
+    if not folder or not Path(folder).is_dir():
+        pytest.skip("FSNN_RELEASE_DIR is not set (CI sets it to the shared release folder)")
+    return folder
 
 
 def test_fit_ordinal_recovers_order():

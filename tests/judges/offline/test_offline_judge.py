@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,24 @@ FORMER_NAMES = (
     "N_PROMPTS", "SPLIT_SEED", "TRAIN_FRACTION", "L2_GRID", "CV_FOLDS", "split_prompts", "_standardise", "_folds",
     "_fit_fold", "_predict", "cross_validate", "fit_calibration",
 )
+
+
+@pytest.fixture(scope="module")
+def release():
+    folder = os.environ.get("FSNN_RELEASE_DIR")
+    if not folder or not Path(folder).is_dir():
+        pytest.skip("FSNN_RELEASE_DIR is not set (CI sets it to the shared release folder)")
+    return folder
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network use in an offline test")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 def test_every_former_name_imports():
