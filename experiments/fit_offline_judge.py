@@ -1,10 +1,10 @@
-"""Fit the offline judge (``fsnn.judges.offline``) on the train prompts of the release.
+"""Fit the offline judge (``fsnn.judges.offline.fit``) on the train prompts of the release.
 
 Usage::
 
     python experiments/fit_offline_judge.py [--release-dir DIR] [--out PATH]
 
-Splits the release's 260 prompts by :func:`fsnn.judges.offline.split_prompts` (seed 0,
+Splits the release's 260 prompts by :func:`fsnn.judges.offline.fit.split_prompts` (seed 0,
 half train), fits the ordinal model on the train prompts' graded rows only (ridge
 penalty and decode rule chosen by 5-fold cross-validation over train prompts), and
 writes the calibration JSON (default: the one shipped in the package). The held-out
@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from fsnn.judges import offline
+from fsnn.judges.offline import fit, model
 from fsnn.analysis.release_grades import METHODS, graded_rows, selected_rows
 
 
@@ -32,23 +32,23 @@ def main() -> None:
     )
     parser.add_argument(
         "--out",
-        default=str(Path(offline.__file__).parent / "calibration" / offline.CALIBRATION_FILE),
+        default=str(Path(model.__file__).parent / "calibration" / model.CALIBRATION_FILE),
         help="where to write the calibration JSON",
     )
-    parser.add_argument("--seed", type=int, default=offline.SPLIT_SEED, help="split seed")
+    parser.add_argument("--seed", type=int, default=fit.SPLIT_SEED, help="split seed")
     args = parser.parse_args()
 
     start = time.perf_counter()
     rows = graded_rows(args.release_dir)
-    train, heldout = offline.split_prompts(seed=args.seed)
+    train, heldout = fit.split_prompts(seed=args.seed)
     selected = {m: selected_rows(m, args.release_dir) for m in METHODS}
     split = {
         "rule": "numpy.random.default_rng(seed).permutation(260); first half = train",
         "seed": args.seed,
-        "train_fraction": offline.TRAIN_FRACTION,
-        "n_prompts": offline.N_PROMPTS,
+        "train_fraction": fit.TRAIN_FRACTION,
+        "n_prompts": fit.N_PROMPTS,
     }
-    cal = offline.fit_calibration(
+    cal = fit.fit_calibration(
         rows, train_prompts=train, selected=selected, split=split, seed=args.seed
     )
     assert not set(cal.train_prompts) & set(heldout)

@@ -38,7 +38,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from fsnn.errors import FsnnError
-from fsnn.judges.scoring import COMPOSITE_THRESHOLD, JUDGE_THRESHOLD
+from fsnn.judges.scoring import COMPOSITE_FORMULA, COMPOSITE_THRESHOLD, JUDGE_THRESHOLD
 from fsnn.judges.scoring import TOKEN_OVERLAP_THRESHOLD as TO_THRESHOLD
 from .stats import bootstrap_mean
 from fsnn.store.files import read_dataset
@@ -396,7 +396,7 @@ def fig3_scores(results: xr.Dataset) -> Figure:
                 "composite",
                 COMPOSITE_THRESHOLD,
                 "(a) Composite $S_{eval}$",
-                "$S_{eval}$ = 0.5·TO + 0.5·judge/5",
+                "$S_{eval}$ = " + COMPOSITE_FORMULA.replace("*", "·"),
             ),
             (
                 "token_overlap",

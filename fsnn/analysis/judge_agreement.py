@@ -32,6 +32,7 @@ from fsnn.store.files import atomic_write_text
 from fsnn.judges.base import Judge, JudgeConfig
 from fsnn.judges.factory import make_judge
 from .release_grades import graded_rows
+from .stats import percentile_interval, wilson_interval
 
 __all__ = [
     "GRADES",
@@ -48,6 +49,10 @@ __all__ = [
 ]
 
 GRADES = (1, 2, 3, 4, 5)
+# The intervals of these reports come from fsnn.analysis.stats with the constants they were
+# first computed with, so their numbers do not move in the last digits:
+_Z_95 = 1.959963984540054  # z_0.975 correctly rounded, for the Wilson interval of a rate
+_QUANTILES_95 = (0.025, 0.975)  # the percentile interval of bootstrap replicates
 
 
 def agreement(reference: np.ndarray, judged: np.ndarray) -> dict[str, Any]:
@@ -471,7 +476,7 @@ def _interval(point: float, samples: list[float]) -> dict[str, Any]:
     s = np.asarray([v for v in samples if not math.isnan(v)], dtype=float)
     if len(s) == 0 or math.isnan(point):
         return {"value": point, "ci95": [math.nan, math.nan]}
-    return {"value": point, "ci95": [float(np.quantile(s, 0.025)), float(np.quantile(s, 0.975))]}
+    return {"value": point, "ci95": list(percentile_interval(s, quantiles=_QUANTILES_95))}
 
 
 def heldout_table(
@@ -682,11 +687,7 @@ def _rate(k: int, n: int) -> dict[str, Any]:
     """k/n with a 95% Wilson interval."""
     if n == 0:
         return {"value": math.nan, "ci95": [math.nan, math.nan]}
-    z = 1.959963984540054
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {"value": p, "ci95": [max(0.0, centre - half), min(1.0, centre + half)]}
+    return {"value": k / n, "ci95": list(wilson_interval(k, n, z=_Z_95))}
 
 
 def split_markdown(report: dict[str, Any], *, extra: list[dict[str, Any]] = ()) -> str:

@@ -48,7 +48,6 @@ prompt 48 last (a rerun); rows are aligned by ``prompt_idx``.
 
 from __future__ import annotations
 
-import ast
 import csv
 import hashlib
 import math
@@ -63,7 +62,8 @@ import xarray as xr
 from fsnn.store.environment import env_path
 from fsnn.errors import FsnnError
 from fsnn.store.schema import str_array
-from fsnn.judges.scoring import COMPOSITE_THRESHOLD, JUDGE_THRESHOLD, TOKEN_OVERLAP_THRESHOLD
+from fsnn.store.simpleqa_csv import read_simpleqa_csv
+from fsnn.judges.scoring import COMPOSITE_FORMULA, COMPOSITE_THRESHOLD, JUDGE_THRESHOLD, TOKEN_OVERLAP_THRESHOLD
 from fsnn.judges.scoring import composite as _composite
 from fsnn.store.files import check_dims, provenance, write_dataset
 from .summary import format_summary, summarize
@@ -221,23 +221,13 @@ class _SimpleQA:
 
 
 def _read_simpleqa(path: Path) -> _SimpleQA:
-    """The SimpleQA test set; ``metadata`` is a Python dict literal (never ``eval``)."""
-    table = _Table(path, ("metadata", "problem", "answer"))
-    topics, kinds = [], []
-    for row, rec in table:
-        try:
-            meta = ast.literal_eval(rec["metadata"])
-        except (ValueError, SyntaxError):
-            raise table.error(row, "column 'metadata' is not a Python dict literal") from None
-        if not isinstance(meta, dict):
-            raise table.error(row, "column 'metadata' is not a dict")
-        topics.append(str(meta.get("topic", "")))
-        kinds.append(str(meta.get("answer_type", "")))
+    """The SimpleQA test set (:func:`fsnn.store.simpleqa_csv.read_simpleqa_csv`), text as written."""
+    records = read_simpleqa_csv(path)
     return _SimpleQA(
-        problems=[r["problem"] for r in table.rows],
-        answers=[r["answer"] for r in table.rows],
-        topics=topics,
-        answer_types=kinds,
+        problems=[r.problem for r in records],
+        answers=[r.answer for r in records],
+        topics=[str(r.metadata.get("topic", "")) for r in records],
+        answer_types=[str(r.metadata.get("answer_type", "")) for r in records],
     )
 
 
@@ -635,7 +625,7 @@ def import_release(
             config,
             **common,
             composite_threshold=COMPOSITE_THRESHOLD,
-            composite_rule="0.5*TO + 0.5*judge/5, missing judge counted as 0 (release parity)",
+            composite_rule=f"{COMPOSITE_FORMULA}, missing judge counted as 0 (release parity)",
             token_overlap_scope="text (echoed prompt included, as released)",
             judge_match_rule="graded row with the same prompt_id whose predicted == evaluated text",
             judge_from_summary_score=from_summary,

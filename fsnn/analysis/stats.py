@@ -11,6 +11,8 @@ so its uncertainty comes from which prompts happened to be asked. Three tools:
 - :func:`mcnemar_exact`: exact McNemar test of two paired 0/1 outcomes: under H0 the
   discordant pairs split 50/50, so ``p = min(1, 2 * P[Binom(b + c, 1/2) <= min(b, c)])``.
 
+:func:`percentile_interval` is the percentile step alone (for replicates drawn elsewhere,
+e.g. the cluster bootstrap of :mod:`fsnn.analysis.judge_agreement`).
 :func:`wilson_interval` is the closed-form score interval of a proportion, a cross-check
 of the bootstrap for small ``n`` (the percentile bootstrap of an all-0 or all-1 sample
 is the point [0, 0] or [1, 1]; Wilson is not).
@@ -32,6 +34,7 @@ __all__ = [
     "bootstrap_mean",
     "mcnemar_exact",
     "paired_bootstrap_diff",
+    "percentile_interval",
     "wilson_interval",
 ]
 
@@ -102,9 +105,27 @@ def _resample_means(x: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     return x[idx].mean(axis=1)
 
 
-def _percentiles(boot: np.ndarray, level: float) -> tuple[float, float]:
-    tail = (1 - level) / 2
-    low, high = np.quantile(boot, [tail, 1 - tail])
+def percentile_interval(
+    samples: Sequence[float] | np.ndarray,
+    level: float = _LEVEL,
+    *,
+    quantiles: tuple[float, float] | None = None,
+) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates: their ``(1 - level) / 2`` and
+    ``1 - (1 - level) / 2`` quantiles (numpy's linear interpolation).
+
+    Args:
+        samples: the replicates, shape (n_boot,), no NaN.
+        level: coverage of the interval.
+        quantiles: the two quantiles to take instead of those of ``level`` (the
+            judge-agreement reports take exactly (0.025, 0.975); in floats
+            ``(1 - 0.95) / 2`` is 0.025000000000000022, which moves a bound in its last
+            digits).
+    """
+    if quantiles is None:
+        tail = (1 - level) / 2
+        quantiles = (tail, 1 - tail)
+    low, high = np.quantile(np.asarray(samples, dtype=float), list(quantiles))
     return float(low), float(high)
 
 
@@ -130,7 +151,7 @@ def bootstrap_mean(
     x = _as_1d(values)
     if x.size == 0:
         return Interval(estimate=math.nan, low=math.nan, high=math.nan, n=0, level=level)
-    low, high = _percentiles(_resample_means(x, n_boot, seed), level)
+    low, high = percentile_interval(_resample_means(x, n_boot, seed), level)
     est = float(x.mean())
     # the percentile interval of a mean always holds it up to float rounding; clip that
     return Interval(estimate=est, low=min(low, est), high=max(high, est), n=int(x.size), level=level)
@@ -183,15 +204,23 @@ def mcnemar_exact(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarr
     return McNemar(b=n10, c=n01, p=p)
 
 
-def wilson_interval(k: int, n: int, level: float = _LEVEL) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``k / n`` (NaN bounds when ``n`` is 0)."""
+def wilson_interval(k: int, n: int, level: float = _LEVEL, *, z: float | None = None) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (NaN bounds when ``n`` is 0).
+
+    Args:
+        k, n: successes and trials.
+        level: coverage; the normal quantile is ``NormalDist().inv_cdf(1 - (1 - level) / 2)``.
+        z: that quantile given directly instead (the judge-agreement reports use
+            1.959963984540054, z_0.975 correctly rounded; ``NormalDist`` gives one ulp less).
+    """
     if not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
     if n == 0:
         return math.nan, math.nan
-    from statistics import NormalDist
+    if z is None:
+        from statistics import NormalDist
 
-    z = NormalDist().inv_cdf(1 - (1 - level) / 2)
+        z = NormalDist().inv_cdf(1 - (1 - level) / 2)
     p = k / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom

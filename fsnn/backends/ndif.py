@@ -34,12 +34,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import torch
 
 from fsnn.errors import BackendUnavailable, FsnnError
-from .retry import RETRYABLE_STATUS, RetryPolicy, is_retryable_status
+from .retry import RETRYABLE_STATUS, RetryPolicy, is_retryable_status, retry_call
 
 __all__ = [
     "API_KEY_ENV",
@@ -259,32 +259,28 @@ def call_with_retries(
 ) -> _T:
     """Run ``fn()`` with bounded retries of transient failures and one-line errors.
 
-    The one retry loop of every remote path (:func:`call_remote` for NDIF, the
-    serialised-local backend for its tests). An :class:`FsnnError` raised by ``fn``
+    The retries of every remote trace (:func:`call_remote` for NDIF, the serialised-local
+    backend for its tests), on :func:`fsnn.backends.retry.retry_call`. An :class:`FsnnError` raised by ``fn``
     (bad input) passes through untouched and is not retried; any other failure ends as
     one ``FsnnError`` line ``<what> failed at <where> (request <id>) after N attempts``.
     """
     policy = policy or RetryPolicy()
-    for attempt in range(policy.attempts):
-        try:
-            return fn()
-        except FsnnError:
-            raise
-        except Exception as exc:  # every failure becomes one FsnnError line
-            transient = is_transient(exc)
-            log.debug("%s attempt %d failed: %s", what, attempt + 1, _one_line(exc))
-            if transient and attempt + 1 < policy.attempts:
-                wait = policy.delay(attempt)
-                log.warning("%s failed (%s); retry %d of %d in %.1f s", what, _one_line(exc), attempt + 1,
-                            policy.attempts - 1, wait)
-                sleep(wait)
-                continue
-            # a service failure (transport, HTTP status) is not the call's fault: its own type
-            error = BackendUnavailable if transient or _http_status(exc) is not None else FsnnError
-            raise error(
-                _failure(what, where, exc, attempt + 1, request_ids[-1] if request_ids else None)
-            ) from None
-    raise AssertionError("unreachable")  # pragma: no cover
+
+    def retrying(exc: Exception, retry: int, wait: float) -> None:
+        log.debug("%s attempt %d failed: %s", what, retry + 1, _one_line(exc))
+        log.warning("%s failed (%s); retry %d of %d in %.1f s", what, _one_line(exc), retry + 1,
+                    policy.attempts - 1, wait)
+
+    def failed(exc: Exception, attempts: int) -> NoReturn:
+        log.debug("%s attempt %d failed: %s", what, attempts, _one_line(exc))
+        # a service failure (transport, HTTP status) is not the call's fault: its own type
+        error = BackendUnavailable if is_transient(exc) or _http_status(exc) is not None else FsnnError
+        raise error(_failure(what, where, exc, attempts, request_ids[-1] if request_ids else None)) from None
+
+    # An FsnnError raised by fn (bad input) passes through untouched and is not retried;
+    # any other failure becomes one FsnnError line.
+    return retry_call(fn, policy=policy, transient=is_transient, on_retry=retrying, on_failure=failed,
+                      passthrough=(FsnnError,), sleep=sleep)
 
 
 def call_remote(

@@ -6,6 +6,10 @@ A transient failure (timeout, dropped connection, or an HTTP status in
 uniformly from ``[1 - jitter, 1]``; when the server sends ``Retry-After``, its value wins
 (capped at ``max_retry_after``), because the server knows when it will accept again.
 
+:func:`retry_call` is the one retry loop: the NDIF calls (:func:`fsnn.backends.ndif.call_with_retries`)
+and the HTTP judges (:class:`fsnn.judges.http.HttpJudge`) each say which failures are transient
+and what a final failure becomes; the loop, the waits and the count are here.
+
 The status set is the one the OpenAI and Mistral clients retry, plus 425: 408 (request
 timeout), 409 (conflict: a concurrent request on the same resource), 425 (too early),
 429 (rate limit) and every 5xx. Any other status (400, 401, 403, 404, 422...) means the
@@ -17,11 +21,16 @@ from __future__ import annotations
 import datetime as _dt
 import email.utils
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from fsnn.errors import FsnnError
 
-__all__ = ["RETRYABLE_STATUS", "RetryPolicy", "is_retryable_status", "parse_retry_after"]
+__all__ = ["RETRYABLE_STATUS", "RetryPolicy", "is_retryable_status", "parse_retry_after", "retry_call"]
+
+_T = TypeVar("_T")
 
 RETRYABLE_STATUS: frozenset[int] = frozenset({408, 409, 425, 429, *range(500, 600)})
 
@@ -93,3 +102,51 @@ def parse_retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=_dt.UTC)
     return max(0.0, (when - _dt.datetime.now(_dt.UTC)).total_seconds())
+
+
+def retry_call(
+    fn: Callable[[], _T],
+    *,
+    policy: RetryPolicy,
+    transient: Callable[[Exception], bool],
+    retry_after: Callable[[Exception], float | None] | None = None,
+    on_retry: Callable[[Exception, int, float], None] | None = None,
+    on_failure: Callable[[Exception, int], _T] | None = None,
+    passthrough: tuple[type[BaseException], ...] = (),
+    sleep: Callable[[float], None] | None = None,
+) -> _T:
+    """Call ``fn()`` until it returns, at most ``policy.attempts`` times: the one retry loop.
+
+    A failure ``transient(exc)`` calls worth retrying is retried while tries remain, after
+    ``policy.delay(retry, retry_after(exc))`` seconds; any other failure, or the last,
+    ends the loop.
+
+    Args:
+        fn: one try.
+        policy: how many tries and how long apart.
+        transient: whether a failure is worth retrying unchanged.
+        retry_after: the wait a failure asks for (a server's ``Retry-After``), or None.
+        on_retry: called as ``on_retry(exc, retry, wait)`` before each wait (``retry``
+            0-based), to log it.
+        on_failure: what the final failure becomes, called as ``on_failure(exc, tries)``
+            inside the ``except`` block (so it may return a value, raise another error
+            or re-raise); None re-raises the failure.
+        passthrough: exception types that leave at once, untouched, never retried.
+        sleep: the wait function (default :func:`time.sleep`, looked up at call time).
+    """
+    for attempt in range(policy.attempts):
+        try:
+            return fn()
+        except passthrough:
+            raise
+        except Exception as exc:
+            if transient(exc) and attempt + 1 < policy.attempts:
+                wait = policy.delay(attempt, retry_after(exc) if retry_after is not None else None)
+                if on_retry is not None:
+                    on_retry(exc, attempt, wait)
+                (sleep or time.sleep)(wait)
+                continue
+            if on_failure is None:
+                raise
+            return on_failure(exc, attempt + 1)
+    raise AssertionError("unreachable")  # pragma: no cover - the last try returns or raises

@@ -10,7 +10,6 @@ with its reason, never an exception.
 
 from __future__ import annotations
 
-import abc
 import json
 import logging
 import re
@@ -19,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from fsnn.backends.retry import RetryPolicy
 from fsnn.errors import FsnnError
 from .cache import JudgeCache, prompt_sha256
 from .parse import LetterRule, parse_quality, parse_simpleqa
@@ -40,6 +40,7 @@ Item = tuple[str, str, str]
 """(question, gold target, predicted text) of one graded answer."""
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RETRY = RetryPolicy()  # the one set of retry defaults (fsnn.backends.retry)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,7 +60,8 @@ class JudgeConfig:
             The key itself never enters a config, log, cache or result file.
         temperature: sampling temperature (paper: 0).
         timeout: seconds per HTTP request.
-        max_retries: retries after the first attempt (timeouts, 429, 5xx, bad JSON).
+        max_retries: retries after the first attempt (timeouts, 429, 5xx, bad JSON);
+            the retry settings default to :class:`fsnn.backends.retry.RetryPolicy`'s.
         concurrency: HTTP requests in flight at once.
         max_tokens: answer length limit of an HTTP request.
         backoff_base: first retry delay in seconds; doubles each retry, with jitter.
@@ -87,11 +89,11 @@ class JudgeConfig:
     api_key_env: str | None = None
     temperature: float = 0.0
     timeout: float = 60.0
-    max_retries: int = 5
+    max_retries: int = _RETRY.retries
     concurrency: int = 4
     max_tokens: int = 256
-    backoff_base: float = 1.0
-    backoff_max: float = 60.0
+    backoff_base: float = _RETRY.backoff_base
+    backoff_max: float = _RETRY.backoff_max
     batch_size: int = 8
     device: str = "cpu"
     dtype: str = "float32"
@@ -286,20 +288,34 @@ class Grade:
         return float(self.value) if isinstance(self.value, int) else None
 
 
-class Judge(abc.ABC):
-    """Grades items with one backend, through the cache. Subclasses answer prompts.
+class Judge:
+    """A judge: grades (question, target, predicted) items for the SimpleQA rubric and the
+    1-5 quality grade, recording its id in every grade.
+
+    A subclass does one of two things:
+
+    - answer prompts (implement :meth:`_answer`): the HTTP and local judges. This class
+      renders the prompts, looks answers up in the cache, stores new ones and parses each
+      into a grade;
+    - grade items itself (override :meth:`grade_simpleqa` and :meth:`grade_quality`): the
+      offline judge (:class:`fsnn.judges.offline.OfflineJudge`), which has no prompts.
 
     Attributes:
-        config: the judge's settings.
+        config: the judge's settings (:class:`JudgeConfig` for a judge answering prompts).
         id: the judge id recorded in every grade.
         cache: the answer cache, or None when caching is off.
         stats: ``answered`` and ``failed`` counts and ``seconds`` spent in the backend
             (cache hits excluded), since the judge was made.
     """
 
-    def __init__(self, config: JudgeConfig, *, cache: JudgeCache | None = None) -> None:
+    def __init__(self, config: Any, *, cache: JudgeCache | None = None, judge_id: str | None = None) -> None:
+        cls = type(self)
+        answers = cls._answer is not Judge._answer
+        grades = cls.grade_simpleqa is not Judge.grade_simpleqa and cls.grade_quality is not Judge.grade_quality
+        if not (answers or grades):
+            raise TypeError(f"{cls.__name__} must implement _answer, or grade_simpleqa and grade_quality")
         self.config = config
-        self.id = config.judge_id
+        self.id = config.judge_id if judge_id is None else judge_id
         self.cache = cache
         self.stats: dict[str, float] = {"answered": 0, "failed": 0, "seconds": 0.0}
 
@@ -329,9 +345,9 @@ class Judge(abc.ABC):
     def _prefill(self, task: Task) -> str:
         return ""
 
-    @abc.abstractmethod
     def _answer(self, prompts: Sequence[Prompt]) -> Iterator[tuple[int, Answer]]:
         """Answer ``prompts``, yielding (index, answer) as each is done (any order)."""
+        raise NotImplementedError(f"{type(self).__name__} grades items itself: it answers no prompts")
 
     def _grade(self, prompts: Sequence[Prompt]) -> list[Grade]:
         hashes = [prompt_sha256(p.document()) for p in prompts]

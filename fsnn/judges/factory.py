@@ -113,7 +113,7 @@ def make_judge(
     if isinstance(config, str) and config.partition(":")[0] == "offline":
         from .offline import OfflineJudge
 
-        return OfflineJudge(config.partition(":")[2] or None)  # type: ignore[return-value]
+        return OfflineJudge(config.partition(":")[2] or None)
     if isinstance(config, str):
         config = JudgeConfig.from_spec(config)
     if isinstance(cache, str) and cache == "default":

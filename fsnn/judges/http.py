@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import httpx
 
 from fsnn.errors import FsnnError
-from fsnn.backends.retry import RETRYABLE_STATUS, RetryPolicy, is_retryable_status, parse_retry_after
+from fsnn.backends.retry import RETRYABLE_STATUS, RetryPolicy, is_retryable_status, parse_retry_after, retry_call
 from .base import Answer, Judge, JudgeConfig, Prompt, log
 from .cache import JudgeCache
 
@@ -115,43 +114,50 @@ class HttpJudge(Judge):
             "temperature": cfg.temperature,
             "max_tokens": cfg.max_tokens,
         }
-        attempts = self.policy.attempts
-        reason = ""
-        for attempt in range(attempts):
-            retry_after: float | None = None
+
+        def attempt() -> Answer:
             with self._lock:
                 self.requests += 1
             try:
                 resp = client.post(self.url, json=body)
             except httpx.TimeoutException:
-                reason = f"timeout after {cfg.timeout:g} s"
+                raise _Transient(f"timeout after {cfg.timeout:g} s") from None
             except httpx.HTTPError as exc:
-                reason = f"connection error: {type(exc).__name__}"
-            else:
-                if resp.status_code == 200:
-                    try:
-                        raw, finish = _content(resp.json())
-                    except (ValueError, KeyError, IndexError, TypeError) as exc:
-                        reason = f"malformed response: {type(exc).__name__}"
-                    else:
-                        return Answer(raw=raw, meta={"finish_reason": finish})
-                elif is_retryable_status(resp.status_code):
-                    reason = f"HTTP {resp.status_code}"
-                    retry_after = parse_retry_after(resp.headers.get("retry-after"))
-                else:
-                    return Answer(error=f"HTTP {resp.status_code} (not retried)")
-            if attempt + 1 < attempts:
-                delay = self.policy.delay(attempt, retry_after)
-                log.info(
-                    "judge %s: %s; retry %d/%d in %.2f s",
-                    self.id,
-                    reason,
-                    attempt + 1,
-                    cfg.max_retries,
-                    delay,
-                )
-                time.sleep(delay)
-        return Answer(error=f"{reason} (gave up after {attempts} attempts)")
+                raise _Transient(f"connection error: {type(exc).__name__}") from None
+            if resp.status_code == 200:
+                try:
+                    raw, finish = _content(resp.json())
+                except (ValueError, KeyError, IndexError, TypeError) as exc:
+                    raise _Transient(f"malformed response: {type(exc).__name__}") from None
+                return Answer(raw=raw, meta={"finish_reason": finish})
+            if is_retryable_status(resp.status_code):
+                raise _Transient(f"HTTP {resp.status_code}", parse_retry_after(resp.headers.get("retry-after")))
+            return Answer(error=f"HTTP {resp.status_code} (not retried)")
+
+        def retrying(exc: Exception, retry: int, delay: float) -> None:
+            log.info("judge %s: %s; retry %d/%d in %.2f s", self.id, exc, retry + 1, cfg.max_retries, delay)
+
+        def gave_up(exc: Exception, attempts: int) -> Answer:
+            if not isinstance(exc, _Transient):
+                raise exc  # a bug: _safe_request turns it into a missing grade
+            return Answer(error=f"{exc} (gave up after {attempts} attempts)")
+
+        return retry_call(
+            attempt,
+            policy=self.policy,
+            transient=lambda exc: isinstance(exc, _Transient),
+            retry_after=lambda exc: exc.retry_after if isinstance(exc, _Transient) else None,
+            on_retry=retrying,
+            on_failure=gave_up,
+        )
+
+
+class _Transient(Exception):
+    """A failed try worth repeating: its reason, and the wait the server asked for."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 def _content(payload: Any) -> tuple[str, str]:

@@ -23,8 +23,6 @@ only the question (and a TRAIN split whose answers are known):
 
 from __future__ import annotations
 
-import re
-import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ import numpy as np
 import torch
 
 from fsnn.errors import FsnnError
+from fsnn.judges.scoring import normalise_answer
 
 __all__ = [
     "STEP_BY_STEP",
@@ -207,16 +206,11 @@ def answer_line(completion: str, max_words: int = 12) -> str:
     return ""
 
 
-def _vote_key(text: str) -> str:
-    text = text.lower().translate(str.maketrans("", "", string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
 def majority_answer(answers: Sequence[str]) -> str:
-    """The most frequent answer after normalisation (case, punctuation, articles);
-    ties go to the earliest sample; empty answers never win unless all are empty."""
-    keys = [_vote_key(a) for a in answers]
+    """The most frequent answer after normalisation (case, punctuation, articles:
+    :func:`fsnn.judges.scoring.normalise_answer`); ties go to the earliest sample; empty
+    answers never win unless all are empty."""
+    keys = [normalise_answer(a) for a in answers]
     counts = Counter(k for k in keys if k)
     if not counts:
         return ""

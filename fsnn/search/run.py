@@ -38,8 +38,8 @@ from .objective import guarded_objective
 from fsnn.steering.steer import steered_generate
 from .config import SAMPLERS, SearchConfig
 
-__all__ = ["SAMPLERS", "SearchConfig", "SearchItem", "open_storage", "run_search", "storage_error",
-           "trial_coefficients"]  # SAMPLERS and SearchConfig live in fsnn.search.config
+__all__ = ["SAMPLERS", "SearchConfig", "SearchItem", "open_storage", "run_search", "storage_error"]
+# SAMPLERS and SearchConfig live in fsnn.search.config
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,22 +116,6 @@ def _sampler(config: SearchConfig, key: str) -> Any:
 
 def _distributions(layout: SegmentLayout, config: SearchConfig) -> dict[str, Any]:
     return strength.distributions(config.parametrization, layout.segment_names, *config.range)
-
-
-def trial_coefficients(params: dict[str, float], layout: SegmentLayout) -> tuple[list[float], list[float]]:
-    """(alpha per segment, gamma per segment) of an ``alpha_gamma``/``product``/``log_product`` trial.
-
-    A norm-relative trial's gamma differs per layer: use :func:`fsnn.search.strength.per_layer`.
-    """
-    alpha, gamma = [], []
-    for name in layout.segment_names:
-        if f"k_{name}" in params:
-            alpha.append(1.0)
-            gamma.append(float(params[f"k_{name}"]))
-        else:
-            alpha.append(float(params[f"alpha_{name}"]))
-            gamma.append(float(params[f"gamma_{name}"]))
-    return alpha, gamma
 
 
 def score_texts(
@@ -324,10 +308,6 @@ def _n_state(study: Any, state: str) -> int:
     import optuna
 
     return len(study.get_trials(deepcopy=False, states=(getattr(optuna.trial.TrialState, state),)))
-
-
-def _n_complete(study: Any) -> int:
-    return _n_state(study, "COMPLETE")
 
 
 def trials_dataset(

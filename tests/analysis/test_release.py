@@ -324,7 +324,7 @@ def test_bad_simpleqa_metadata(tmp_path):
     sq = tmp_path / "sq.csv"
     _write(sq, ["metadata", "problem", "answer"],
            [["{'topic': 'Art'}", Q[0], GT[0]], ["__import__('os')", Q[1], GT[1]]])  # fmt: skip
-    with pytest.raises(FsnnError, match=r"sq\.csv, row 2: column 'metadata'"):
+    with pytest.raises(FsnnError, match=r"sq\.csv: row 2: field 'metadata'"):
         import_release(root, sq)
     _write(sq, ["metadata", "problem", "answer"], [["{'topic': 'Art'}", "Unrelated?", "x"]])
     with pytest.raises(FsnnError, match="none of the questions"):

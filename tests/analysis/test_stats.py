@@ -87,3 +87,52 @@ def test_paired_interval_is_tighter_than_unpaired_and_exact_when_constant():
     assert (const.low, const.estimate, const.high) == (1.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="differ in size"):
         paired_bootstrap_diff([1.0], [1.0, 0.0])
+
+
+# The judge-agreement report's intervals (Wilson for rates, percentile for bootstrap
+# replicates), recorded before it used this module (issue 23): its numbers must not move.
+AGREEMENT_WILSON = [
+    ((0, 1), (0.0, 0.7934506856227626)),
+    ((1, 1), (0.20654931437723745, 1.0)),
+    ((0, 10), (0.0, 0.2775327998628892)),
+    ((3, 10), (0.10779126740630099, 0.6032218525388546)),
+    ((7, 13), (0.29143795714506004, 0.7679393219046169)),
+    ((42, 260), (0.12178630076086523, 0.21114643548659057)),
+    ((130, 260), (0.43966815931466346, 0.5603318406853366)),
+    ((259, 260), (0.9785392297268466, 0.9993207364558602)),
+    ((1, 3), (0.06149194472039621, 0.7923403991979522)),
+]
+
+
+@pytest.mark.parametrize(("kn", "ci"), AGREEMENT_WILSON)
+def test_judge_agreement_rate_is_pinned(kn, ci):
+    from fsnn.analysis.judge_agreement import _rate
+
+    k, n = kn
+    assert _rate(k, n) == {"value": k / n, "ci95": list(ci)}
+
+
+def test_judge_agreement_percentile_interval_is_pinned():
+    from fsnn.analysis.judge_agreement import _interval, _rate
+
+    rng = np.random.default_rng(7)
+    want = {5: [0.23270309948265522, 0.8850609898971373], 40: [0.005227028002737256, 0.9891236510756976],
+            2000: [0.030011983892406086, 0.9701910725705936]}
+    for size, ci in want.items():
+        assert _interval(0.5, rng.random(size).tolist()) == {"value": 0.5, "ci95": ci}
+    assert _interval(0.5, [0.1, math.nan, 0.3]) == {"value": 0.5, "ci95": [0.10500000000000001, 0.295]}
+    for point, samples in ((math.nan, [0.1]), (0.5, []), (0.5, [math.nan])):
+        got = _interval(point, samples)
+        assert got["value"] is point and all(math.isnan(v) for v in got["ci95"])
+    got = _rate(0, 0)
+    assert math.isnan(got["value"]) and all(math.isnan(v) for v in got["ci95"])
+
+
+def test_percentile_interval_oracles():
+    from fsnn.analysis.stats import percentile_interval
+
+    x = np.arange(101, dtype=float)  # the q-quantile of 0..100 is 100 q, with linear interpolation
+    assert percentile_interval(x, quantiles=(0.0, 1.0)) == (0.0, 100.0)
+    assert percentile_interval(x, quantiles=(0.25, 0.5)) == (25.0, 50.0)
+    lo, hi = percentile_interval(x, 0.9)
+    assert lo == pytest.approx(5.0, abs=1e-12) and hi == pytest.approx(95.0, abs=1e-12)

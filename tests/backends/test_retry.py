@@ -71,3 +71,49 @@ def test_judge_policy_comes_from_its_config() -> None:
     )
     policy = HttpJudge(config).policy
     assert (policy.attempts, policy.backoff_base, policy.backoff_max) == (5, 0.5, 7.0)
+
+
+def test_retry_call_is_the_one_loop() -> None:
+    from fsnn.backends.retry import retry_call
+
+    policy = RetryPolicy(attempts=4, backoff_base=1.0, backoff_max=3.0, jitter=0.0)
+    calls, waits, retries = [], [], []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise TimeoutError("slow")
+        return "ok"
+
+    got = retry_call(flaky, policy=policy, transient=lambda e: isinstance(e, TimeoutError),
+                     on_retry=lambda e, k, w: retries.append((str(e), k, w)), sleep=waits.append)
+    assert got == "ok" and len(calls) == 3
+    assert waits == [1.0, 2.0] and retries == [("slow", 0, 1.0), ("slow", 1, 2.0)]
+
+    # the last failure: on_failure gets the tries made; a server's wait wins over the backoff
+    waits.clear()
+
+    def down() -> str:
+        raise TimeoutError("down")
+
+    got = retry_call(down, policy=policy, transient=lambda e: True, retry_after=lambda e: 0.5,
+                     on_failure=lambda e, n: f"{e} after {n}", sleep=waits.append)
+    assert got == "down after 4" and waits == [0.5, 0.5, 0.5]
+    # a failure that is not transient ends at once; without on_failure it is re-raised
+    with pytest.raises(KeyError):
+        retry_call(lambda: {}["x"], policy=policy, transient=lambda e: False, sleep=waits.append)
+    assert len(waits) == 3
+    # passthrough types leave untouched, never retried, never given to on_failure
+    with pytest.raises(FsnnError, match="bad input"):
+        retry_call(lambda: (_ for _ in ()).throw(FsnnError("bad input")), policy=policy,
+                   transient=lambda e: True, on_failure=lambda e, n: "no", passthrough=(FsnnError,),
+                   sleep=waits.append)
+    assert len(waits) == 3
+
+
+def test_judge_retry_defaults_are_the_policys() -> None:
+    config = JudgeConfig(backend="http", model="m", base_url="http://x/v1")
+    default = RetryPolicy()
+    assert (config.max_retries + 1, config.backoff_base, config.backoff_max) == (
+        default.attempts, default.backoff_base, default.backoff_max)
+    assert HttpJudge(config).policy == default

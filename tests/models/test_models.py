@@ -152,3 +152,12 @@ def test_cli_error_is_one_line():
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "unknown model alias" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_default_model_is_one_known_alias():
+    import inspect
+
+    from fsnn.models.load import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL in ALIASES
+    assert inspect.signature(load_model).parameters["spec"].default == DEFAULT_MODEL
