@@ -223,8 +223,11 @@ def reference_stage(ctx: RunContext, failures: Sequence[Question]) -> xr.Dataset
         explanations = [split_explanation(o.completion) for o in outs]
         items = [ReferenceItem(question=q.question, answer=q.answer, explanation=e)
                  for q, e in zip(batch, explanations, strict=True)]
+        # one unpadded pass per prompt when traces run here: h then does not depend on the
+        # batch's other prompts (shards, workers: docs/scaling.md); NDIF keeps batches
+        per_pass = c.batch_size if ctx.backend.remote_model else 1
         h = ctx.backend.call(lambda: capture_references(ctx.model, items, templates=ctx.templates,
-                                                        batch_size=c.batch_size, backend=ctx.backend),
+                                                        batch_size=per_pass, backend=ctx.backend),
                              what="reference capture")
         part = h.to_dataset(name="h").assign(
             explanation=("prompt", str_array(explanations)),

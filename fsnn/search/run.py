@@ -324,8 +324,13 @@ def run_search(
     layout.check(model.n_layers)
     dists = _distributions(layout, config)
     if config.parametrization == "norm_relative" and any(it.norm_scale is None for it in items):
+        # one unpadded pass per prompt when traces run here: a prompt's scale (and so its
+        # trials) then does not depend on which prompts share its search (shards, workers:
+        # docs/scaling.md); NDIF keeps batches of 8, a request each
+        per_pass = 8 if backend.remote_model else 1
         scales = backend.call(lambda: strength.norm_scales(model, [it.prompt for it in items],
-                                                           torch.stack([it.h for it in items]), backend=backend),
+                                                           torch.stack([it.h for it in items]), backend=backend,
+                                                           batch_size=per_pass),
                               what="norm scales")
         items = [replace(it, norm_scale=scales[i]) if it.norm_scale is None else it for i, it in enumerate(items)]
     start = strength.start_params(config.parametrization, layout.segment_names, *config.range,
