@@ -33,8 +33,14 @@ import xarray as xr
 
 from fsnn.analysis.summary import summary_rows, summary_table
 from fsnn.errors import FsnnError
-from fsnn.store.files import atomic_write, atomic_write_text, read_dataset, remove_stale_temp_files, write_dataset
 from fsnn.store.environment import env_path
+from fsnn.store.files import (
+    atomic_write,
+    atomic_write_text,
+    read_dataset,
+    remove_stale_temp_files,
+    write_dataset,
+)
 from fsnn.store.lock import LOCK_NAME, run_folder_lock
 
 from .simpleqa import Question, load_simpleqa, select_questions, simpleqa_path
