@@ -360,7 +360,9 @@ def run_search(
             # trials a killed process left RUNNING keep their number and parameters
             for frozen in running[: max(0, config.n_trials - complete)]:
                 rows.append((key, _Resumed(frozen)))
-            want = min(config.batch_trials, config.n_trials - complete - len(running))
+            # a round with RUNNING trials is the rest of an interrupted round: ask nothing new
+            # until they are told, as the uninterrupted search had their results when it asked
+            want = 0 if running else min(config.batch_trials, config.n_trials - complete)
             for _ in range(max(0, want)):
                 # reseed per trial number: a resumed search asks what an uninterrupted
                 # one would have asked, whatever happened to this process's RNG
