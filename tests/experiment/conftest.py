@@ -31,6 +31,7 @@ def assert_same_run(a: Path, b: Path) -> None:
     for name in FILES:
         xr.testing.assert_identical(stable(read_dataset(a / f"{name}.nc")), stable(read_dataset(b / f"{name}.nc")))
     assert _trials(a) == _trials(b)
+    assert (a / "summary.json").read_text() == (b / "summary.json").read_text()
 
 
 def _trials(folder: Path) -> dict[str, list[tuple]]:
@@ -71,8 +72,9 @@ def single_run(tiny_folder, tmp_path_factory) -> tuple[Path, Path]:
 
 def shard_config(model: str, **kw):
     """6 rows; batch_size 4, so the single run's baseline batches differ from the shards'
-    (3 + 3); 3 TPE trials asked one at a time (6 rounds per search chunk of 3 prompts)."""
+    (3 + 3); 3 trials asked one at a time (6 rounds per search chunk of 3 prompts): one
+    enqueued start point, then TPE."""
     return small_config(model=model, limit=6, batch_size=4, batch_rows=3, n_trials=3, batch_trials=1,
-                        sampler="tpe", **kw)
+                        start_trials=1, sampler="tpe", **kw)
 
 

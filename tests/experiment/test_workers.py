@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -66,6 +65,47 @@ def test_two_workers_equal_one_process_and_survive_a_killed_worker(tiny_folder, 
     assert pool.killed[0][1] not in pids_after  # the killed worker was restarted by Ray
     assert_same_run(one, tmp_path / "w")  # nothing lost, nothing twice (trial numbers 0..n-1)
     assert not ray.is_initialized()  # the local cluster is stopped with the pool
+
+
+KILLED_SEARCH = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import torch
+import fsnn.search.run
+from fsnn.experiment.pipeline import run_pipeline
+from tests.experiment.conftest import shard_config
+torch.set_num_threads(1)
+calls = []
+real = fsnn.search.run.steered_generate
+def counting(*a, **k):
+    calls.append(1)
+    if len(calls) == 3:  # the second round: the first trials told, the second ones RUNNING
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*a, **k)
+fsnn.search.run.steered_generate = counting
+run_pipeline(shard_config(sys.argv[1]), sys.argv[2], simpleqa_csv=sys.argv[3], progress=False)
+"""
+
+
+def test_a_single_run_killed_mid_search_resumes_on_workers(tiny_folder, single_run, tmp_path):
+    """optuna.db of a killed single process (finished and RUNNING trials) is continued by
+    the workers to the trials an uninterrupted run has."""
+    import optuna
+
+    csv, one = single_run
+    script = tmp_path / "run.py"
+    script.write_text(KILLED_SEARCH.format(root=str(ROOT)))
+    out = tmp_path / "run"
+    killed = subprocess.run([sys.executable, str(script), tiny_folder, str(out), str(csv)], capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'optuna.db'}")
+    states = {t.state.name for s in storage.get_all_studies() for t in storage.get_all_trials(s._study_id)}
+    storage.engine.dispose()
+    assert {"COMPLETE", "RUNNING"} <= states, states
+    with RayPool(2, progress=False) as pool:
+        run_pipeline(shard_config(tiny_folder), out, simpleqa_csv=csv, progress=False, pool=pool)
+    assert_same_run(one, out)
 
 
 def test_a_worker_that_cannot_load_the_model_is_one_line(tiny_folder, single_run, tmp_path, capsys):
@@ -147,7 +187,8 @@ def test_two_nodes_on_this_machine(tiny_folder, single_run, tmp_path):
         toml = tmp_path / "run.toml"  # the single run's config (batch_size has no flag)
         toml.write_text("\n".join(f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in (
             ("model", c.model), ("limit", c.limit), ("batch_size", c.batch_size), ("batch_rows", c.batch_rows),
-            ("n_trials", c.n_trials), ("batch_trials", c.batch_trials), ("max_new_tokens", c.max_new_tokens),
+            ("n_trials", c.n_trials), ("batch_trials", c.batch_trials), ("start_trials", c.start_trials),
+            ("max_new_tokens", c.max_new_tokens),
             ("mode", c.mode), ("sampler", c.sampler), ("methods", c.methods), ("select", c.select))) + "\n")
         cmd = [sys.executable, "-m", "fsnn", "run", "--config", str(toml), "--simpleqa-csv", str(csv),
                "--out", str(tmp_path / "w"), "--workers", "2", "--ray-address", f"127.0.0.1:{port}", "--no-progress"]
@@ -167,4 +208,4 @@ def test_results_read_back(single_run):
     _, one = single_run
     res = read_dataset(one / "results.nc")
     assert res.sizes["prompt"] == 6 and res.sizes["method"] == 3
-    assert threading.active_count() >= 1
+    assert (res.completion.values[1:] != "").all()
