@@ -112,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "run", "Fusion Steering on SimpleQA, resumable (the main job)")
     _run_options(p)
+    _scale_out_options(p)  # issue 24
     p.set_defaults(func=_run)
+
+    _merge_parser(sub)  # issue 24
 
     p = _add(sub, "judge-agreement", "grade the 1045 released answers with a judge and compare with Mistral's")
     p.add_argument("--judge", required=True,
@@ -287,8 +290,10 @@ def _run(args: argparse.Namespace) -> int:
     # precedence flags > --config file > --paper preset > RunConfig defaults; printed first
     config, header = resolve_from_cli(args.config, args.paper, flags)
     print(header)
-    results = run_pipeline(config, args.out, simpleqa_csv=args.simpleqa_csv, force_new=args.force_new,
-                           progress=not args.no_progress)
+    scale, pool = _scale_out(args)  # issue 24: --shard, --workers, --ray-address
+    with pool:
+        results = run_pipeline(config, args.out, simpleqa_csv=args.simpleqa_csv, force_new=args.force_new,
+                               progress=not args.no_progress, **scale)
     print(summary_table(results))
     print(f"\nresults: {args.out}/results.nc (summary in {args.out}/summary.md)")
     return 0
@@ -358,6 +363,61 @@ def _report(args: argparse.Namespace) -> int:
 
     path = write_report(args.run, args.out, examples=args.examples, seed=args.seed)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+# --------------------------------------------------------------------------- issue 24: scale out
+# fsnn run --workers N [--ray-address ADDR] | --shard I/N, and fsnn merge (docs/scaling.md)
+
+
+def _scale_out_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=_positive, default=None, metavar="N",
+                   help="run on N Ray workers, one model each (pip install 'fsnn[ray]'; docs/scaling.md)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --workers: join this Ray cluster (default: start one in this process)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="run only part I (0-based) of N of the selected questions; fsnn merge joins the parts")
+
+
+def _scale_out(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """run_pipeline's ``shard``/``pool`` arguments, and the pool's context (closed after the run)."""
+    import contextlib
+
+    from fsnn.experiment.shards import Shard
+
+    if args.ray_address is not None and args.workers is None:
+        raise FsnnError("--ray-address needs --workers N")
+    scale: dict[str, Any] = {}
+    if args.shard is not None:
+        scale["shard"] = Shard.parse(args.shard)
+    if args.workers is None:
+        return scale, contextlib.nullcontext()
+    from fsnn.experiment.workers import RayPool
+
+    scale["pool"] = RayPool(args.workers, args.ray_address, progress=not args.no_progress)
+    return scale, scale["pool"]
+
+
+def _merge_parser(sub: Any) -> None:
+    p = _add(sub, "merge", "join the folders of fsnn run --shard I/N into the folder one run would have made")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="every shard folder of the run")
+    p.add_argument("--out", required=True, metavar="RUN", help="the merged run folder")
+    p.add_argument("--simpleqa-csv", default=None, metavar="PATH",
+                   help="only to name missing prompts by SimpleQA id (default $FSNN_SIMPLEQA_CSV)")
+    p.add_argument("--force-new", action="store_true", help="start over an --out folder holding another run")
+    p.set_defaults(func=_merge)
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from fsnn.analysis.summary import summary_table
+    from fsnn.experiment.shards import merge_runs
+    from fsnn.store.files import read_dataset
+
+    report = merge_runs(args.runs, args.out, simpleqa_csv=args.simpleqa_csv, force_new=args.force_new)
+    if report.steered:
+        print(summary_table(read_dataset(report.out / "results.nc")))
+    print(f"\nmerged {len(report.shards)} shard(s): {report.prompts} question(s), {report.steered} steered, "
+          f"into {report.out}")
     return 0
 
 

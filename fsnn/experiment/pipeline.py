@@ -102,6 +102,8 @@ def run_pipeline(
     judge: Any = None,
     force_new: bool = False,
     progress: bool = True,
+    shard: Any = None,
+    pool: Any = None,
 ) -> xr.Dataset:
     """Run (or resume) the SimpleQA Fusion Steering experiment into run folder ``out``.
 
@@ -113,6 +115,10 @@ def run_pipeline(
         judge: an already built judge to use instead of ``config.judge``.
         force_new: wipe a folder made with another config instead of refusing.
         progress: tqdm bars.
+        shard: run only this part of the selected questions (``fsnn run --shard I/N``,
+            :class:`fsnn.experiment.shards.Shard`; ``fsnn merge`` joins the parts).
+        pool: run the model work on these workers (``fsnn run --workers N``,
+            :class:`fsnn.experiment.workers.RayPool`) instead of a model here.
 
     Returns:
         ``results.nc`` as a Dataset (dims method, prompt).
@@ -123,7 +129,12 @@ def run_pipeline(
     questions = load_simpleqa(csv_path, on_bad=config.on_bad_rows)  # type: ignore[arg-type]
     first = config.limit if config.ids is None and config.stratified is None else None
     subset = select_questions(questions, first=first, ids=config.ids, stratified=config.stratified, seed=config.seed)
-    if model is None:  # everything that names a model is checked before the folder or a load
+    # ---- issue 24 (fsnn.experiment.shards): --shard I/N keeps its part of the selection
+    selected = subset
+    if shard is not None:
+        subset = shard.take(subset)
+    # ---- end issue 24
+    if model is None and pool is None:  # everything that names a model is checked before the folder or a load
         from fsnn.models.load import check_model_spec
 
         check_model_spec(config.model)
@@ -133,11 +144,17 @@ def run_pipeline(
         check_model_spec(config.ppl_model)
     _check_methods_fit(config, model)
     identity = {**config.identity(), "simpleqa_sha256": sha}
+    if shard is not None:  # issue 24: a shard's folder is its own identity (fsnn merge drops the field)
+        identity["shard"] = str(shard)
     with run_folder_lock(out):  # one process per run folder (fsnn/lock.py)
         remove_stale_temp_files(out)  # left by a killed write; safe only under the lock
         _prepare_folder(out, identity, force_new)
         backend = resolve_backend(config.backend)
-        if model is None:
+        if shard is not None:  # issue 24
+            shard.write_manifest(out, subset, selected)
+        if pool is not None:  # issue 24: the models live in the pool's workers
+            model, judge = pool.start(config, out, sha)
+        elif model is None:
             from fsnn.models.load import load_model
 
             if backend.remote_model:
@@ -151,12 +168,13 @@ def run_pipeline(
 
             judge = make_judge(config.judge)
         ctx = RunContext(config=config, out=out, model=model, judge=judge, backend=backend, simpleqa_sha=sha,
-                         progress=progress)
+                         progress=progress, pool=pool)
         started = time.perf_counter()
         baseline = baseline_stage(ctx, subset)
         failures = select_failures(subset, baseline, config.select)
         if not failures:
-            raise FsnnError(f"no baseline failure to steer among {len(subset)} question(s) (select={config.select})")
+            raise FsnnError(f"no baseline failure to steer among {len(subset)} question(s) (select={config.select})"
+                            + (f"; shard {shard} is complete: fsnn merge takes its baseline" if shard else ""))
         refs = reference_stage(ctx, failures)
         trials = search_stage(ctx, refs)
         results = results_stage(ctx, baseline, refs, trials)

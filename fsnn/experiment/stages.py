@@ -13,8 +13,9 @@ The search resumes through Optuna's storage (:mod:`fsnn.search.run`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,14 @@ from fsnn.store.files import provenance, read_dataset, write_dataset
 
 __all__ = [
     "RunContext",
+    "baseline_batch",
     "baseline_stage",
+    "reference_batch",
     "reference_stage",
+    "results_dataset",
     "results_stage",
     "resumable_stage",
+    "search_methods",
     "search_stage",
     "select_failures",
 ]
@@ -63,6 +68,10 @@ class RunContext:
         backend: where traces run.
         simpleqa_sha: sha256 of the SimpleQA CSV (provenance).
         progress: show tqdm bars.
+        pool: the workers that run the model work elsewhere (``fsnn run --workers``,
+            :class:`fsnn.experiment.workers.RayPool`); None = in this process. With a
+            pool, ``model`` is the workers' description (``describe``, ``n_layers``,
+            ``tokenizer``) and this process only writes the files.
     """
 
     config: Any
@@ -72,6 +81,7 @@ class RunContext:
     backend: Backend
     simpleqa_sha: str
     progress: bool = True
+    pool: Any = None  # issue 24: fsnn.experiment.workers.RayPool
     _ppl: Perplexity | None = field(default=None, repr=False)
 
     @property
@@ -129,6 +139,7 @@ def resumable_stage(
     batch_size: int,
     desc: str,
     progress: bool = True,
+    map_batches: Callable[[list[list[Question]]], Iterable[xr.Dataset]] | None = None,
 ) -> xr.Dataset:
     """Run ``run_batch`` over the items not yet in ``path``, checkpointing each batch.
 
@@ -139,6 +150,9 @@ def resumable_stage(
             ``simpleqa_id`` coordinate.
         batch_size: questions per call of ``run_batch``.
         desc: progress-bar label.
+        map_batches: runs the batches elsewhere (issue 24, the workers of
+            ``fsnn run --workers``) and yields their rows in any order; None =
+            ``run_batch`` on each batch here, in order.
 
     Returns:
         One row per item, in the items' order.
@@ -148,11 +162,12 @@ def resumable_stage(
     parts = [done] if done is not None else []
     todo = [q for q in items if q.id not in have]
     bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=desc, disable=not progress, unit="q")
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
-        parts.append(run_batch(batch))
+    batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+    done_parts = map_batches(batches) if map_batches is not None else map(run_batch, batches)
+    for part in done_parts:
+        parts.append(part)
         write_dataset(_by_id(parts), path)  # checkpoint every batch
-        bar.update(len(batch))
+        bar.update(part.sizes["prompt"])
     bar.close()
     ds = _by_id(parts)
     order = {q.id: i for i, q in enumerate(items)}
@@ -183,24 +198,26 @@ def _grade(ctx: RunContext, batch: Sequence[Question], outs: Sequence[Any]) -> l
     return [(str(g.value), g.judge_id) for g in grades]
 
 
+def baseline_batch(ctx: RunContext, batch: list[Question]) -> xr.Dataset:
+    """The baseline rows of one batch of questions: answered unsteered and graded."""
+    c = ctx.config
+    prompts = [ctx.prompt(ctx.templates.baseline_prompt(q.question) if c.baseline_prompt == "qa" else q.question)
+               for q in batch]
+    outs = ctx.generate(prompts, "baseline batch")
+    rows = []
+    for q, o, (grade, source) in zip(batch, outs, _grade(ctx, batch, outs), strict=True):
+        scored = scored_texts([o.text], [o.completion], c.search.score_on)[0]
+        rows.append({"simpleqa_id": q.id, "question": q.question, "answer": q.answer, "topic": q.topic,
+                     "completion": o.completion, "text": o.text, "grade": grade, "grade_source": source,
+                     "token_overlap": token_overlap(q.answer, scored)})
+    return baseline_dataset(rows, ctx.attrs("baseline"))
+
+
 def baseline_stage(ctx: RunContext, questions: Sequence[Question]) -> xr.Dataset:
     """Stages 1-2: answer every question unsteered and grade it (``baseline.nc``)."""
-    c = ctx.config
-
-    def run_batch(batch: list[Question]) -> xr.Dataset:
-        prompts = [ctx.prompt(ctx.templates.baseline_prompt(q.question) if c.baseline_prompt == "qa" else q.question)
-                   for q in batch]
-        outs = ctx.generate(prompts, "baseline batch")
-        rows = []
-        for q, o, (grade, source) in zip(batch, outs, _grade(ctx, batch, outs), strict=True):
-            scored = scored_texts([o.text], [o.completion], c.search.score_on)[0]
-            rows.append({"simpleqa_id": q.id, "question": q.question, "answer": q.answer, "topic": q.topic,
-                         "completion": o.completion, "text": o.text, "grade": grade, "grade_source": source,
-                         "token_overlap": token_overlap(q.answer, scored)})
-        return baseline_dataset(rows, ctx.attrs("baseline"))
-
-    return resumable_stage(ctx.out / "baseline.nc", questions, run_batch, batch_size=c.batch_size,
-                           desc="baseline", progress=ctx.progress)
+    return resumable_stage(ctx.out / "baseline.nc", questions, partial(baseline_batch, ctx),
+                           batch_size=ctx.config.batch_size, desc="baseline", progress=ctx.progress,
+                           map_batches=ctx.pool.map_batches("baseline") if ctx.pool is not None else None)
 
 
 def select_failures(questions: Sequence[Question], baseline: xr.Dataset, select: str) -> list[Question]:
@@ -213,33 +230,38 @@ def select_failures(questions: Sequence[Question], baseline: xr.Dataset, select:
 # ----------------------------------------------------------------------------- stages 3-4
 
 
+def reference_batch(ctx: RunContext, batch: list[Question]) -> xr.Dataset:
+    """The references of one batch of questions: enrichment, then eq. (1) capture."""
+    c = ctx.config
+    prompts = [ctx.prompt(ctx.templates.enrichment_prompt(q.question, q.answer)) for q in batch]
+    outs = ctx.generate(prompts, "enrichment batch")
+    explanations = [split_explanation(o.completion) for o in outs]
+    items = [ReferenceItem(question=q.question, answer=q.answer, explanation=e)
+             for q, e in zip(batch, explanations, strict=True)]
+    # one unpadded pass per prompt when traces run here: h then does not depend on the
+    # batch's other prompts (shards, workers: docs/scaling.md); NDIF keeps batches
+    per_pass = c.batch_size if ctx.backend.remote_model else 1
+    h = ctx.backend.call(lambda: capture_references(ctx.model, items, templates=ctx.templates,
+                                                    batch_size=per_pass, backend=ctx.backend),
+                         what="reference capture")
+    part = h.to_dataset(name="h").assign(
+        explanation=("prompt", str_array(explanations)),
+        enrichment_raw=("prompt", str_array([o.completion for o in outs])),
+    )
+    part = part.assign_coords(
+        simpleqa_id=("prompt", np.asarray([q.id for q in batch], dtype=np.int64)),
+        question=("prompt", str_array([q.question for q in batch])),
+        answer=("prompt", str_array([q.answer for q in batch])),
+    )
+    part.attrs = ctx.attrs("references")
+    return part
+
+
 def reference_stage(ctx: RunContext, failures: Sequence[Question]) -> xr.Dataset:
     """Stages 3-4: enrichment (the model explains the gold answer) and eq. (1) capture."""
-    c = ctx.config
-
-    def run_batch(batch: list[Question]) -> xr.Dataset:
-        prompts = [ctx.prompt(ctx.templates.enrichment_prompt(q.question, q.answer)) for q in batch]
-        outs = ctx.generate(prompts, "enrichment batch")
-        explanations = [split_explanation(o.completion) for o in outs]
-        items = [ReferenceItem(question=q.question, answer=q.answer, explanation=e)
-                 for q, e in zip(batch, explanations, strict=True)]
-        h = ctx.backend.call(lambda: capture_references(ctx.model, items, templates=ctx.templates,
-                                                        batch_size=c.batch_size, backend=ctx.backend),
-                             what="reference capture")
-        part = h.to_dataset(name="h").assign(
-            explanation=("prompt", str_array(explanations)),
-            enrichment_raw=("prompt", str_array([o.completion for o in outs])),
-        )
-        part = part.assign_coords(
-            simpleqa_id=("prompt", np.asarray([q.id for q in batch], dtype=np.int64)),
-            question=("prompt", str_array([q.question for q in batch])),
-            answer=("prompt", str_array([q.answer for q in batch])),
-        )
-        part.attrs = ctx.attrs("references")
-        return part
-
-    return resumable_stage(ctx.out / "references.nc", failures, run_batch, batch_size=c.batch_size,
-                           desc="enrich+capture", progress=ctx.progress)
+    return resumable_stage(ctx.out / "references.nc", failures, partial(reference_batch, ctx),
+                           batch_size=ctx.config.batch_size, desc="enrich+capture", progress=ctx.progress,
+                           map_batches=ctx.pool.map_batches("references") if ctx.pool is not None else None)
 
 
 # ----------------------------------------------------------------------------- stage 5
@@ -250,6 +272,16 @@ def reference_stage(ctx: RunContext, failures: Sequence[Question]) -> xr.Dataset
 OPTUNA_RECOVER = ("delete optuna.db and rerun the same command: baseline.nc and references.nc are kept, every "
                   "method's search is recomputed from trial 0 (same seeds, same trials; trials.nc and results.nc "
                   "are rewritten), or use --force-new to start the folder over")
+
+
+def search_methods(ctx: RunContext, items: Sequence[SearchItem], layouts: Sequence[SegmentLayout], storage: Any, *,
+                   on_round: Callable[[], None] | None = None) -> list[xr.Dataset]:
+    """Every method's :func:`fsnn.search.run.run_search` of ``items`` in ``storage`` (one dataset each)."""
+    c = ctx.config
+    return [run_search(ctx.model, items, layout, c.search, storage=storage, ppl=ctx.ppl, mode=c.mode,
+                       max_new_tokens=c.max_new_tokens, study_prefix=f"{layout.name}/", progress=ctx.progress,
+                       backend=ctx.backend, on_round=on_round)
+            for layout in layouts]
 
 
 def search_stage(ctx: RunContext, refs: xr.Dataset) -> xr.Dataset:
@@ -265,16 +297,14 @@ def search_stage(ctx: RunContext, refs: xr.Dataset) -> xr.Dataset:
         for i, (sid, q, a) in enumerate(zip(refs.simpleqa_id.values, refs.question.values, refs.answer.values,
                                             strict=True))
     ]
-    per_method = []
-    for method in c.methods:
-        layout = SegmentLayout.named(method, ctx.model.n_layers)
-        try:
-            ds = run_search(ctx.model, items, layout, c.search, storage=storage, ppl=ctx.ppl,
-                            mode=c.mode, max_new_tokens=c.max_new_tokens, study_prefix=f"{layout.name}/",
-                            progress=ctx.progress, backend=ctx.backend)
-        except sqlalchemy.exc.DatabaseError as exc:  # a page damaged past the header
-            raise storage_error(url, exc, OPTUNA_RECOVER) from None
-        per_method.append(ds.expand_dims(method=[layout.name]))
+    layouts = [SegmentLayout.named(method, ctx.model.n_layers) for method in c.methods]
+    # issue 24: with --workers the pool searches chunks of prompts and this process writes optuna.db
+    searcher = ctx.pool.search if ctx.pool is not None else partial(search_methods, ctx)
+    try:
+        searched = searcher(items, layouts, storage)
+    except sqlalchemy.exc.DatabaseError as exc:  # a page damaged past the header
+        raise storage_error(url, exc, OPTUNA_RECOVER) from None
+    per_method = [ds.expand_dims(method=[layout.name]) for layout, ds in zip(layouts, searched, strict=True)]
     # methods differ in segments/params: outer join, NaN where a method has none
     trials = xr.concat(per_method, dim="method", join="outer") if len(per_method) > 1 else per_method[0]
     trials = trials.assign_coords(simpleqa_id=("prompt", refs.simpleqa_id.values),
@@ -292,6 +322,15 @@ def search_stage(ctx: RunContext, refs: xr.Dataset) -> xr.Dataset:
 
 def results_stage(ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, trials: xr.Dataset) -> xr.Dataset:
     """Stage 6: each method's selected text per prompt, scored and judged (``results.nc``)."""
+    # issue 24: with --workers the pool scores chunks of prompts (row by row, as here)
+    compute = ctx.pool.results if ctx.pool is not None else partial(results_dataset, ctx)
+    ds = compute(baseline, refs, trials)
+    write_dataset(ds, ctx.out / "results.nc")
+    return ds
+
+
+def results_dataset(ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, trials: xr.Dataset) -> xr.Dataset:
+    """The rows of ``results.nc`` for the prompts of ``refs`` (each row computed on its own)."""
     c = ctx.config
     idx = {int(s): i for i, s in enumerate(baseline.simpleqa_id.values)}
     rows = [idx[int(s)] for s in refs.simpleqa_id.values]
@@ -371,5 +410,4 @@ def results_stage(ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, trial
         attrs=ctx.attrs("results", judged=int(ctx.judge is not None), score_on=c.search.score_on,
                         judge_missing=c.judge_missing, prompts_without_finished_trial=int(missing.sum())),
     )
-    write_dataset(ds, ctx.out / "results.nc")
     return ds

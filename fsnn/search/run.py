@@ -208,8 +208,13 @@ def run_search(
     layout.check(model.n_layers)
     dists = _distributions(layout, config)
     if config.parametrization == "norm_relative" and any(it.norm_scale is None for it in items):
+        # one unpadded pass per prompt when traces run here: a prompt's scale (and so its
+        # trials) then does not depend on which prompts share its search (shards, workers:
+        # docs/scaling.md); NDIF keeps batches of 8, a request each
+        per_pass = 8 if backend.remote_model else 1
         scales = backend.call(lambda: strength.norm_scales(model, [it.prompt for it in items],
-                                                           torch.stack([it.h for it in items]), backend=backend),
+                                                           torch.stack([it.h for it in items]), backend=backend,
+                                                           batch_size=per_pass),
                               what="norm scales")
         items = [replace(it, norm_scale=scales[i]) if it.norm_scale is None else it for i, it in enumerate(items)]
     start = strength.start_params(config.parametrization, layout.segment_names, *config.range,
@@ -239,7 +244,9 @@ def run_search(
             # trials a killed process left RUNNING keep their number and parameters
             for frozen in running[: max(0, config.n_trials - complete)]:
                 rows.append((key, _Resumed(frozen)))
-            want = min(config.batch_trials, config.n_trials - complete - len(running))
+            # a round with RUNNING trials is the rest of an interrupted round: ask nothing new
+            # until they are told, as the uninterrupted search had their results when it asked
+            want = 0 if running else min(config.batch_trials, config.n_trials - complete)
             for _ in range(max(0, want)):
                 # reseed per trial number: a resumed search asks what an uninterrupted
                 # one would have asked, whatever happened to this process's RNG

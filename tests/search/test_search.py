@@ -300,6 +300,40 @@ def test_resumed_study_asks_what_an_uninterrupted_one_would(monkeypatch, tmp_pat
     assert len({tuple(r) for r in clean.params.values[0]}) == 5  # the sampler explored
 
 
+def test_resume_of_an_interrupted_round_asks_nothing_new_until_it_is_told(monkeypatch, tmp_path):
+    """A kill inside a round leaves its trials RUNNING: the resumed search evaluates them
+    and only then asks the next round, as the uninterrupted search did (issue 24: before,
+    it asked the next trial beside them, and TPE saw another history)."""
+    import fsnn.search.run as search
+
+    cfg = SearchConfig(n_trials=6, batch_trials=1, sampler="tpe", n_startup_trials=2, start_trials=1,
+                       parametrization="norm_relative", seed=4)
+    layout = SegmentLayout.segmented(4, 2)
+    monkeypatch.setattr(search, "steered_generate", _stub_generate())
+    clean = run_search(_StubModel(), _stub_items(2), layout, cfg, storage=open_storage(f"sqlite:///{tmp_path}/c.db"),
+                       ppl=_stub_ppl, progress=False)
+
+    class Stop(BaseException):
+        pass
+
+    stub = _stub_generate()
+
+    def killed_in_round_two(*a, **k):
+        if len(stub.calls) == 1:  # the second round's trials (#1) are asked, none told
+            raise Stop
+        return stub(*a, **k)
+
+    url = f"sqlite:///{tmp_path}/r.db"
+    monkeypatch.setattr(search, "steered_generate", killed_in_round_two)
+    with pytest.raises(Stop):
+        run_search(_StubModel(), _stub_items(2), layout, cfg, storage=open_storage(url), ppl=_stub_ppl, progress=False)
+    monkeypatch.setattr(search, "steered_generate", _stub_generate())
+    resumed = run_search(_StubModel(), _stub_items(2), layout, cfg, storage=open_storage(url), ppl=_stub_ppl,
+                         progress=False)
+    np.testing.assert_array_equal(resumed.params.values, clean.params.values)
+    np.testing.assert_array_equal(resumed.trial_number.values, clean.trial_number.values)
+
+
 def test_search_stores_degeneration_and_prefers_readable(monkeypatch, tmp_path):
     import fsnn.search.run as search
 
