@@ -1,0 +1,608 @@
+"""Does a completion state the gold answer? A strict, rule-based check validated on hand labels.
+
+Token overlap (TO >= 0.5, :mod:`fsnn.metrics`) counts a completion as reaching the answer
+when it holds half of the gold's word types. That counts completions which only echo the
+question's own words (gold "Nelson Oduber", question "... Dangui Oduber ...": "Oduber"
+alone reaches 0.5), name half of a multi-part answer, or hold the answer inside a loop
+("Toronto, Canada" x7). This check counts none of them.
+
+The rule: a completion *states the answer* when
+
+1. it is readable (:func:`fsnn.degeneration.readable`: no loop, no debris);
+2. every *required* token of the gold answer appears among the completion's tokens.
+   The required tokens are the gold's content tokens (:func:`answer_tokens`; stop words,
+   titles, a weekday beside a date and single-letter initials dropped) that the question
+   does not contain. When the question contains all of them (or the gold has no content
+   token), the whole normalised gold phrase must appear word for word, at least once
+   where it is not an echo of the question (the phrase with its neighbouring word is
+   not a run of the question's words: "won two maxi challenges in Season 4" does not
+   state "4" for "How many ... did she win in Season 4?");
+3. when the completion commits explicitly ("The answer is X", "Answer: X"; see
+   :func:`commitments`), some commitment states the answer: listing the gold among
+   options and then choosing another ("A. Piano B. Violin ... The answer is (A) Piano")
+   is not stating it;
+4. a gold with alternatives is stated when any alternative is (:func:`alternatives`):
+   the answer without a parenthesis, a closing parenthesised alias ("Nelson Oduber
+   (Nelson Orlando Oduber)", "... Association (ISKA)"), "X also known as Y", and the
+   parts of "X or Y" when each part is a number/date or has two or more content tokens
+   ("Bride or Die" is one title, not two answers).
+
+Tokens compare after one normalisation (:func:`normalise_answer_text`), the same for
+gold, question and completion:
+
+- case (casefold), Unicode compatibility forms and diacritics ("Sugéno" = "Sugeno",
+  "ø" = "o", "ß" = "ss");
+- possessives ("Sugeno's" = "Sugeno"), hyphens and punctuation (word breaks; a
+  decimal point between digits stays), apostrophes inside a word ("O'Brien" = "OBrien");
+- numbers: thousands separators ("1,000" = "1000"), number words ("three" = "3",
+  "twenty-three" = "23", "two hundred" = "200"), scales ("3.5 million" = "3500000"),
+  ordinals ("1st" = "first" = "1"), decimals ("3.50" = "3.5"), "%" = "percent";
+  a number is one token, so "3" never matches "13", "2003" or "3.5";
+- dates become one token: "April 2, 1985" = "2 April 1985" = "2nd of April, 1985" =
+  "1985-04-02" -> ``1985-04-02``; "April 1985" -> ``1985-04``; "April 2" -> ``--04-02``.
+  A completion's date also stands for its coarser forms (``1985-04-02`` holds
+  ``1985-04``, ``--04-02`` and the year ``1985``), never the reverse, and its day is not
+  a bare number ("April 3, 2003" does not state "3");
+- aliases: "Univ." = "University", "St." = "Saint", "Mt." = "Mount", "Ft." = "Fort",
+  "Dr." = "Doctor", "Prof." = "Professor", "Jr." = "Junior", "Sr." = "Senior"; titles
+  ("Dr.", "Mr.", "Sir", "Jr.", ...) are never required.
+
+Validation: hand labels of ``experiments/answer_check/`` (one AI labeller, blind to the
+check), tune split only: 130 completions of 83 questions, stratified by gold overlap
+(65 >= 0.5, 65 below) and origin (Gemma-2-2B release texts, this project's small models).
+TP 14, FP 1, FN 1, TN 114: precision 14/15 = 0.93 (95% Wilson 0.70-0.99), recall 14/15 =
+0.93 (0.70-0.99); reweighted to the tune population the check's rate of stated answers is
+5.8% against the labels' 6.0%. On the same items TO >= 0.5 has precision 15/64 (the
+rest echo, half-answer or loop). The rule was written first and then corrected on the
+tune split's disagreements (weekday beside a date; echoes in phrase mode; commitments);
+the held-out split was not read. Details: ``experiments/answer_check/tune_report.md``.
+
+Example:
+    >>> states_answer("Who won the award?", "Michio Sugeno", "It went to Michio Sugéno.")
+    True
+    >>> check("Who succeeded Dangui Oduber?", "Nelson Oduber", "Oduber.").missing
+    ('nelson',)
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from ..degeneration import readable
+from ..errors import FsnnError
+
+__all__ = [
+    "STOP_WORDS",
+    "TITLES",
+    "AnswerCheck",
+    "alternatives",
+    "answer_tokens",
+    "check",
+    "commitments",
+    "normalise_answer_text",
+    "required_tokens",
+    "states_answer",
+    "states_answer_many",
+]
+
+STOP_WORDS = frozenset(
+    """a an the of and or nor but in on at to for by with from as into onto over under
+    about after before between during than then is was were be been being are am it its
+    this that these those which who whom whose what when where why how there their they
+    he she his her him them we our you your i me my not no so also both either neither
+    each per via has have had do does did will would can could shall should may might
+    must any all some such only just very""".split()
+)
+TITLES = frozenset("mr mrs ms miss mx doctor professor sir dame lord lady junior senior".split())
+_ALIASES = {
+    "univ": "university",
+    "st": "saint",
+    "mt": "mount",
+    "ft": "fort",
+    "dr": "doctor",
+    "prof": "professor",
+    "jr": "junior",
+    "sr": "senior",
+}
+_UNITS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+    "fourteen fifteen sixteen seventeen eighteen nineteen"
+).split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ORDINAL_UNITS = (
+    "zeroth first second third fourth fifth sixth seventh eighth ninth tenth eleventh "
+    "twelfth thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth"
+).split()
+_ORDINAL_TENS = (
+    "twentieth thirtieth fortieth fiftieth sixtieth seventieth eightieth ninetieth".split()
+)
+_SMALL = {w: i for i, w in enumerate(_UNITS)} | {w: 20 + 10 * i for i, w in enumerate(_TENS)}
+_ORDINAL = {w: i for i, w in enumerate(_ORDINAL_UNITS) if i} | {
+    w: 20 + 10 * i for i, w in enumerate(_ORDINAL_TENS)
+}
+_WEEKDAYS = frozenset("monday tuesday wednesday thursday friday saturday sunday".split())
+_ARTICLES = frozenset({"a", "an", "the"})
+_SCALES = {"hundred": 100, "thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
+_MONTHS = {
+    name: i + 1
+    for i, names in enumerate(
+        [
+            ("january", "jan"),
+            ("february", "feb"),
+            ("march", "mar"),
+            ("april", "apr"),
+            ("may",),
+            ("june", "jun"),
+            ("july", "jul"),
+            ("august", "aug"),
+            ("september", "sept", "sep"),
+            ("october", "oct"),
+            ("november", "nov"),
+            ("december", "dec"),
+        ]
+    )
+    for name in names
+}
+_FOLD = str.maketrans(
+    {
+        "ø": "o",
+        "ß": "ss",
+        "æ": "ae",
+        "œ": "oe",
+        "ł": "l",
+        "đ": "d",
+        "ð": "d",
+        "þ": "th",
+        "ı": "i",
+        "’": "'",
+        "‘": "'",
+        "`": "'",
+        "–": "-",
+        "—": "-",
+        "‐": "-",
+        "‑": "-",
+    }
+)
+
+_MON = rf"(?P<mon>{'|'.join(sorted(_MONTHS, key=len, reverse=True))})\.?"
+_DAY = r"(?P<day>[0-3]?\d)(?:st|nd|rd|th)?"
+_YEAR = r"(?P<year>[12]\d{3})"
+_DATE_PATTERNS = (
+    re.compile(r"\b(?P<year>[12]\d{3})[-/](?P<month>[01]?\d)[-/](?P<day>[0-3]?\d)\b"),
+    re.compile(rf"\b(?:the\s+)?{_DAY}\s*(?:of\s+)?{_MON}[\s,]+{_YEAR}\b"),
+    re.compile(rf"\b{_MON}\s+(?:the\s+)?{_DAY},?\s+{_YEAR}\b"),
+    re.compile(rf"\b{_MON},?\s+(?:of\s+)?{_YEAR}\b"),
+    re.compile(rf"\b(?:the\s+)?{_DAY}\s*(?:of\s+)?{_MON}\b"),
+    re.compile(rf"\b{_MON}\s+(?:the\s+)?{_DAY}\b(?![.,]?\d)"),
+)
+_DATE_TOKEN = re.compile(r"(?P<y>\d{4})(?:-(?P<m>\d\d)(?:-(?P<d>\d\d))?)?")
+_MARK = "\x00"  # wraps a date token inside the text so no later step splits it
+_MARKED = re.compile("(\x00[^\x00]*\x00)")
+_DIGITS = re.compile(r"\d+(?:\.\d+)?")
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def _date_token(m: re.Match[str]) -> str:
+    g = m.groupdict()
+    month = int(g["month"]) if g.get("month") else _MONTHS[g["mon"]]
+    day = int(g["day"]) if g.get("day") else None
+    if not 1 <= month <= 12 or (day is not None and not 1 <= day <= 31):
+        return m.group(0)
+    if g.get("year"):
+        token = g["year"] + f"-{month:02d}" + (f"-{day:02d}" if day else "")
+    elif day is not None:
+        token = f"--{month:02d}-{day:02d}"
+    else:  # pragma: no cover - every pattern has a day or a year
+        return m.group(0)
+    return f" {_MARK}{token}{_MARK} "
+
+
+def _dates(text: str) -> str:
+    """Replace every date by its canonical token (the most precise pattern first)."""
+    for pattern in _DATE_PATTERNS:
+        parts = _MARKED.split(text)
+        # patterns never look inside an earlier date token
+        text = "".join(p if p.startswith(_MARK) else pattern.sub(_date_token, p) for p in parts)
+    return text
+
+
+def _fold(text: str) -> str:
+    """Casefold, compatibility forms, diacritics off."""
+    text = unicodedata.normalize("NFKC", text).casefold().translate(_FOLD)
+    text = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in text if not unicodedata.combining(c))
+
+
+def _number(token: str) -> str:
+    """A digit token in one spelling: trailing decimal zeros dropped ("3.50" -> "3.5")."""
+    if "." in token:
+        whole, frac = token.split(".", 1)
+        frac = frac.rstrip("0")
+        return whole + ("." + frac if frac else "")
+    return token
+
+
+def _numbers(tokens: list[str]) -> list[str]:
+    """Number words and scales to digits: "twenty three" -> "23", "3.5 million" -> "3500000",
+    "two hundred and five" -> "205", "twenty first" -> "21", "first" -> "1"."""
+    out: list[str] = []
+    i, n = 0, len(tokens)
+    while i < n:
+        tok = tokens[i]
+        if tok in _ORDINAL:
+            out.append(str(_ORDINAL[tok]))
+            i += 1
+        elif _DIGITS.fullmatch(tok):
+            value, i = float(tok), i + 1
+            scaled = False
+            while i < n and tokens[i] in _SCALES:  # "3.5 million"
+                value, i, scaled = value * _SCALES[tokens[i]], i + 1, True
+            out.append(_number(tok) if not scaled else _format(value))
+        elif tok in _SMALL:
+            total, current, prev, j = 0.0, 0.0, "", i
+            while j < n:
+                t = tokens[j]
+                if t in _SMALL:
+                    v = _SMALL[t]
+                    if prev in ("unit", "teen") or (prev == "tens" and v >= 10):
+                        break  # "three four", "twenty thirty": two numbers
+                    current += v
+                    prev = "tens" if v >= 20 else "teen" if v >= 10 else "unit"
+                elif t in _SCALES and prev:
+                    if t == "hundred":
+                        current = (current or 1) * 100
+                    else:
+                        total, current = total + (current or 1) * _SCALES[t], 0.0
+                    prev = "scale"
+                elif t in _ORDINAL and prev == "tens" and _ORDINAL[t] < 10:
+                    current += _ORDINAL[t]  # "twenty first"
+                    j += 1
+                    break
+                elif t == "and" and prev == "scale" and j + 1 < n and tokens[j + 1] in _SMALL:
+                    pass  # "two hundred and five"
+                else:
+                    break
+                j += 1
+            out.append(_format(total + current))
+            i = j
+        else:
+            out.append(tok)
+            i += 1
+    return out
+
+
+def _format(value: float) -> str:
+    return str(int(value)) if value == int(value) else _number(f"{value:.6f}")
+
+
+@lru_cache(maxsize=65536)
+def _tokens(text: str) -> tuple[str, ...]:
+    text = _fold(text)
+    text = re.sub(r"(?<=\w)'s\b|(?<=s)'(?=\s|$)", "", text)  # possessives
+    text = re.sub(r"(?<=\w)'(?=\w)", "", text)  # O'Brien -> obrien
+    text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)  # 1,000,000 -> 1000000
+    text = re.sub(r"(?<=\d)(?:st|nd|rd|th)\b", "", text)  # 21st -> 21 (dates first see it)
+    text = _dates(text)
+    text = text.replace("%", " percent ").replace("per cent", "percent")
+    parts = _MARKED.split(text)
+    tokens: list[str] = []
+    for part in parts:
+        if part.startswith(_MARK):
+            tokens.append(part.strip(_MARK))
+            continue
+        part = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", part)  # keep decimal points only
+        words = re.findall(r"[^\W_]+(?:\.\d+)?", part)
+        tokens.extend(_numbers([_ALIASES.get(w, w) for w in words]))
+    return tuple(tokens)
+
+
+def answer_tokens(text: str) -> tuple[str, ...]:
+    """The normalised tokens of ``text``, in order.
+
+    Example:
+        >>> answer_tokens("The 1,000 Acres of St. Mary's, twenty-three on April 2nd, 1985")
+        ('the', '1000', 'acres', 'of', 'saint', 'mary', '23', 'on', '1985-04-02')
+    """
+    if not isinstance(text, str):
+        raise FsnnError(f"expected text, got {type(text).__name__}: {text!r}")
+    return _tokens(text)
+
+
+def normalise_answer_text(text: str) -> str:
+    """``text`` normalised for answer matching: :func:`answer_tokens` without the articles
+    "a", "an", "the", joined by spaces.
+
+    Example:
+        >>> normalise_answer_text("Sugéno's Univ. of Tokyo, 3rd")
+        'sugeno university of tokyo 3'
+    """
+    return " ".join(_no_articles(answer_tokens(text)))
+
+
+def _no_articles(tokens: Sequence[str]) -> tuple[str, ...]:
+    return tuple(t for t in tokens if t not in _ARTICLES)
+
+
+def _with_coarser(tokens: Sequence[str]) -> set[str]:
+    """The token set, each date token adding the coarser dates it implies (never the day)."""
+    out = set(tokens)
+    for tok in tokens:
+        m = _DATE_TOKEN.fullmatch(tok) if "-" in tok else None
+        if m and m.group("y"):
+            y, mo, d = m.group("y"), m.group("m"), m.group("d")
+            out.add(y)
+            if mo:
+                out.add(f"{y}-{mo}")
+            if mo and d:
+                out.add(f"--{mo}-{d}")
+    return out
+
+
+# --------------------------------------------------------------------------- the rule
+
+
+def alternatives(answer: str) -> tuple[str, ...]:
+    """The gold answer's alternatives, the whole answer first.
+
+    - Parentheses: the answer without them; and the parenthesised part alone when it
+      closes the answer and is an alias of the text before it: an acronym of it
+      ("International Sport Kickboxing Association (ISKA)") or sharing a content token
+      with it ("Nelson Oduber (Nelson Orlando Oduber)"). A qualifier is not an alias
+      ("Red Nexus Rising (Interlude)", "Heidelberg (024)").
+    - "X, also known as Y" / "X a.k.a. Y": X and Y.
+    - "X or Y" (no comma before "or") when each part is a number or date or has two or
+      more content tokens ("1983 or 1984"; "Bride or Die" is one title).
+
+    Example:
+        >>> alternatives("Nelson Oduber (Nelson Orlando Oduber)")
+        ('Nelson Oduber (Nelson Orlando Oduber)', 'Nelson Oduber', 'Nelson Orlando Oduber')
+    """
+    alts = [answer]
+    if "(" in answer:
+        outer = re.sub(r"\([^()]*\)", " ", answer)
+        alts.append(outer)
+        last = re.fullmatch(r"(?P<outer>[^()]*)\((?P<alias>[^()]*)\)[\s.]*", answer, flags=re.S)
+        if last and _is_alias(last.group("alias"), last.group("outer")):
+            alts.append(last.group("alias"))
+    for text in list(alts):
+        parts = re.split(
+            r",?\s+(?:locally\s+)?(?:also known as|known as|a\.?k\.?a\.?)\s+", text, flags=re.I
+        )
+        if len(parts) > 1:
+            alts.extend(parts)
+    for text in list(alts):
+        parts = re.split(r"(?<!,)\s+or\s+", text.strip(), flags=re.I)
+        if len(parts) > 1 and all(_is_option(p) for p in parts):
+            alts.extend(parts)
+    out = []
+    for alt in alts:
+        alt = " ".join(alt.split()).strip(" ,;.\"'")
+        if alt and alt not in out and answer_tokens(alt):
+            out.append(alt)
+    return tuple(out)
+
+
+def _is_alias(alias: str, outer: str) -> bool:
+    """``alias`` abbreviates ``outer`` (its letters are the initials of ``outer``'s words,
+    stop words optional) or shares a content token with it."""
+    words = [w for w in answer_tokens(outer) if not w.isdigit()]
+    letters = re.sub(r"[^a-z]", "", _fold(alias))
+    initials = "".join(w[0] for w in words)
+    content_initials = "".join(w[0] for w in words if w not in STOP_WORDS)
+    if re.fullmatch(r"[A-Z][A-Za-z&.]{1,9}", alias.strip()) and letters in (
+        initials,
+        content_initials,
+    ):
+        return True
+    return bool(set(_content(answer_tokens(alias))) & set(_content(answer_tokens(outer))))
+
+
+def _is_option(part: str) -> bool:
+    content = _content(answer_tokens(part))
+    return len(content) >= 2 or (len(content) == 1 and _is_numeric(content[0]))
+
+
+def _is_numeric(token: str) -> bool:
+    return bool(re.fullmatch(r"\d+(?:\.\d+)?|\d{4}-\d\d(?:-\d\d)?|--\d\d-\d\d", token))
+
+
+def _content(tokens: Sequence[str], asked: set[str] = frozenset()) -> tuple[str, ...]:
+    """Content tokens not in ``asked``: stop words and titles out; a weekday out next to a
+    date ("Wednesday, August 23, 2023"); single letters (initials) out unless nothing else
+    is left ("Bruce W. Hapke" -> bruce, hapke; "Vitamin C" asked about vitamins -> c)."""
+    dated = any(_is_numeric(t) and "-" in t for t in tokens)
+    words = [
+        t
+        for t in tokens
+        if t not in STOP_WORDS
+        and t not in TITLES
+        and t not in asked
+        and not (dated and t in _WEEKDAYS)
+    ]
+    long = [t for t in words if len(t) > 1 or t.isdigit()]
+    return tuple(dict.fromkeys(long or words))
+
+
+def required_tokens(question: str, answer: str) -> tuple[str, ...]:
+    """The content tokens of ``answer`` (one alternative) that ``question`` does not contain.
+
+    Example:
+        >>> required_tokens("Who succeeded Dangui Oduber?", "Nelson Oduber")
+        ('nelson',)
+    """
+    return _content(answer_tokens(answer), _with_coarser(answer_tokens(question)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnswerCheck:
+    """The verdict on one completion and why.
+
+    Attributes:
+        states: the completion states the answer (module docstring: readable text, no
+            required token missing, and any explicit commitment holds the answer).
+        readable: :func:`fsnn.degeneration.readable` of the whole completion.
+        required: normalised tokens required of the best alternative (the normalised
+            gold phrase when ``phrase``).
+        missing: the required tokens the completion lacks (with ``phrase``: the whole
+            phrase when it is absent or only echoes the question).
+        phrase: the question contains every content token of the alternative, so the
+            whole phrase was required word for word, outside echoes of the question.
+        alternative: the alternative of the gold the verdict is about.
+        commitment: the completion's explicit answer ("The answer is X", "Answer: X")
+            when it has one: the verdict then also needs the answer in it.
+    """
+
+    states: bool
+    readable: bool
+    required: tuple[str, ...]
+    missing: tuple[str, ...]
+    phrase: bool = False
+    alternative: str = ""
+    commitment: str = ""
+
+
+def _runs(tokens: Sequence[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def _phrase_found(needle: Sequence[str], hay: Sequence[str], question: Sequence[str]) -> bool:
+    """``needle`` occurs in ``hay`` at least once where it does not echo the question:
+    the occurrence with its left or right neighbour is not a run of ``question``
+    ("won two ... in Season 4" does not state "4" for "... in Season 4 of RPDR?")."""
+    n = len(needle)
+    echo = _runs(question, n + 1)
+    for i in range(len(hay) - n + 1):
+        here = tuple(hay[i : i + n])
+        if here != tuple(needle) and not (n == 1 and needle[0] in _with_coarser(here)):
+            continue
+        left = tuple(hay[i - 1 : i + n]) if i > 0 else ()
+        right = tuple(hay[i : i + n + 1]) if i + n < len(hay) else ()
+        if left not in echo and right not in echo:
+            return True
+    return False
+
+
+def _check_one(question: str, alt: str, comp: tuple[str, ...], comp_set: set[str]) -> AnswerCheck:
+    required = required_tokens(question, alt)
+    if required:
+        missing = tuple(t for t in required if t not in comp_set)
+        return AnswerCheck(
+            states=not missing, readable=True, required=required, missing=missing, alternative=alt
+        )
+    phrase = _no_articles(answer_tokens(alt)) or answer_tokens(alt)
+    found = _phrase_found(phrase, _no_articles(comp), _no_articles(answer_tokens(question)))
+    return AnswerCheck(
+        states=found,
+        readable=True,
+        required=phrase,
+        missing=() if found else phrase,
+        phrase=True,
+        alternative=alt,
+    )
+
+
+def _best(question: str, alts: Sequence[str], text: str) -> AnswerCheck:
+    """The alternative stated in ``text``, else the one missing the smallest share."""
+    comp = answer_tokens(text)
+    comp_set = _with_coarser(comp)
+    checks = [_check_one(question, alt, comp, comp_set) for alt in alts]
+    return min(checks, key=lambda c: (not c.states, len(c.missing) / max(1, len(c.required))))
+
+
+_COMMITMENT = re.compile(
+    r"\banswer(?:\s+(?:is|would be|was)\s*:?|\s*:)[\s*_\"'`]*(?P<text>[^\n]*)(?:\n\s*(?P<next>[^\n]*))?",
+    re.I,
+)
+
+
+def commitments(text: str) -> list[str]:
+    """The explicit answers of ``text``: what follows "answer is" / "answer:" on its line
+    (or on the next line when nothing follows), e.g. "The answer is **(A) Piano**."
+
+    Example:
+        >>> commitments("A. Piano B. Violin\\nThe answer is **(A) Piano**.\\nWhy: ...")
+        ['(A) Piano**.']
+    """
+    out = []
+    for m in _COMMITMENT.finditer(text):
+        found = m.group("text").strip() or (m.group("next") or "").strip()
+        if answer_tokens(found):
+            out.append(found)
+    return out
+
+
+def check(question: str, answer: str, completion: str) -> AnswerCheck:
+    """The verdict of the rule (module docstring) with its reasons.
+
+    Among the gold's alternatives the one stated (else the one missing the smallest
+    share of its tokens) is reported.
+
+    Raises:
+        FsnnError: an argument is not text, or the answer has no token.
+    """
+    for name, value in (("question", question), ("answer", answer), ("completion", completion)):
+        if not isinstance(value, str):
+            raise FsnnError(f"{name} must be text, got {type(value).__name__}: {value!r}")
+    alts = alternatives(answer)
+    if not alts:
+        raise FsnnError(f"the answer {answer!r} has no word or number to look for")
+    ok = readable(completion)
+    best = _best(question, alts, completion)
+    committed = [(c, _best(question, alts, c)) for c in commitments(completion)]
+    commitment, commit_ok = "", True
+    if committed:
+        stated = [c for c, v in committed if v.states]
+        commit_ok = bool(stated)
+        commitment = stated[0] if stated else committed[0][0]
+    return AnswerCheck(
+        states=ok and best.states and commit_ok,
+        readable=ok,
+        required=best.required,
+        missing=best.missing,
+        phrase=best.phrase,
+        alternative=best.alternative,
+        commitment=commitment,
+    )
+
+
+def states_answer(question: str, answer: str, completion: str) -> bool:
+    """True when ``completion`` is readable and states ``answer`` (see :func:`check`)."""
+    return check(question, answer, completion).states
+
+
+def states_answer_many(
+    questions: Sequence[str] | np.ndarray,
+    answers: Sequence[str] | np.ndarray,
+    completions: Sequence[str] | np.ndarray,
+) -> np.ndarray:
+    """:func:`states_answer` over aligned arrays; numpy broadcasting applies, so one
+    question/answer can be checked against many completions.
+
+    Returns:
+        bool array of the broadcast shape, e.g. (prompt,) or (prompt, trial).
+    """
+    try:
+        q, a, c = np.broadcast_arrays(
+            np.asarray(questions, dtype=object),
+            np.asarray(answers, dtype=object),
+            np.asarray(completions, dtype=object),
+        )
+    except ValueError as err:
+        raise FsnnError(f"questions, answers and completions do not align: {err}") from None
+    out = np.fromiter(
+        (
+            states_answer(qi, ai, ci)
+            for qi, ai, ci in zip(q.ravel(), a.ravel(), c.ravel(), strict=True)
+        ),
+        dtype=bool,
+        count=q.size,
+    )
+    return out.reshape(q.shape)
