@@ -74,7 +74,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..degeneration import readable
+from .degeneration import readable
 from ..errors import FsnnError
 
 __all__ = [
