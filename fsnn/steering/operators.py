@@ -4,10 +4,10 @@ Eqs. (3)-(5) push every position toward one reference at every step (docs/method
 small models then loop on the answer word or break. The operators here change *how*
 (a norm-preserving rotation, a mean-centred shift), *when* (schedules over decoding
 steps, a per-step KL bound) and *where* (layer windows that can be switched off) a
-layer's output is steered. No hooks, no nnsight: like :mod:`fsnn.fusion`, the caller
-decides where they run.
+layer's output is steered. No hooks, no nnsight: like :mod:`fsnn.steering.fusion`, the caller
+decides where they run; :mod:`fsnn.steering.intervention` runs them inside a trace.
 
-Conventions shared with :mod:`fsnn.fusion`:
+Conventions shared with :mod:`fsnn.steering.fusion`:
 
 - Shapes: B = rows of a batch, T = positions of the current forward pass, H = hidden
   (d_model), L = layers, P = generic prompts, V = vocabulary.
@@ -42,10 +42,12 @@ from typing import Any
 import torch
 
 from fsnn.errors import FsnnError
-from fsnn.fusion import masked_mean, masked_sum
-from fsnn.layout import SegmentLayout, expand_segments
+from .fusion import masked_mean, masked_sum
+from .layout import SegmentLayout, expand_segments
+from .specs import OPERATORS, SCHEDULES, parse_schedule
 
 __all__ = [
+    "OPERATORS",
     "SCHEDULES",
     "WINDOW_PREFIX",
     "centred_direction",
@@ -56,12 +58,13 @@ __all__ = [
     "mean_centred",
     "rotate_toward",
     "schedule",
+    "schedule_multipliers",
     "steer_window",
     "window_distributions",
     "window_strengths",
 ]
 
-SCHEDULES: tuple[str, ...] = ("constant", "prompt_only", "first_n", "decay")
+
 # Optuna parameter of a segment's on/off switch: f"{WINDOW_PREFIX}_{segment name}"
 WINDOW_PREFIX = "on"
 
@@ -174,6 +177,19 @@ def rotate_toward(
     th = _per_position(theta, x, "theta")
     if check:
         _check_range(th, "theta (fraction)" if relative else "theta (radians)", 0.0, 1.0 if relative else math.inf)
+    return _rotate(x, r32, th, relative)
+
+
+def _rotate(x: torch.Tensor, r32: torch.Tensor, th: torch.Tensor, relative: bool = False) -> torch.Tensor:
+    """The math of :func:`rotate_toward` on shaped, validated operands (no checks).
+
+    Runs inside nnsight traces (:mod:`fsnn.steering.intervention`), also on NDIF, where
+    this module is shipped by value: it refers to torch only, never to fsnn names.
+
+    Args:
+        x: (B, T, H); r32: (B|1, T|1, H) float32; th: (B|1, T|1, 1) float32 (radians, or a
+            fraction with ``relative``).
+    """
     x32 = x.float()
     nx = x32.norm(dim=-1, keepdim=True)
     nr = r32.norm(dim=-1, keepdim=True)
@@ -270,6 +286,24 @@ def schedule(kind: str, t: Any, *, n: int | None = None, rho: float | None = Non
     return torch.pow(torch.tensor(float(rho), dtype=torch.float64), steps.double()).float()
 
 
+def schedule_multipliers(spec: str, n_steps: int) -> list[float] | None:
+    """m(0), ..., m(n_steps - 1) of a schedule spec (:mod:`fsnn.steering.specs`), or None for ``constant``.
+
+    None lets the steering loop keep the constant schedule's exact code path (no
+    multiplication at all). The values are float32 numbers as Python floats, and every
+    schedule is non-increasing, so the first 0 ends the steering for good.
+
+    Raises:
+        FsnnError: a bad spec, or n_steps < 1.
+    """
+    kind, kw = parse_schedule(spec)
+    if n_steps < 1:
+        raise FsnnError(f"a schedule needs n_steps >= 1, got {n_steps}")
+    if kind == "constant":
+        return None
+    return [float(v) for v in schedule(kind, torch.arange(n_steps), **kw)]
+
+
 # --------------------------------------------------------------------------- (c) windows
 
 
@@ -280,7 +314,7 @@ def window_strengths(
 
     A segment whose strength is exactly 0 (or -0.0) is switched off: its layers are
     *not touched*, the same as layers outside every segment. The wiring skips every layer
-    with ``on`` False before the trace (as :func:`fsnn.steer._layer_plan` skips layers
+    with ``on`` False before the trace (as :func:`fsnn.steering.steer._layer_plan` skips layers
     whose alpha * gamma is 0), so those layers' outputs are the model's own, bit for bit.
 
     Selective Steering (Q.-A. Dang and C. Ngo, "Selective Steering: Norm-Preserving
@@ -363,7 +397,7 @@ def gated_strengths(values: Sequence[float], params: dict[str, Any], segment_nam
     """The acting strength of each segment: its value when ``on_S`` is True, exactly 0.0 when False.
 
     Args:
-        values: the sampled strength of each segment (e.g. :func:`fsnn.strength.strengths`).
+        values: the sampled strength of each segment (e.g. :func:`fsnn.steering.strength.strengths`).
         params: the trial's parameters, holding ``on_S`` for every segment S.
         segment_names: one per value.
 
@@ -444,11 +478,11 @@ def mean_centred(x: torch.Tensor, h_ref: Any, mu_generic: Any, k: Any, *, check:
     This is eq. (5) with the pass mean mu_l of eq. (2) replaced by the fixed generic mean:
     eq. (3) becomes D_l = gamma * (h_l - mu_generic,l), and eq. (5) gives
     x + alpha * gamma * (h_l - mu_generic,l), i.e. this operator with k = alpha * gamma
-    (``fsnn.fusion.fuse(x, h, mu_generic, 1, k)`` computes the same bits for k != 0).
+    (``fsnn.steering.fusion.fuse(x, h, mu_generic, 1, k)`` computes the same bits for k != 0).
     The shift is one constant vector per row and layer: it no longer follows the
     prompt or the text generated so far, and it removes the offset that every
     activation of the layer shares, so it points at what is specific to the answer text.
-    A norm-relative strength (fsnn.strength) carries over with ||h_l - mu_generic,l||
+    A norm-relative strength (fsnn.steering.strength) carries over with ||h_l - mu_generic,l||
     in place of ||h_l - mu_l||.
 
     Mean-centring: O. Jorgensen, D. Cope, N. Schoots, M. Shanahan, "Improving Activation
@@ -476,6 +510,15 @@ def mean_centred(x: torch.Tensor, h_ref: Any, mu_generic: Any, k: Any, *, check:
     if check:
         _check_range(kk, "k", -math.inf)
     d = _per_row_vector(h_ref, x, "h_ref") - _per_row_vector(mu_generic, x, "mu_generic")
+    return _shift(x, d, kk)
+
+
+def _shift(x: torch.Tensor, d: torch.Tensor, kk: torch.Tensor) -> torch.Tensor:
+    """The math of :func:`mean_centred` on shaped operands: x + kk * d, x itself where kk == 0.
+
+    Trace-safe like :func:`_rotate` (torch only). d: (B|1, T|1, H) float32, the direction
+    h_ref - mu_generic; kk: (B|1, T|1, 1) float32.
+    """
     out = x.float() + kk * d
     return torch.where(kk != 0, out.to(x.dtype), x)
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from fsnn.errors import FsnnError
-from fsnn.fusion import fuse
-from fsnn.layout import SegmentLayout
+from fsnn.steering.fusion import fuse
+from fsnn.steering.layout import SegmentLayout
 from fsnn.steering.operators import (
     centred_direction,
     gated_strengths,
