@@ -459,10 +459,11 @@ def steer_rows(model: Any, plan: RowPlan, *, mode: Mode, max_new_tokens: int,
     lm_head = model.lm.lm_head
     envoys, h_act, a_act, g_act, mask = plan.envoys, plan.h, plan.alpha, plan.gamma, plan.mask
     faithful = mode == "faithful"
+    options = _loop_options(plan)  # outside the trace: its body ships to the server, this module does not
     with model.lm.generate(plan.enc, generation_config=plan.config, remote=remote) as tracer:
         picked = nnsight.save([])  # saved before the loop: survives an early EOS stop
         steer_steps(tracer, envoys, lm_head, h_act, a_act, g_act, mask, picked,
-                    faithful=faithful, max_new_tokens=max_new_tokens, **_loop_options(plan))
+                    faithful=faithful, max_new_tokens=max_new_tokens, **options)
     return plan.outputs(model, picked)
 
 
