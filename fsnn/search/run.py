@@ -35,9 +35,10 @@ from fsnn.steering.layout import SegmentLayout
 from fsnn.judges.metrics import ObjectiveConfig, token_overlap
 from fsnn.steering.steer import steered_generate
 from fsnn.steering.strength import DEFAULT_RANGES, PARAMETRIZATIONS
+from fsnn.steering.specs import check_operator, parse_schedule
 
 __all__ = ["SAMPLERS", "SearchConfig", "SearchItem", "open_storage", "run_search", "storage_error",
-           "trial_coefficients"]
+           "trial_coefficients", "trial_layers"]
 
 
 SAMPLERS = ("tpe", "random", "gp")
@@ -79,6 +80,16 @@ class SearchConfig:
         max_failures: failed trials (evaluation error, NaN objective) tolerated per
             prompt; each is retried with a new trial, after that the prompt is given
             up (reported, never re-queued forever).
+        operator: how a steered layer changes (docs/operators.md; :class:`fsnn.steering.steer.Steering`):
+            ``fusion`` (eq. (5), the paper), ``centred`` (x + k (h_l - mu_generic,l)) or
+            ``angular`` (rotation by theta toward h_l - mu_generic,l; needs
+            ``parametrization="angle"``, and ``angle`` needs ``angular``). mu_generic is
+            captured once per search over fsnn's generic texts unless given.
+        schedule: the strength's multiplier over decode steps: ``constant``,
+            ``prompt_only``, ``first_n:N`` or ``decay:RHO`` (:mod:`fsnn.steering.specs`).
+        windows: each segment also gets a categorical on/off (``on_S``) beside its
+            strength; off sets the segment's strength to exactly 0 and its layers are
+            untouched (:func:`fsnn.steering.operators.window_distributions`).
     """
 
     # Defaults: the strength study's choice (docs/strength_study.md): a norm-relative strength,
@@ -88,7 +99,7 @@ class SearchConfig:
     n_trials: int = 5
     batch_trials: int = 1
     batch_rows: int = 16
-    parametrization: Literal["alpha_gamma", "log_product", "norm_relative", "product"] = "norm_relative"
+    parametrization: Literal["alpha_gamma", "log_product", "norm_relative", "product", "angle"] = "norm_relative"
     low: float | None = None
     high: float | None = None
     sampler: Literal["tpe", "random", "gp"] = "tpe"
@@ -101,6 +112,10 @@ class SearchConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     unreadable_penalty: float = 1.0
     max_failures: int = 3
+    # the operators of docs/operators.md (issue 22); the defaults are the steering of before
+    operator: Literal["fusion", "angular", "centred"] = "fusion"
+    schedule: str = "constant"
+    windows: bool = False
 
     def __post_init__(self) -> None:
         if self.n_trials <= 0:
@@ -112,7 +127,7 @@ class SearchConfig:
         low, high = self.range
         if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
             raise FsnnError(f"empty parameter range [{low}, {high}]")
-        if self.parametrization in ("log_product", "norm_relative") and low <= 0:
+        if self.parametrization in ("log_product", "norm_relative", "angle") and low <= 0:
             raise FsnnError(f"{self.parametrization} samples on a log scale: low must be > 0, got {low}")
         if self.sampler not in SAMPLERS:
             raise FsnnError(f"unknown sampler {self.sampler!r}; choose one of {SAMPLERS}")
@@ -122,6 +137,15 @@ class SearchConfig:
             raise FsnnError("n_startup_trials, start_trials and max_failures must be >= 0")
         if not math.isfinite(self.unreadable_penalty) or self.unreadable_penalty < 0:
             raise FsnnError(f"unreadable_penalty must be finite and >= 0, got {self.unreadable_penalty}")
+        # operators (issue 22): one block, ported as is
+        check_operator(self.operator)
+        parse_schedule(self.schedule)
+        if not isinstance(self.windows, bool):
+            raise FsnnError(f"windows must be True or False, got {self.windows!r}")
+        if (self.operator == "angular") != (self.parametrization == "angle"):
+            raise FsnnError("the angular operator searches an angle and the angle parametrization is the angular "
+                            f"operator's: set operator='angular' with parametrization='angle' (got "
+                            f"{self.operator!r} with {self.parametrization!r})")
 
     @classmethod
     def paper(cls, **overrides: Any) -> SearchConfig:
@@ -215,19 +239,41 @@ def _sampler(config: SearchConfig, key: str) -> Any:
 
 
 def _distributions(layout: SegmentLayout, config: SearchConfig) -> dict[str, Any]:
-    return strength.distributions(config.parametrization, layout.segment_names, *config.range)
+    dists = strength.distributions(config.parametrization, layout.segment_names, *config.range)
+    if config.windows:
+        from fsnn.steering.operators import window_distributions
+
+        dists.update(window_distributions(layout.segment_names))
+    return dists
+
+
+def trial_layers(
+    params: dict[str, Any], layout: SegmentLayout, n_layers: int, norm_scale: torch.Tensor | None,
+    config: SearchConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha (layer,), gamma (layer,)) a trial steers with: :func:`fsnn.steering.strength.per_layer`,
+    and with ``config.windows`` exactly 0 in the layers of every segment whose ``on_S`` is False."""
+    alpha, gamma = strength.per_layer(params, layout.ranges, layout.segment_names, n_layers, norm_scale)
+    if config.windows:
+        from fsnn.steering.operators import WINDOW_PREFIX
+
+        for (first, last), name in zip(layout.ranges, layout.segment_names, strict=True):
+            if params.get(f"{WINDOW_PREFIX}_{name}") is False:
+                alpha[first : last + 1] = 0.0
+                gamma[first : last + 1] = 0.0
+    return alpha, gamma
 
 
 def trial_coefficients(params: dict[str, float], layout: SegmentLayout) -> tuple[list[float], list[float]]:
-    """(alpha per segment, gamma per segment) of an ``alpha_gamma``/``product``/``log_product`` trial.
+    """(alpha per segment, gamma per segment) of an ``alpha_gamma``/``product``/``log_product``/``angle`` trial.
 
     A norm-relative trial's gamma differs per layer: use :func:`fsnn.steering.strength.per_layer`.
     """
     alpha, gamma = [], []
     for name in layout.segment_names:
-        if f"k_{name}" in params:
+        if f"k_{name}" in params or f"theta_{name}" in params:
             alpha.append(1.0)
-            gamma.append(float(params[f"k_{name}"]))
+            gamma.append(float(params.get(f"k_{name}", params.get(f"theta_{name}"))))
         else:
             alpha.append(float(params[f"alpha_{name}"]))
             gamma.append(float(params[f"gamma_{name}"]))
@@ -283,6 +329,7 @@ def run_search(
     progress: bool = True,
     on_round: Callable[[], None] | None = None,
     backend: Backend | str | None = None,
+    mu_generic: Any = None,
 ) -> xr.Dataset:
     """Search every prompt's strengths for one layout; resumable through ``storage``.
 
@@ -308,6 +355,10 @@ def run_search(
         on_round: called after each batch of trials is told (checkpoint hook).
         backend: where the steered generations run (:mod:`fsnn.backends.base`); each batch
             is one ``backend.call`` (retries and one-line errors on NDIF).
+        mu_generic: (layer, hidden) generic mean for ``config.operator`` ``centred`` or
+            ``angular``; None captures it (:func:`fsnn.steering.references.capture_generic_mean`).
+            With ``centred`` and ``norm_relative`` the norm scales are measured against
+            it (||h_l - mu_generic,l||), replacing the items' own.
 
     Returns:
         The trials of all prompts, :func:`trials_dataset`.
@@ -323,13 +374,33 @@ def run_search(
         ppl = Perplexity(model.hf_model, model.tokenizer)
     layout.check(model.n_layers)
     dists = _distributions(layout, config)
-    if config.parametrization == "norm_relative" and any(it.norm_scale is None for it in items):
+    # the operator's fixed operands, built once per search (docs/operators.md)
+    operator_options: dict[str, Any] = {}
+    if (config.operator, config.schedule) != ("fusion", "constant"):
+        operator_options = {"operator": config.operator, "schedule": config.schedule}
+    if config.operator != "fusion":
+        if mu_generic is None:
+            from fsnn.steering.references import capture_generic_mean
+
+            mu_generic = backend.call(lambda: capture_generic_mean(model, backend=backend), what="generic mean")
+        if not isinstance(mu_generic, torch.Tensor):  # a DataArray or an array
+            mu_generic = torch.as_tensor(np.asarray(getattr(mu_generic, "values", mu_generic)))
+        mu_generic = mu_generic.float()
+        operator_options["mu_generic"] = mu_generic
+    centre = mu_generic if config.operator == "centred" else None
+    if config.parametrization == "norm_relative" and (centre is not None or any(it.norm_scale is None for it in items)):
         scales = backend.call(lambda: strength.norm_scales(model, [it.prompt for it in items],
-                                                           torch.stack([it.h for it in items]), backend=backend),
+                                                           torch.stack([it.h for it in items]), backend=backend,
+                                                           centre=centre),
                               what="norm scales")
-        items = [replace(it, norm_scale=scales[i]) if it.norm_scale is None else it for i, it in enumerate(items)]
+        items = [replace(it, norm_scale=scales[i]) if it.norm_scale is None or centre is not None else it
+                 for i, it in enumerate(items)]
     start = strength.start_params(config.parametrization, layout.segment_names, *config.range,
                                   min(config.start_trials, config.n_trials))
+    if config.windows:  # the start trials steer every segment
+        from fsnn.steering.operators import WINDOW_PREFIX
+
+        start = [{**p, **{f"{WINDOW_PREFIX}_{name}": True for name in layout.segment_names}} for p in start]
     studies = {}
     for item in items:
         name = f"{study_prefix}{item.key}"
@@ -368,15 +439,14 @@ def run_search(
             h = torch.stack([by_key[k].h for k, _ in chunk]).float()
             alphas, gammas = [], []
             for k, trial in chunk:
-                a, g = strength.per_layer(trial.params, layout.ranges, layout.segment_names, model.n_layers,
-                                          by_key[k].norm_scale)
+                a, g = trial_layers(trial.params, layout, model.n_layers, by_key[k].norm_scale, config)
                 alphas.append(a)
                 gammas.append(g)
 
             def evaluate(chunk=chunk, h=h, alphas=alphas, gammas=gammas):
                 return steered_generate(
                     model, [by_key[k].prompt for k, _ in chunk], h, torch.stack(alphas), torch.stack(gammas),
-                    mode=mode, max_new_tokens=max_new_tokens, backend=backend,
+                    mode=mode, max_new_tokens=max_new_tokens, backend=backend, **operator_options,
                 )
 
             try:
@@ -408,7 +478,13 @@ def run_search(
             if on_round is not None:
                 on_round()
     bar.close()
-    return trials_dataset(items, layout, studies, config, n_layers=model.n_layers)
+    ds = trials_dataset(items, layout, studies, config, n_layers=model.n_layers)
+    if mu_generic is not None:
+        import hashlib
+
+        mu = mu_generic.contiguous().numpy()
+        ds.attrs["mu_generic"] = f"{mu.shape[0]}x{mu.shape[1]} sha256:{hashlib.sha256(mu.tobytes()).hexdigest()[:16]}"
+    return ds
 
 
 class _Resumed:
@@ -467,8 +543,7 @@ def trials_dataset(
         failed[i] = _n_state(study, "FAIL")
         trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         for j, trial in enumerate(sorted(trials, key=lambda tr: tr.number)[:t]):
-            la, lg = strength.per_layer(trial.params, layout.ranges, layout.segment_names, n_layers,
-                                        item.norm_scale)
+            la, lg = trial_layers(trial.params, layout, n_layers, item.norm_scale, config)
             layer_alpha[i, j], layer_gamma[i, j] = la.numpy(), lg.numpy()
             alpha[i, j] = [float(la[first:last + 1].mean()) for first, last in layout.ranges]
             gamma[i, j] = [float(lg[first:last + 1].mean()) for first, last in layout.ranges]
@@ -514,6 +589,7 @@ def trials_dataset(
         },
         attrs={"layout": layout.to_json(), "search": str(config.to_dict()),
                "parametrization": config.parametrization, "sampler": config.sampler,
+               "operator": config.operator, "schedule": config.schedule, "windows": int(config.windows),
                "failed_trials": int(failed.sum()),
                "prompts_without_finished_trial": int((best < 0).sum())},
     )
