@@ -376,6 +376,8 @@ def run_search(
     dists = _distributions(layout, config)
     # the operator's fixed operands, built once per search (docs/operators.md)
     operator_options: dict[str, Any] = {}
+    if config.operator == "fusion":
+        mu_generic = None  # eq. (5) has no generic mean: never recorded for it
     if (config.operator, config.schedule) != ("fusion", "constant"):
         operator_options = {"operator": config.operator, "schedule": config.schedule}
     if config.operator != "fusion":
