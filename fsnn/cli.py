@@ -20,6 +20,7 @@ from .experiment.config import SELECTED_GRADES, RunConfig
 from .models import DEFAULT_MODEL
 from .search.config import PARAMETRIZATIONS, SAMPLERS
 from .steering.modes import MODES
+from .steering.specs import OPERATORS
 
 __all__ = ["build_parser", "main"]
 
@@ -204,6 +205,11 @@ _RUN_FIELDS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
      "log-spaced strengths tried first on every prompt (default {default})"),
     ("--n-startup-trials", "n_startup_trials", {"type": _non_negative},
      "random trials before TPE/GP model the results (default {default})"),
+    ("--operator", "operator", {"choices": OPERATORS},
+     "how a steered layer changes: fusion = eq. (5), see docs/operators.md (default {default})"),
+    ("--schedule", "schedule", {}, "strength over decode steps: constant, prompt_only, first_n:N, decay:RHO "
+     "(default {default})"),
+    ("--windows", "windows", {"action": "store_true"}, "the search may switch each layer segment off"),
     ("--mode", "mode", {"choices": MODES},
      "faithful = the published method, cached = faster approximation (default {default})"),
     ("--max-new-tokens", "max_new_tokens", {"type": _positive}, "tokens per generation (default {default})"),
@@ -230,7 +236,7 @@ _RUN_FIELDS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     """``fsnn run``'s options: the config table, then the options of the invocation."""
-    d = RunConfig().flat()
+    d = RunConfig().flat(all_search=True)
     for flag, name, kw, text in _RUN_FIELDS:
         shown = ",".join(d[name]) if isinstance(d.get(name), tuple) else d.get(name)
         p.add_argument(flag, dest=name, default=None, help=text.format(default=shown), **kw)

@@ -12,18 +12,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from fsnn.errors import FsnnError
+from fsnn.steering.specs import check_operator, parse_schedule
 
 from .objective import ObjectiveConfig
 
 __all__ = ["DEFAULT_RANGES", "PARAMETRIZATIONS", "SAMPLERS", "SearchConfig"]
 
-PARAMETRIZATIONS = ("alpha_gamma", "log_product", "norm_relative", "product")
+PARAMETRIZATIONS = ("alpha_gamma", "log_product", "norm_relative", "product", "angle")
 # (low, high) of each parametrization's sampled value when the search sets none
 DEFAULT_RANGES: dict[str, tuple[float, float]] = {
     "alpha_gamma": (0.01, 1.0),
     "product": (0.01, 1.0),
     "log_product": (1e-3, 1.0),
     "norm_relative": (0.01, 1.0),
+    "angle": (1e-3, 0.1),  # radians per steered layer (the angular operator)
 }
 
 SAMPLERS = ("tpe", "random", "gp")
@@ -54,6 +56,15 @@ class SearchConfig:
             default 10: with 5 trials the paper's TPE is a random search).
         start_trials: log-spaced strengths (the same in every segment) enqueued as the
             first trials of each prompt, weakest first (:func:`fsnn.search.strength.start_params`).
+        operator: how a steered layer changes (docs/operators.md;
+            :class:`fsnn.steering.steer.Steering`): ``fusion`` (eq. (5), the paper's),
+            ``angular`` (rotate toward the reference, norm kept; searched with the
+            ``angle`` parametrization) or ``centred`` (the reference minus a generic mean).
+        schedule: the strength's multiplier over decode steps: ``constant``,
+            ``prompt_only``, ``first_n:N`` or ``decay:RHO``.
+        windows: each segment also gets a categorical on/off (``on_S``) beside its
+            strength; off leaves the segment's layers untouched
+            (:func:`fsnn.steering.operators.window_distributions`).
         seed: makes a search repeat exactly (per-prompt seeds derive from it).
         tpe_multivariate, tpe_constant_liar: explicit TPE settings.
         score_on: ``full`` (prompt + completion, as the release scored) or
@@ -87,6 +98,10 @@ class SearchConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     unreadable_penalty: float = 1.0
     max_failures: int = 3
+    # the operators of docs/operators.md (issue 22); the defaults are the steering of before
+    operator: Literal["fusion", "angular", "centred"] = "fusion"
+    schedule: str = "constant"
+    windows: bool = False
 
     def __post_init__(self) -> None:
         if self.n_trials <= 0:
@@ -108,6 +123,14 @@ class SearchConfig:
             raise FsnnError("n_startup_trials, start_trials and max_failures must be >= 0")
         if not math.isfinite(self.unreadable_penalty) or self.unreadable_penalty < 0:
             raise FsnnError(f"unreadable_penalty must be finite and >= 0, got {self.unreadable_penalty}")
+        check_operator(self.operator)
+        parse_schedule(self.schedule)
+        if not isinstance(self.windows, bool):
+            raise FsnnError(f"windows must be True or False, got {self.windows!r}")
+        if (self.operator == "angular") != (self.parametrization == "angle"):
+            raise FsnnError("the angular operator searches an angle and the angle parametrization is the angular "
+                            f"operator's: set operator='angular' with parametrization='angle' (got "
+                            f"{self.operator!r} with {self.parametrization!r})")
 
     @classmethod
     def paper(cls, **overrides: Any) -> SearchConfig:

@@ -38,7 +38,7 @@ from .objective import guarded_objective
 from fsnn.steering.steer import steered_generate
 from .config import SAMPLERS, SearchConfig
 
-__all__ = ["SAMPLERS", "SearchConfig", "SearchItem", "open_storage", "run_search", "storage_error"]
+__all__ = ["SAMPLERS", "SearchConfig", "SearchItem", "open_storage", "run_search", "storage_error", "trial_layers"]
 # SAMPLERS and SearchConfig live in fsnn.search.config
 
 
@@ -115,7 +115,29 @@ def _sampler(config: SearchConfig, key: str) -> Any:
 
 
 def _distributions(layout: SegmentLayout, config: SearchConfig) -> dict[str, Any]:
-    return strength.distributions(config.parametrization, layout.segment_names, *config.range)
+    dists = strength.distributions(config.parametrization, layout.segment_names, *config.range)
+    if config.windows:
+        from fsnn.steering.operators import window_distributions
+
+        dists.update(window_distributions(layout.segment_names))
+    return dists
+
+
+def trial_layers(
+    params: dict[str, Any], layout: SegmentLayout, n_layers: int, norm_scale: torch.Tensor | None,
+    config: SearchConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha (layer,), gamma (layer,)) a trial steers with: :func:`fsnn.search.strength.per_layer`,
+    and with ``config.windows`` exactly 0 in the layers of every segment whose ``on_S`` is False."""
+    alpha, gamma = strength.per_layer(params, layout.ranges, layout.segment_names, n_layers, norm_scale)
+    if config.windows:
+        from fsnn.steering.operators import WINDOW_PREFIX
+
+        for (first, last), name in zip(layout.ranges, layout.segment_names, strict=True):
+            if params.get(f"{WINDOW_PREFIX}_{name}") is False:
+                alpha[first : last + 1] = 0.0
+                gamma[first : last + 1] = 0.0
+    return alpha, gamma
 
 
 def score_texts(
@@ -167,6 +189,7 @@ def run_search(
     progress: bool = True,
     on_round: Callable[[], None] | None = None,
     backend: Backend | str | None = None,
+    mu_generic: Any = None,
 ) -> xr.Dataset:
     """Search every prompt's strengths for one layout; resumable through ``storage``.
 
@@ -192,6 +215,10 @@ def run_search(
         on_round: called after each batch of trials is told (checkpoint hook).
         backend: where the steered generations run (:mod:`fsnn.backends.base`); each batch
             is one ``backend.call`` (retries and one-line errors on NDIF).
+        mu_generic: (layer, hidden) generic mean for ``config.operator`` ``centred`` or
+            ``angular``; None captures it (:func:`fsnn.steering.references.capture_generic_mean`).
+            With ``centred`` and ``norm_relative`` the norm scales are measured against
+            it (||h_l - mu_generic,l||), replacing the items' own.
 
     Returns:
         The trials of all prompts, :func:`trials_dataset`.
@@ -207,18 +234,39 @@ def run_search(
         ppl = Perplexity(model.hf_model, model.tokenizer)
     layout.check(model.n_layers)
     dists = _distributions(layout, config)
-    if config.parametrization == "norm_relative" and any(it.norm_scale is None for it in items):
+    # the operator's fixed operands, built once per search (docs/operators.md)
+    operator_options: dict[str, Any] = {}
+    if config.operator == "fusion":
+        mu_generic = None  # eq. (5) has no generic mean: never recorded for it
+    if (config.operator, config.schedule) != ("fusion", "constant"):
+        operator_options = {"operator": config.operator, "schedule": config.schedule}
+    if config.operator != "fusion":
+        if mu_generic is None:
+            from fsnn.steering.references import capture_generic_mean
+
+            mu_generic = backend.call(lambda: capture_generic_mean(model, backend=backend), what="generic mean")
+        if not isinstance(mu_generic, torch.Tensor):  # a DataArray or an array
+            mu_generic = torch.as_tensor(np.asarray(getattr(mu_generic, "values", mu_generic)))
+        mu_generic = mu_generic.float()
+        operator_options["mu_generic"] = mu_generic
+    centre = mu_generic if config.operator == "centred" else None
+    if config.parametrization == "norm_relative" and (centre is not None or any(it.norm_scale is None for it in items)):
         # one unpadded pass per prompt when traces run here: a prompt's scale (and so its
         # trials) then does not depend on which prompts share its search (shards, workers:
         # docs/scaling.md); NDIF keeps batches of 8, a request each
         per_pass = 8 if backend.remote_model else 1
         scales = backend.call(lambda: strength.norm_scales(model, [it.prompt for it in items],
                                                            torch.stack([it.h for it in items]), backend=backend,
-                                                           batch_size=per_pass),
+                                                           batch_size=per_pass, centre=centre),
                               what="norm scales")
-        items = [replace(it, norm_scale=scales[i]) if it.norm_scale is None else it for i, it in enumerate(items)]
+        items = [replace(it, norm_scale=scales[i]) if it.norm_scale is None or centre is not None else it
+                 for i, it in enumerate(items)]
     start = strength.start_params(config.parametrization, layout.segment_names, *config.range,
                                   min(config.start_trials, config.n_trials))
+    if config.windows:  # the start trials steer every segment
+        from fsnn.steering.operators import WINDOW_PREFIX
+
+        start = [{**p, **{f"{WINDOW_PREFIX}_{name}": True for name in layout.segment_names}} for p in start]
     studies = {}
     for item in items:
         name = f"{study_prefix}{item.key}"
@@ -259,15 +307,14 @@ def run_search(
             h = torch.stack([by_key[k].h for k, _ in chunk]).float()
             alphas, gammas = [], []
             for k, trial in chunk:
-                a, g = strength.per_layer(trial.params, layout.ranges, layout.segment_names, model.n_layers,
-                                          by_key[k].norm_scale)
+                a, g = trial_layers(trial.params, layout, model.n_layers, by_key[k].norm_scale, config)
                 alphas.append(a)
                 gammas.append(g)
 
             def evaluate(chunk=chunk, h=h, alphas=alphas, gammas=gammas):
                 return steered_generate(
                     model, [by_key[k].prompt for k, _ in chunk], h, torch.stack(alphas), torch.stack(gammas),
-                    mode=mode, max_new_tokens=max_new_tokens, backend=backend,
+                    mode=mode, max_new_tokens=max_new_tokens, backend=backend, **operator_options,
                 )
 
             try:
@@ -299,7 +346,13 @@ def run_search(
             if on_round is not None:
                 on_round()
     bar.close()
-    return trials_dataset(items, layout, studies, config, n_layers=model.n_layers)
+    ds = trials_dataset(items, layout, studies, config, n_layers=model.n_layers)
+    if mu_generic is not None:
+        import hashlib
+
+        mu = mu_generic.contiguous().numpy()
+        ds.attrs["mu_generic"] = f"{mu.shape[0]}x{mu.shape[1]} sha256:{hashlib.sha256(mu.tobytes()).hexdigest()[:16]}"
+    return ds
 
 
 class _Resumed:
@@ -354,8 +407,7 @@ def trials_dataset(
         failed[i] = _n_state(study, "FAIL")
         trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         for j, trial in enumerate(sorted(trials, key=lambda tr: tr.number)[:t]):
-            la, lg = strength.per_layer(trial.params, layout.ranges, layout.segment_names, n_layers,
-                                        item.norm_scale)
+            la, lg = trial_layers(trial.params, layout, n_layers, item.norm_scale, config)
             layer_alpha[i, j], layer_gamma[i, j] = la.numpy(), lg.numpy()
             alpha[i, j] = [float(la[first:last + 1].mean()) for first, last in layout.ranges]
             gamma[i, j] = [float(lg[first:last + 1].mean()) for first, last in layout.ranges]
@@ -401,6 +453,7 @@ def trials_dataset(
         },
         attrs={"layout": layout.to_json(), "search": str(config.to_dict()),
                "parametrization": config.parametrization, "sampler": config.sampler,
+               "operator": config.operator, "schedule": config.schedule, "windows": int(config.windows),
                "failed_trials": int(failed.sum()),
                "prompts_without_finished_trial": int((best < 0).sum())},
     )

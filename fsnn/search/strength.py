@@ -18,6 +18,13 @@ gives per-layer-group strengths, ``full`` one strength for every layer:
     positions (one unsteered traced pass, :func:`norm_scales`), so at the prompt pass
     ||gamma_l * (h_l - mu_l)|| = s * ||a_l||_typ at every layer of every model.
 
+``angle`` (the ``angular`` operator, docs/operators.md)
+    theta per segment on a log scale, default [1e-3, 0.1] radians: the rotation of every
+    steered position toward h_l - mu_generic,l (alpha = 1, gamma = theta, so alpha *
+    gamma is the angle). On SmolLM2-135M, full-layer, 2e-3 rad already changes the text,
+    0.01 keeps it readable, 0.02 starts to loop and 0.1 breaks it (measured on two
+    questions, cached, 24 tokens): the range spans weak to broken, as ``log_product``'s does.
+
 ``product`` (k uniform in [low^2, high^2], alpha = 1) is kept for older run folders.
 """
 
@@ -33,7 +40,7 @@ import torch
 from fsnn.backends.base import resolve_backend
 from fsnn.errors import FsnnError
 from fsnn.steering.fusion import masked_sum
-from fsnn.steering.intervention import register_for_remote
+from fsnn.steering.remote_code import register_for_remote
 from fsnn.models.layers import residual
 
 from .config import DEFAULT_RANGES, PARAMETRIZATIONS
@@ -48,6 +55,9 @@ __all__ = [
     "strengths",
 ]
 
+# the parameter prefix of each log-scale parametrization: k_S, s_S, theta_S
+_PREFIX = {"log_product": "k", "norm_relative": "s", "angle": "theta"}
+
 
 def _check(parametrization: str) -> None:
     if parametrization not in PARAMETRIZATIONS:
@@ -55,7 +65,7 @@ def _check(parametrization: str) -> None:
 
 
 def distributions(parametrization: str, segment_names: Sequence[str], low: float, high: float) -> dict[str, Any]:
-    """Optuna distributions of one trial, by parameter name (``alpha_S``/``gamma_S``, ``k_S`` or ``s_S``)."""
+    """Optuna distributions of one trial, by parameter name (``alpha_S``/``gamma_S``, ``k_S``, ``s_S`` or ``theta_S``)."""
     from optuna.distributions import FloatDistribution
 
     _check(parametrization)
@@ -68,8 +78,7 @@ def distributions(parametrization: str, segment_names: Sequence[str], low: float
     if low <= 0:
         raise FsnnError(f"{parametrization} samples on a log scale: low must be > 0, got {low}")
     d = FloatDistribution(low, high, log=True)
-    prefix = "k" if parametrization == "log_product" else "s"
-    return {f"{prefix}_{name}": d for name in segment_names}
+    return {f"{_PREFIX[parametrization]}_{name}": d for name in segment_names}
 
 
 def start_params(
@@ -90,19 +99,21 @@ def start_params(
             out.append({k: float(x) for name in segment_names for k, x in ((f"alpha_{name}", high),
                                                                             (f"gamma_{name}", v))})
         else:
-            prefix = "s" if parametrization == "norm_relative" else "k"
+            prefix = _PREFIX.get(parametrization, "k")  # product samples k too
             out.append({f"{prefix}_{name}": float(v) for name in segment_names})
     return out
 
 
 def strengths(params: dict[str, float], segment_names: Sequence[str]) -> list[float]:
-    """The sampled strength of each segment: alpha*gamma, k or s."""
+    """The sampled strength of each segment: alpha*gamma, k, theta or s."""
     out = []
     for name in segment_names:
         if f"alpha_{name}" in params:
             out.append(float(params[f"alpha_{name}"]) * float(params[f"gamma_{name}"]))
         elif f"k_{name}" in params:
             out.append(float(params[f"k_{name}"]))
+        elif f"theta_{name}" in params:
+            out.append(float(params[f"theta_{name}"]))
         else:
             out.append(float(params[f"s_{name}"]))
     return out
@@ -136,6 +147,8 @@ def per_layer(
             alpha[sl], gamma[sl] = float(params[f"alpha_{name}"]), float(params[f"gamma_{name}"])
         elif f"k_{name}" in params:
             alpha[sl], gamma[sl] = 1.0, float(params[f"k_{name}"])
+        elif f"theta_{name}" in params:  # the angular operator reads alpha * gamma as the angle
+            alpha[sl], gamma[sl] = 1.0, float(params[f"theta_{name}"])
         elif f"s_{name}" in params:
             if norm_scale is None:
                 raise FsnnError("a norm_relative strength needs the prompt's norm scales (fsnn.search.strength.norm_scales)")
@@ -148,13 +161,17 @@ def per_layer(
 
 @torch.no_grad()
 def norm_scales(
-    model: Any, prompts: Sequence[str], h: torch.Tensor, *, batch_size: int = 8, backend: Any = None
+    model: Any, prompts: Sequence[str], h: torch.Tensor, *, batch_size: int = 8, backend: Any = None,
+    centre: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """||a_l||_typ / ||h_l - mu_l|| of each prompt at each layer, from one unsteered traced pass per batch.
 
     mu_l is the mean of the prompt's block-l outputs over its valid positions (eq. 2 at
     the prompt pass); ||a_l||_typ is the median norm of those positions (the median
-    ignores the few outsized positions, e.g. a BOS attention sink).
+    ignores the few outsized positions, e.g. a BOS attention sink). With ``centre``
+    (the ``centred`` operator's mu_generic, (layer, hidden)), the distance is
+    ||h_l - centre_l|| instead, the length of the direction that operator adds, so
+    that s is again the shift's size as a fraction of ||a_l||_typ.
 
     Args:
         model: a :class:`fsnn.models.load.LoadedModel`.
@@ -162,6 +179,7 @@ def norm_scales(
         h: reference vectors, (B, layer, hidden).
         batch_size: prompts per traced pass.
         backend: where the trace runs (:mod:`fsnn.backends.base`; default local).
+        centre: (layer, hidden) float32 to measure h_l against instead of mu_l.
 
     Returns:
         (B, layer) float32; a layer where h_l = mu_l (no direction) gets 0.
@@ -190,6 +208,7 @@ def norm_scales(
                 stats.append(((total / count).cpu(), norms.nanmedian(dim=1).values.cpu()))
         mu = torch.stack([m for m, _ in stats], dim=1)  # (b, L, H)
         typ = torch.stack([t for _, t in stats], dim=1)  # (b, L)
-        dist = (h[start : start + len(chunk)] - mu).norm(dim=-1)
+        against = mu if centre is None else torch.as_tensor(centre, dtype=torch.float32)[None]
+        dist = (h[start : start + len(chunk)] - against).norm(dim=-1)
         out.append(torch.where(dist > 0, typ / dist.clamp_min(1e-30), torch.zeros_like(typ)))
     return torch.cat(out).float()

@@ -21,12 +21,36 @@ import xarray as xr
 
 from fsnn.backends.base import Backend, resolve_backend
 from fsnn.errors import FsnnError
-from .intervention import register_for_remote
+from .remote_code import register_for_remote
 from .fusion import masked_sum
 from fsnn.models.layers import residual
 from .prompts import PAPER_TEMPLATES, Templates, apply_chat
 
-__all__ = ["ReferenceItem", "capture_references", "reference_inputs"]
+__all__ = ["GENERIC_PROMPTS", "ReferenceItem", "capture_generic_mean", "capture_references", "generic_inputs",
+           "reference_inputs"]
+
+# Neutral, generic texts whose mean activation is mu_generic (docs/operators.md): questions and
+# statements of everyday knowledge, written for fsnn (no SimpleQA text), varied in form and topic
+# so that their mean holds what every text shares rather than what one topic does.
+GENERIC_PROMPTS: tuple[str, ...] = (
+    "Question: What is a good way to start the morning?\nAnswer and explanation:",
+    "Question: How do plants use sunlight?\nAnswer and explanation:",
+    "Question: Why do people keep a written calendar?\nAnswer and explanation:",
+    "Question: What should you bring on a short walk?\nAnswer and explanation:",
+    "Question: How does a bicycle stay upright when it moves?\nAnswer and explanation:",
+    "Question: What makes a meal balanced?\nAnswer and explanation:",
+    "Question: Why is it useful to learn a second language?\nAnswer and explanation:",
+    "Question: How can you tell that it is going to rain?\nAnswer and explanation:",
+    "The library opens at nine and closes in the early evening on most weekdays.",
+    "A small garden needs water, light and a little patience to grow well.",
+    "Many people enjoy reading a book with a cup of tea in the afternoon.",
+    "The train was a few minutes late, so the passengers waited on the platform.",
+    "Cooking rice is simple: rinse it, add water and let it simmer until soft.",
+    "The children drew pictures of animals and hung them on the classroom wall.",
+    "Clear instructions make a task easier to finish on time.",
+    "In the evening the street grew quiet and the lamps came on one by one.",
+)
+
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +107,30 @@ def reference_inputs(
 
 
 @torch.no_grad()
+def _span_means(
+    model: Any, input_ids: torch.Tensor, attention: torch.Tensor, span_mask: torch.Tensor, remote: bool | str,
+    per_layer_passes: bool = False,
+) -> torch.Tensor:
+    """Mean of every layer's block output over each row's span, from one traced pass: (B, layer, hidden)."""
+    envoys = [model.layer(li) for li in range(model.n_layers)]
+    enc = {"input_ids": input_ids, "attention_mask": attention}
+    span_mask = span_mask.to(model.device)
+    layer_groups = [[li] for li in range(model.n_layers)] if per_layer_passes else [list(range(model.n_layers))]
+    per_layer: dict[int, torch.Tensor] = {}
+    if remote:
+        register_for_remote()
+    for group in layer_groups:
+        with model.lm.trace(enc, remote=remote):
+            means = nnsight.save([])
+            for li in group:
+                total, count = masked_sum(residual(envoys[li].output), span_mask)
+                means.append((total / count).cpu())
+        for li, mean in zip(group, means, strict=True):
+            per_layer[li] = mean
+    return torch.stack([per_layer[li] for li in range(model.n_layers)], dim=1)
+
+
+@torch.no_grad()
 def capture_references(
     model: Any,
     items: Sequence[ReferenceItem],
@@ -115,27 +163,12 @@ def capture_references(
     chunks: list[torch.Tensor] = []
     spans: list[int] = []
     texts: list[str] = []
-    envoys = [model.layer(li) for li in range(model.n_layers)]
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
         input_ids, attention, span_mask, batch_texts = reference_inputs(model, batch, templates, max_length)
         texts.extend(batch_texts)
         spans.extend(span_mask.sum(1).tolist())
-        enc = {"input_ids": input_ids, "attention_mask": attention}
-        span_mask = span_mask.to(model.device)
-        layer_groups = [[li] for li in range(model.n_layers)] if per_layer_passes else [list(range(model.n_layers))]
-        per_layer: dict[int, torch.Tensor] = {}
-        if remote:
-            register_for_remote()
-        for group in layer_groups:
-            with model.lm.trace(enc, remote=remote):
-                means = nnsight.save([])
-                for li in group:
-                    total, count = masked_sum(residual(envoys[li].output), span_mask)
-                    means.append((total / count).cpu())
-            for li, mean in zip(group, means, strict=True):
-                per_layer[li] = mean
-        chunks.append(torch.stack([per_layer[li] for li in range(model.n_layers)], dim=1))
+        chunks.append(_span_means(model, input_ids, attention, span_mask, remote, per_layer_passes))
     h = torch.cat(chunks, dim=0).float()
     return xr.DataArray(
         h.numpy(),
@@ -148,4 +181,81 @@ def capture_references(
         },
         name="h",
         attrs={"model": model.name, "n_layers": model.n_layers, "equation": "docs/method.md eq. (1)"},
+    )
+
+
+def generic_inputs(
+    model: Any, prompts: Sequence[str], max_length: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tokenise generic texts as one left-padded batch; the span is every token but the special ones.
+
+    Special tokens (BOS and the like, empty character span) are left out as eq. (1)
+    leaves them out of a reference: a BOS position's outsized activation would
+    otherwise dominate the mean.
+
+    Returns:
+        (input_ids (P, T), attention_mask (P, T), span_mask (P, T)).
+    """
+    tok = model.tokenizer
+    limit = max_length or model.max_length
+    rows = []
+    for i, text in enumerate(prompts):
+        enc = tok(text, return_offsets_mapping=True, truncation=limit is not None, max_length=limit)
+        span = [int(e > s) for s, e in enc["offset_mapping"]]
+        if not any(span):
+            raise FsnnError(f"generic prompt {i} has no token ({text!r})")
+        rows.append((list(enc["input_ids"]), span))
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    span_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (ids, span) in enumerate(rows):
+        input_ids[r, width - len(ids):] = torch.tensor(ids)
+        attention[r, width - len(ids):] = 1
+        span_mask[r, width - len(ids):] = torch.tensor(span)
+    return input_ids, attention, span_mask
+
+
+@torch.no_grad()
+def capture_generic_mean(
+    model: Any,
+    prompts: Sequence[str] = GENERIC_PROMPTS,
+    *,
+    batch_size: int = 8,
+    backend: Backend | str | None = None,
+) -> xr.DataArray:
+    """mu_generic: the mean block output of every layer over fixed generic texts (docs/operators.md).
+
+        mu_generic,l = (1/P) sum_p mean_{t in span_p} a_{p,l,t}
+
+    Each text weighs 1 whatever its length (``fsnn.steering.operators.generic_mean`` with
+    ``per="prompt"``); its span is every token but the special ones (:func:`generic_inputs`).
+    The same traced pass as :func:`capture_references` (one pass per batch, all layers).
+    The ``centred`` and ``angular`` operators steer along h_l - mu_generic,l.
+
+    Args:
+        model: a :class:`fsnn.models.load.LoadedModel`.
+        prompts: the generic texts (default :data:`GENERIC_PROMPTS`, 16 texts).
+        batch_size: texts per traced forward pass.
+        backend: where the traces run (:mod:`fsnn.backends.base`; default local).
+
+    Returns:
+        DataArray ``mu_generic`` with dims (layer, hidden), float32; attrs name the model,
+        the number of texts and a sha256 prefix of the texts.
+    """
+    import hashlib
+
+    if not prompts:
+        raise FsnnError("no generic prompt to average")
+    remote = resolve_backend(backend).nnsight_remote
+    per_prompt = []
+    for start in range(0, len(prompts), batch_size):
+        ids, attention, span = generic_inputs(model, list(prompts[start : start + batch_size]))
+        per_prompt.append(_span_means(model, ids, attention, span, remote))
+    mu = torch.cat(per_prompt, dim=0).float().mean(dim=0)
+    digest = hashlib.sha256("\x00".join(prompts).encode()).hexdigest()[:16]
+    return xr.DataArray(
+        mu.numpy(), dims=("layer", "hidden"), coords={"layer": np.arange(model.n_layers)}, name="mu_generic",
+        attrs={"model": model.name, "n_prompts": len(prompts), "prompts_sha256": digest,
+               "equation": "docs/operators.md, mean-centred reference"},
     )

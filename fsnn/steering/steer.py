@@ -19,7 +19,8 @@ Two named modes — different methods, not two speeds of one:
     measures how far.
 
 A :class:`Steering` is one intervention as a value (reference vectors, the layer
-layout with its strengths, the mode): ``steering.generate(model, prompts)`` answers
+layout with its strengths, the mode, the operator and its schedule; docs/operators.md
+for the operators beyond eq. (5)): ``steering.generate(model, prompts)`` answers
 steered, ``steering.apply(model)`` steers inside a user's own nnsight trace. Under it,
 :func:`steered_generate` gives every row of a batch its own reference vectors and its
 own (alpha, gamma) per layer, so one generate call evaluates many search trials (of one
@@ -39,16 +40,18 @@ import nnsight
 import numpy as np
 import torch
 
-from . import fusion, intervention
-from fsnn.models import layers
 from fsnn.backends.base import Backend, resolve_backend
 from .decode import GenerationOutput, decode_rows, encode, eos_ids, greedy_config
 from fsnn.errors import FsnnError
 from .intervention import steer_pass, steer_steps
 from .layout import SegmentLayout, Strengths
 from .modes import MODES, Mode, check_generation
+from .remote_code import register_for_remote
+from .operators import schedule_multipliers
+from .specs import OPERATORS, check_operator, parse_schedule
 
-__all__ = ["MODES", "Mode", "RowPlan", "Steering", "plan_rows", "steer_in_session", "steer_rows", "steered_generate"]
+__all__ = ["MODES", "OPERATORS", "Mode", "RowPlan", "Steering", "plan_rows", "steer_in_session", "steer_rows",
+           "steered_generate"]
 
 
 
@@ -93,6 +96,35 @@ def validated_inputs(
     return h, alpha, gamma
 
 
+def validated_operator(
+    operator: str, schedule: str, mu_generic: Any, *, n_layers: int, d_model: int,
+    alpha: torch.Tensor | None = None, gamma: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """Check the operator, the schedule spec and mu_generic; return mu_generic as (layer, hidden) float32.
+
+    ``fusion`` takes no mu_generic; ``angular`` and ``centred`` need one
+    (:func:`fsnn.steering.references.capture_generic_mean`). ``angular`` reads
+    alpha * gamma as an angle in radians, which must be >= 0.
+    """
+    check_operator(operator)
+    parse_schedule(schedule)
+    if operator == "fusion":
+        if mu_generic is not None:
+            raise FsnnError("mu_generic is used by the angular and centred operators only, not by fusion")
+        return None
+    if mu_generic is None:
+        raise FsnnError(f"operator {operator!r} needs mu_generic, the (layer, hidden) generic mean "
+                        "(fsnn.steering.references.capture_generic_mean)")
+    mu = _as_tensor(mu_generic, "mu_generic")
+    if tuple(mu.shape) != (n_layers, d_model):
+        raise FsnnError(f"mu_generic must be (layer={n_layers}, hidden={d_model}), got {tuple(mu.shape)}")
+    if not bool(torch.isfinite(mu).all()):
+        raise FsnnError("mu_generic holds NaN or inf")
+    if operator == "angular" and alpha is not None and gamma is not None and bool(((alpha * gamma) < 0).any()):
+        raise FsnnError("angular steering reads alpha * gamma as an angle in radians: it must be >= 0")
+    return mu
+
+
 # --------------------------------------------------------------------------- the value
 
 
@@ -104,8 +136,23 @@ class Steering:
         references: eq. (1) reference vectors: (layer, hidden) for one prompt, or
             (prompt, layer, hidden) for a batch of prompts (a tensor, a numpy array,
             or the DataArray :func:`fsnn.capture_references` returns). Stored as float32.
-        strengths: the layer layout and its (alpha, gamma) per segment.
+        strengths: the layer layout and its (alpha, gamma) per segment. A segment whose
+            alpha * gamma is exactly 0 is a window that is off: its layers are untouched.
         mode: ``faithful`` (no KV cache; the published method) or ``cached``.
+        operator: how a steered layer's output x changes, k = alpha * gamma of its
+            segment (docs/operators.md):
+            ``fusion`` (default, the paper): eq. (5), x + k (h_l - mu_l), mu_l the
+            pass's mean (cached decode steps: the running mean);
+            ``centred``: x + k (h_l - mu_generic,l), a fixed shift per row and layer;
+            ``angular``: x rotated by the angle k (radians, >= 0) toward the direction
+            h_l - mu_generic,l, keeping ||x|| (never past it).
+        schedule: the multiplier m(t) of the strength at decode step t (step 0 = the
+            prompt pass): ``constant`` (default), ``prompt_only``, ``first_n:N``,
+            ``decay:RHO`` (:mod:`fsnn.steering.specs`). ``faithful``: step t's pass
+            re-runs every position, all steered with m(t) k. ``cached``: step t steers
+            its new position with m(t) k; cached positions keep their own step's.
+        mu_generic: (layer, hidden) generic mean (:func:`fsnn.steering.references.capture_generic_mean`),
+            needed by ``centred`` and ``angular``, refused by ``fusion``.
 
     Example:
         >>> steering = Steering.full(h, alpha=0.5, gamma=0.4)           # doctest: +SKIP
@@ -115,6 +162,9 @@ class Steering:
     references: Any
     strengths: Strengths
     mode: Mode = "faithful"
+    operator: str = "fusion"
+    schedule: str = "constant"
+    mu_generic: Any = None
 
     def __post_init__(self) -> None:
         h = _as_tensor(self.references, "references")
@@ -124,22 +174,31 @@ class Steering:
             raise FsnnError("reference vectors hold NaN or inf")
         check_generation(mode=self.mode)
         self.strengths.layout.check(h.shape[-2])
+        alpha, gamma = self.strengths.per_layer(h.shape[-2])
+        mu = validated_operator(self.operator, self.schedule, self.mu_generic, n_layers=h.shape[-2],
+                                d_model=h.shape[-1], alpha=alpha, gamma=gamma)
         object.__setattr__(self, "references", h)
+        object.__setattr__(self, "mu_generic", mu)
 
     @classmethod
-    def full(cls, references: Any, *, alpha: float, gamma: float, mode: Mode = "faithful") -> Steering:
-        """Every layer shares one (alpha, gamma): the paper's full-layer steering."""
+    def full(cls, references: Any, *, alpha: float, gamma: float, mode: Mode = "faithful",
+             **options: Any) -> Steering:
+        """Every layer shares one (alpha, gamma): the paper's full-layer steering.
+
+        ``options``: ``operator``, ``schedule``, ``mu_generic`` (e.g. ``alpha=1.0,
+        gamma=0.1, operator="angular", mu_generic=mu``: a 0.1 rad rotation)."""
         n_layers = _as_tensor(references, "references").shape[-2]
-        return cls(references=references, strengths=Strengths.full(n_layers, alpha, gamma), mode=mode)
+        return cls(references=references, strengths=Strengths.full(n_layers, alpha, gamma), mode=mode, **options)
 
     @classmethod
     def segmented(
-        cls, references: Any, *, alpha: Sequence[float], gamma: Sequence[float], mode: Mode = "faithful"
+        cls, references: Any, *, alpha: Sequence[float], gamma: Sequence[float], mode: Mode = "faithful",
+        **options: Any,
     ) -> Steering:
-        """Near-equal contiguous layer segments (thirds for 3 pairs), one pair each."""
+        """Near-equal contiguous layer segments (thirds for 3 pairs), one pair each; ``options`` as :meth:`full`."""
         n_layers = _as_tensor(references, "references").shape[-2]
         return cls(references=references, strengths=Strengths.segmented(n_layers, tuple(alpha), tuple(gamma)),
-                   mode=mode)
+                   mode=mode, **options)
 
     @property
     def layout(self) -> SegmentLayout:
@@ -176,14 +235,22 @@ class Steering:
         """Greedy generation of ``prompts`` with this steering (one row per prompt)."""
         h, alpha, gamma = self.rows(len(prompts))
         return steered_generate(model, prompts, h, alpha, gamma, mode=self.mode, max_new_tokens=max_new_tokens,
-                                batch_size=batch_size, backend=backend, stop_at_eos=stop_at_eos)
+                                batch_size=batch_size, backend=backend, stop_at_eos=stop_at_eos,
+                                **self._options())
+
+    def _options(self) -> dict[str, Any]:
+        """The operator keywords of :func:`steered_generate`; none for the default (the paper's call)."""
+        if (self.operator, self.schedule) == ("fusion", "constant"):
+            return {}
+        return {"operator": self.operator, "schedule": self.schedule, "mu_generic": self.mu_generic}
 
     def apply(self, model: Any, *, rows: int | None = None, mask: torch.Tensor | None = None) -> None:
         """Steer the forward pass of the nnsight trace this is called in (eqs. 2-5).
 
         Call it inside ``with model.lm.trace(...):`` before reading later modules; each
-        steered layer's output is shifted in place toward the reference, mu being the
-        pass's mean over ``mask`` (B, T) (default: every position).
+        steered layer's output is changed in place by the operator (fusion: mu being the
+        pass's mean over ``mask`` (B, T), default every position). One pass is step 0
+        of any schedule, where every schedule's multiplier is 1.
 
         Args:
             model: the loaded model the trace runs on.
@@ -191,14 +258,27 @@ class Steering:
             mask: 1 for real tokens, 0 for padding (left-padded batches need it).
         """
         n = rows if rows is not None else (1 if self.references.ndim == 2 else self.references.shape[0])
-        plan = _layer_plan(model, *self.rows(n))
+        plan = _layer_plan(model, *self.rows(n), operator=self.operator, mu_generic=self.mu_generic)
         if mask is None:
             mask = torch.ones(n, model.max_length or 8192)
-        steer_pass(plan[0], plan[1], plan[2], plan[3], mask.to(model.device, torch.float32))
+        steer_pass(plan[0], plan[1], plan[2], plan[3], mask.to(model.device, torch.float32),
+                   operator=self.operator, gates=plan[4])
 
     def describe(self) -> dict[str, Any]:
-        """What a result file records of this steering (JSON-serialisable)."""
-        return {"layout": self.layout.to_json(), "mode": self.mode, **self.strengths.params()}
+        """What a result file records of this steering (JSON-serialisable).
+
+        ``operator`` and ``schedule`` always; for ``centred``/``angular`` also
+        ``mu_generic``: its shape and a sha256 prefix of its float32 bytes, so two
+        results steered with different generic means are told apart.
+        """
+        out = {"layout": self.layout.to_json(), "mode": self.mode, "operator": self.operator,
+               "schedule": self.schedule, **self.strengths.params()}
+        if self.mu_generic is not None:
+            import hashlib
+
+            mu = self.mu_generic.contiguous().numpy()
+            out["mu_generic"] = f"{mu.shape[0]}x{mu.shape[1]} sha256:{hashlib.sha256(mu.tobytes()).hexdigest()[:16]}"
+        return out
 
 
 # --------------------------------------------------------------------------- batched rows
@@ -212,10 +292,15 @@ class RowPlan:
         prompts: the rows' prompts.
         enc: their left-padded encoding.
         envoys: the active layers' envoys (strengths non-zero for some row).
-        h, alpha, gamma: per active layer, (B, 1, H), (B, 1, 1), (B, 1, 1) float32.
+        h, alpha, gamma: per active layer, (B, 1, H), (B, 1, 1), (B, 1, 1) float32
+            (``centred``/``angular``: the direction h - mu_generic, the strength
+            alpha * gamma, and None; :mod:`fsnn.steering.intervention`).
         mask: valid positions of every pass, (B, prompt + new) float32.
         config: the greedy generation config.
         eos: token ids that end a row.
+        gates: per active layer, None or (B, 1, 1) bool: the rows steered there (fusion).
+        operator: the operator name.
+        scales: the schedule's m(t) per step, None for ``constant``.
     """
 
     prompts: list[str]
@@ -227,6 +312,9 @@ class RowPlan:
     mask: torch.Tensor
     config: Any
     eos: set[int]
+    gates: list[Any] | None = None
+    operator: str = "fusion"
+    scales: list[float] | None = None
 
     def outputs(self, model: Any, picked: Sequence[torch.Tensor]) -> list[GenerationOutput]:
         """Decode the tokens a trace picked (one (B,) tensor per step)."""
@@ -234,23 +322,49 @@ class RowPlan:
         return decode_rows(model, self.prompts, self.enc, torch.cat([self.enc.input_ids, new], dim=1), self.eos)
 
 
-def _layer_plan(model: Any, h: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor) -> tuple[list, ...]:
+def _layer_plan(
+    model: Any, h: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor, *, operator: str = "fusion",
+    mu_generic: torch.Tensor | None = None,
+) -> tuple[list, ...]:
+    """(envoys, h, alpha, gamma, gates) of the active layers, shaped for the loop body.
+
+    Fusion: the references and (alpha, gamma), and a gate for a layer where some rows'
+    alpha * gamma is 0 and others' not (None where every row is steered, which keeps the
+    paper's code path). ``centred``/``angular``: the direction h - mu_generic and the
+    strength alpha * gamma; gamma and gates are None (the operators themselves return
+    x where the strength is 0).
+    """
     device = model.device
+    k = alpha * gamma
     # Layers whose coefficients are zero for every row are the identity: skip them.
-    active = [li for li in range(model.n_layers) if bool((alpha[:, li] * gamma[:, li] != 0).any())]
+    active = [li for li in range(model.n_layers) if bool((k[:, li] != 0).any())]
+    envoys = [model.layer(li) for li in active]
+    if operator != "fusion":
+        mu = mu_generic.float()
+        return (
+            envoys,
+            [(h[:, li, None].float() - mu[li]).to(device) for li in active],
+            [k[:, li, None, None].clone().to(device) for li in active],
+            None,
+            None,
+        )
+    mixed = [bool((k[:, li] == 0).any()) for li in active]
     # clone: a slice is a view, and a remote request would carry its whole storage
     # (all L layers) once per layer. Shaped once for a decode step's (B, 1, H).
     return (
-        [model.layer(li) for li in active],
+        envoys,
         [h[:, li, None].clone().to(device) for li in active],
         [alpha[:, li, None, None].clone().to(device) for li in active],
         [gamma[:, li, None, None].clone().to(device) for li in active],
+        [(k[:, li, None, None] != 0).to(device) if mix else None for li, mix in zip(active, mixed, strict=True)]
+        if any(mixed) else None,
     )
 
 
 def plan_rows(
     model: Any, prompts: list[str], h: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor, *,
-    mode: Mode, max_new_tokens: int, stop_at_eos: bool = True,
+    mode: Mode, max_new_tokens: int, stop_at_eos: bool = True, operator: str = "fusion",
+    schedule: str = "constant", mu_generic: torch.Tensor | None = None,
 ) -> RowPlan:
     """Encode rows and lay out their per-layer operands (validated inputs)."""
     enc = encode(model, prompts, max_new_tokens)
@@ -258,10 +372,12 @@ def plan_rows(
     mask = torch.cat(
         [enc.attention_mask, torch.ones(len(prompts), max_new_tokens, dtype=enc.attention_mask.dtype)], dim=1
     ).to(device=model.device, dtype=torch.float32)
-    envoys, h_act, a_act, g_act = _layer_plan(model, h, alpha, gamma)
+    envoys, h_act, a_act, g_act, gates = _layer_plan(model, h, alpha, gamma, operator=operator,
+                                                     mu_generic=mu_generic)
     config = greedy_config(model, max_new_tokens, use_cache=mode != "faithful", eos=eos)
     return RowPlan(prompts=prompts, enc=enc, envoys=envoys, h=h_act, alpha=a_act, gamma=g_act, mask=mask,
-                   config=config, eos=eos)
+                   config=config, eos=eos, gates=gates, operator=operator,
+                   scales=schedule_multipliers(schedule, max_new_tokens))
 
 
 def steered_generate(
@@ -276,6 +392,9 @@ def steered_generate(
     batch_size: int | None = None,
     backend: Backend | str | None = None,
     stop_at_eos: bool = True,
+    operator: str = "fusion",
+    schedule: str = "constant",
+    mu_generic: Any = None,
 ) -> list[GenerationOutput]:
     """Greedy generation with every row steered toward its own reference.
 
@@ -291,23 +410,32 @@ def steered_generate(
         backend: where the traces run (:mod:`fsnn.backends.base`; default local). This
             function makes the traces; wrapping it in ``backend.call`` adds retries.
         stop_at_eos: False generates exactly ``max_new_tokens`` per row (benchmarks).
+        operator: ``fusion`` (eq. (5), the default), ``centred`` or ``angular``; the
+            strength of a row at a layer is alpha * gamma (for ``angular`` an angle in
+            radians). :class:`Steering` says what each does.
+        schedule: ``constant`` (default), ``prompt_only``, ``first_n:N`` or ``decay:RHO``.
+        mu_generic: (layer, hidden) generic mean, for ``centred`` and ``angular``.
 
     Returns:
         One :class:`GenerationOutput` per row, in order.
 
     Raises:
         FsnnError: shapes that do not match the model, NaN/inf coefficients, an unknown
-            mode, a prompt too long for the context.
+            mode, operator or schedule, a missing or misshapen mu_generic, a prompt too
+            long for the context.
     """
     n = len(prompts)
     h, alpha, gamma = validated_inputs(model, n, h, alpha, gamma, mode=mode, max_new_tokens=max_new_tokens)
+    mu = validated_operator(operator, schedule, mu_generic, n_layers=model.n_layers, d_model=model.d_model,
+                            alpha=alpha, gamma=gamma)
     remote = resolve_backend(backend).nnsight_remote
     step = batch_size or n
     outputs: list[GenerationOutput] = []
     for start in range(0, n, step):
         sl = slice(start, start + step)
         plan = plan_rows(model, list(prompts[sl]), h[sl], alpha[sl], gamma[sl], mode=mode,
-                         max_new_tokens=max_new_tokens, stop_at_eos=stop_at_eos)
+                         max_new_tokens=max_new_tokens, stop_at_eos=stop_at_eos, operator=operator,
+                         schedule=schedule, mu_generic=mu)
         outputs.extend(steer_rows(model, plan, mode=mode, max_new_tokens=max_new_tokens, remote=remote))
     return outputs
 
@@ -320,12 +448,20 @@ def steer_rows(model: Any, plan: RowPlan, *, mode: Mode, max_new_tokens: int,
     envoys, h_act, a_act, g_act, mask = plan.envoys, plan.h, plan.alpha, plan.gamma, plan.mask
     faithful = mode == "faithful"
     if remote:
-        intervention.register_for_remote()
+        register_for_remote()
+    options = _loop_options(plan)  # outside the trace: its body ships to the server, this module does not
     with model.lm.generate(plan.enc, generation_config=plan.config, remote=remote) as tracer:
         picked = nnsight.save([])  # saved before the loop: survives an early EOS stop
         steer_steps(tracer, envoys, lm_head, h_act, a_act, g_act, mask, picked,
-                                 faithful=faithful, max_new_tokens=max_new_tokens)
+                    faithful=faithful, max_new_tokens=max_new_tokens, **options)
     return plan.outputs(model, picked)
+
+
+def _loop_options(plan: RowPlan) -> dict[str, Any]:
+    """The loop body's operator keywords; none for the paper's eq. (5), constant, every row steered."""
+    if plan.operator == "fusion" and plan.scales is None and plan.gates is None:
+        return {}
+    return {"operator": plan.operator, "scales": plan.scales, "gates": plan.gates}
 
 
 # --------------------------------------------------------------------------- NDIF sessions
@@ -344,6 +480,9 @@ def steer_in_session(
     batch_size: int | None = None,
     backend: Backend | str | None = "ndif",
     stop_at_eos: bool = True,
+    operator: str = "fusion",
+    schedule: str = "constant",
+    mu_generic: Any = None,
 ) -> list[GenerationOutput]:
     """:func:`fsnn.steering.steer.steered_generate`, every chunk a trace of ONE nnsight session.
 
@@ -356,7 +495,8 @@ def steer_in_session(
 
     Args:
         model, prompts, h (B, layer, hidden), alpha (B, layer), gamma (B, layer), mode,
-        max_new_tokens, batch_size, stop_at_eos: as :func:`fsnn.steering.steer.steered_generate`.
+        max_new_tokens, batch_size, stop_at_eos, operator, schedule, mu_generic: as
+        :func:`fsnn.steering.steer.steered_generate`.
         backend: where the session runs (:mod:`fsnn.backends.base`; default NDIF).
 
     Returns:
@@ -364,29 +504,32 @@ def steer_in_session(
     """
     n = len(prompts)
     h, alpha, gamma = validated_inputs(model, n, h, alpha, gamma, mode=mode, max_new_tokens=max_new_tokens)
+    mu = validated_operator(operator, schedule, mu_generic, n_layers=model.n_layers, d_model=model.d_model,
+                            alpha=alpha, gamma=gamma)
     faithful = mode == "faithful"
     step_rows = batch_size or n
     plans = [
         plan_rows(model, list(prompts[start : start + step_rows]), h[start : start + step_rows],
                   alpha[start : start + step_rows], gamma[start : start + step_rows], mode=mode,
-                  max_new_tokens=max_new_tokens, stop_at_eos=stop_at_eos)
+                  max_new_tokens=max_new_tokens, stop_at_eos=stop_at_eos, operator=operator, schedule=schedule,
+                  mu_generic=mu)
         for start in range(0, n, step_rows)
     ]
     lm = model.lm
     lm_head = lm.lm_head
-    # plain tuples: a RowPlan (an fsnn class) could not be rebuilt on a server without fsnn
-    chunks = [(p.enc, p.config, p.envoys, p.h, p.alpha, p.gamma, p.mask) for p in plans]
+    # plain tuples and dicts: a RowPlan (an fsnn class) could not be rebuilt on a server without fsnn
+    chunks = [(p.enc, p.config, p.envoys, p.h, p.alpha, p.gamma, p.mask, _loop_options(p)) for p in plans]
     remote = resolve_backend(backend).nnsight_remote
     if remote:
-        intervention.register_for_remote()
+        register_for_remote()
     with lm.session(remote=remote):
         results = nnsight.save([])
-        for enc, config, envoys, h_act, a_act, g_act, mask in chunks:
+        for enc, config, envoys, h_act, a_act, g_act, mask, options in chunks:
             picked = []  # filled in place, so an early EOS stop keeps the steps it ran
             results.append(picked)
             with lm.generate(enc, generation_config=config) as tracer:
                 steer_steps(tracer, envoys, lm_head, h_act, a_act, g_act, mask, picked,
-                            faithful=faithful, max_new_tokens=max_new_tokens)
+                            faithful=faithful, max_new_tokens=max_new_tokens, **options)
     outputs: list[GenerationOutput] = []
     for plan, picked in zip(plans, results, strict=True):
         outputs.extend(plan.outputs(model, list(picked)))

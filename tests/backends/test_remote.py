@@ -476,6 +476,30 @@ def test_steer_local_simulation_equals_local(tiny: Any, mode: str) -> None:
 
 
 @pytest.mark.usefixtures("strict_local")
+@pytest.mark.parametrize("operator", ["angular", "centred"])
+@pytest.mark.parametrize("mode", ["faithful", "cached"])
+def test_operator_local_simulation_equals_local(tiny: Any, mode: str, operator: str) -> None:
+    """A non-default operator and schedule ship by value (fsnn.steering.operators registered)."""
+    from fsnn.steering.references import capture_generic_mean
+
+    h = _refs(tiny, len(PROMPTS))
+    alpha, gamma = _coefficients(len(PROMPTS), tiny.n_layers)
+    mu = torch.as_tensor(capture_generic_mean(tiny).values)
+    assert torch.equal(mu, torch.as_tensor(capture_generic_mean(tiny, backend="serialised").values))
+    options = dict(mode=mode, max_new_tokens=6, operator=operator, schedule="decay:0.8", mu_generic=mu)
+    local = steered_generate(tiny, PROMPTS, h, alpha, gamma, **options)
+    with payload_sizes() as sizes:
+        simulated = steered_generate(tiny, PROMPTS, h, alpha, gamma, backend="serialised", **options)
+    assert _ids(simulated) == _ids(local)
+    assert len(sizes) == 1
+    session = steer_in_session(tiny, PROMPTS, h, alpha, gamma, batch_size=3, backend="serialised", **options)
+    assert _ids(session) == _ids(local)
+    unsteered = steered_generate(tiny, PROMPTS, h, alpha * 0, gamma, **options)
+    assert _ids(unsteered) != _ids(local)  # non-vacuous: the operator changed the tokens
+    assert _ids(unsteered)[-1] == _ids(local)[-1]  # the all-zero row rode along untouched
+
+
+@pytest.mark.usefixtures("strict_local")
 def test_gemma2_local_simulation_equals_local(tiny_gemma2: Any) -> None:
     """The paper's architecture (tiny random Gemma-2), both modes, one multi-row request."""
     h = torch.as_tensor(capture_references(tiny_gemma2, ITEMS, backend="serialised").values)
