@@ -11,7 +11,8 @@ source tree's ``fsnn/`` (no module or data file forgotten, none extra); nothing 
 ``fsnn/`` and its dist-info (no ``tests/``, run folders, ``figures/``), and no run
 output or image anywhere (``.nc``, ``.db``, ``.png``). The sdist must hold LICENSE,
 README, CHANGELOG, CITATION.cff, pyproject.toml and ``fsnn/py.typed``, and no run
-folder, ``figures/`` or run output.
+folder, ``figures/`` or run output outside the test fixtures (``tests/data/``: the golden
+run's recorded datasets, which the sdist's tests read).
 
 Prints one line per problem and exits 1 if there is any, else prints what it checked.
 Reads the archives only (zipfile, tarfile): nothing is installed or imported.
@@ -35,6 +36,8 @@ RUN_DATA_SUFFIXES = {".nc", ".db", ".sqlite", ".sqlite3", ".lock", ".pyc"}
 IMAGE_SUFFIXES = {".png", ".pdf", ".jpg", ".jpeg", ".svg"}
 # folder names that are the repository's, not the package's
 FORBIDDEN_DIRS = {"tests", "runs", "figures", "experiments", "benchmarks", "__pycache__"}
+# test fixtures (the golden run's recorded datasets) ship in the sdist so its tests can run
+SDIST_FIXTURES = PurePosixPath("tests/data")
 SDIST_FILES = ("LICENSE", "README.md", "CHANGELOG.md", "CITATION.cff", "pyproject.toml", "PKG-INFO",
                f"{PACKAGE}/py.typed")  # fmt: skip
 
@@ -120,7 +123,8 @@ def check_sdist(sdist: Path) -> list[str]:
     problems += [f"{sdist.name}: no {top}/{f}" for f in SDIST_FILES if f not in inside]
     for name in sorted(inside):
         path = PurePosixPath(name)
-        if path.parts[0] in ("runs", "figures") or _run_output(path, images=False):
+        fixture = path.is_relative_to(SDIST_FIXTURES)
+        if path.parts[0] in ("runs", "figures") or (_run_output(path, images=False) and not fixture):
             problems.append(f"{sdist.name}: {name} is run output or a figure")
     return problems
 

@@ -135,6 +135,7 @@ def test_the_wheel_must_hold_exactly_the_source_tree(tmp_path):
         (None, "runs/a/results.nc", "run output"),
         (None, "figures/fig1.png", "run output"),
         (None, "tests/optuna.db", "run output"),
+        (None, "tests/golden/results.nc", "run output"),
     ],
 )
 def test_each_sdist_rule_catches_its_problem(tmp_path, drop, add, expected):
@@ -145,6 +146,12 @@ def test_each_sdist_rule_catches_its_problem(tmp_path, drop, add, expected):
         files[f"fsnn-0.2.0/{add}"] = ""
     problems = check_sdist(_sdist(tmp_path / "s.tar.gz", files))
     assert any(expected in p for p in problems), problems
+
+
+def test_the_sdist_may_ship_test_fixtures(tmp_path):
+    files = _good_sdist_files()
+    files["fsnn-0.2.0/tests/data/golden/cached/results.nc"] = ""
+    assert check_sdist(_sdist(tmp_path / "s.tar.gz", files)) == []
 
 
 def test_main_wants_one_wheel_and_one_sdist(tmp_path, capsys):
