@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import ARCHS
+from tests.conftest import ARCHS
 
 from fsnn.judges import JudgeCache, JudgeConfig, make_judge
 from fsnn.judges.local import LocalJudge

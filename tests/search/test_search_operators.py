@@ -8,7 +8,7 @@ import torch
 
 from fsnn.errors import FsnnError
 from fsnn.search.run import SearchConfig, run_search
-from fsnn.steering import strength
+from fsnn.search import strength
 from fsnn.steering.layout import SegmentLayout
 from tests.search.test_search import _stub_generate, _stub_items, _stub_ppl, _StubModel
 
