@@ -30,7 +30,7 @@ from fsnn.errors import FsnnError
 from fsnn.steering.generation import generate
 from fsnn.steering.layout import SegmentLayout
 from fsnn.judges.metrics import Perplexity, token_overlap
-from fsnn.search.objective import objective
+from fsnn.search.objective import guarded_objective
 from fsnn.steering.prompts import Templates, apply_chat, split_explanation
 from fsnn.steering.references import ReferenceItem, capture_references
 from fsnn.store.schema import baseline_dataset, str_array
@@ -365,7 +365,12 @@ def results_dataset(ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, tri
     to[missing], ppl[missing] = np.nan, np.nan
     # the degeneration guard reads the generated text only (docs/method.md §6)
     readable_ = np.array([[int(readable(str(s))) for s in row] for row in comp], dtype=np.int8)
-    obj[0] = [objective(t_, p_, c.search.objective) for t_, p_ in zip(to[0], ppl[0], strict=True)]
+    # `objective` means one thing on every row: the search's objective (guard included) of
+    # the row's completion, so the baseline row is comparable with the steered ones
+    obj[0] = [
+        guarded_objective(t_, p_, bool(r_), c.search.objective, c.search.unreadable_penalty)
+        for t_, p_, r_ in zip(to[0], ppl[0], readable_[0], strict=True)
+    ]
     judge_score = np.full((len(methods), n), np.nan)
     grade = np.full((len(methods), n), "", dtype=object)
     judge_error = np.full((len(methods), n), "", dtype=object)

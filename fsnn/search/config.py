@@ -85,7 +85,7 @@ class SearchConfig:
     n_trials: int = 5
     batch_trials: int = 1
     batch_rows: int = 16
-    parametrization: Literal["alpha_gamma", "log_product", "norm_relative", "product"] = "norm_relative"
+    parametrization: Literal["alpha_gamma", "log_product", "norm_relative", "product", "angle"] = "norm_relative"
     low: float | None = None
     high: float | None = None
     sampler: Literal["tpe", "random", "gp"] = "tpe"
@@ -113,7 +113,7 @@ class SearchConfig:
         low, high = self.range
         if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
             raise FsnnError(f"empty parameter range [{low}, {high}]")
-        if self.parametrization in ("log_product", "norm_relative") and low <= 0:
+        if self.parametrization in ("log_product", "norm_relative", "angle") and low <= 0:
             raise FsnnError(f"{self.parametrization} samples on a log scale: low must be > 0, got {low}")
         if self.sampler not in SAMPLERS:
             raise FsnnError(f"unknown sampler {self.sampler!r}; choose one of {SAMPLERS}")

@@ -20,7 +20,9 @@ Files of a run folder (all netCDF4, written atomically: temp file + rename):
     dims (method, prompt), ``method`` values ``baseline``, ``full``, ``segmented`` (+
     custom spec names). Variables: ``completion`` (str, generated text only), ``text``
     (str, prompt + completion as the release scored it), ``token_overlap``,
-    ``perplexity``, ``objective``, ``judge_score`` (1-5, NaN = not graded),
+    ``perplexity``, ``objective`` (the run's search objective, readability guard included,
+    of the row's completion: the same rule on the baseline and the steered rows),
+    ``judge_score`` (1-5, NaN = not graded),
     ``simpleqa_grade`` (``CORRECT``/``INCORRECT``/``NOT_ATTEMPTED``, "" = not graded),
     ``composite`` (S_eval, NaN when no judge score), ``judge_error`` (str, why a judge
     call failed; "" when it answered), ``alpha``/``gamma`` (method, prompt, segment; NaN

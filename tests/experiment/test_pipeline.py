@@ -19,6 +19,7 @@ from fsnn.experiment.pipeline import RunConfig, run_pipeline
 from fsnn.judges.scoring import proxy_grade
 from fsnn.experiment.simpleqa import load_simpleqa, select_questions
 from fsnn.store.files import read_dataset
+from fsnn.search.objective import guarded_objective, objective
 from tests.conftest import shared_path
 
 ROWS = [
@@ -67,6 +68,12 @@ def test_end_to_end_tiny(tiny_gemma2, tmp_path):
     assert set(res.coords) >= {"question", "answer", "topic", "simpleqa_id", "method"}
     assert res.token_overlap.dims == ("method", "prompt")
     assert np.isnan(res.judge_score.values).all() and res.attrs["judge"] == "none"
+    # `objective` is one rule on every row, baseline included: the search's guarded objective
+    search = small_config().search
+    for m, i in np.ndindex(res.objective.shape):
+        want = guarded_objective(float(res.token_overlap.values[m, i]), float(res.perplexity.values[m, i]),
+                                 bool(res.readable.values[m, i]), search.objective, search.unreadable_penalty)
+        assert res.objective.values[m, i] == pytest.approx(want, rel=1e-4), (m, i)
     refs = read_dataset(out / "references.nc")
     assert refs.h.dims == ("prompt", "layer", "hidden") and refs.h.dtype == np.float32
     trials = read_dataset(out / "trials.nc")
@@ -76,6 +83,22 @@ def test_end_to_end_tiny(tiny_gemma2, tmp_path):
     # rerunning the finished run changes nothing and reuses everything
     again = run_pipeline(small_config(), out, simpleqa_csv=csv_path, model=tiny_gemma2, progress=False)
     xr.testing.assert_equal(again.drop_attrs(), results.drop_attrs())
+
+
+def test_the_baseline_objective_carries_the_readability_guard(tiny_gemma2, tmp_path, monkeypatch):
+    # an unreadable baseline scores as the search would score it (guard included), not eq. (6)
+    import fsnn.experiment.stages as stages
+
+    monkeypatch.setattr(stages, "readable", lambda text: False)
+    res = run_pipeline(small_config(methods=("full",)), tmp_path / "run", simpleqa_csv=write_csv(tmp_path / "qa.csv"),
+                       model=tiny_gemma2, progress=False)
+    search = small_config().search
+    assert search.unreadable_penalty > 0
+    assert res.method.values[0] == "baseline"
+    for i in range(res.sizes["prompt"]):
+        to, ppl = float(res.token_overlap.values[0, i]), float(res.perplexity.values[0, i])
+        want = objective(to, ppl, search.objective) - search.unreadable_penalty
+        assert res.objective.values[0, i] == pytest.approx(want), i
 
 
 def test_other_config_refuses_then_force_new(tiny_gemma2, tmp_path):
