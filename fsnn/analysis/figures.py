@@ -40,8 +40,9 @@ from matplotlib.patches import Patch
 from fsnn.errors import FsnnError
 from fsnn.judges.scoring import COMPOSITE_FORMULA, COMPOSITE_THRESHOLD, JUDGE_THRESHOLD
 from fsnn.judges.scoring import TOKEN_OVERLAP_THRESHOLD as TO_THRESHOLD
-from .stats import bootstrap_mean
 from fsnn.store.files import read_dataset
+
+from .stats import bootstrap_mean
 from .summary import COMPOSITE_RATE, CORRECT_RATE, JUDGE_RATE, STATES_ANSWER, TO_RATE, outcomes
 
 __all__ = [
@@ -218,7 +219,7 @@ def fig0_states_answer(results: xr.Dataset) -> Figure:
         _headroom(ax, top, 1.35)
         ax.set_xticks(x, [_label(m) for m in methods])
         ax.set_ylabel("% of prompts")
-        ax.set_title("States the answer (solid) and TO ≥ %g (pale, the paper's)" % TO_THRESHOLD)
+        ax.set_title(f"States the answer (solid) and TO ≥ {TO_THRESHOLD:g} (pale, the paper's)")
         _caption(fig, results, INTERVAL_NOTE)
     return fig
 
@@ -677,7 +678,9 @@ def run_figures(
         figures.append(("fig1_topics", fig1_topics(subsets)))
     figures.append(("fig2_accuracy", fig2_accuracy(results)))
     if best_of_k and trial_grades is not None:
-        figures.append(("fig2_accuracy_best_of_k", fig2_accuracy(results, trial_grades, best_of_k=True)))
+        figures.append(
+            ("fig2_accuracy_best_of_k", fig2_accuracy(results, trial_grades, best_of_k=True))
+        )
     figures += [
         ("fig3_scores", fig3_scores(results)),
         ("fig4_simpleqa_correct", fig4_simpleqa_correct(results)),
@@ -730,4 +733,3 @@ def render_all(
     for stem, fig in figures:
         paths += save_figure(fig, out / stem, formats)
     return paths
-

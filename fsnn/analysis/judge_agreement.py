@@ -28,9 +28,10 @@ import numpy as np
 import pandas as pd
 
 from fsnn.errors import FsnnError
-from fsnn.store.files import atomic_write_text
 from fsnn.judges.base import Judge, JudgeConfig
 from fsnn.judges.factory import make_judge
+from fsnn.store.files import atomic_write_text
+
 from .release_grades import graded_rows
 from .stats import percentile_interval, wilson_interval
 
@@ -251,8 +252,8 @@ def _json_default(value: Any) -> Any:
 def _dataset(frame: pd.DataFrame, report: dict[str, Any], attrs: dict[str, Any]) -> Any:
     import xarray as xr
 
-    from fsnn.store.schema import str_array
     from fsnn.store.files import provenance
+    from fsnn.store.schema import str_array
 
     row = np.arange(len(frame))
     probs = frame[[f"p{k}" for k in GRADES]].to_numpy(float)
@@ -507,8 +508,9 @@ def heldout_table(
         graded: the evaluated rows with ``judge_score`` (from :func:`run_agreement`).
         train_prompts: the calibration's train prompt ids.
     """
-    from fsnn.judges.scoring import accurate, composite
     from fsnn.judges.offline import features
+    from fsnn.judges.scoring import accurate, composite
+
     from .release_grades import METHODS, selected_rows
 
     def contained(frame: pd.DataFrame, text_col: str) -> np.ndarray:
@@ -643,6 +645,7 @@ def simpleqa_check(
     judge's letters on them are counted for information only.
     """
     from fsnn.judges.scoring import JUDGE_THRESHOLD
+
     from .release_grades import release_table
 
     inc = release_table("incorrect.csv", release_dir)

@@ -39,6 +39,7 @@ from typing import Any, NoReturn, TypeVar
 import torch
 
 from fsnn.errors import BackendUnavailable, FsnnError
+
 from .retry import RETRYABLE_STATUS, RetryPolicy, is_retryable_status, retry_call
 
 __all__ = [
@@ -268,19 +269,36 @@ def call_with_retries(
 
     def retrying(exc: Exception, retry: int, wait: float) -> None:
         log.debug("%s attempt %d failed: %s", what, retry + 1, _one_line(exc))
-        log.warning("%s failed (%s); retry %d of %d in %.1f s", what, _one_line(exc), retry + 1,
-                    policy.attempts - 1, wait)
+        log.warning(
+            "%s failed (%s); retry %d of %d in %.1f s",
+            what,
+            _one_line(exc),
+            retry + 1,
+            policy.attempts - 1,
+            wait,
+        )
 
     def failed(exc: Exception, attempts: int) -> NoReturn:
         log.debug("%s attempt %d failed: %s", what, attempts, _one_line(exc))
         # a service failure (transport, HTTP status) is not the call's fault: its own type
-        error = BackendUnavailable if is_transient(exc) or _http_status(exc) is not None else FsnnError
-        raise error(_failure(what, where, exc, attempts, request_ids[-1] if request_ids else None)) from None
+        error = (
+            BackendUnavailable if is_transient(exc) or _http_status(exc) is not None else FsnnError
+        )
+        raise error(
+            _failure(what, where, exc, attempts, request_ids[-1] if request_ids else None)
+        ) from None
 
     # An FsnnError raised by fn (bad input) passes through untouched and is not retried;
     # any other failure becomes one FsnnError line.
-    return retry_call(fn, policy=policy, transient=is_transient, on_retry=retrying, on_failure=failed,
-                      passthrough=(FsnnError,), sleep=sleep)
+    return retry_call(
+        fn,
+        policy=policy,
+        transient=is_transient,
+        on_retry=retrying,
+        on_failure=failed,
+        passthrough=(FsnnError,),
+        sleep=sleep,
+    )
 
 
 def call_remote(
@@ -309,7 +327,9 @@ def call_remote(
             ``fn`` itself (bad input) passes through untouched and is not retried.
     """
     with ndif_config(host) as url, _track_request_ids() as ids:
-        return call_with_retries(fn, policy=policy, what=what, where=url, sleep=sleep, request_ids=ids)
+        return call_with_retries(
+            fn, policy=policy, what=what, where=url, sleep=sleep, request_ids=ids
+        )
 
 
 # --------------------------------------------------------------------------- preflight

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from fsnn.backends.retry import RetryPolicy
 from fsnn.errors import FsnnError
+
 from .cache import JudgeCache, prompt_sha256
 from .parse import LetterRule, parse_quality, parse_simpleqa
 from .prompts import Task, render_quality, render_simpleqa
@@ -308,12 +309,19 @@ class Judge:
             (cache hits excluded), since the judge was made.
     """
 
-    def __init__(self, config: Any, *, cache: JudgeCache | None = None, judge_id: str | None = None) -> None:
+    def __init__(
+        self, config: Any, *, cache: JudgeCache | None = None, judge_id: str | None = None
+    ) -> None:
         cls = type(self)
         answers = cls._answer is not Judge._answer
-        grades = cls.grade_simpleqa is not Judge.grade_simpleqa and cls.grade_quality is not Judge.grade_quality
+        grades = (
+            cls.grade_simpleqa is not Judge.grade_simpleqa
+            and cls.grade_quality is not Judge.grade_quality
+        )
         if not (answers or grades):
-            raise TypeError(f"{cls.__name__} must implement _answer, or grade_simpleqa and grade_quality")
+            raise TypeError(
+                f"{cls.__name__} must implement _answer, or grade_simpleqa and grade_quality"
+            )
         self.config = config
         self.id = config.judge_id if judge_id is None else judge_id
         self.cache = cache
@@ -347,7 +355,9 @@ class Judge:
 
     def _answer(self, prompts: Sequence[Prompt]) -> Iterator[tuple[int, Answer]]:
         """Answer ``prompts``, yielding (index, answer) as each is done (any order)."""
-        raise NotImplementedError(f"{type(self).__name__} grades items itself: it answers no prompts")
+        raise NotImplementedError(
+            f"{type(self).__name__} grades items itself: it answers no prompts"
+        )
 
     def _grade(self, prompts: Sequence[Prompt]) -> list[Grade]:
         hashes = [prompt_sha256(p.document()) for p in prompts]
@@ -371,7 +381,9 @@ class Judge:
                 if answer.error is None:
                     self.stats["answered"] += 1
                     # an answer without a valid grade is not cached: a rerun asks again
-                    if self.cache is not None and _parses(batch[j].task, answer.raw, self.config.letter_rule):
+                    if self.cache is not None and _parses(
+                        batch[j].task, answer.raw, self.config.letter_rule
+                    ):
                         self.cache.put(
                             self.config.cache_key, h, answer.raw, answer.meta, task=batch[j].task
                         )

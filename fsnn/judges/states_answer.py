@@ -74,8 +74,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from .degeneration import readable
 from fsnn.errors import FsnnError
+
+from .degeneration import readable
 
 __all__ = [
     "STOP_WORDS",

@@ -33,15 +33,23 @@ from typing import Any
 
 import torch
 
-from fsnn.store.environment import cache_dir
 from fsnn.errors import FsnnError
+from fsnn.store.environment import cache_dir
 
 from . import DEFAULT_MODEL
 from .layers import find_layers_path
 
-__all__ = ["ALIASES", "DEFAULT_MODEL", "DTYPES", "Alias", "LoadedModel", "check_model_spec", "load_model", "model_depth",
-           "wrap_model"]
-
+__all__ = [
+    "ALIASES",
+    "DEFAULT_MODEL",
+    "DTYPES",
+    "Alias",
+    "LoadedModel",
+    "check_model_spec",
+    "load_model",
+    "model_depth",
+    "wrap_model",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -425,10 +433,14 @@ def load_model(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, **({"revision": revision} if is_hub and revision else {}))
+            tokenizer = AutoTokenizer.from_pretrained(
+                source, **({"revision": revision} if is_hub and revision else {})
+            )
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except OSError as exc:
-            raise FsnnError(f"cannot load model {spec!r} from {source}: {exc}".splitlines()[0]) from None
+            raise FsnnError(
+                f"cannot load model {spec!r} from {source}: {exc}".splitlines()[0]
+            ) from None
     if not load_in_8bit:
         model = model.to(device)
     loaded = wrap_model(
@@ -525,7 +537,9 @@ def check_model_spec(name: str) -> None:
         except OSError as exc:
             raise FsnnError(f"cannot read GGUF file {name}: {exc.strerror or exc}") from None
         if magic != b"GGUF":  # caught here, before a run folder is written
-            raise FsnnError(f"{name} is not a GGUF file (it does not start with the GGUF magic bytes)")
+            raise FsnnError(
+                f"{name} is not a GGUF file (it does not start with the GGUF magic bytes)"
+            )
         return
     if path.exists():
         if not (path / "config.json").is_file():
@@ -535,8 +549,10 @@ def check_model_spec(name: str) -> None:
         raise FsnnError(f"model path does not exist: {name}")
     if (name.count("/") == 1 and all(name.split("/"))) or name in _ORGLESS_HUB_IDS:
         return  # a hub id: resolved when loaded
-    raise FsnnError(f"unknown local model {name!r}; known aliases: {', '.join(ALIASES)}; "
-                    "or give a hub id (org/name) or an existing path")
+    raise FsnnError(
+        f"unknown local model {name!r}; known aliases: {', '.join(ALIASES)}; "
+        "or give a hub id (org/name) or an existing path"
+    )
 
 
 def model_depth(name: str) -> int | None:
@@ -600,7 +616,9 @@ def _gguf_block_count(path: Path) -> int | None:
             field = reader.fields.get(f"{name}.block_count") if name else None
             if field is None:
                 return None
-        value = field.contents() if len(field.types) == 1 and field.types[0] in _GGUF_INTEGERS else None
+        value = (
+            field.contents() if len(field.types) == 1 and field.types[0] in _GGUF_INTEGERS else None
+        )
     except OSError as exc:
         raise FsnnError(f"cannot read GGUF file {path}: {exc.strerror or exc}") from None
     except Exception as exc:  # whatever else a malformed header makes the reader raise
@@ -640,22 +658,31 @@ def _gguf_header_reader() -> Any:
     import gguf
     import numpy as np
 
-    sizes = {kind: np.dtype(dtype).itemsize for kind, dtype in gguf.GGUFReader.gguf_scalar_to_np.items()}
+    sizes = {
+        kind: np.dtype(dtype).itemsize for kind, dtype in gguf.GGUFReader.gguf_scalar_to_np.items()
+    }
     sizes.update({gguf.GGUFValueType.STRING: 8, gguf.GGUFValueType.ARRAY: 12})
 
     class HeaderReader(gguf.GGUFReader):
         def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> Any:
             end = int(offset) + np.dtype(dtype).itemsize * int(count)
             if end > len(self.data):
-                raise ValueError(f"truncated, or a length past its end ({end - int(offset)} bytes asked "
-                                 f"at offset {int(offset)} of a {len(self.data)}-byte file)")
+                raise ValueError(
+                    f"truncated, or a length past its end ({end - int(offset)} bytes asked "
+                    f"at offset {int(offset)} of a {len(self.data)}-byte file)"
+                )
             return super()._get(offset, dtype, count, override_order)
 
         def _get_field_parts(self, orig_offs: int, raw_type: int) -> Any:
             if raw_type == gguf.GGUFValueType.ARRAY:
-                inner, count = int(self._get(orig_offs, np.uint32)[0]), int(self._get(orig_offs + 4, np.uint64)[0])
+                inner, count = (
+                    int(self._get(orig_offs, np.uint32)[0]),
+                    int(self._get(orig_offs + 4, np.uint64)[0]),
+                )
                 if count * sizes.get(inner, 1) > len(self.data) - orig_offs - 12:
-                    raise ValueError(f"array of {count} items at offset {orig_offs} runs past the end of the file")
+                    raise ValueError(
+                        f"array of {count} items at offset {orig_offs} runs past the end of the file"
+                    )
             return super()._get_field_parts(orig_offs, raw_type)
 
         def _push_field(self, field: Any, skip_sum: bool = False) -> int:

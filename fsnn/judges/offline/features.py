@@ -23,7 +23,16 @@ import numpy as np
 
 from fsnn.judges.scoring import normalise_answer
 
-__all__ = ["FEATURES", "MAX_CHARS", "answer_part", "dates", "feature_matrix", "features", "normalise", "numbers"]
+__all__ = [
+    "FEATURES",
+    "MAX_CHARS",
+    "answer_part",
+    "dates",
+    "feature_matrix",
+    "features",
+    "normalise",
+    "numbers",
+]
 
 MAX_CHARS = 20_000  # about 4k tokens; longer answers are cut (and the cut recorded)
 
@@ -116,7 +125,6 @@ _REFUSALS = (
     "cannot find",
     "could not find",
 )
-
 
 
 def _to_text(value: Any) -> tuple[str, list[str]]:
