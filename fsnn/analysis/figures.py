@@ -26,7 +26,7 @@ import json
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib as mpl
 import numpy as np
@@ -44,6 +44,9 @@ from fsnn.store.files import read_dataset
 
 from .stats import bootstrap_mean
 from .summary import COMPOSITE_RATE, CORRECT_RATE, JUDGE_RATE, STATES_ANSWER, TO_RATE, outcomes
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 __all__ = [
     "DPI",
@@ -79,7 +82,7 @@ FIGURES = (
 )
 
 # Sized for a 7-inch two-column page width: 8 pt body text, 6.5 pt caption.
-_STYLE = {
+_STYLE: dict[RcKeyType, Any] = {
     "font.size": 8,
     "axes.titlesize": 8.5,
     "axes.labelsize": 8,
@@ -92,7 +95,7 @@ _STYLE = {
     "axes.titlelocation": "left",
     "pdf.fonttype": 42,  # embed TrueType so the PDF text stays editable/searchable
 }
-_NOTE = {"fontsize": 7, "color": "0.35", "style": "italic"}
+_NOTE: dict[str, Any] = {"fontsize": 7, "color": "0.35", "style": "italic"}
 
 
 # -------------------------------------------------------------------------- helpers
@@ -164,7 +167,13 @@ def _pct_label(k: int, n: int) -> str:
     return f"{100 * k / n:.1f}%\n({k}/{n})" if n else "n/a"
 
 
-_ERRORBAR = {"fmt": "none", "ecolor": "0.15", "elinewidth": 0.9, "capsize": 2.5, "capthick": 0.9}
+_ERRORBAR: dict[str, Any] = {
+    "fmt": "none",
+    "ecolor": "0.15",
+    "elinewidth": 0.9,
+    "capsize": 2.5,
+    "capthick": 0.9,
+}
 INTERVAL_NOTE = "error bars: 95% bootstrap interval over prompts"
 
 

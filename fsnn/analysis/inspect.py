@@ -189,7 +189,7 @@ def prompt_table(run: RunFolder, method: str | None = None) -> list[dict[str, An
     values = {m: np.asarray(res[metric].sel({"method": m}).values, dtype=float) for m in ["baseline", *steered]
               if m in run.methods}  # fmt: skip
     base = values.get("baseline", np.zeros(res.sizes["prompt"]))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i in range(res.sizes["prompt"]):
         gains = [values[m][i] - base[i] for m in steered if np.isfinite(values[m][i] - base[i])]
         rows.append({
@@ -434,10 +434,11 @@ def compare_runs(runs: Sequence[RunFolder], *, allow_different: bool = False, n_
             ob = outcomes(r.results, m)
             metrics: dict[str, Any] = {}
             for k in keys:
-                if oa.get(k) is None or ob.get(k) is None or pa.size == 0:
+                va, vb = oa.get(k), ob.get(k)
+                if va is None or vb is None or pa.size == 0:
                     metrics[k] = None
                     continue
-                x, y = ob[k][pb], oa[k][pa]
+                x, y = vb[pb], va[pa]
                 both = np.isfinite(x) & np.isfinite(y)
                 d = paired_bootstrap_diff(x[both], y[both], n_boot=n_boot, seed=seed).as_dict()
                 if k != MEAN_TO and both.any():

@@ -21,6 +21,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -336,6 +337,7 @@ def agreement_main(
     subset = pool if limit is None else stratified_subset(pool, limit, seed=seed)
     report, frame = run_agreement(judge_obj, subset, progress=progress)
     if split != "all":
+        assert train_prompts is not None  # the judge's, or the calibration's (loaded above)
         report["split"] = split
         report["table"] = heldout_table(
             judge_obj,
@@ -693,7 +695,7 @@ def _rate(k: int, n: int) -> dict[str, Any]:
     return {"value": k / n, "ci95": list(wilson_interval(k, n, z=_Z_95))}
 
 
-def split_markdown(report: dict[str, Any], *, extra: list[dict[str, Any]] = ()) -> str:
+def split_markdown(report: dict[str, Any], *, extra: Sequence[dict[str, Any]] = ()) -> str:
     """Markdown of a ``--split`` report's table: the judge, its baselines, and ``extra``
     judges' reports on the same split (one row each), every value with its 95% interval.
     """

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from fsnn.errors import FsnnError
 from fsnn.judges.scoring import (
     COMPOSITE_THRESHOLD,
     JUDGE_THRESHOLD,
@@ -97,6 +98,14 @@ def _floats(ds: xr.Dataset, name: str, method: str) -> np.ndarray | None:
     return np.asarray(ds[name].sel({"method": method}).values, dtype=float).reshape(-1)
 
 
+def _required_floats(ds: xr.Dataset, name: str, method: str) -> np.ndarray:
+    """:func:`_floats` of a variable the ``results.nc`` schema requires (a clear error if absent)."""
+    values = _floats(ds, name, method)
+    if values is None:
+        raise FsnnError(f"results dataset has no {name!r} variable (results.nc requires it)")
+    return values
+
+
 def _strings(ds: xr.Dataset, name: str, method: str) -> np.ndarray | None:
     if name not in ds:
         return None
@@ -124,7 +133,7 @@ def outcomes(results: xr.Dataset, method: str) -> dict[str, np.ndarray | None]:
     """
     out: dict[str, np.ndarray | None] = {}
     out[STATES_ANSWER] = _states_answer(results, method)
-    to = _floats(results, "token_overlap", method)
+    to = _required_floats(results, "token_overlap", method)
     has_to = np.isfinite(to)
     with np.errstate(invalid="ignore"):
         to_ok = np.where(has_to, (to >= TOKEN_OVERLAP_THRESHOLD).astype(float), np.nan)
@@ -138,11 +147,10 @@ def outcomes(results: xr.Dataset, method: str) -> dict[str, np.ndarray | None]:
     out[TO_RATE] = to_ok
 
     judge = _floats(results, "judge_score", method)
-    comp = _floats(results, "composite", method)
-    judged = judge is not None and bool(np.isfinite(judge).any())
-    if not judged:
+    if judge is None or not np.isfinite(judge).any():
         out[COMPOSITE_RATE] = out[JUDGE_RATE] = None
     else:
+        comp = _required_floats(results, "composite", method)
         missing = ~np.isfinite(judge)
         excluded = missing if judge_missing_rule(results) == "exclude" else np.zeros_like(missing)
         # a composite that is NaN with a judge score (no text) is out of the denominator
@@ -171,6 +179,7 @@ def _states_answer(results: xr.Dataset, method: str) -> np.ndarray | None:
     ):
         return None
     completions = _strings(results, "completion", method)
+    assert completions is not None  # "completion" in results: checked above
     questions = [str(q) for q in np.ravel(results.coords["question"].values)]
     answers = [str(a) for a in np.ravel(results.coords["answer"].values)]
     stated = states_answer_many(questions, answers, list(completions)).astype(float)
@@ -226,28 +235,38 @@ def summarize(
     entries = []
     for m in methods:
         o = per[m]
+        mean_to = o[MEAN_TO]
+        assert mean_to is not None  # outcomes() always sets the mean TO
         judge = _floats(results, "judge_score", m)
-        judged = o[JUDGE_RATE] is not None
+        # None when unjudged: outcomes() set no judge rate (no judge score at all)
+        judge_missing = (
+            None if judge is None or o[JUDGE_RATE] is None else int(np.sum(~np.isfinite(judge)))
+        )
         errors = _strings(results, "judge_error", m)
         grades = _strings(results, "simpleqa_grade", m)
         entry: dict[str, Any] = {
             "method": m,
             "prompts": int(results.sizes["prompt"]),
             "judge_failures": None if errors is None else int(np.sum(errors != "")),
-            "judge_missing": int(np.sum(~np.isfinite(judge))) if judged else None,
+            "judge_missing": judge_missing,
             "grades_missing": (int(np.sum(grades == "")) if o[CORRECT_RATE] is not None else None),
             "mean_token_overlap": bootstrap_mean(
-                o[MEAN_TO][np.isfinite(o[MEAN_TO])], n_boot=n_boot, seed=seed).as_dict(),
-            "rates": {k: (None if o[k] is None else _rate(o[k], n_boot, seed)) for k in keys},
+                mean_to[np.isfinite(mean_to)], n_boot=n_boot, seed=seed).as_dict(),
+            "rates": {k: (None if (v := o[k]) is None else _rate(v, n_boot, seed)) for k in keys},
         }  # fmt: skip
         if m != reference and reference in per:
             ref = per[reference]
-            vs = {MEAN_TO: _paired(o[MEAN_TO], ref[MEAN_TO], False, n_boot, seed)}
+            ref_mean_to = ref[MEAN_TO]
+            assert ref_mean_to is not None  # outcomes() always sets the mean TO
+            vs: dict[str, dict[str, Any] | None] = {
+                MEAN_TO: _paired(mean_to, ref_mean_to, False, n_boot, seed)
+            }
             for k in keys:
+                mine, theirs = o[k], ref[k]
                 vs[k] = (
                     None
-                    if o[k] is None or ref[k] is None
-                    else _paired(o[k], ref[k], True, n_boot, seed)
+                    if mine is None or theirs is None
+                    else _paired(mine, theirs, True, n_boot, seed)
                 )
             entry[f"vs_{reference}"] = vs
         else:

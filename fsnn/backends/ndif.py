@@ -197,13 +197,16 @@ def _one_line(exc: BaseException) -> str:
 _tracking = threading.local()  # this thread's list of response ids, while tracked
 _patch_lock = threading.Lock()
 _patch_users = 0
+# RemoteBackend.note as nnsight defines it, saved before the first wrap (and kept after)
+_original_note: Callable[[Any, Any], bool] | None = None
 
 
 def _tracked_note(self: Any, response: Any) -> bool:
     ids = getattr(_tracking, "ids", None)
     if ids is not None:
         ids.append(str(response.id))
-    return _tracked_note.original(self, response)
+    assert _original_note is not None, "RemoteBackend.note wrapped before it was saved"
+    return _original_note(self, response)
 
 
 @contextmanager
@@ -216,12 +219,12 @@ def _track_request_ids() -> Iterator[list[str]]:
     (in any thread) and restored after. The model object is not touched: its
     attributes travel inside every request.
     """
-    global _patch_users
+    global _patch_users, _original_note
     from nnsight.intervention.backends.remote import RemoteBackend
 
     with _patch_lock:
         if _patch_users == 0:
-            _tracked_note.original = RemoteBackend.note
+            _original_note = RemoteBackend.note
             RemoteBackend.note = _tracked_note
         _patch_users += 1
     outer = getattr(_tracking, "ids", None)
@@ -234,7 +237,7 @@ def _track_request_ids() -> Iterator[list[str]]:
         with _patch_lock:
             _patch_users -= 1
             if _patch_users == 0:
-                RemoteBackend.note = _tracked_note.original
+                RemoteBackend.note = _original_note
 
 
 def _failure(what: str, url: str, exc: BaseException, attempts: int, request_id: str | None) -> str:

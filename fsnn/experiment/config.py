@@ -210,7 +210,7 @@ class RunConfig:
     def identity(self) -> dict[str, Any]:
         """The fields that must match for a run folder to be continued (JSON-ready)."""
         data = {
-            k: asdict(v) if dataclasses.is_dataclass(v) else v
+            k: asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
             for k, v in self.flat().items()
             if k not in _NOT_IDENTITY
         }

@@ -35,10 +35,13 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fsnn.errors import FsnnError
 from fsnn.search.config import SearchConfig
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 __all__ = [
     "PAPER_PRESET",
@@ -86,7 +89,7 @@ PAPER_PRESET: dict[str, Any] = {
 _NONE_WORD = "none"
 
 
-def _run_config_type() -> type:
+def _run_config_type() -> type[RunConfig]:
     from .config import RunConfig
 
     return RunConfig
@@ -132,7 +135,7 @@ def _convert(value: Any, hint: Any) -> Any:
         if not isinstance(value, list | tuple):
             raise TypeError
         return tuple(_convert(v, args[0]) for v in value)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a dataclass, not an instance
         if not isinstance(value, Mapping):
             raise TypeError
         sub = typing.get_type_hints(hint)
@@ -291,7 +294,7 @@ def format_config(config: Any, sources: Mapping[str, str] | None = None) -> str:
     tables = []
     for name, value in config.flat().items():
         note = f"  # {sources[name]}" if name in sources else ""
-        if dataclasses.is_dataclass(value):
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
             body = "\n".join(
                 f"{k} = {_toml_value(v)}" for k, v in dataclasses.asdict(value).items()
             )

@@ -33,6 +33,7 @@ from fsnn.search.objective import objective
 from fsnn.search.run import SearchItem, open_storage, run_search, storage_error
 from fsnn.steering.generation import generate
 from fsnn.steering.layout import SegmentLayout
+from fsnn.steering.modes import as_mode
 from fsnn.steering.prompts import Templates, apply_chat, split_explanation
 from fsnn.steering.references import ReferenceItem, capture_references
 from fsnn.store.files import provenance, read_dataset, write_dataset
@@ -350,7 +351,7 @@ def search_methods(
             c.search,
             storage=storage,
             ppl=ctx.ppl,
-            mode=c.mode,
+            mode=as_mode(c.mode),  # validated by RunConfig already
             max_new_tokens=c.max_new_tokens,
             study_prefix=f"{layout.name}/",
             progress=ctx.progress,

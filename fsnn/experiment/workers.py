@@ -114,11 +114,21 @@ class Worker:
             "judge": None if self.ctx.judge is None else self.ctx.judge.id,
         }
 
+    def _loaded(self) -> RunContext:
+        """The loaded model's context; the load error as one FsnnError line if it failed.
+
+        The driver checks :meth:`info` before it hands out work, so this only fails for
+        an actor that Ray restarted and that could not load the model again.
+        """
+        if self.ctx is None:
+            raise FsnnError(self.error or "the worker has no model")
+        return self.ctx
+
     def baseline(self, batch: list[Question]) -> xr.Dataset:
-        return baseline_batch(self.ctx, batch)
+        return baseline_batch(self._loaded(), batch)
 
     def references(self, batch: list[Question]) -> xr.Dataset:
-        return reference_batch(self.ctx, batch)
+        return reference_batch(self._loaded(), batch)
 
     def search(
         self,
@@ -131,13 +141,14 @@ class Worker:
         """Every method's search of ``items`` from the trials in ``prior``; all trials returned."""
         import optuna
 
+        ctx = self._loaded()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = optuna.storages.InMemoryStorage()
-        for name, trials in prior.items():
+        for name, seeded in prior.items():
             optuna.create_study(study_name=name, storage=storage, direction="maximize").add_trials(
-                trials
+                seeded
             )
-        n_trials = self.ctx.config.search.n_trials
+        n_trials = ctx.config.search.n_trials
 
         def report() -> None:
             done = sum(
@@ -154,8 +165,8 @@ class Worker:
             with contextlib.suppress(Exception):  # progress is advisory
                 progress.put_nowait((chunk, done))
 
-        per_method = search_methods(self.ctx, items, layouts, storage, on_round=report)
-        trials = {
+        per_method = search_methods(ctx, items, layouts, storage, on_round=report)
+        trials: dict[str, list[Any]] = {
             s.study_name: storage.get_all_trials(s._study_id, deepcopy=False)
             for s in storage.get_all_studies()
         }
@@ -164,7 +175,7 @@ class Worker:
     def results(
         self, chunk: int, baseline: xr.Dataset, refs: xr.Dataset, trials: xr.Dataset
     ) -> tuple[int, xr.Dataset]:
-        return chunk, results_dataset(self.ctx, baseline, refs, trials)
+        return chunk, results_dataset(self._loaded(), baseline, refs, trials)
 
 
 # ----------------------------------------------------------------------------- driver side

@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from fsnn.backends.retry import RetryPolicy
 from fsnn.errors import FsnnError
@@ -289,6 +289,16 @@ class Grade:
         return float(self.value) if isinstance(self.value, int) else None
 
 
+class _GradeCommon(TypedDict):
+    """The :class:`Grade` fields every grade of one answer shares (``Judge._to_grade``)."""
+
+    task: Task
+    raw: str
+    judge_id: str
+    cached: bool
+    probs: dict[str, float] | None
+
+
 class Judge:
     """A judge: grades (question, target, predicted) items for the SimpleQA rubric and the
     1-5 quality grade, recording its id in every grade.
@@ -394,7 +404,7 @@ class Judge:
         return [self._to_grade(p.task, answers[h]) for p, h in zip(prompts, hashes, strict=True)]
 
     def _to_grade(self, task: Task, answer: Answer) -> Grade:
-        common = {
+        common: _GradeCommon = {
             "task": task,
             "raw": answer.raw,
             "judge_id": self.id,

@@ -73,7 +73,7 @@ class HttpJudge(Judge):
 
     @property
     def url(self) -> str:
-        return f"{self.config.base_url.rstrip('/')}/chat/completions"  # type: ignore[union-attr]
+        return f"{self.config.base_url.rstrip('/')}/chat/completions"
 
     def _api_key(self) -> str | None:
         name = self.config.api_key_env

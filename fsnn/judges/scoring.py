@@ -29,9 +29,10 @@ import string
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "COMPOSITE_FORMULA",
@@ -92,8 +93,10 @@ def composite(
         [0.9, 0.25]
     """
     to_arr = np.asarray(to, dtype=float)
-    j = np.asarray([np.nan if v is None else v for v in np.ravel(judge)], dtype=float)
-    j = j.reshape(np.shape(judge))
+    # None entries make an object array at run time; numpy's stubs reject None in ArrayLike
+    judge_like = cast("npt.ArrayLike", judge)
+    j = np.asarray([np.nan if v is None else v for v in np.ravel(judge_like)], dtype=float)
+    j = j.reshape(np.shape(judge_like))
     if missing == "zero":
         j = np.nan_to_num(j, nan=0.0)
     elif missing != "exclude":

@@ -188,7 +188,7 @@ class LoadedModel:
     @property
     def max_length(self) -> int | None:
         """The model's context length, when its config states one."""
-        cfg = self.hf_model.config
+        cfg: Any = self.hf_model.config  # a transformers PretrainedConfig
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
         for key in ("max_position_embeddings", "n_positions"):
             value = getattr(text_cfg, key, None)
@@ -228,7 +228,8 @@ def _alias_parts(alias: Alias) -> list[Path]:
         found = [f for f in found if "__pycache__" not in f]
         if not found:
             raise FsnnError(f"package {package} is installed but holds no '*{alias.suffix}*' file")
-        parts.extend(Path(metadata.distribution(package).locate_file(f)) for f in found)
+        # locate_file is typed as returning a SimplePath; str() of it is the file's path
+        parts.extend(Path(str(metadata.distribution(package).locate_file(f))) for f in found)
     if missing:
         raise FsnnError(
             f"model alias {alias.name!r} needs {len(missing)} missing package(s) "
@@ -270,7 +271,8 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
             warnings.simplefilter("ignore")
             try:
                 tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-                model = AutoModelForCausalLM.from_pretrained(
+                # Any: hf_quantizer below is an attribute transformers' types do not declare
+                model: Any = AutoModelForCausalLM.from_pretrained(
                     gguf.parent, gguf_file=gguf.name, dtype=torch.float32
                 )
             except Exception as exc:  # transformers raises many types for bad files
@@ -358,7 +360,7 @@ def wrap_model(
     blocks: Any = hf_model
     for part in layers_path.split("."):
         blocks = getattr(blocks, part)
-    cfg = hf_model.config
+    cfg: Any = hf_model.config  # a transformers PretrainedConfig
     text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     d_model = getattr(text_cfg, "hidden_size", None) or text_cfg.n_embd
     try:
@@ -436,7 +438,8 @@ def load_model(
             tokenizer = AutoTokenizer.from_pretrained(
                 source, **({"revision": revision} if is_hub and revision else {})
             )
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            # typed as a torch module: transformers' functools.wraps-typed `to` loses its self
+            model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except OSError as exc:
             raise FsnnError(
                 f"cannot load model {spec!r} from {source}: {exc}".splitlines()[0]
@@ -658,7 +661,7 @@ def _gguf_header_reader() -> Any:
     import gguf
     import numpy as np
 
-    sizes = {
+    sizes: dict[int, int] = {  # GGUFValueType is an IntEnum: looked up by plain int below
         kind: np.dtype(dtype).itemsize for kind, dtype in gguf.GGUFReader.gguf_scalar_to_np.items()
     }
     sizes.update({gguf.GGUFValueType.STRING: 8, gguf.GGUFValueType.ARRAY: 12})

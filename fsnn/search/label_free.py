@@ -389,6 +389,7 @@ def dola_generate(
             if same:
                 early_logp = final_logp
             else:
+                assert early_h is not None  # saved in the trace unless `same`
                 early_logits = head(norm(early_h.to(model.device))).float().cpu()
                 early_logp = torch.log_softmax(early_logits, -1)
             nxt = dola_pick(final_logp, early_logp, alpha)

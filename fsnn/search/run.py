@@ -32,6 +32,7 @@ from fsnn.judges.degeneration import degeneration
 from fsnn.judges.metrics import token_overlap
 from fsnn.steering.decode import GenerationOutput
 from fsnn.steering.layout import SegmentLayout
+from fsnn.steering.modes import Mode
 from fsnn.steering.steer import steered_generate
 
 from . import strength
@@ -206,7 +207,7 @@ def run_search(
     *,
     storage: Any = None,
     ppl: Callable[[Sequence[str]], list[float]] | None = None,
-    mode: str = "faithful",
+    mode: Mode = "faithful",
     max_new_tokens: int = 100,
     study_prefix: str = "",
     progress: bool = True,

@@ -52,7 +52,7 @@ def steer_pass(
     envoys: list[Any],
     h: list[Any],
     alpha: list[Any],
-    gamma: list[Any],
+    gamma: list[Any] | None,
     mask: Any,
     *,
     operator: str = "fusion",
@@ -77,6 +77,7 @@ def steer_pass(
         if operator != "fusion":
             _write(a, i, operator, h, alpha, scale)
             continue
+        assert gamma is not None  # fusion plans carry gamma (None: centred, angular)
         total, count = masked_sum(a, mask[:, : a.shape[1]])
         al = alpha[i][:, 0, 0] if scale == 1.0 else alpha[i][:, 0, 0] * scale
         steered = fuse(a, h[i][:, 0], total / count, al, gamma[i][:, 0, 0])
@@ -94,7 +95,7 @@ def steer_steps(
     lm_head: Any,
     h: list[Any],
     alpha: list[Any],
-    gamma: list[Any],
+    gamma: list[Any] | None,
     mask: Any,
     picked: list[Any],
     *,
@@ -130,6 +131,7 @@ def steer_steps(
             for i in range(len(envoys)):
                 _write(residual(envoys[i].output), i, operator, h, alpha, m)
         else:
+            assert gamma is not None  # fusion plans carry gamma (None: centred, angular)
             for i in range(len(envoys)):
                 a = residual(envoys[i].output)
                 al = alpha[i] if m == 1.0 else alpha[i] * m

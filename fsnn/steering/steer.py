@@ -399,7 +399,7 @@ class RowPlan:
     envoys: list[Any]
     h: list[torch.Tensor]
     alpha: list[torch.Tensor]
-    gamma: list[torch.Tensor]
+    gamma: list[torch.Tensor] | None
     mask: torch.Tensor
     config: Any
     eos: set[int]
@@ -427,7 +427,9 @@ def _layer_plan(
     *,
     operator: str = "fusion",
     mu_generic: torch.Tensor | None = None,
-) -> tuple[list, ...]:
+) -> tuple[
+    list[Any], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None, list[Any] | None
+]:
     """(envoys, h, alpha, gamma, gates) of the active layers, shaped for the loop body.
 
     Fusion: the references and (alpha, gamma), and a gate for a layer where some rows'
@@ -442,6 +444,8 @@ def _layer_plan(
     active = [li for li in range(model.n_layers) if bool((k[:, li] != 0).any())]
     envoys = [model.layer(li) for li in active]
     if operator != "fusion":
+        if mu_generic is None:  # validated_operator refuses this first
+            raise ValueError(f"operator {operator!r} needs mu_generic")
         mu = mu_generic.float()
         return (
             envoys,
@@ -641,7 +645,7 @@ def steer_in_session(
     alpha: torch.Tensor,
     gamma: torch.Tensor,
     *,
-    mode: str = "faithful",
+    mode: Mode = "faithful",
     max_new_tokens: int = 100,
     batch_size: int | None = None,
     backend: Backend | str | None = "ndif",
@@ -711,7 +715,7 @@ def steer_in_session(
     with lm.session(remote=remote):
         results = nnsight.save([])
         for enc, config, envoys, h_act, a_act, g_act, mask, options in chunks:
-            picked = []  # filled in place, so an early EOS stop keeps the steps it ran
+            picked: list[Any] = []  # filled in place, so an early EOS stop keeps the steps it ran
             results.append(picked)
             with lm.generate(enc, generation_config=config) as tracer:
                 steer_steps(

@@ -192,7 +192,7 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
         The removed files.
     """
     folder = Path(folder)
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir():
         return removed
     for entry in folder.iterdir():

@@ -238,7 +238,7 @@ def dates(text: str) -> list[_Date]:
             return
         y = int(year) if year else None
         taken.append((m.start(), m.end()))
-        found.append((m.start(), _Date(d, mon, y, bool(year) and len(year) == 2)))
+        found.append((m.start(), _Date(d, mon, y, year is not None and len(year) == 2)))
 
     mon = rf"(?P<mon>{_MONTH_RE})\.?"
     day = r"(?P<day>\d{1,2})(?:st|nd|rd|th)?"
