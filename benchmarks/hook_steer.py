@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from fsnn.steering.fusion import fuse, fuse_decode_step, masked_sum
 from fsnn.models.layers import find_layers_path, residual, with_residual
+from fsnn.steering.fusion import fuse, fuse_decode_step, masked_sum
 
 __all__ = ["hook_steered_generate", "load_raw_model", "raw_generate"]
 
@@ -92,32 +92,45 @@ def hook_steered_generate(
 
     handles = [blocks[k].register_forward_hook(make_hook(k)) for k in active]
     config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-        eos_token_id=None, pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        use_cache=True,
+        eos_token_id=None,
+        pad_token_id=tokenizer.pad_token_id,
     )
     try:
         seqs = model.generate(
-            input_ids=enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device),
+            input_ids=enc.input_ids.to(device),
+            attention_mask=enc.attention_mask.to(device),
             generation_config=config,
         )
     finally:
         for handle in handles:
             handle.remove()
-    return seqs[:, enc.input_ids.shape[1]:].cpu()
+    return seqs[:, enc.input_ids.shape[1] :].cpu()
 
 
 @torch.no_grad()
-def raw_generate(model: torch.nn.Module, tokenizer: Any, prompts: list[str], *, max_new_tokens: int) -> torch.Tensor:
+def raw_generate(
+    model: torch.nn.Module, tokenizer: Any, prompts: list[str], *, max_new_tokens: int
+) -> torch.Tensor:
     """Plain greedy generate on the unwrapped model, exactly ``max_new_tokens`` per row."""
     from transformers import GenerationConfig
 
     enc = tokenizer(prompts, return_tensors="pt", padding=True)
     device = next(model.parameters()).device
     config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-        eos_token_id=None, pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        use_cache=True,
+        eos_token_id=None,
+        pad_token_id=tokenizer.pad_token_id,
     )
     seqs = model.generate(
-        input_ids=enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device), generation_config=config
+        input_ids=enc.input_ids.to(device),
+        attention_mask=enc.attention_mask.to(device),
+        generation_config=config,
     )
-    return seqs[:, enc.input_ids.shape[1]:].cpu()
+    return seqs[:, enc.input_ids.shape[1] :].cpu()

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fsnn.steering.layout import SegmentLayout
 from fsnn.judges.metrics import token_overlap
 from fsnn.models.load import load_model
+from fsnn.steering.layout import SegmentLayout
 from fsnn.steering.prompts import PAPER_TEMPLATES
 from fsnn.steering.steer import steered_generate
 from fsnn.store.files import atomic_write_text, read_dataset
@@ -57,8 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     h = torch.from_numpy(np.asarray(refs.h.values, dtype=np.float32))
     prompts = [PAPER_TEMPLATES.steering_prompt(str(q)) for q in refs.question.values]
     answers = [str(a) for a in refs.answer.values]
-    report: dict = {"run": str(run), "model": model.name, "max_new_tokens": max_new, "prompts": len(prompts),
-                    "methods": {}}
+    report: dict = {
+        "run": str(run),
+        "model": model.name,
+        "max_new_tokens": max_new,
+        "prompts": len(prompts),
+        "methods": {},
+    }
     for method in [str(m) for m in results.method.values if str(m) != "baseline"]:
         layout = SegmentLayout.named(method, model.n_layers)
         r = results.sel({"method": method})
@@ -72,15 +77,34 @@ def main(argv: list[str] | None = None) -> int:
         outs, seconds = {}, {}
         for mode in ("cached", "faithful"):
             start = time.perf_counter()
-            outs[mode] = steered_generate(model, prompts, h, alpha, gamma, mode=mode, max_new_tokens=max_new,
-                                          batch_size=args.batch_rows)
+            outs[mode] = steered_generate(
+                model,
+                prompts,
+                h,
+                alpha,
+                gamma,
+                mode=mode,
+                max_new_tokens=max_new,
+                batch_size=args.batch_rows,
+            )
             seconds[mode] = time.perf_counter() - start
-        pairs = [_match(c.ids, f.ids) for c, f in zip(outs["cached"], outs["faithful"], strict=True)]
-        to = {m: [token_overlap(a, o.text) for a, o in zip(answers, outs[m], strict=True)] for m in outs}
+        pairs = [
+            _match(c.ids, f.ids) for c, f in zip(outs["cached"], outs["faithful"], strict=True)
+        ]
+        to = {
+            m: [token_overlap(a, o.text) for a, o in zip(answers, outs[m], strict=True)]
+            for m in outs
+        }
         stored = [str(c) for c in r.completion.values]
         report["methods"][method] = {
-            "cached_reproduces_run": float(np.mean([o.completion == s for o, s in zip(outs["cached"], stored, strict=True)])),
-            "exact_match": float(np.mean([c.ids == f.ids for c, f in zip(outs["cached"], outs["faithful"], strict=True)])),
+            "cached_reproduces_run": float(
+                np.mean([o.completion == s for o, s in zip(outs["cached"], stored, strict=True)])
+            ),
+            "exact_match": float(
+                np.mean(
+                    [c.ids == f.ids for c, f in zip(outs["cached"], outs["faithful"], strict=True)]
+                )
+            ),
             "token_match_rate": float(np.mean([p[0] for p in pairs])),
             "mean_common_prefix_tokens": float(np.mean([p[1] for p in pairs])),
             "mean_to_cached": float(np.mean(to["cached"])),

@@ -21,7 +21,9 @@ __all__ = ["nnsight_probe"]
 
 
 @torch.no_grad()
-def nnsight_probe(model: Any, prompts: list[str], *, max_new_tokens: int, read_layers: bool) -> list[torch.Tensor]:
+def nnsight_probe(
+    model: Any, prompts: list[str], *, max_new_tokens: int, read_layers: bool
+) -> list[torch.Tensor]:
     """Greedy nnsight generate of exactly ``max_new_tokens``; optionally read every layer."""
     enc = encode(model, prompts, max_new_tokens)
     config = greedy_config(model, max_new_tokens, use_cache=True, eos=set())

@@ -31,15 +31,15 @@ from typing import Any
 import torch
 
 from fsnn.backends.base import LocalBackend
-from fsnn.steering.generation import generate
-from fsnn.steering.layout import SegmentLayout, Strengths
-from fsnn.judges.metrics import Perplexity, token_overlap
-from fsnn.search.objective import objective
 from fsnn.experiment.pipeline import RunConfig
-from fsnn.steering.prompts import PAPER_TEMPLATES, split_explanation
-from fsnn.steering.references import ReferenceItem, capture_references
 from fsnn.experiment.simpleqa import Question
 from fsnn.experiment.stages import RunContext, baseline_stage, reference_stage, search_stage
+from fsnn.judges.metrics import Perplexity, token_overlap
+from fsnn.search.objective import objective
+from fsnn.steering.generation import generate
+from fsnn.steering.layout import SegmentLayout, Strengths
+from fsnn.steering.prompts import PAPER_TEMPLATES, split_explanation
+from fsnn.steering.references import ReferenceItem, capture_references
 from fsnn.steering.steer import steered_generate
 
 __all__ = ["QA", "naive_plan", "package_plan"]
@@ -63,8 +63,15 @@ def _count(outputs: list[Any]) -> int:
 
 
 def package_plan(
-    model: Any, rows: list[QA], *, mode: str, max_new_tokens: int, n_trials: int = 5,
-    batch_size: int = 8, batch_rows: int = 40, seed: int = 0,
+    model: Any,
+    rows: list[QA],
+    *,
+    mode: str,
+    max_new_tokens: int,
+    n_trials: int = 5,
+    batch_size: int = 8,
+    batch_rows: int = 40,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """All ``rows`` through the package's own stages (:mod:`fsnn.experiment.stages`); returns facts.
 
@@ -73,11 +80,22 @@ def package_plan(
     """
     import fsnn.experiment.stages as stages_module
 
-    questions = [Question(id=i, question=r.question, answer=r.answer, topic="", answer_type="")
-                 for i, r in enumerate(rows)]
-    config = RunConfig(model=model.name, mode=mode, max_new_tokens=max_new_tokens, n_trials=n_trials,
-                       batch_trials=n_trials, batch_rows=batch_rows, batch_size=batch_size, seed=seed,
-                       limit=None, ids=tuple(range(len(rows))))
+    questions = [
+        Question(id=i, question=r.question, answer=r.answer, topic="", answer_type="")
+        for i, r in enumerate(rows)
+    ]
+    config = RunConfig(
+        model=model.name,
+        mode=mode,
+        max_new_tokens=max_new_tokens,
+        n_trials=n_trials,
+        batch_trials=n_trials,
+        batch_rows=batch_rows,
+        batch_size=batch_size,
+        seed=seed,
+        limit=None,
+        ids=tuple(range(len(rows))),
+    )
     clock = _Stages()
     counter = {"tokens": 0, "calls": 0}
     scorer = Perplexity(model.hf_model, model.tokenizer)
@@ -99,8 +117,16 @@ def package_plan(
     stages_module.generate = counting_generate
     try:
         with tempfile.TemporaryDirectory() as tmp, _counting_steer(counter, clock):
-            ctx = RunContext(config=config, out=Path(tmp), model=model, judge=None, backend=LocalBackend(),
-                             simpleqa_sha="benchmark", progress=False, _ppl=TimedScorer())  # type: ignore[arg-type]
+            ctx = RunContext(
+                config=config,
+                out=Path(tmp),
+                model=model,
+                judge=None,
+                backend=LocalBackend(),
+                simpleqa_sha="benchmark",
+                progress=False,
+                _ppl=TimedScorer(),
+            )  # type: ignore[arg-type]
             with clock("baseline generate"):
                 baseline_stage(ctx, questions)
             with clock("enrichment + capture"):
@@ -109,10 +135,20 @@ def package_plan(
                 trials = search_stage(ctx, refs)
     finally:
         stages_module.generate = original_generate
-    best = {str(m): [round(v, 4) for v in trials["objective"].sel(method=m).max("trial").values.tolist()]
-            for m in trials.method.values}
-    return {"prompts": len(rows), "generated_tokens": counter["tokens"], "steered_generate_calls": counter["calls"],
-            "ppl_texts_scored": scorer.calls, "best_objective": best, "stages_cpu_s": clock.summary()}
+    best = {
+        str(m): [
+            round(v, 4) for v in trials["objective"].sel(method=m).max("trial").values.tolist()
+        ]
+        for m in trials.method.values
+    }
+    return {
+        "prompts": len(rows),
+        "generated_tokens": counter["tokens"],
+        "steered_generate_calls": counter["calls"],
+        "ppl_texts_scored": scorer.calls,
+        "best_objective": best,
+        "stages_cpu_s": clock.summary(),
+    }
 
 
 class _Stages:
@@ -132,8 +168,11 @@ class _Stages:
     def summary(self) -> dict[str, float]:
         out = dict(self.seconds)
         if "search (all)" in out:  # what run_search spends besides generating and scoring
-            out["search: other (Optuna, storage, token overlap)"] = out["search (all)"] - out.get(
-                "search: steered generate", 0.0) - out.get("search: perplexity", 0.0)
+            out["search: other (Optuna, storage, token overlap)"] = (
+                out["search (all)"]
+                - out.get("search: steered generate", 0.0)
+                - out.get("search: perplexity", 0.0)
+            )
         return {k: round(v, 2) for k, v in out.items()}
 
 
@@ -169,7 +208,9 @@ def _reload_scorer(source: str) -> Perplexity:
     return Perplexity(lm, tok)
 
 
-def naive_plan(model: Any, row: QA, *, max_new_tokens: int, n_trials: int = 5, seed: int = 0) -> dict[str, Any]:
+def naive_plan(
+    model: Any, row: QA, *, max_new_tokens: int, n_trials: int = 5, seed: int = 0
+) -> dict[str, Any]:
     """One prompt through the protocol as the release executed it; returns facts."""
     import optuna
 
@@ -177,12 +218,21 @@ def naive_plan(model: Any, row: QA, *, max_new_tokens: int, n_trials: int = 5, s
     t = PAPER_TEMPLATES
     clock = _Stages()
     with clock("baseline generate"):
-        baseline = generate(model, [t.baseline_prompt(row.question)], max_new_tokens=max_new_tokens, batch_size=1)
+        baseline = generate(
+            model, [t.baseline_prompt(row.question)], max_new_tokens=max_new_tokens, batch_size=1
+        )
     with clock("enrichment generate"):
-        enrichment = generate(model, [t.enrichment_prompt(row.question, row.answer)],
-                              max_new_tokens=max_new_tokens, batch_size=1)
-    item = ReferenceItem(question=row.question, answer=row.answer,
-                         explanation=split_explanation(enrichment[0].completion))
+        enrichment = generate(
+            model,
+            [t.enrichment_prompt(row.question, row.answer)],
+            max_new_tokens=max_new_tokens,
+            batch_size=1,
+        )
+    item = ReferenceItem(
+        question=row.question,
+        answer=row.answer,
+        explanation=split_explanation(enrichment[0].completion),
+    )
     with clock("capture"):
         h = torch.from_numpy(capture_references(model, [item], per_layer_passes=True).values)
     prompt = t.steering_prompt(row.question)
@@ -190,20 +240,39 @@ def naive_plan(model: Any, row: QA, *, max_new_tokens: int, n_trials: int = 5, s
     calls = 0
     best = {}
     for layout in _layouts(model.n_layers):
-        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+        study = optuna.create_study(
+            direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed)
+        )
         for _ in range(n_trials):
             trial = study.ask()
-            alpha = tuple(trial.suggest_float(f"alpha_{s}", 0.01, 1.0) for s in layout.segment_names)
-            gamma = tuple(trial.suggest_float(f"gamma_{s}", 0.01, 1.0) for s in layout.segment_names)
+            alpha = tuple(
+                trial.suggest_float(f"alpha_{s}", 0.01, 1.0) for s in layout.segment_names
+            )
+            gamma = tuple(
+                trial.suggest_float(f"gamma_{s}", 0.01, 1.0) for s in layout.segment_names
+            )
             a, g = Strengths(layout=layout, alpha=alpha, gamma=gamma).per_layer(model.n_layers)
             with clock("search: steered generate"):
-                out = steered_generate(model, [prompt], h, a[None], g[None], mode="faithful",
-                                       max_new_tokens=max_new_tokens)[0]
+                out = steered_generate(
+                    model,
+                    [prompt],
+                    h,
+                    a[None],
+                    g[None],
+                    mode="faithful",
+                    max_new_tokens=max_new_tokens,
+                )[0]
             generated += len(out.ids)
             calls += 1
             with clock("search: perplexity (model reloaded)"):
                 ppl = _reload_scorer(model.source)([out.text])[0]
             study.tell(trial, objective(token_overlap(row.answer, out.text), ppl))
         best[layout.name] = [round(study.best_value, 4)]
-    return {"prompts": 1, "generated_tokens": generated, "steered_generate_calls": calls,
-            "ppl_model_loads": calls, "best_objective": best, "stages_cpu_s": clock.summary()}
+    return {
+        "prompts": 1,
+        "generated_tokens": generated,
+        "steered_generate_calls": calls,
+        "ppl_model_loads": calls,
+        "best_objective": best,
+        "stages_cpu_s": clock.summary(),
+    }

@@ -77,7 +77,11 @@ def compare(reference: Path, folder: Path, n_trials: int) -> dict[str, int]:
         counts["lost"] += len(set(ids_w) - set(ids_g))
         counts["duplicated"] += len(ids_g) - len(set(ids_g))
         for ds in (want, got):
-            ds.attrs = {k: v for k, v in ds.attrs.items() if k not in VOLATILE and not k.startswith("version_")}
+            ds.attrs = {
+                k: v
+                for k, v in ds.attrs.items()
+                if k not in VOLATILE and not k.startswith("version_")
+            }
         try:
             xr.testing.assert_identical(want, got)
         except AssertionError:
@@ -153,7 +157,13 @@ class Killer(threading.Thread):
             try:
                 title = proc.cmdline()[0]
                 proc.send_signal(signal.SIGKILL)
-                self.log.append({"at_s": round(time.perf_counter() - start, 1), "pid": proc.pid, "moment": title})
+                self.log.append(
+                    {
+                        "at_s": round(time.perf_counter() - start, 1),
+                        "pid": proc.pid,
+                        "moment": title,
+                    }
+                )
             except psutil.Error:
                 self.log.append({"moment": "gone before the kill"})
 
@@ -174,21 +184,53 @@ def main() -> None:
     model = make_tiny("gemma2", resolve_alias(ALIASES["smollm2-135m"]))
     model.hf_model.save_pretrained(tmp / "tiny")
     model.tokenizer.save_pretrained(tmp / "tiny")
-    csv = write_csv(tmp / "qa.csv", [*ROWS, *[(m, f"{q} ({i})", a) for i in (1,) for m, q, a in ROWS]])
-    config = RunConfig(model=str(tmp / "tiny"), limit=8, n_trials=4, batch_trials=1, batch_rows=4, batch_size=2,
-                       max_new_tokens=16, mode="cached", sampler="tpe", select="not-correct")
-    report: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_before": os.getloadavg(),
-                    "config": {"rows": 8, "n_trials": 4, "methods": list(config.methods), "batch_size": 2,
-                               "batch_rows": 4, "max_new_tokens": 16}}
+    csv = write_csv(
+        tmp / "qa.csv", [*ROWS, *[(m, f"{q} ({i})", a) for i in (1,) for m, q, a in ROWS]]
+    )
+    config = RunConfig(
+        model=str(tmp / "tiny"),
+        limit=8,
+        n_trials=4,
+        batch_trials=1,
+        batch_rows=4,
+        batch_size=2,
+        max_new_tokens=16,
+        mode="cached",
+        sampler="tpe",
+        select="not-correct",
+    )
+    report: dict = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "load_before": os.getloadavg(),
+        "config": {
+            "rows": 8,
+            "n_trials": 4,
+            "methods": list(config.methods),
+            "batch_size": 2,
+            "batch_rows": 4,
+            "max_new_tokens": 16,
+        },
+    }
     run_pipeline(config, tmp / "reference", simpleqa_csv=csv, progress=False)
     start = time.perf_counter()
     with ReadyPool(2, progress=False) as pool:
         run_pipeline(config, tmp / "clean", simpleqa_csv=csv, progress=False, pool=pool)
     duration = time.perf_counter() - start
     work = time.perf_counter() - pool.ready_at
-    report["clean_workers_run_s"], report["clean_workers_work_s"] = round(duration, 1), round(work, 1)
+    report["clean_workers_run_s"], report["clean_workers_work_s"] = (
+        round(duration, 1),
+        round(work, 1),
+    )
     report["clean"] = compare(tmp / "reference", tmp / "clean", config.n_trials)
-    print("clean --workers 2 run", round(duration, 1), "s, work", round(work, 1), "s", report["clean"], flush=True)
+    print(
+        "clean --workers 2 run",
+        round(duration, 1),
+        "s, work",
+        round(work, 1),
+        "s",
+        report["clean"],
+        flush=True,
+    )
 
     # 2. worker kills at random moments (each after the previous victim has restarted)
     killer = Killer(args.kills, gap=work / max(1, args.kills), rng=rng)
@@ -206,22 +248,58 @@ def main() -> None:
                 raise
     killer.stop.set()
     killer.join()
-    report["worker_kills"] = {"delivered": sum("pid" in k for k in killer.log), "log": killer.log, "runs": attempts,
-                              "errors": errors, **compare(tmp / "reference", tmp / "killed", config.n_trials)}
+    report["worker_kills"] = {
+        "delivered": sum("pid" in k for k in killer.log),
+        "log": killer.log,
+        "runs": attempts,
+        "errors": errors,
+        **compare(tmp / "reference", tmp / "killed", config.n_trials),
+    }
     print("worker kills", json.dumps(report["worker_kills"]), flush=True)
 
     # 3. driver kills
     toml = tmp / "run.toml"
-    toml.write_text("\n".join(f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in (
-        ("model", config.model), ("limit", 8), ("n_trials", 4), ("batch_trials", 1), ("batch_rows", 4),
-        ("batch_size", 2), ("max_new_tokens", 16), ("mode", "cached"), ("sampler", "tpe"),
-        ("methods", config.methods), ("select", "not-correct"))) + "\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    toml.write_text(
+        "\n".join(
+            f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}"
+            for k, v in (
+                ("model", config.model),
+                ("limit", 8),
+                ("n_trials", 4),
+                ("batch_trials", 1),
+                ("batch_rows", 4),
+                ("batch_size", 2),
+                ("max_new_tokens", 16),
+                ("mode", "cached"),
+                ("sampler", "tpe"),
+                ("methods", config.methods),
+                ("select", "not-correct"),
+            )
+        )
+        + "\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     driver_log, leaked, totals = [], 0, Counter(lost=0, duplicated=0)
     for k in range(args.driver_kills):  # each on a fresh folder: a kill per full run
         out = tmp / f"driver{k}"
-        cmd = [sys.executable, "-m", "fsnn", "run", "--config", str(toml), "--simpleqa-csv", str(csv), "--out",
-               str(out), "--workers", "2", "--no-progress"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "fsnn",
+            "run",
+            "--config",
+            str(toml),
+            "--simpleqa-csv",
+            str(csv),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--no-progress",
+        ]
         at = rng.uniform(0.05, 0.9) * work
         child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 180  # the moment counts from the first busy worker
@@ -234,16 +312,30 @@ def main() -> None:
         child.send_signal(signal.SIGKILL)
         child.wait()
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-                                                  for p in descendants):
+        while time.monotonic() < deadline and any(
+            p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in descendants
+        ):
             time.sleep(2)
         leaked += sum(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in descendants)
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         counts = compare(tmp / "reference", out, config.n_trials)
         totals.update(counts)
-        driver_log.append({"at_s": round(at, 1), "workers_were": stage, "files_at_kill": files,
-                           "resume_rc": done.returncode, "resume_stderr": done.stderr.strip()[-300:], **counts})
-    report["driver_kills"] = {"delivered": args.driver_kills, "log": driver_log, "leaked": leaked, **totals}
+        driver_log.append(
+            {
+                "at_s": round(at, 1),
+                "workers_were": stage,
+                "files_at_kill": files,
+                "resume_rc": done.returncode,
+                "resume_stderr": done.stderr.strip()[-300:],
+                **counts,
+            }
+        )
+    report["driver_kills"] = {
+        "delivered": args.driver_kills,
+        "log": driver_log,
+        "leaked": leaked,
+        **totals,
+    }
     print("driver kills", json.dumps(report["driver_kills"]), flush=True)
     report["load_after"] = os.getloadavg()
     (ROOT / "benchmarks" / "ray_faults.json").write_text(json.dumps(report, indent=1))

@@ -64,8 +64,11 @@ def _same(a: Path, b: Path) -> bool:
     for name in ("trials", "results"):
         x, y = read_dataset(a / f"{name}.nc"), read_dataset(b / f"{name}.nc")
         for ds in (x, y):
-            ds.attrs = {k: v for k, v in ds.attrs.items()
-                        if k not in ("created", "git_sha", "model_source") and not k.startswith("version_")}
+            ds.attrs = {
+                k: v
+                for k, v in ds.attrs.items()
+                if k not in ("created", "git_sha", "model_source") and not k.startswith("version_")
+            }
         try:
             xr.testing.assert_identical(x, y)
         except AssertionError:
@@ -83,17 +86,33 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     pipeline.search_stage = _timed_search(pipeline.search_stage)
-    config = RunConfig(model=args.model, limit=args.prompts, n_trials=args.trials, max_new_tokens=args.tokens,
-                       mode="cached", select="not-correct")
+    config = RunConfig(
+        model=args.model,
+        limit=args.prompts,
+        n_trials=args.trials,
+        max_new_tokens=args.tokens,
+        mode="cached",
+        select="not-correct",
+    )
     tmp = Path(tempfile.mkdtemp(prefix="fsnn-ray-scaling-"))
     load_before = os.getloadavg()
-    run_pipeline(config, tmp / "prepared", progress=False)  # baseline + references (+ one search, unused)
-    steered = int(__import__("xarray").open_dataset(tmp / "prepared" / "references.nc").sizes["prompt"])
-    variants = {"single process, 1 thread": 0, "RayPool(1), 1 thread": 1, "RayPool(2), 1 thread each": 2}
-    samples: dict[str, dict[str, list[float]]] = {v: {"search": [], "startup": [], "total": []} for v in variants}
+    run_pipeline(
+        config, tmp / "prepared", progress=False
+    )  # baseline + references (+ one search, unused)
+    steered = int(
+        __import__("xarray").open_dataset(tmp / "prepared" / "references.nc").sizes["prompt"]
+    )
+    variants = {
+        "single process, 1 thread": 0,
+        "RayPool(1), 1 thread": 1,
+        "RayPool(2), 1 thread each": 2,
+    }
+    samples: dict[str, dict[str, list[float]]] = {
+        v: {"search": [], "startup": [], "total": []} for v in variants
+    }
     names = list(variants)
     for r in range(args.repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             out = tmp / f"{r}-{variants[name]}"
             out.mkdir()
@@ -110,30 +129,59 @@ def main() -> None:
             samples[name]["search"].append(TIMES["search"])
             if "startup" in TIMES:
                 samples[name]["startup"].append(TIMES["startup"])
-            print(f"round {r} {name}: search {TIMES['search']:.1f} s, startup {TIMES.get('startup', 0):.1f} s, "
-                  f"load {os.getloadavg()[0]:.2f}", flush=True)
+            print(
+                f"round {r} {name}: search {TIMES['search']:.1f} s, startup {TIMES.get('startup', 0):.1f} s, "
+                f"load {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
     load_after = os.getloadavg()
     identical = {}  # every pool run's files against the single process of the same round
     for name, k in variants.items():
         if k:
-            identical[name] = all(_same(tmp / f"{r}-0", tmp / f"{r}-{k}") for r in range(args.repeats))
+            identical[name] = all(
+                _same(tmp / f"{r}-0", tmp / f"{r}-{k}") for r in range(args.repeats)
+            )
     trials = steered * args.trials * len(config.methods)
     med = {n: {k: statistics.median(v) for k, v in s.items() if v} for n, s in samples.items()}
     report = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": f"{platform.processor() or platform.machine()}, "
-        f"nproc {os.cpu_count()}", "load_before": load_before, "load_after": load_after,
-        "model": args.model, "steered_prompts": steered, "trials_per_prompt": args.trials,
-        "methods": list(config.methods), "new_tokens": args.tokens, "mode": "cached", "repeats": args.repeats,
-        "samples": samples, "median": med, "identical_to_single": identical,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": f"{platform.processor() or platform.machine()}, nproc {os.cpu_count()}",
+        "load_before": load_before,
+        "load_after": load_after,
+        "model": args.model,
+        "steered_prompts": steered,
+        "trials_per_prompt": args.trials,
+        "methods": list(config.methods),
+        "new_tokens": args.tokens,
+        "mode": "cached",
+        "repeats": args.repeats,
+        "samples": samples,
+        "median": med,
+        "identical_to_single": identical,
         "trials_per_s": {n: trials / m["search"] for n, m in med.items()},
-        "speedup_2_over_1_workers": med["RayPool(1), 1 thread"]["search"] / med["RayPool(2), 1 thread each"]["search"],
+        "speedup_2_over_1_workers": med["RayPool(1), 1 thread"]["search"]
+        / med["RayPool(2), 1 thread each"]["search"],
         "speedup_2_workers_over_single": med["single process, 1 thread"]["search"]
         / med["RayPool(2), 1 thread each"]["search"],
     }
     (ROOT / "benchmarks" / "ray_scaling.json").write_text(json.dumps(report, indent=1))
-    print(json.dumps({k: report[k] for k in ("median", "trials_per_s", "identical_to_single", "speedup_2_over_1_workers",
-                                             "speedup_2_workers_over_single", "load_before", "load_after")},
-                     indent=1))
+    print(
+        json.dumps(
+            {
+                k: report[k]
+                for k in (
+                    "median",
+                    "trials_per_s",
+                    "identical_to_single",
+                    "speedup_2_over_1_workers",
+                    "speedup_2_workers_over_single",
+                    "load_before",
+                    "load_after",
+                )
+            },
+            indent=1,
+        )
+    )
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -44,8 +44,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SECRETS = {"FSNN_BENCH_JUDGE_KEY": "sk-fsnn-FAKE-judge-7c1e5d", "NDIF_API_KEY": "ndif-FAKE-key-93b2aa",
-           "MISTRAL_API_KEY": "mistral-FAKE-key-41f0c2"}
+SECRETS = {
+    "FSNN_BENCH_JUDGE_KEY": "sk-fsnn-FAKE-judge-7c1e5d",
+    "NDIF_API_KEY": "ndif-FAKE-key-93b2aa",
+    "MISTRAL_API_KEY": "mistral-FAKE-key-41f0c2",
+}
 os.environ.update(SECRETS)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -88,11 +91,15 @@ def fork_call(fn: Callable[[], Any], stderr_path: Path | None = None) -> tuple[i
         except BaseException as exc:  # noqa: BLE001 - the campaign classifies every ending
             from fsnn.errors import FsnnError
 
-            payload = {"fsnn": str(exc)} if isinstance(exc, FsnnError) else {"crash": traceback.format_exc()}
+            payload = (
+                {"fsnn": str(exc)}
+                if isinstance(exc, FsnnError)
+                else {"crash": traceback.format_exc()}
+            )
         data = json.dumps(payload, default=str).encode()
         view = memoryview(data)
         while view:
-            view = view[os.write(w, view):]
+            view = view[os.write(w, view) :]
         os._exit(0)
     os.close(w)
     chunks = []
@@ -124,11 +131,12 @@ class Env:
         import optuna  # noqa: F401
 
         import fsnn.backends.base  # noqa: F401
-        import fsnn.judges.http  # noqa: F401
-        import fsnn.experiment.pipeline  # noqa: F401
         import fsnn.backends.ndif  # noqa: F401
-        import fsnn.search.run  # noqa: F401
+        import fsnn.experiment.pipeline  # noqa: F401
         import fsnn.experiment.stages  # noqa: F401
+        import fsnn.judges.http  # noqa: F401
+        import fsnn.search.run  # noqa: F401
+
         self.model = make_tiny("gemma2", resolve_alias(ALIASES["smollm2-135m"]))
         rows = list(ROWS)
         src = os.environ.get("FSNN_SIMPLEQA_CSV")
@@ -139,9 +147,19 @@ class Env:
                 rows = [tuple(r) for r in list(csv.reader(fh))[1:7]]
         self.csv = write_csv(work / "qa.csv", rows)
         self.n_rows = len(rows)
-        self.server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_openai.py"), "--lifetime", "900" if quick else "3600",
-                                        "--api-key-env", "FSNN_BENCH_JUDGE_KEY"],
-                                       stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        self.server = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "fake_openai.py"),
+                "--lifetime",
+                "900" if quick else "3600",
+                "--api-key-env",
+                "FSNN_BENCH_JUDGE_KEY",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
         self.url = self.server.stdout.readline().strip()
 
     def close(self) -> None:
@@ -152,27 +170,57 @@ class Env:
         from fsnn.experiment.pipeline import RunConfig
 
         if self.quick:  # every stage, a few batches each
-            base = dict(methods=("segmented",), n_trials=2, batch_trials=1, batch_rows=2, max_new_tokens=3)
+            base = dict(
+                methods=("segmented",), n_trials=2, batch_trials=1, batch_rows=2, max_new_tokens=3
+            )
         else:
-            base = dict(methods=("full", "segmented"), n_trials=4, batch_trials=2, batch_rows=3, max_new_tokens=4)
-        base.update(model="tiny-gemma2", limit=self.n_rows, batch_size=2, mode="cached", sampler="tpe",
-                    select="not-correct", judge_missing="zero")
+            base = dict(
+                methods=("full", "segmented"),
+                n_trials=4,
+                batch_trials=2,
+                batch_rows=3,
+                max_new_tokens=4,
+            )
+        base.update(
+            model="tiny-gemma2",
+            limit=self.n_rows,
+            batch_size=2,
+            mode="cached",
+            sampler="tpe",
+            select="not-correct",
+            judge_missing="zero",
+        )
         return RunConfig(**{**base, **kw})
 
     def judge(self, cache: Path, url: str | None = None, **kw: Any):
         from fsnn.judges import JudgeCache, JudgeConfig, make_judge
 
-        cfg = JudgeConfig(backend="http", model="fake-judge", base_url=url or self.url,
-                          api_key_env="FSNN_BENCH_JUDGE_KEY", timeout=5.0, max_retries=kw.pop("max_retries", 3),
-                          backoff_base=0.001, backoff_max=0.01, concurrency=2, **kw)
+        cfg = JudgeConfig(
+            backend="http",
+            model="fake-judge",
+            base_url=url or self.url,
+            api_key_env="FSNN_BENCH_JUDGE_KEY",
+            timeout=5.0,
+            max_retries=kw.pop("max_retries", 3),
+            backoff_base=0.001,
+            backoff_max=0.01,
+            concurrency=2,
+            **kw,
+        )
         return make_judge(cfg, cache=JudgeCache(cache))
 
     def run(self, out: Path, *, cache: Path | None = None, judge_url: str | None = None, **kw: Any):
         from fsnn.experiment.pipeline import run_pipeline
 
         judge = self.judge(cache or out.parent / f"{out.name}.judge.sqlite", judge_url)
-        return run_pipeline(self.config(**kw), out, simpleqa_csv=self.csv, model=self.model, judge=judge,
-                            progress=False)
+        return run_pipeline(
+            self.config(**kw),
+            out,
+            simpleqa_csv=self.csv,
+            model=self.model,
+            judge=judge,
+            progress=False,
+        )
 
 
 FILES = ("baseline.nc", "references.nc", "trials.nc", "results.nc")
@@ -201,12 +249,19 @@ def compare_folders(got: Path, want: Path, n_trials: int) -> tuple[int, int, lis
             notes.append(f"{name} differs in {bad or 'coords/shape'}")
             for v in bad:
                 if a[v].dtype.kind == "f":
-                    rel = float(np.nanmax(np.abs(a[v].values - b[v].values) / np.maximum(np.abs(b[v].values), 1e-30)))
+                    rel = float(
+                        np.nanmax(
+                            np.abs(a[v].values - b[v].values)
+                            / np.maximum(np.abs(b[v].values), 1e-30)
+                        )
+                    )
                     notes.append(f"{name}:{v} max relative difference {rel:.1e}")
     with sqlite3.connect(got / "optuna.db") as db:
         studies = db.execute("select study_id from studies").fetchall()
         for (sid,) in studies:
-            rows = db.execute("select number, state from trials where study_id=? order by number", (sid,)).fetchall()
+            rows = db.execute(
+                "select number, state from trials where study_id=? order by number", (sid,)
+            ).fetchall()
             numbers = [n for n, _ in rows]
             complete = [n for n, s in rows if s == "COMPLETE"]
             dup += len(numbers) - len(set(numbers)) + max(0, len(complete) - n_trials)
@@ -221,8 +276,16 @@ def compare_folders(got: Path, want: Path, n_trials: int) -> tuple[int, int, lis
 
 # ----------------------------------------------------------------------------- crash/resume
 
-HOOKS = ("baseline batch", "judge call", "enrichment batch", "reference capture", "netcdf write", "search batch",
-         "trial tell", "perplexity")  # roughly in pipeline order: the kills of one folder go in this order
+HOOKS = (
+    "baseline batch",
+    "judge call",
+    "enrichment batch",
+    "reference capture",
+    "netcdf write",
+    "search batch",
+    "trial tell",
+    "perplexity",
+)  # roughly in pipeline order: the kills of one folder go in this order
 
 
 def install_hooks(kill: tuple[str, int] | None, counts: Counter) -> None:
@@ -311,8 +374,10 @@ def crash_campaign(env: Env, n_kills: int, rng: random.Random) -> Row:
     totals = payload["result"]
     # (moment, n): die at the n-th event of that moment; n drawn in the first half of what an
     # uninterrupted run sees, so that a resumed process (which has less to do) still gets there
-    plan = [(hook, rng.randint(1, max(1, (totals.get(hook, 1) + 1) // 2)))
-            for hook in (HOOKS[i % len(HOOKS)] for i in range(n_kills))]
+    plan = [
+        (hook, rng.randint(1, max(1, (totals.get(hook, 1) + 1) // 2)))
+        for hook in (HOOKS[i % len(HOOKS)] for i in range(n_kills))
+    ]
     rng.shuffle(plan)
     per_folder = 4
     stages_hit: Counter = Counter()
@@ -320,7 +385,9 @@ def crash_campaign(env: Env, n_kills: int, rng: random.Random) -> Row:
     folders: list[Path] = []
 
     def resume_and_compare(folder: Path) -> None:
-        code, payload = fork_call(lambda folder=folder: bool(env.run(folder)), env.work / "stderr.log")
+        code, payload = fork_call(
+            lambda folder=folder: bool(env.run(folder)), env.work / "stderr.log"
+        )
         if code != 0 or "result" not in payload:
             row.crashes += 1
             row.tracebacks += "crash" in payload
@@ -331,12 +398,16 @@ def crash_campaign(env: Env, n_kills: int, rng: random.Random) -> Row:
         row.duplicated += dup
         row.notes += [f"{folder.name}: {n}" for n in notes]
 
-    queue = [sorted(plan[f : f + per_folder], key=lambda k: HOOKS.index(k[0])) for f in range(0, len(plan), per_folder)]
+    queue = [
+        sorted(plan[f : f + per_folder], key=lambda k: HOOKS.index(k[0]))
+        for f in range(0, len(plan), per_folder)
+    ]
     while queue:
         kills = queue.pop(0)
         folder = env.work / f"crash-{len(folders)}"
         folders.append(folder)
         for i, kill in enumerate(kills):
+
             def killed(kill=kill, folder=folder):
                 install_hooks(kill, Counter())
                 env.run(folder)
@@ -359,14 +430,26 @@ def crash_campaign(env: Env, n_kills: int, rng: random.Random) -> Row:
                 break
         resume_and_compare(folder)
     if missed:
-        row.notes.insert(0, f"{len(missed)} planned kill(s) found the run already finished (not counted as tried; "
-                            f"the kills after it moved to a fresh folder): {', '.join(missed)}")
-    row.notes.insert(0, "events of an uninterrupted run: " + ", ".join(f"{k} {totals.get(k, 0)}" for k in HOOKS))
-    row.notes.insert(0, "kills delivered per moment: " + ", ".join(f"{k} {v}" for k, v in sorted(stages_hit.items())))
-    row.notes.insert(1, f"{len(plan)} kills planned, {row.tried} delivered; {len(folders)} run folders, up to "
-                        f"{per_folder} kills each, "
-                        f"{n_trials} trials x {env.n_rows} rows x {len(env.config().methods)} method(s); compared bit for bit with an "
-                        "uninterrupted run (baseline, references, trials, results; optuna.db trial numbers)")
+        row.notes.insert(
+            0,
+            f"{len(missed)} planned kill(s) found the run already finished (not counted as tried; "
+            f"the kills after it moved to a fresh folder): {', '.join(missed)}",
+        )
+    row.notes.insert(
+        0, "events of an uninterrupted run: " + ", ".join(f"{k} {totals.get(k, 0)}" for k in HOOKS)
+    )
+    row.notes.insert(
+        0,
+        "kills delivered per moment: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(stages_hit.items())),
+    )
+    row.notes.insert(
+        1,
+        f"{len(plan)} kills planned, {row.tried} delivered; {len(folders)} run folders, up to "
+        f"{per_folder} kills each, "
+        f"{n_trials} trials x {env.n_rows} rows x {len(env.config().methods)} method(s); compared bit for bit with an "
+        "uninterrupted run (baseline, references, trials, results; optuna.db trial numbers)",
+    )
     return row
 
 
@@ -379,15 +462,30 @@ def judge_campaign(env: Env, n_items: int, n_faults: int, rng: random.Random) ->
     from tests.fake_openai import FAULTS, FakeOpenAI, expected_answer
 
     row = Row("judge endpoint faults (fake OpenAI server)")
-    items = [(f"Question {i}: who wrote book {i}?", f"Author {i}", f"I think it was Author {i * 7 % 13}.")
-             for i in range(n_items)]
+    items = [
+        (
+            f"Question {i}: who wrote book {i}?",
+            f"Author {i}",
+            f"I think it was Author {i * 7 % 13}.",
+        )
+        for i in range(n_items)
+    ]
     script = [FAULTS[i % len(FAULTS)] for i in range(n_faults)]
     rng.shuffle(script)
     key = SECRETS["FSNN_BENCH_JUDGE_KEY"]
     cache = env.work / "judge-faults.sqlite"
     with FakeOpenAI(script, api_key=key, sleep_timeout=0.6, max_requests=20 * n_faults) as server:
-        cfg = JudgeConfig(backend="http", model="fake-judge", base_url=server.url, api_key_env="FSNN_BENCH_JUDGE_KEY",
-                          timeout=0.25, max_retries=25, backoff_base=0.001, backoff_max=0.01, concurrency=4)
+        cfg = JudgeConfig(
+            backend="http",
+            model="fake-judge",
+            base_url=server.url,
+            api_key_env="FSNN_BENCH_JUDGE_KEY",
+            timeout=0.25,
+            max_retries=25,
+            backoff_base=0.001,
+            backoff_max=0.01,
+            concurrency=4,
+        )
         judge = make_judge(cfg, cache=JudgeCache(cache))
         try:
             first = judge.grade_simpleqa(items) + judge.grade_quality(items)
@@ -397,7 +495,9 @@ def judge_campaign(env: Env, n_items: int, n_faults: int, rng: random.Random) ->
             row.notes.append(traceback.format_exc()[-300:])
             return [row]
         injected = sum(server.injected.values())
-        semantic = sum(1 for g in first if g.defaulted or (g.missing and "unparseable" in (g.error or "")))
+        semantic = sum(
+            1 for g in first if g.defaulted or (g.missing and "unparseable" in (g.error or ""))
+        )
         transport_seen = judge.requests - int(judge.stats["answered"])
         MESSAGES.extend(g.error or "" for g in first)
         # the endpoint answers again (script used up): a rerun regrades what was bad
@@ -411,17 +511,23 @@ def judge_campaign(env: Env, n_items: int, n_faults: int, rng: random.Random) ->
     if counted != injected:
         row.lost += abs(injected - counted)
         row.notes.append(f"faults injected {injected} but counted {counted}")
-    row.notes.append(f"{2 * n_items} grades; faults by kind: " + ", ".join(f"{k} {v}" for k, v in
-                                                                        sorted(server.injected.items())))
-    row.notes.append(f"counted: {transport_seen} retried requests + {semantic} invalid grades "
-                     f"(missing/defaulted, not cached); rerun asked {asked_again} again; "
-                     "final grades equal to the fault-free answers")
+    row.notes.append(
+        f"{2 * n_items} grades; faults by kind: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(server.injected.items()))
+    )
+    row.notes.append(
+        f"counted: {transport_seen} retried requests + {semantic} invalid grades "
+        f"(missing/defaulted, not cached); rerun asked {asked_again} again; "
+        "final grades equal to the fault-free answers"
+    )
     rows = [row]
 
     perm = Row("judge endpoint down for good (pipeline)")
     down = FakeOpenAI(always="503", api_key=key, lifetime=600)
     folder = env.work / "judge-down"
-    code, payload = fork_call(lambda: bool(env.run(folder, judge_url=down.url)), env.work / "stderr.log")
+    code, payload = fork_call(
+        lambda: bool(env.run(folder, judge_url=down.url)), env.work / "stderr.log"
+    )
     down.stop()
     perm.tried = 1
     msg = payload.get("fsnn", "")
@@ -461,21 +567,35 @@ def ndif_campaign(env: Env, rounds: int) -> Row:
     def body():
         import httpx
 
-        from fsnn.errors import FsnnError
-        from fsnn.steering.generation import generate
         from fsnn.backends.ndif import call_remote
         from fsnn.backends.retry import RetryPolicy
+        from fsnn.errors import FsnnError
+        from fsnn.steering.generation import generate
 
         def status_error(code: int) -> Exception:
             req = httpx.Request("POST", "https://ndif.example/request")
-            return httpx.HTTPStatusError(f"{code}", request=req, response=httpx.Response(code, request=req))
+            return httpx.HTTPStatusError(
+                f"{code}", request=req, response=httpx.Response(code, request=req)
+            )
 
-        transient = [lambda: httpx.ConnectError("connection refused"), lambda: httpx.ReadTimeout("read timeout"),
-                     lambda: status_error(503), lambda: status_error(429), lambda: status_error(502),
-                     lambda: ConnectionResetError("reset by peer"), lambda: TimeoutError("timed out")]
-        permanent = [lambda: status_error(401), lambda: status_error(422),
-                     lambda: RuntimeError(f"job ERROR: out of memory (key {SECRETS['NDIF_API_KEY']})")]
-        prompts = ["Question: What is the capital of France?\nAnswer:", "Question: Who wrote Hamlet?\nAnswer:"]
+        transient = [
+            lambda: httpx.ConnectError("connection refused"),
+            lambda: httpx.ReadTimeout("read timeout"),
+            lambda: status_error(503),
+            lambda: status_error(429),
+            lambda: status_error(502),
+            lambda: ConnectionResetError("reset by peer"),
+            lambda: TimeoutError("timed out"),
+        ]
+        permanent = [
+            lambda: status_error(401),
+            lambda: status_error(422),
+            lambda: RuntimeError(f"job ERROR: out of memory (key {SECRETS['NDIF_API_KEY']})"),
+        ]
+        prompts = [
+            "Question: What is the capital of France?\nAnswer:",
+            "Question: Who wrote Hamlet?\nAnswer:",
+        ]
         want = [o.ids for o in generate(env.model, prompts, max_new_tokens=4, backend="serialised")]
         stats = Counter()
         policy = RetryPolicy(attempts=3, backoff_base=0.0)
@@ -514,8 +634,10 @@ def ndif_campaign(env: Env, rounds: int) -> Row:
     row.tried = stats.get("tried", 0)
     row.lost = stats.get("lost", 0) + stats.get("bad_message", 0)
     row.crashes += stats.get("crash", 0)
-    row.notes.append(f"{stats.get('retried', 0)} transient faults retried to an output equal to the fault-free "
-                     f"one; {stats.get('reported', 0)} permanent faults reported as one FsnnError line")
+    row.notes.append(
+        f"{stats.get('retried', 0)} transient faults retried to an output equal to the fault-free "
+        f"one; {stats.get('reported', 0)} permanent faults reported as one FsnnError line"
+    )
 
     # never half-applied: a permanent failure mid-search, then a resume, equals the clean run
     folder = env.work / "ndif-half"
@@ -532,7 +654,9 @@ def ndif_campaign(env: Env, rounds: int) -> Row:
             calls["n"] += 1
             if calls["n"] == 2:  # the service refuses the second steering batch (not retried)
                 req = httpx.Request("POST", "https://ndif.example/request")
-                raise httpx.HTTPStatusError("401", request=req, response=httpx.Response(401, request=req))
+                raise httpx.HTTPStatusError(
+                    "401", request=req, response=httpx.Response(401, request=req)
+                )
             return real(*a, **k)
 
         fsnn.search.run.steered_generate = steer
@@ -543,11 +667,17 @@ def ndif_campaign(env: Env, rounds: int) -> Row:
     if "fsnn" not in payload:  # a finished run means the failure was swallowed as failed trials
         row.crashes += "crash" in payload
         row.lost += "crash" not in payload
-        row.notes.append(f"mid-search failure did not stop the run with one line: {str(payload)[-300:]}")
+        row.notes.append(
+            f"mid-search failure did not stop the run with one line: {str(payload)[-300:]}"
+        )
     else:
         row.notes.append(f"mid-search failure: `{payload['fsnn'][:200]}`")
-    code, payload = fork_call(lambda: bool(env.run(folder, cache=env.work / "ndif-half.judge.sqlite",
-                                                   backend="serialised")), env.work / "stderr.log")
+    code, payload = fork_call(
+        lambda: bool(
+            env.run(folder, cache=env.work / "ndif-half.judge.sqlite", backend="serialised")
+        ),
+        env.work / "stderr.log",
+    )
     if "result" not in payload:
         row.crashes += 1
         row.notes.append(f"resume: {str(payload)[-300:]}")
@@ -555,8 +685,10 @@ def ndif_campaign(env: Env, rounds: int) -> Row:
         lost, dup, notes = compare_folders(folder, env.work / "crash-clean", env.config().n_trials)
         row.lost += lost
         row.duplicated += dup
-        row.notes += notes or ["a permanent failure mid-search (backend='serialised', HTTP 401 on the 2nd steering "
-                               "batch), then a resume: equal to the uninterrupted run, no trial half-applied or failed"]
+        row.notes += notes or [
+            "a permanent failure mid-search (backend='serialised', HTTP 401 on the 2nd steering "
+            "batch), then a resume: equal to the uninterrupted run, no trial half-applied or failed"
+        ]
     return row
 
 
@@ -571,21 +703,31 @@ def storage_campaign(env: Env, quick: bool) -> Row:
     # 0. modes: files written atomically get what open() gives under the umask (not mkstemp's 0600)
     umask = os.umask(0)
     os.umask(umask)
-    modes = {p.name: p.stat().st_mode & 0o777 for p in clean.iterdir() if p.suffix in (".nc", ".json", ".md")}
+    modes = {
+        p.name: p.stat().st_mode & 0o777
+        for p in clean.iterdir()
+        if p.suffix in (".nc", ".json", ".md")
+    }
     wrong = {n: oct(m) for n, m in modes.items() if m != 0o666 & ~umask}
     row.tried += 1
     if wrong:
         row.lost += 1
-        row.notes.append(f"found: file modes {wrong}, expected {oct(0o666 & ~umask)} under umask {oct(umask)}")
+        row.notes.append(
+            f"found: file modes {wrong}, expected {oct(0o666 & ~umask)} under umask {oct(umask)}"
+        )
     else:
-        row.notes.append(f"modes of the {len(modes)} result files of a run: all {oct(0o666 & ~umask)} "
-                         f"(umask {oct(umask)})")
+        row.notes.append(
+            f"modes of the {len(modes)} result files of a run: all {oct(0o666 & ~umask)} "
+            f"(umask {oct(umask)})"
+        )
     # 1. a write failing mid-way, for each netCDF stage file
     for name in ("baseline.nc", "references.nc", "trials.nc", "results.nc"):
         for err in (errno.ENOSPC,) if quick else (errno.ENOSPC, errno.EACCES):
             folder = env.work / f"wfail-{name}-{err}"
             shutil.copytree(clean, folder)
-            if name == "references.nc":  # a finished stage is not written again: drop it and what follows
+            if (
+                name == "references.nc"
+            ):  # a finished stage is not written again: drop it and what follows
                 for later in ("references.nc", "trials.nc", "results.nc"):
                     (folder / later).unlink()
             before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
@@ -619,25 +761,43 @@ def storage_campaign(env: Env, quick: bool) -> Row:
                 row.tracebacks += 1
                 row.crashes += 1
                 first = str(payload.get("crash", payload)).strip().splitlines()[-1][:160]
-                row.notes.append(f"found: write failure ({name}, {os.strerror(err)}) surfaces as a raw "
-                                 f"exception (traceback in the CLI), not one FsnnError line: `{first}`")
-            elif "\n" in msg or f"cannot write {name} in " not in msg or os.strerror(err) not in msg \
-                    or "rerun the same command" not in msg:
+                row.notes.append(
+                    f"found: write failure ({name}, {os.strerror(err)}) surfaces as a raw "
+                    f"exception (traceback in the CLI), not one FsnnError line: `{first}`"
+                )
+            elif (
+                "\n" in msg
+                or f"cannot write {name} in " not in msg
+                or os.strerror(err) not in msg
+                or "rerun the same command" not in msg
+            ):
                 row.lost += 1
                 row.notes.append(f"found: write failure ({name}) -> unclear error `{msg[:200]}`")
             elif not write_message:
                 write_message.append(msg)
     # 2. corrupt files of a finished run: a one-line error naming the file, or a clean recompute
-    damages = {"truncated": lambda b: b[: len(b) // 2], "garbage": lambda b: os.urandom(len(b) or 64),
-               "empty": lambda b: b""}
+    damages = {
+        "truncated": lambda b: b[: len(b) // 2],
+        "garbage": lambda b: os.urandom(len(b) or 64),
+        "empty": lambda b: b"",
+    }
     if quick:
         damages = {"truncated": damages["truncated"]}
-    for name in ("baseline.nc", "references.nc", "trials.nc", "results.nc", "optuna.db", "config.json"):
+    for name in (
+        "baseline.nc",
+        "references.nc",
+        "trials.nc",
+        "results.nc",
+        "optuna.db",
+        "config.json",
+    ):
         for damage, fn in damages.items():
             folder = env.work / f"corrupt-{name}-{damage}"
             shutil.copytree(clean, folder)
             (folder / name).write_bytes(fn((folder / name).read_bytes()))
-            code, payload = fork_call(lambda folder=folder: bool(env.run(folder)), env.work / "stderr.log")
+            code, payload = fork_call(
+                lambda folder=folder: bool(env.run(folder)), env.work / "stderr.log"
+            )
             row.tried += 1
             if "result" in payload:
                 lost, dup, notes = compare_folders(folder, clean, n_trials)
@@ -660,7 +820,9 @@ def storage_campaign(env: Env, quick: bool) -> Row:
                 continue
             # follow the message: delete the file, rerun -> equal to the uninterrupted run
             (folder / name).unlink()
-            code, payload = fork_call(lambda folder=folder: bool(env.run(folder)), env.work / "stderr.log")
+            code, payload = fork_call(
+                lambda folder=folder: bool(env.run(folder)), env.work / "stderr.log"
+            )
             if "result" not in payload:
                 row.lost += 1
                 row.notes.append(f"recovery of corrupt {name} failed: {str(payload)[-200:]}")
@@ -671,10 +833,13 @@ def storage_campaign(env: Env, quick: bool) -> Row:
     n_err = 1 if quick else 2
     if write_message:
         row.notes.insert(0, f"a failed write reads: `{write_message[0]}`")
-    row.notes.insert(0, f"{4 * n_err} writes failing mid-way ({'ENOSPC' if quick else 'ENOSPC, EACCES'} at the "
-                        f"netCDF writer) on 4 files; {6 * len(damages)} corrupt files (6 files x "
-                        f"{'/'.join(damages)}) under a finished run, then a rerun (and, after a one-line error, "
-                        "the recovery it names)")
+    row.notes.insert(
+        0,
+        f"{4 * n_err} writes failing mid-way ({'ENOSPC' if quick else 'ENOSPC, EACCES'} at the "
+        f"netCDF writer) on 4 files; {6 * len(damages)} corrupt files (6 files x "
+        f"{'/'.join(damages)}) under a finished run, then a rerun (and, after a one-line error, "
+        "the recovery it names)",
+    )
     return row
 
 
@@ -724,8 +889,10 @@ def lock_campaign(env: Env) -> Row:
         lost, dup, notes = compare_folders(folder, env.work / "crash-clean", env.config().n_trials)
         row.lost += lost
         row.duplicated += dup
-        row.notes.append(f"holder SIGKILLed, lock file left behind, resume went through (files while locked: "
-                         f"{files_while_locked})")
+        row.notes.append(
+            f"holder SIGKILLed, lock file left behind, resume went through (files while locked: "
+            f"{files_while_locked})"
+        )
     return row
 
 
@@ -793,14 +960,40 @@ def malformed_campaign(env: Env) -> Row:
         ("csv is a folder", ["--simpleqa-csv", str(w / "a_dir.csv")]),
         ("csv empty", ["--simpleqa-csv", csv_file("empty.csv", b"")]),
         ("csv header only", ["--simpleqa-csv", csv_file("header.csv", header)]),
-        ("csv latin-1", ["--simpleqa-csv", csv_file("latin1.csv", header + "{'topic': 'Art'},Qu'est-ce que "
-                                                     "\u00e9t\u00e9?,\u00e9t\u00e9\n".encode("latin-1"))]),
-        ("csv utf-16", ["--simpleqa-csv", csv_file("utf16.csv", (header.decode() + line).encode("utf-16"))]),
+        (
+            "csv latin-1",
+            [
+                "--simpleqa-csv",
+                csv_file(
+                    "latin1.csv",
+                    header
+                    + "{'topic': 'Art'},Qu'est-ce que \u00e9t\u00e9?,\u00e9t\u00e9\n".encode(
+                        "latin-1"
+                    ),
+                ),
+            ],
+        ),
+        (
+            "csv utf-16",
+            ["--simpleqa-csv", csv_file("utf16.csv", (header.decode() + line).encode("utf-16"))],
+        ),
         ("csv binary", ["--simpleqa-csv", csv_file("binary.csv", bytes(range(256)) * 4)]),
-        ("csv missing column", ["--simpleqa-csv", csv_file("cols.csv", b"metadata,problem\nx,y\n")]),
-        ("csv ragged row", ["--simpleqa-csv", csv_file("ragged.csv", header + b"{'topic': 'A'},Q?\n")]),
-        ("csv bad metadata", ["--simpleqa-csv", csv_file("meta.csv", header + b"{not a dict,Q?,A\n")]),
-        ("csv empty answer", ["--simpleqa-csv", csv_file("noans.csv", header + b"{'topic': 'A'},Q?,\n")]),
+        (
+            "csv missing column",
+            ["--simpleqa-csv", csv_file("cols.csv", b"metadata,problem\nx,y\n")],
+        ),
+        (
+            "csv ragged row",
+            ["--simpleqa-csv", csv_file("ragged.csv", header + b"{'topic': 'A'},Q?\n")],
+        ),
+        (
+            "csv bad metadata",
+            ["--simpleqa-csv", csv_file("meta.csv", header + b"{not a dict,Q?,A\n")],
+        ),
+        (
+            "csv empty answer",
+            ["--simpleqa-csv", csv_file("noans.csv", header + b"{'topic': 'A'},Q?,\n")],
+        ),
         ("out is a file", ["--out", str(w / "file_not_folder")]),
         ("out under a file", ["--out", str(w / "file_not_folder" / "run")]),
         ("out corrupt config.json", ["--out", str(corrupt_cfg)]),
@@ -824,11 +1017,26 @@ def malformed_campaign(env: Env) -> Row:
         for label, extra in cli_cases:
             out_given = "--out" in extra
             out = w / f"out-{len(loads)}-{abs(hash(label)) % 10**6}"
-            argv = ["run", "--simpleqa-csv", good, "--model", "smollm2-135m", "--trials", "2",
-                    *([] if out_given else ["--out", str(out)]), *extra]
-            before = sorted(p.name for p in (Path(extra[extra.index("--out") + 1]) if out_given else out).glob("*")
-                            if p.name != ".fsnn.lock") \
-                if (Path(extra[extra.index("--out") + 1]) if out_given else out).is_dir() else []
+            argv = [
+                "run",
+                "--simpleqa-csv",
+                good,
+                "--model",
+                "smollm2-135m",
+                "--trials",
+                "2",
+                *([] if out_given else ["--out", str(out)]),
+                *extra,
+            ]
+            before = (
+                sorted(
+                    p.name
+                    for p in (Path(extra[extra.index("--out") + 1]) if out_given else out).glob("*")
+                    if p.name != ".fsnn.lock"
+                )
+                if (Path(extra[extra.index("--out") + 1]) if out_given else out).is_dir()
+                else []
+            )
             err = io.StringIO()
             n_loads = len(loads)
             start = time.perf_counter()
@@ -848,13 +1056,19 @@ def malformed_campaign(env: Env) -> Row:
             lines = [ln for ln in text.splitlines() if ln.strip()]
             row.tried += 1
             target = Path(extra[extra.index("--out") + 1]) if out_given else out
-            after = sorted(p.name for p in target.glob("*") if p.name != ".fsnn.lock") if target.is_dir() else []
+            after = (
+                sorted(p.name for p in target.glob("*") if p.name != ".fsnn.lock")
+                if target.is_dir()
+                else []
+            )
             problems = []
             if rc == "traceback" or "Traceback" in text:
                 row.tracebacks += 1
                 row.crashes += 1
                 problems.append("traceback")
-            if rc == "model-load" or (len(loads) > n_loads and rc != 2 and not str(loads[-1]).startswith(str(w))):
+            if rc == "model-load" or (
+                len(loads) > n_loads and rc != 2 and not str(loads[-1]).startswith(str(w))
+            ):
                 problems.append("reached model load")
             if rc not in (2, "model-load", "traceback"):
                 problems.append(f"exit {rc}")
@@ -866,16 +1080,19 @@ def malformed_campaign(env: Env) -> Row:
             if problems:
                 row.lost += 1
                 shown = (lines[-1] if lines else "")[:110]
-                found_cli.append(f"`fsnn run {' '.join(extra)}`: {', '.join(problems)}"
-                                 + (f" (`{shown}`)" if shown else "") + f" [{seconds:.1f} s]")
+                found_cli.append(
+                    f"`fsnn run {' '.join(extra)}`: {', '.join(problems)}"
+                    + (f" (`{shown}`)" if shown else "")
+                    + f" [{seconds:.1f} s]"
+                )
     finally:
         fsnn.models.load.load_model = real_load
     # public API
     from fsnn.errors import FsnnError
-    from fsnn.judges import JudgeConfig
-    from fsnn.steering.layout import SegmentLayout, parse_strengths
     from fsnn.experiment.pipeline import RunConfig
     from fsnn.experiment.simpleqa import load_simpleqa, select_questions
+    from fsnn.judges import JudgeConfig
+    from fsnn.steering.layout import SegmentLayout, parse_strengths
     from fsnn.store.files import read_dataset
 
     qs = load_simpleqa(good)
@@ -891,8 +1108,15 @@ def malformed_campaign(env: Env) -> Row:
         ("parse_strengths too few values", lambda: parse_strengths("seg:0.1,0.2", 4)),
         ("SegmentLayout past the model", lambda: SegmentLayout.named("x=0-99", 4)),
         ("JudgeConfig bad spec", lambda: JudgeConfig.from_spec("http:nourl")),
-        ("JudgeConfig key as env name", lambda: JudgeConfig(backend="http", model="m", base_url="http://x",
-                                                            api_key_env=SECRETS["MISTRAL_API_KEY"])),
+        (
+            "JudgeConfig key as env name",
+            lambda: JudgeConfig(
+                backend="http",
+                model="m",
+                base_url="http://x",
+                api_key_env=SECRETS["MISTRAL_API_KEY"],
+            ),
+        ),
         ("select ids beyond", lambda: select_questions(qs, ids=(99999,))),
         ("select stratified 0", lambda: select_questions(qs, stratified=0)),
         ("read_dataset missing", lambda: read_dataset(w / "none.nc")),
@@ -915,12 +1139,16 @@ def malformed_campaign(env: Env) -> Row:
             MESSAGES.append(str(exc))
             row.crashes += 1
             row.tracebacks += 1
-            found_api.append(f"{label}: {type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''}")
+            found_api.append(
+                f"{label}: {type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''}"
+            )
             continue
         row.lost += 1
         found_api.append(f"{label}: accepted (no error)")
-    row.notes.append(f"{len(cli_cases)} CLI cases (`fsnn run` in process, model loading stubbed to detect "
-                     f"a late check), {len(api_cases)} public-API cases")
+    row.notes.append(
+        f"{len(cli_cases)} CLI cases (`fsnn run` in process, model loading stubbed to detect "
+        f"a late check), {len(api_cases)} public-API cases"
+    )
     row.notes += [f"found (CLI): {f}" for f in found_cli] + [f"found (API): {f}" for f in found_api]
     return row
 
@@ -932,15 +1160,33 @@ def secrets_campaign(env: Env, log_path: Path) -> Row:
     row = Row("secrets (files, logs, error texts)")
     # a run whose judge needs the key, plus a CLI run through the real process path
     folder = env.work / "secret-run"
-    code, payload = fork_call(lambda: bool(env.run(folder, cache=env.work / "secret.sqlite")),
-                              env.work / "stderr.log")
+    code, payload = fork_call(
+        lambda: bool(env.run(folder, cache=env.work / "secret.sqlite")), env.work / "stderr.log"
+    )
     if "result" not in payload:
         row.crashes += 1
         row.notes.append(str(payload)[-300:])
-    cli = subprocess.run([sys.executable, "-m", "fsnn", "run", "--simpleqa-csv", str(env.csv), "--model",
-                          str(env.work / "missing.gguf"), "--judge", "mistral", "--out", str(env.work / "cli-run")],
-                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                         timeout=300)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fsnn",
+            "run",
+            "--simpleqa-csv",
+            str(env.csv),
+            "--model",
+            str(env.work / "missing.gguf"),
+            "--judge",
+            "mistral",
+            "--out",
+            str(env.work / "cli-run"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     (env.work / "cli.stderr").write_text(cli.stdout + cli.stderr)
     if "Traceback" in cli.stderr:
         row.tracebacks += 1
@@ -954,9 +1200,11 @@ def secrets_campaign(env: Env, log_path: Path) -> Row:
         hits += ["an error message" for v in SECRETS.values() if v in text]
     row.tried = len(files) + len(MESSAGES)
     row.secrets = len(hits)
-    row.notes.append(f"{len(files)} files scanned (run folders, judge caches, logs, stderr of every child and of a "
-                     f"CLI process) and {len(MESSAGES)} error texts, for {len(SECRETS)} fake key values "
-                     "(judge, NDIF, Mistral); the fake judge server required the key, so it was sent")
+    row.notes.append(
+        f"{len(files)} files scanned (run folders, judge caches, logs, stderr of every child and of a "
+        f"CLI process) and {len(MESSAGES)} error texts, for {len(SECRETS)} fake key values "
+        "(judge, NDIF, Mistral); the fake judge server required the key, so it was sent"
+    )
     row.notes += [f"found: secret in {h}" for h in hits[:5]]
     return row
 
@@ -1008,19 +1256,26 @@ GUARANTEES = """\
 
 
 def render(rows: list[Row], *, quick: bool, wall: float, machine: str, seed: int) -> str:
-    head = ["# Reliability campaign (measured)", "",
-            f"`PYTHONPATH=. python benchmarks/reliability.py{' --quick' if quick else ''} --seed {seed}` — "
-            f"{'quick' if quick else 'full'} campaign, machine: {machine}, wall time {wall:.0f} s.", "",
-            "Counts per campaign: **tried** (faults, kills or cases delivered), **lost** (rows, trials or grades "
-            "missing or different from an uninterrupted run, unclear errors, a case not refused cleanly), "
-            "**duplicated** (rows or trials twice), **crashes** (an ending that is not a one-line `FsnnError`), "
-            "**tracebacks** (shown to a user), **secrets** (fake key values found); **seconds** (wall) and **CPU s** "
-            "(CPU time of the campaign's processes: what the row costs on an idle machine, whatever the load).", "",
-            "| campaign | tried | lost | duplicated | crashes | tracebacks | secrets | seconds | CPU s |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    head = [
+        "# Reliability campaign (measured)",
+        "",
+        f"`PYTHONPATH=. python benchmarks/reliability.py{' --quick' if quick else ''} --seed {seed}` — "
+        f"{'quick' if quick else 'full'} campaign, machine: {machine}, wall time {wall:.0f} s.",
+        "",
+        "Counts per campaign: **tried** (faults, kills or cases delivered), **lost** (rows, trials or grades "
+        "missing or different from an uninterrupted run, unclear errors, a case not refused cleanly), "
+        "**duplicated** (rows or trials twice), **crashes** (an ending that is not a one-line `FsnnError`), "
+        "**tracebacks** (shown to a user), **secrets** (fake key values found); **seconds** (wall) and **CPU s** "
+        "(CPU time of the campaign's processes: what the row costs on an idle machine, whatever the load).",
+        "",
+        "| campaign | tried | lost | duplicated | crashes | tracebacks | secrets | seconds | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        head.append(f"| {r.campaign} | {r.tried} | {r.lost} | {r.duplicated} | {r.crashes} | {r.tracebacks} | "
-                    f"{r.secrets} | {r.seconds:.0f} | {r.cpu:.0f} |")
+        head.append(
+            f"| {r.campaign} | {r.tried} | {r.lost} | {r.duplicated} | {r.crashes} | {r.tracebacks} | "
+            f"{r.secrets} | {r.seconds:.0f} | {r.cpu:.0f} |"
+        )
     head += ["", GUARANTEES]
     for r in rows:
         head.append(f"## {r.campaign}")
@@ -1037,15 +1292,24 @@ def _cpu() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="fsnn reliability campaign",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description="fsnn reliability campaign",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="the CI campaign (< 3 min on 2 cores)")
     parser.add_argument("--seed", type=int, default=0, help="kill moments and fault order")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "reliability.md"), help="markdown report")
-    parser.add_argument("--machine", default="2-core shared CPU", help="machine named in the report")
+    parser.add_argument(
+        "--out", default=str(ROOT / "docs" / "reliability.md"), help="markdown report"
+    )
+    parser.add_argument(
+        "--machine", default="2-core shared CPU", help="machine named in the report"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
-    parser.add_argument("--only", default=None, help="comma separated campaign names (crash,judge,ndif,storage,"
-                                                      "lock,malformed,secrets)")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="comma separated campaign names (crash,judge,ndif,storage,lock,malformed,secrets)",
+    )
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="fsnn-reliability-"))
@@ -1056,7 +1320,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("fsnn").setLevel(logging.DEBUG)
     start = time.perf_counter()
     env = Env(work, args.quick)
-    os.environ["FSNN_CACHE_DIR"] = str(work / "cache")  # judge caches of CLI runs land in the scanned folder
+    os.environ["FSNN_CACHE_DIR"] = str(
+        work / "cache"
+    )  # judge caches of CLI runs land in the scanned folder
     only = set(args.only.split(",")) if args.only else None
     rows: list[Row] = []
 
@@ -1072,13 +1338,19 @@ def main(argv: list[str] | None = None) -> int:
         for r in got:
             r.seconds = (time.perf_counter() - t) / len(got)
             r.cpu = (_cpu() - c) / len(got)
-            print(f"{r.campaign}: tried {r.tried} lost {r.lost} dup {r.duplicated} crashes {r.crashes} "
-                  f"tracebacks {r.tracebacks} secrets {r.secrets} ({r.seconds:.0f} s)", flush=True)
+            print(
+                f"{r.campaign}: tried {r.tried} lost {r.lost} dup {r.duplicated} crashes {r.crashes} "
+                f"tracebacks {r.tracebacks} secrets {r.secrets} ({r.seconds:.0f} s)",
+                flush=True,
+            )
         rows.extend(got)
 
     try:
         timed("crash", lambda: crash_campaign(env, len(HOOKS) if args.quick else 16, rng))
-        timed("judge", lambda: judge_campaign(env, 20 if args.quick else 60, 110 if args.quick else 300, rng))
+        timed(
+            "judge",
+            lambda: judge_campaign(env, 20 if args.quick else 60, 110 if args.quick else 300, rng),
+        )
         timed("ndif", lambda: ndif_campaign(env, 10 if args.quick else 30))
         timed("storage", lambda: storage_campaign(env, args.quick))
         timed("lock", lambda: lock_campaign(env))
@@ -1092,8 +1364,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"work folder kept: {work}")
     wall = time.perf_counter() - start
     cpu_total = _cpu()
-    machine = (f"{args.machine} ({os.cpu_count()} cores), 1-min load average {min(loads):.1f}-{max(loads):.1f} "
-               f"(mean {sum(loads) / len(loads):.1f} over {len(loads)} readings between campaigns)")
+    machine = (
+        f"{args.machine} ({os.cpu_count()} cores), 1-min load average {min(loads):.1f}-{max(loads):.1f} "
+        f"(mean {sum(loads) / len(loads):.1f} over {len(loads)} readings between campaigns)"
+    )
     machine += f"; CPU time {cpu_total:.0f} s (this process and its children, a 1-thread campaign)"
     report = render(rows, quick=args.quick, wall=wall, machine=machine, seed=args.seed)
     report = report.replace(str(work), "<work>")  # no machine paths in the report

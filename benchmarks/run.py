@@ -76,8 +76,19 @@ class Settings:
 
 
 QUICK = Settings(
-    repeats=3, a_tokens=16, a_batches=(1, 8), b_tokens=16, b_ks=(1, 4, 8), b_direct_k=4, b_faithful_ks=(4,),
-    c_lengths=(16, 32, 48), d_items=2, e_tokens=16, e_prompts=2, e_naive_prompts=1, e_faithful=False,
+    repeats=3,
+    a_tokens=16,
+    a_batches=(1, 8),
+    b_tokens=16,
+    b_ks=(1, 4, 8),
+    b_direct_k=4,
+    b_faithful_ks=(4,),
+    c_lengths=(16, 32, 48),
+    d_items=2,
+    e_tokens=16,
+    e_prompts=2,
+    e_naive_prompts=1,
+    e_faithful=False,
     f_tokens=16,
 )
 
@@ -121,7 +132,16 @@ def versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {}
-    for name in ("fsnn", "torch", "transformers", "nnsight", "optuna", "bitsandbytes", "accelerate", "numpy"):
+    for name in (
+        "fsnn",
+        "torch",
+        "transformers",
+        "nnsight",
+        "optuna",
+        "bitsandbytes",
+        "accelerate",
+        "numpy",
+    ):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -144,15 +164,27 @@ def simpleqa_rows(n: int) -> list[Any]:
     return rows
 
 
-def comparison(name: str, num: Timing | dict[str, float], den: Timing | dict[str, float], *,
-               kind: str, goal: str | None = None, ok: Callable[[float], bool] | None = None,
-               note: str = "") -> dict[str, Any]:
+def comparison(
+    name: str,
+    num: Timing | dict[str, float],
+    den: Timing | dict[str, float],
+    *,
+    kind: str,
+    goal: str | None = None,
+    ok: Callable[[float], bool] | None = None,
+    note: str = "",
+) -> dict[str, Any]:
     """num/den of wall and CPU medians. ``kind``: 'speedup' (num is the slow one) or
     'overhead' (num is the steered one, shown as a percentage)."""
     nw, nc = (num.wall, num.cpu) if isinstance(num, Timing) else (num["wall"], num["cpu"])
     dw, dc = (den.wall, den.cpu) if isinstance(den, Timing) else (den["wall"], den["cpu"])
     rw, rc = nw / dw, nc / dc
-    out: dict[str, Any] = {"name": name, "kind": kind, "ratio_wall": round(rw, 3), "ratio_cpu": round(rc, 3)}
+    out: dict[str, Any] = {
+        "name": name,
+        "kind": kind,
+        "ratio_wall": round(rw, 3),
+        "ratio_cpu": round(rc, 3),
+    }
     if goal:
         out["goal"] = goal
         out["met_wall"] = bool(ok(rw)) if ok else None
@@ -175,20 +207,33 @@ class Bench:
         log(f"loading {args.model} (fp32, nnsight) and an unwrapped copy for the plain paths")
         self.model = load_model(args.model)
         self.raw = load_raw_model(self.model.source)
-        n_rows = max(32, settings.e_prompts, settings.e_naive_prompts, max(settings.a_batches), settings.d_items)
+        n_rows = max(
+            32,
+            settings.e_prompts,
+            settings.e_naive_prompts,
+            max(settings.a_batches),
+            settings.d_items,
+        )
         self.rows = simpleqa_rows(n_rows)
         from fsnn.steering.prompts import PAPER_TEMPLATES
 
         self.prompts = [PAPER_TEMPLATES.steering_prompt(r.question) for r in self.rows]
-        self.items = [ReferenceItem(question=r.question, answer=r.answer,
-                                    explanation=f"{r.answer} is the answer to the question: {r.question}")
-                      for r in self.rows]
+        self.items = [
+            ReferenceItem(
+                question=r.question,
+                answer=r.answer,
+                explanation=f"{r.answer} is the answer to the question: {r.question}",
+            )
+            for r in self.rows
+        ]
         # real reference vectors of the first rows (answer + a one-sentence explanation)
         n_ref = max(settings.a_batches)
         self.h = torch.from_numpy(capture_references(self.model, self.items[:n_ref]).values)
         gen = torch.Generator().manual_seed(0)
         # per row one (alpha, gamma) pair shared by all layers ("full"), uniform [0.01, 1]
-        pair = 0.01 + 0.99 * torch.rand(max(settings.b_ks + settings.a_batches + (32,)), 2, generator=gen)
+        pair = 0.01 + 0.99 * torch.rand(
+            max(settings.b_ks + settings.a_batches + (32,)), 2, generator=gen
+        )
         L = self.model.n_layers
         self.alpha = pair[:, :1].expand(-1, L).contiguous()
         self.gamma = pair[:, 1:].expand(-1, L).contiguous()
@@ -215,16 +260,37 @@ class Bench:
     def plain(self, prompts: list[str], tokens: int, model: Any = None) -> Any:
         from fsnn.steering.generation import generate
 
-        return generate(model or self.model, prompts, max_new_tokens=tokens, batch_size=len(prompts),
-                        stop_at_eos=False)
+        return generate(
+            model or self.model,
+            prompts,
+            max_new_tokens=tokens,
+            batch_size=len(prompts),
+            stop_at_eos=False,
+        )
 
-    def steer(self, prompts: list[str], h: torch.Tensor, first: int, n: int, mode: str, tokens: int,
-              model: Any = None) -> Any:
+    def steer(
+        self,
+        prompts: list[str],
+        h: torch.Tensor,
+        first: int,
+        n: int,
+        mode: str,
+        tokens: int,
+        model: Any = None,
+    ) -> Any:
         """Steered rows ``first..first+n`` of the coefficient table."""
         from fsnn.steering.steer import steered_generate
 
-        return steered_generate(model or self.model, prompts, h, self.alpha[first:first + n],
-                                self.gamma[first:first + n], mode=mode, max_new_tokens=tokens, stop_at_eos=False)
+        return steered_generate(
+            model or self.model,
+            prompts,
+            h,
+            self.alpha[first : first + n],
+            self.gamma[first : first + n],
+            mode=mode,
+            max_new_tokens=tokens,
+            stop_at_eos=False,
+        )
 
 
 # --------------------------------------------------------------------------- sections
@@ -240,19 +306,26 @@ def section_a(b: Bench) -> dict[str, Any]:
         log(f"  (a) batch {batch}, {s.a_tokens} new tokens")
         p, h, n = b.prompts[:batch], b.h[:batch], batch
         variants = {
-            f"B={batch} plain generate (fsnn.steering.generation)": lambda p=p: b.plain(p, s.a_tokens),
-            f"B={batch} plain generate, unwrapped model": lambda p=p: raw_generate(b.raw, tok, p,
-                                                                                   max_new_tokens=s.a_tokens),
-            f"B={batch} steered cached, nnsight (fsnn.steering.steer)": lambda p=p, h=h, n=n: b.steer(p, h, 0, n, "cached",
-                                                                                            s.a_tokens),
+            f"B={batch} plain generate (fsnn.steering.generation)": lambda p=p: b.plain(
+                p, s.a_tokens
+            ),
+            f"B={batch} plain generate, unwrapped model": lambda p=p: raw_generate(
+                b.raw, tok, p, max_new_tokens=s.a_tokens
+            ),
+            f"B={batch} steered cached, nnsight (fsnn.steering.steer)": lambda p=p, h=h, n=n: (
+                b.steer(p, h, 0, n, "cached", s.a_tokens)
+            ),
             f"B={batch} steered cached, plain hooks": lambda p=p, h=h, n=n: hook_steered_generate(
-                b.raw, tok, p, h, b.alpha[:n], b.gamma[:n], max_new_tokens=s.a_tokens),
+                b.raw, tok, p, h, b.alpha[:n], b.gamma[:n], max_new_tokens=s.a_tokens
+            ),
         }
         if batch == 1:  # where the nnsight path's overhead goes
             variants[f"B={batch} nnsight generate, no layer touched"] = lambda p=p: nnsight_probe(
-                b.model, p, max_new_tokens=s.a_tokens, read_layers=False)
-            variants[f"B={batch} nnsight generate, every layer's output read"] = lambda p=p: nnsight_probe(
-                b.model, p, max_new_tokens=s.a_tokens, read_layers=True)
+                b.model, p, max_new_tokens=s.a_tokens, read_layers=False
+            )
+            variants[f"B={batch} nnsight generate, every layer's output read"] = lambda p=p: (
+                nnsight_probe(b.model, p, max_new_tokens=s.a_tokens, read_layers=True)
+            )
         t, res = interleaved(variants, s.repeats, log=log)
         for x in t.values():
             x.info.update(batch=batch, new_tokens=s.a_tokens)
@@ -260,26 +333,76 @@ def section_a(b: Bench) -> dict[str, Any]:
         plain, raw, nn, hook = (t[k] for k in list(variants)[:4])
         if batch == 1:
             bare, read = (t[k] for k in list(variants)[4:])
-            comps.append(comparison(f"B={batch} breakdown: generate under an nnsight trace (no layers / plain)",
-                                    bare, plain, kind="overhead"))
-            comps.append(comparison(f"B={batch} breakdown: stopping at {b.model.n_layers} layers (read / no layers)",
-                                    read, bare, kind="overhead"))
-            comps.append(comparison(f"B={batch} breakdown: the steering itself (steered / read)", nn, read,
-                                    kind="overhead"))
+            comps.append(
+                comparison(
+                    f"B={batch} breakdown: generate under an nnsight trace (no layers / plain)",
+                    bare,
+                    plain,
+                    kind="overhead",
+                )
+            )
+            comps.append(
+                comparison(
+                    f"B={batch} breakdown: stopping at {b.model.n_layers} layers (read / no layers)",
+                    read,
+                    bare,
+                    kind="overhead",
+                )
+            )
+            comps.append(
+                comparison(
+                    f"B={batch} breakdown: the steering itself (steered / read)",
+                    nn,
+                    read,
+                    kind="overhead",
+                )
+            )
         same = [o.ids for o in res[nn.name]] == res[hook.name].tolist()
         full = all(len(o.ids) == s.a_tokens for o in res[nn.name] + res[plain.name])
-        notes.append(f"B={batch}: nnsight and plain-hook steered tokens identical: {same}; "
-                     f"every row generated {s.a_tokens} tokens: {full}")
-        comps.append(comparison(f"B={batch} steering overhead, nnsight path (steered / plain)", nn, plain,
-                                kind="overhead", goal="<= 10%", ok=lambda r: r <= 1.10))
-        comps.append(comparison(f"B={batch} steering overhead, plain-hook path (steered / plain, unwrapped)",
-                                hook, raw, kind="overhead"))
-        comps.append(comparison(f"B={batch} nnsight's own cost (nnsight steered / hook steered)", nn, hook,
-                                kind="overhead"))
-        comps.append(comparison(f"B={batch} nnsight wrappers on a plain generate (fsnn / unwrapped)", plain, raw,
-                                kind="overhead"))
-    return {"title": "(a) Steering overhead: cached steering at every layer and step vs plain generate",
-            "rows": rows, "comparisons": comps, "notes": notes}
+        notes.append(
+            f"B={batch}: nnsight and plain-hook steered tokens identical: {same}; "
+            f"every row generated {s.a_tokens} tokens: {full}"
+        )
+        comps.append(
+            comparison(
+                f"B={batch} steering overhead, nnsight path (steered / plain)",
+                nn,
+                plain,
+                kind="overhead",
+                goal="<= 10%",
+                ok=lambda r: r <= 1.10,
+            )
+        )
+        comps.append(
+            comparison(
+                f"B={batch} steering overhead, plain-hook path (steered / plain, unwrapped)",
+                hook,
+                raw,
+                kind="overhead",
+            )
+        )
+        comps.append(
+            comparison(
+                f"B={batch} nnsight's own cost (nnsight steered / hook steered)",
+                nn,
+                hook,
+                kind="overhead",
+            )
+        )
+        comps.append(
+            comparison(
+                f"B={batch} nnsight wrappers on a plain generate (fsnn / unwrapped)",
+                plain,
+                raw,
+                kind="overhead",
+            )
+        )
+    return {
+        "title": "(a) Steering overhead: cached steering at every layer and step vs plain generate",
+        "rows": rows,
+        "comparisons": comps,
+        "notes": notes,
+    }
 
 
 def section_b(b: Bench) -> dict[str, Any]:
@@ -289,51 +412,82 @@ def section_b(b: Bench) -> dict[str, Any]:
         if not ks:
             continue
         log(f"  (b) {mode}: K = {ks}, {s.b_tokens} new tokens, one prompt")
-        batched = {k: Timing(name=f"{mode} K={k} batched (one call of K rows)", info={"K": k}) for k in ks}
+        batched = {
+            k: Timing(name=f"{mode} K={k} batched (one call of K rows)", info={"K": k}) for k in ks
+        }
         single = Timing(name=f"{mode} single-row call", info={"K": 1})
         direct_k = s.b_direct_k if mode == "cached" else None
-        direct = Timing(name=f"{mode} K={direct_k} sequential (K calls, timed directly)", info={"K": direct_k})
+        direct = Timing(
+            name=f"{mode} K={direct_k} sequential (K calls, timed directly)", info={"K": direct_k}
+        )
         for r in range(s.repeats):
             jobs: list[tuple[str, Any]] = [("batched", k) for k in ks]
             jobs += [("direct", direct_k)] if direct_k else [("single", 1)]
-            jobs = jobs[r % len(jobs):] + jobs[: r % len(jobs)]
+            jobs = jobs[r % len(jobs) :] + jobs[: r % len(jobs)]
             for what, k in jobs:
                 if what == "batched":
-                    sample, _ = time_call(lambda k=k, mode=mode: b.steer([prompt] * k, h0.expand(k, -1, -1), 0, k,
-                                                                         mode, s.b_tokens))
+                    sample, _ = time_call(
+                        lambda k=k, mode=mode: b.steer(
+                            [prompt] * k, h0.expand(k, -1, -1), 0, k, mode, s.b_tokens
+                        )
+                    )
                     batched[k].samples.append(sample)
                     if k == 1:
                         single.samples.append(sample)
                 elif what == "single":
-                    sample, _ = time_call(lambda mode=mode: b.steer([prompt], h0, 1, 1, mode, s.b_tokens))
+                    sample, _ = time_call(
+                        lambda mode=mode: b.steer([prompt], h0, 1, 1, mode, s.b_tokens)
+                    )
                     single.samples.append(sample)
                 else:  # K sequential single-row calls, each a single-call sample too
                     parts = []
                     for i in range(k):
-                        part, _ = time_call(lambda i=i, mode=mode: b.steer([prompt], h0, i, 1, mode, s.b_tokens))
+                        part, _ = time_call(
+                            lambda i=i, mode=mode: b.steer([prompt], h0, i, 1, mode, s.b_tokens)
+                        )
                         single.samples.append(part)
                         parts.append(part)
                     sample = Sample(wall=sum(p.wall for p in parts), cpu=sum(p.cpu for p in parts))
                     direct.samples.append(sample)
-                log(f"    {mode} {what} K={k} round {r + 1}: wall {sample.wall:7.2f}s  cpu {sample.cpu:7.2f}s")
+                log(
+                    f"    {mode} {what} K={k} round {r + 1}: wall {sample.wall:7.2f}s  cpu {sample.cpu:7.2f}s"
+                )
         for t in (*batched.values(), single, *([direct] if direct_k else [])):
             t.info["new_tokens"] = s.b_tokens
             rows.append(t.to_dict())
         if direct_k:
-            comps.append(comparison(f"{mode} K={direct_k}: sequential (timed) / batched", direct, batched[direct_k],
-                                    kind="speedup", goal=">= 5x" if direct_k == 8 else None,
-                                    ok=(lambda r: r >= 5) if direct_k == 8 else None))
+            comps.append(
+                comparison(
+                    f"{mode} K={direct_k}: sequential (timed) / batched",
+                    direct,
+                    batched[direct_k],
+                    kind="speedup",
+                    goal=">= 5x" if direct_k == 8 else None,
+                    ok=(lambda r: r >= 5) if direct_k == 8 else None,
+                )
+            )
         for k in ks:
             if k == 1:
                 continue
             est = {"wall": k * single.wall, "cpu": k * single.cpu}
             goal = k == 8 and mode == "cached" and direct_k != 8  # else the timed row carries it
-            comps.append(comparison(f"{mode} K={k}: sequential (K x median single call) / batched", est, batched[k],
-                                    kind="speedup", goal=">= 5x" if goal else None,
-                                    ok=(lambda r: r >= 5) if goal else None))
+            comps.append(
+                comparison(
+                    f"{mode} K={k}: sequential (K x median single call) / batched",
+                    est,
+                    batched[k],
+                    kind="speedup",
+                    goal=">= 5x" if goal else None,
+                    ok=(lambda r: r >= 5) if goal else None,
+                )
+            )
         notes.append(f"{mode}: single-call median over {len(single.samples)} calls")
-    return {"title": "(b) Batched trials: K trials of one prompt in one steered generate vs K sequential calls",
-            "rows": rows, "comparisons": comps, "notes": notes}
+    return {
+        "title": "(b) Batched trials: K trials of one prompt in one steered generate vs K sequential calls",
+        "rows": rows,
+        "comparisons": comps,
+        "notes": notes,
+    }
 
 
 def section_c(b: Bench) -> dict[str, Any]:
@@ -341,8 +495,10 @@ def section_c(b: Bench) -> dict[str, Any]:
     prompt, h0 = b.prompts[:1], b.h[:1]
     for n in s.c_lengths:
         log(f"  (c) {n} new tokens, batch 1")
-        variants = {f"{mode} {n} tokens": (lambda mode=mode, n=n: b.steer(prompt, h0, 0, 1, mode, n))
-                    for mode in ("cached", "faithful")}
+        variants = {
+            f"{mode} {n} tokens": (lambda mode=mode, n=n: b.steer(prompt, h0, 0, 1, mode, n))
+            for mode in ("cached", "faithful")
+        }
         t, res = interleaved(variants, s.repeats, log=log)
         cached, faithful = t[f"cached {n} tokens"], t[f"faithful {n} tokens"]
         for x in (cached, faithful):
@@ -351,11 +507,17 @@ def section_c(b: Bench) -> dict[str, Any]:
         a, f = res[cached.name][0].ids, res[faithful.name][0].ids
         first = next((i for i, (x, y) in enumerate(zip(a, f, strict=True)) if x != y), len(a))
         agree = sum(x == y for x, y in zip(a, f, strict=True)) / len(a)
-        notes.append(f"{n} tokens: cached and faithful agree on the first {first} tokens, "
-                     f"{agree:.0%} of positions equal")
+        notes.append(
+            f"{n} tokens: cached and faithful agree on the first {first} tokens, "
+            f"{agree:.0%} of positions equal"
+        )
         comps.append(comparison(f"{n} tokens: faithful / cached", faithful, cached, kind="speedup"))
-    return {"title": "(c) Faithful (no KV cache) vs cached steering, batch 1: the quadratic curve",
-            "rows": rows, "comparisons": comps, "notes": notes}
+    return {
+        "title": "(c) Faithful (no KV cache) vs cached steering, batch 1: the quadratic curve",
+        "rows": rows,
+        "comparisons": comps,
+        "notes": notes,
+    }
 
 
 def section_d(b: Bench) -> dict[str, Any]:
@@ -365,18 +527,23 @@ def section_d(b: Bench) -> dict[str, Any]:
     items = b.items[: s.d_items]
     log(f"  (d) capture of {len(items)} references")
     variants = {
-        f"one pass for all layers ({len(items)} prompts)": lambda: capture_references(b.model, items),
-        f"one pass per layer ({len(items)} prompts)": lambda: capture_references(b.model, items,
-                                                                                 per_layer_passes=True),
+        f"one pass for all layers ({len(items)} prompts)": lambda: capture_references(
+            b.model, items
+        ),
+        f"one pass per layer ({len(items)} prompts)": lambda: capture_references(
+            b.model, items, per_layer_passes=True
+        ),
     }
     t, res = interleaved(variants, s.repeats, log=log)
     one, per = (t[k] for k in variants)
     vals = list(res.values())
     same = bool(abs(vals[0].values - vals[1].values).max() <= 1e-5)
-    return {"title": "(d) Reference capture: one traced pass for all layers vs one pass per layer",
-            "rows": [one.to_dict(), per.to_dict()],
-            "comparisons": [comparison("per layer / one pass", per, one, kind="speedup")],
-            "notes": [f"same vectors (max abs diff <= 1e-5): {same}; {b.model.n_layers} layers"]}
+    return {
+        "title": "(d) Reference capture: one traced pass for all layers vs one pass per layer",
+        "rows": [one.to_dict(), per.to_dict()],
+        "comparisons": [comparison("per layer / one pass", per, one, kind="speedup")],
+        "notes": [f"same vectors (max abs diff <= 1e-5): {same}; {b.model.n_layers} layers"],
+    }
 
 
 def section_e(b: Bench) -> dict[str, Any]:
@@ -395,9 +562,15 @@ def section_e(b: Bench) -> dict[str, Any]:
     log(f"  (e) package plan, cached: {s.e_prompts} prompts, {s.e_tokens} new tokens, x{s.repeats}")
     variants = {
         f"package, cached, {s.e_prompts} prompts batched": lambda: package_plan(
-            b.model, b.rows[: s.e_prompts], mode="cached", max_new_tokens=s.e_tokens, batch_rows=batch_rows),
+            b.model,
+            b.rows[: s.e_prompts],
+            mode="cached",
+            max_new_tokens=s.e_tokens,
+            batch_rows=batch_rows,
+        ),
         f"package, cached, {len(naive_rows)} prompt(s) alone": lambda: package_plan(
-            b.model, naive_rows, mode="cached", max_new_tokens=s.e_tokens, batch_rows=batch_rows),
+            b.model, naive_rows, mode="cached", max_new_tokens=s.e_tokens, batch_rows=batch_rows
+        ),
     }
     t, res = interleaved(variants, s.repeats, log=log)
     many, alone = (t[k] for k in variants)
@@ -407,45 +580,98 @@ def section_e(b: Bench) -> dict[str, Any]:
     faithful_pp = None
     if s.e_faithful:
         log(f"  (e) package plan, faithful: {len(naive_rows)} prompt(s), one run")
-        sample, info = time_call(lambda: package_plan(b.model, naive_rows, mode="faithful",
-                                                      max_new_tokens=s.e_tokens, batch_rows=batch_rows))
-        faithful = Timing(name=f"package, faithful, {len(naive_rows)} prompt(s)", samples=[sample], info=info)
+        sample, info = time_call(
+            lambda: package_plan(
+                b.model,
+                naive_rows,
+                mode="faithful",
+                max_new_tokens=s.e_tokens,
+                batch_rows=batch_rows,
+            )
+        )
+        faithful = Timing(
+            name=f"package, faithful, {len(naive_rows)} prompt(s)", samples=[sample], info=info
+        )
         log(f"    {faithful.name}: wall {sample.wall:.1f}s cpu {sample.cpu:.1f}s")
         faithful_pp = per_prompt(faithful, len(naive_rows))
     naive = Timing(name="naive plan (release's execution plan)", info={"prompts": len(naive_rows)})
     for row in naive_rows:
         log(f"  (e) naive plan, {row.key}: ~250 s at 100 tokens")
-        sample, info = time_call(lambda row=row: naive_plan(b.model, row, max_new_tokens=s.e_tokens))
+        sample, info = time_call(
+            lambda row=row: naive_plan(b.model, row, max_new_tokens=s.e_tokens)
+        )
         naive.samples.append(sample)
         naive.info.setdefault("runs", []).append(info)
-        naive.info["generated_tokens"] = naive.info.get("generated_tokens", 0) + info["generated_tokens"]
+        naive.info["generated_tokens"] = (
+            naive.info.get("generated_tokens", 0) + info["generated_tokens"]
+        )
         log(f"    naive {row.key}: wall {sample.wall:.1f}s cpu {sample.cpu:.1f}s")
-    for x in (many, many_pp, alone, alone_pp, *([faithful, faithful_pp] if faithful_pp else []), naive):
+    for x in (
+        many,
+        many_pp,
+        alone,
+        alone_pp,
+        *([faithful, faithful_pp] if faithful_pp else []),
+        naive,
+    ):
         x.info["new_tokens"] = s.e_tokens
         rows.append(x.to_dict())
     paper = s.e_tokens == 100  # the goal is stated for the paper's 100 new tokens
-    comps.append(comparison(f"naive / package cached ({s.e_prompts} prompts batched), per prompt", naive, many_pp,
-                            kind="speedup", goal=">= 20x" if paper else None, ok=(lambda r: r >= 20) if paper else None))
-    comps.append(comparison(f"naive / package cached ({len(naive_rows)} prompt(s) alone), per prompt", naive,
-                            alone_pp, kind="speedup"))
+    comps.append(
+        comparison(
+            f"naive / package cached ({s.e_prompts} prompts batched), per prompt",
+            naive,
+            many_pp,
+            kind="speedup",
+            goal=">= 20x" if paper else None,
+            ok=(lambda r: r >= 20) if paper else None,
+        )
+    )
+    comps.append(
+        comparison(
+            f"naive / package cached ({len(naive_rows)} prompt(s) alone), per prompt",
+            naive,
+            alone_pp,
+            kind="speedup",
+        )
+    )
     if faithful_pp:
-        comps.append(comparison("naive / package faithful (same prompt(s)), per prompt", naive, faithful_pp,
-                                kind="speedup", note="faithful is compute-bound on CPU: batching gains little"))
+        comps.append(
+            comparison(
+                "naive / package faithful (same prompt(s)), per prompt",
+                naive,
+                faithful_pp,
+                kind="speedup",
+                note="faithful is compute-bound on CPU: batching gains little",
+            )
+        )
     for x in (many, alone, *([faithful] if faithful_pp else [])):
         if "stages_cpu_s" in x.info:
-            notes.append(f"CPU seconds by stage, {x.name} (last run): " + _stages(x.info["stages_cpu_s"]))
+            notes.append(
+                f"CPU seconds by stage, {x.name} (last run): " + _stages(x.info["stages_cpu_s"])
+            )
     for run in naive.info.get("runs", []):
         if "stages_cpu_s" in run:
             notes.append("CPU seconds by stage, naive plan: " + _stages(run["stages_cpu_s"]))
-    notes.append("naive plan: serial trials, faithful (no KV cache), one capture pass per layer, the perplexity "
-                 "model loaded again for every trial; one run per prompt (it is the slow one)")
-    notes.append(f"package plan: prompts batched by 8 in generate and capture, trials of all prompts asked together "
-                 f"(rows per steered generate <= {batch_rows}), one perplexity scorer with its cache")
-    notes.append("both plans use SmolLM2 itself as the perplexity scorer and stop rows at EOS, as the search does "
-                 "(generated_tokens in results.json)")
-    return {"title": f"(e) End to end per prompt: paper protocol (baseline, enrichment, capture, 5 trials x "
-                     f"full + segmented, perplexity), {s.e_tokens} new tokens",
-            "rows": rows, "comparisons": comps, "notes": notes}
+    notes.append(
+        "naive plan: serial trials, faithful (no KV cache), one capture pass per layer, the perplexity "
+        "model loaded again for every trial; one run per prompt (it is the slow one)"
+    )
+    notes.append(
+        f"package plan: prompts batched by 8 in generate and capture, trials of all prompts asked together "
+        f"(rows per steered generate <= {batch_rows}), one perplexity scorer with its cache"
+    )
+    notes.append(
+        "both plans use SmolLM2 itself as the perplexity scorer and stop rows at EOS, as the search does "
+        "(generated_tokens in results.json)"
+    )
+    return {
+        "title": f"(e) End to end per prompt: paper protocol (baseline, enrichment, capture, 5 trials x "
+        f"full + segmented, perplexity), {s.e_tokens} new tokens",
+        "rows": rows,
+        "comparisons": comps,
+        "notes": notes,
+    }
 
 
 def _stages(stages: dict[str, float]) -> str:
@@ -467,28 +693,48 @@ def section_f(b: Bench) -> dict[str, Any]:
     variants = {}
     for name, m in models.items():
         variants[f"{name} plain"] = lambda m=m: b.plain(prompt, s.f_tokens, model=m)
-        variants[f"{name} steered cached"] = lambda m=m: b.steer(prompt, h0, 0, 1, "cached", s.f_tokens, model=m)
+        variants[f"{name} steered cached"] = lambda m=m: b.steer(
+            prompt, h0, 0, 1, "cached", s.f_tokens, model=m
+        )
     log(f"  (f) batch 1, {s.f_tokens} new tokens")
     with b.no_eos(*models.values()):
         t, res = interleaved(variants, s.repeats, log=log)
     for name, x in t.items():
-        x.info.update(new_tokens=s.f_tokens, batch=1, dtype=models[name.split()[0]].dtype,
-                      quantization=models[name.split()[0]].quantization)
+        x.info.update(
+            new_tokens=s.f_tokens,
+            batch=1,
+            dtype=models[name.split()[0]].dtype,
+            quantization=models[name.split()[0]].quantization,
+        )
         rows.append(x.to_dict())
     for name in models:
         if name == "fp32":
             continue
         for what in ("plain", "steered cached"):
-            comps.append(comparison(f"{name} / fp32, {what}", t[f"{name} {what}"], t[f"fp32 {what}"], kind="speedup"))
-        comps.append(comparison(f"{name}: steering overhead (steered / plain)", t[f"{name} steered cached"],
-                                t[f"{name} plain"], kind="overhead"))
+            comps.append(
+                comparison(
+                    f"{name} / fp32, {what}", t[f"{name} {what}"], t[f"fp32 {what}"], kind="speedup"
+                )
+            )
+        comps.append(
+            comparison(
+                f"{name}: steering overhead (steered / plain)",
+                t[f"{name} steered cached"],
+                t[f"{name} plain"],
+                kind="overhead",
+            )
+        )
     ref = res["fp32 plain"][0].ids
     for name in models:
         ids = res[f"{name} plain"][0].ids
         same = sum(x == y for x, y in zip(ids, ref, strict=False)) / max(1, len(ref))
         notes.append(f"{name} plain greedy tokens equal to fp32's at {same:.0%} of positions")
-    return {"title": "(f) Precision on CPU: 8-bit (bitsandbytes LLM.int8) vs fp32 vs bf16, batch 1",
-            "rows": rows, "comparisons": comps, "notes": notes}
+    return {
+        "title": "(f) Precision on CPU: 8-bit (bitsandbytes LLM.int8) vs fp32 vs bf16, batch 1",
+        "rows": rows,
+        "comparisons": comps,
+        "notes": notes,
+    }
 
 
 # --------------------------------------------------------------------------- report
@@ -552,31 +798,68 @@ GOALS = """\
 def render_markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     intro = INTRO.format(
-        quick=" --quick" if results["mode"] == "quick" else "", nproc=m["nproc"], threads=m["torch_threads"],
-        load_start=m["load_average_start"], load_end=m.get("load_average_end"), date=results["date"],
-        mode=results["mode"], model=results["model"], cpu_model=m["cpu_model"], mem=m["mem_gib"],
-        platform=m["platform"], versions=", ".join(f"{k} {v}" for k, v in results["versions"].items()),
+        quick=" --quick" if results["mode"] == "quick" else "",
+        nproc=m["nproc"],
+        threads=m["torch_threads"],
+        load_start=m["load_average_start"],
+        load_end=m.get("load_average_end"),
+        date=results["date"],
+        mode=results["mode"],
+        model=results["model"],
+        cpu_model=m["cpu_model"],
+        mem=m["mem_gib"],
+        platform=m["platform"],
+        versions=", ".join(f"{k} {v}" for k, v in results["versions"].items()),
         total=results["total_wall_s"],
-        merged=(f" (sum of the sections; measured in {results['merged_runs']} runs of the suite, dates below)"
-                if results.get("merged_runs") else ""),
+        merged=(
+            f" (sum of the sections; measured in {results['merged_runs']} runs of the suite, dates below)"
+            if results.get("merged_runs")
+            else ""
+        ),
     )
     parts = [intro]
-    goal_rows = [c for sec in results["sections"].values() for c in sec["comparisons"] if "goal" in c]
+    goal_rows = [
+        c for sec in results["sections"].values() for c in sec["comparisons"] if "goal" in c
+    ]
     if goal_rows:
-        parts.append(GOALS.format(rows="\n".join(
-            f"| {c['name']} ({c['goal']}) | {_fmt_ratio(c)[0]} | {_fmt_ratio(c)[1]} | {_met(c)} |" for c in goal_rows)))
+        parts.append(
+            GOALS.format(
+                rows="\n".join(
+                    f"| {c['name']} ({c['goal']}) | {_fmt_ratio(c)[0]} | {_fmt_ratio(c)[1]} | {_met(c)} |"
+                    for c in goal_rows
+                )
+            )
+        )
     for key, sec in results["sections"].items():
         parts.append(f"## {sec['title']}\n")
         if "date" in sec:
-            parts.append(f"_measured {sec['date']}, {sec['section_wall_s']:.0f} s wall, "
-                         f"load average before {sec['load_average']}_\n")
+            parts.append(
+                f"_measured {sec['date']}, {sec['section_wall_s']:.0f} s wall, "
+                f"load average before {sec['load_average']}_\n"
+            )
         parts.append(SECTION_TEXT.get(key, "") + "\n")
-        parts.append("| variant | wall s (median) | CPU s (median) | n | details |\n|---|---|---|---|---|")
+        parts.append(
+            "| variant | wall s (median) | CPU s (median) | n | details |\n|---|---|---|---|---|"
+        )
         for r in sec["rows"]:
-            info = ", ".join(f"{k}={v}" for k, v in r.get("info", {}).items()
-                             if k in ("batch", "new_tokens", "K", "per_prompt_of", "dtype", "quantization",
-                                      "generated_tokens", "prompts"))
-            parts.append(f"| {r['name']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['n']} | {info} |")
+            info = ", ".join(
+                f"{k}={v}"
+                for k, v in r.get("info", {}).items()
+                if k
+                in (
+                    "batch",
+                    "new_tokens",
+                    "K",
+                    "per_prompt_of",
+                    "dtype",
+                    "quantization",
+                    "generated_tokens",
+                    "prompts",
+                )
+            )
+            parts.append(
+                f"| {r['name']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['n']} | {info} |"
+            )
         parts.append("\n| comparison | ratio (wall) | ratio (CPU) | goal |\n|---|---|---|---|")
         for c in sec["comparisons"]:
             w, cp = _fmt_ratio(c)
@@ -653,43 +936,71 @@ EOS while it times fixed-length rows (`Bench.no_eos`); the fix belongs in
 
 
 SECTION_TEXT = {
-    "a": ("Steered `cached` generate (fsnn.steering.steer: nnsight, every layer, every step) against the plain greedy "
-          "generate of the same rows and tokens (`stop_at_eos=False`). The *plain-hook* path "
-          "(`benchmarks/hook_steer.py`) applies the same math with PyTorch forward hooks on a transformers model "
-          "nnsight never wrapped; its ratio to the nnsight path is nnsight's own cost. Overheads are "
-          "steered/plain - 1."),
-    "b": ("K search trials of one prompt as the K rows of one steered generate (what `run_search` does) against "
-          "K single-row calls. The K=8 sequential figure is timed directly each round; the other sequential "
-          "figures are K x the median single-row call (the calls are identical in shape)."),
-    "c": ("Faithful mode re-runs the whole sequence at every step (no KV cache, as the release ran); cached "
-          "mode steps one token. Batch 1, the same prompt and coefficients. The notes say how far the two "
-          "methods' greedy tokens agree (they are different methods: docs/method.md §9)."),
+    "a": (
+        "Steered `cached` generate (fsnn.steering.steer: nnsight, every layer, every step) against the plain greedy "
+        "generate of the same rows and tokens (`stop_at_eos=False`). The *plain-hook* path "
+        "(`benchmarks/hook_steer.py`) applies the same math with PyTorch forward hooks on a transformers model "
+        "nnsight never wrapped; its ratio to the nnsight path is nnsight's own cost. Overheads are "
+        "steered/plain - 1."
+    ),
+    "b": (
+        "K search trials of one prompt as the K rows of one steered generate (what `run_search` does) against "
+        "K single-row calls. The K=8 sequential figure is timed directly each round; the other sequential "
+        "figures are K x the median single-row call (the calls are identical in shape)."
+    ),
+    "c": (
+        "Faithful mode re-runs the whole sequence at every step (no KV cache, as the release ran); cached "
+        "mode steps one token. Batch 1, the same prompt and coefficients. The notes say how far the two "
+        "methods' greedy tokens agree (they are different methods: docs/method.md §9)."
+    ),
     "d": "`capture_references` with one traced pass for all layers vs `per_layer_passes=True` (the release's plan).",
-    "e": ("The paper protocol per prompt without the judges. *package*: this package's primitives as a run "
-          "composes them (batched generate and capture, `run_search` with all trials of all prompts asked "
-          "together, one perplexity scorer with a cache). *naive*: the release's execution plan "
-          "(`benchmarks/protocol.py`: one prompt at a time, serial trials, faithful steering without KV cache, "
-          "one capture pass per layer, the perplexity model reloaded for every call). Per-prompt figures divide "
-          "a run's time by its prompts."),
-    "f": ("The same model loaded fp32, bf16 and 8-bit (bitsandbytes LLM.int8, fp16 activations), plain and "
-          "steered cached generate. On CPU 8-bit saves memory, not time."),
+    "e": (
+        "The paper protocol per prompt without the judges. *package*: this package's primitives as a run "
+        "composes them (batched generate and capture, `run_search` with all trials of all prompts asked "
+        "together, one perplexity scorer with a cache). *naive*: the release's execution plan "
+        "(`benchmarks/protocol.py`: one prompt at a time, serial trials, faithful steering without KV cache, "
+        "one capture pass per layer, the perplexity model reloaded for every call). Per-prompt figures divide "
+        "a run's time by its prompts."
+    ),
+    "f": (
+        "The same model loaded fp32, bf16 and 8-bit (bitsandbytes LLM.int8, fp16 activations), plain and "
+        "steered cached generate. On CPU 8-bit saves memory, not time."
+    ),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown report")
-    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="results JSON")
-    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma separated subset of a,b,c,d,e,f")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default 3)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: see docs)")
-    parser.add_argument("--naive-prompts", type=int, default=None, help="prompts through the naive plan")
+    parser.add_argument(
+        "--out", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown report"
+    )
+    parser.add_argument(
+        "--json", default=str(ROOT / "benchmarks" / "results.json"), help="results JSON"
+    )
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help="comma separated subset of a,b,c,d,e,f"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed repeats per figure (default 3)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default 1: see docs)"
+    )
+    parser.add_argument(
+        "--naive-prompts", type=int, default=None, help="prompts through the naive plan"
+    )
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--merge", action="store_true",
-                        help="update the sections measured now in the existing results JSON, keep the others")
-    parser.add_argument("--render-only", action="store_true",
-                        help="rewrite the markdown from the existing results JSON, measure nothing")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="update the sections measured now in the existing results JSON, keep the others",
+    )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite the markdown from the existing results JSON, measure nothing",
+    )
     args = parser.parse_args(argv)
     if args.render_only:
         atomic_write_text(args.out, render_markdown(json.loads(Path(args.json).read_text())))
@@ -717,16 +1028,27 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "machine": machine_info(torch.get_num_threads()),
         "versions": versions(),
-        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.__dict__.items()},
+        "settings": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in settings.__dict__.items()
+        },
         "sections": {},
     }
     old = None
     if args.merge and Path(args.json).exists():
         old = json.loads(Path(args.json).read_text())
         if old.get("mode") != results["mode"] or old.get("model") != results["model"]:
-            parser.error("--merge: the existing results were measured in another mode or with another model")
+            parser.error(
+                "--merge: the existing results were measured in another mode or with another model"
+            )
     bench = Bench(args, settings)
-    funcs = {"a": section_a, "b": section_b, "c": section_c, "d": section_d, "e": section_e, "f": section_f}
+    funcs = {
+        "a": section_a,
+        "b": section_b,
+        "c": section_c,
+        "d": section_d,
+        "e": section_e,
+        "f": section_f,
+    }
     for key in sections:
         log(f"section ({key})")
         load = [round(x, 2) for x in os.getloadavg()]
@@ -734,8 +1056,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         with bench.no_eos() if key in ("a", "b", "c") else contextlib.nullcontext():
             results["sections"][key] = funcs[key](bench)
-        results["sections"][key].update(section_wall_s=round(time.perf_counter() - t0, 1), date=date,
-                                        load_average=load)
+        results["sections"][key].update(
+            section_wall_s=round(time.perf_counter() - t0, 1), date=date, load_average=load
+        )
         _print_section(results["sections"][key])
         results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         results["total_wall_s"] = round(time.perf_counter() - start, 1)
@@ -751,7 +1074,9 @@ def _save(results: dict[str, Any], old: dict[str, Any] | None, args: argparse.Na
     if old is not None:
         merged = {**old["sections"], **results["sections"]}
         out["sections"] = {k: merged[k] for k in SECTIONS if k in merged}
-        out["total_wall_s"] = round(sum(sec.get("section_wall_s", 0.0) for sec in merged.values()), 1)
+        out["total_wall_s"] = round(
+            sum(sec.get("section_wall_s", 0.0) for sec in merged.values()), 1
+        )
         out["merged_runs"] = old.get("merged_runs", 1) + 1
     # atomic: an interrupted save never leaves half a results file (folders made as needed)
     atomic_write_text(args.json, json.dumps(out, indent=1) + "\n")

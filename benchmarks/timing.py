@@ -79,9 +79,11 @@ def interleaved(
     timings = {n: Timing(name=n) for n in names}
     results: dict[str, Any] = {}
     for r in range(repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             sample, results[name] = time_call(variants[name])
             timings[name].samples.append(sample)
-            log(f"    {name:<48} round {r + 1}/{repeats}: wall {sample.wall:7.2f}s  cpu {sample.cpu:7.2f}s")
+            log(
+                f"    {name:<48} round {r + 1}/{repeats}: wall {sample.wall:7.2f}s  cpu {sample.cpu:7.2f}s"
+            )
     return timings, results

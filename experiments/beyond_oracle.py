@@ -65,19 +65,40 @@ from tqdm import tqdm
 import fsnn
 from fsnn import beyond
 from fsnn.judges.degeneration import readable
-from fsnn.search.objective import ObjectiveConfig
 from fsnn.judges.scoring import TOKEN_OVERLAP_THRESHOLD, proxy_grade
 from fsnn.search.config import SAMPLERS
+from fsnn.search.objective import ObjectiveConfig
 from fsnn.search.run import open_storage
 from fsnn.store.files import atomic_write_text, provenance, write_dataset
 
 BASELINE = "Question: {q}\nAnswer:"
 STEERING = "Question: {q}\nAnswer and explanation:"
 ENRICH = "Question: {q}\nAnswer: {a}\nExplanation:"
-METHODS = ("greedy", "greedy_steer_prompt", "step_by_step", "few_shot", "dola", "self_consistency",
-           "self_consistency_searched", "learned", "learned_searched", "retrieval", "oracle_fixed", "oracle")
-LABEL_FREE = ("greedy_steer_prompt", "step_by_step", "few_shot", "dola", "self_consistency",
-              "self_consistency_searched", "learned", "learned_searched", "retrieval")
+METHODS = (
+    "greedy",
+    "greedy_steer_prompt",
+    "step_by_step",
+    "few_shot",
+    "dola",
+    "self_consistency",
+    "self_consistency_searched",
+    "learned",
+    "learned_searched",
+    "retrieval",
+    "oracle_fixed",
+    "oracle",
+)
+LABEL_FREE = (
+    "greedy_steer_prompt",
+    "step_by_step",
+    "few_shot",
+    "dola",
+    "self_consistency",
+    "self_consistency_searched",
+    "learned",
+    "learned_searched",
+    "retrieval",
+)
 SEARCHED = ("learned", "self_consistency")  # label-free references whose strength is also searched
 # parametrizations with one (alpha, gamma) per segment, so a fixed strength is a product
 # k per segment; norm_relative's gamma depends on each prompt's norms (not fixable)
@@ -107,7 +128,10 @@ def scores(answer: str, completion: str) -> tuple[float, float, bool]:
 def correct(answer: str, completion: str) -> bool:
     """Reaches the answer: containment or TO >= TOKEN_OVERLAP_THRESHOLD (failure screen)."""
     text = cut(completion)
-    return proxy_grade(answer, text) == "CORRECT" or fsnn.token_overlap(answer, text) >= TOKEN_OVERLAP_THRESHOLD
+    return (
+        proxy_grade(answer, text) == "CORRECT"
+        or fsnn.token_overlap(answer, text) >= TOKEN_OVERLAP_THRESHOLD
+    )
 
 
 class Stages:
@@ -146,8 +170,17 @@ def explanations(model: Any, pairs: Sequence[tuple[str, str]], tokens: int) -> l
 
 
 def label_free_inputs(
-    model: Any, train: Sequence[Any], test: Sequence[Any], *, train_refs: np.ndarray, train_best: tuple,
-    n_samples: int, temperature: float, tokens: int, seed: int, seen: beyond.Seen,
+    model: Any,
+    train: Sequence[Any],
+    test: Sequence[Any],
+    *,
+    train_refs: np.ndarray,
+    train_best: tuple,
+    n_samples: int,
+    temperature: float,
+    tokens: int,
+    seed: int,
+    seen: beyond.Seen,
     samples: list[list[str]] | None = None,
 ) -> dict[str, Any]:
     """Everything the label-free rows need, from train answers and test QUESTIONS only.
@@ -176,24 +209,51 @@ def label_free_inputs(
     seen.record("predictor", ids=[q.id for q in train])
     lam, cv = beyond.choose_lambda(x_train.reshape(n, -1), shift.reshape(n, -1), LAMBDAS, seed=seed)
     ridge = beyond.fit_ridge(x_train.reshape(n, -1), shift.reshape(n, -1), lam)
-    learned = x_test + ridge.predict(x_test.reshape(len(test), -1)).reshape(len(test), layers, hidden)
+    learned = x_test + ridge.predict(x_test.reshape(len(test), -1)).reshape(
+        len(test), layers, hidden
+    )
     # retrieval key: the question activation, all layers
     near = beyond.nearest(x_train.reshape(n, -1), x_test.reshape(len(test), -1))
     retrieval = x_test + shift[near]
     if samples is None:
-        samples = beyond.sample_answers(model, [BASELINE.format(q=q.question) for q in test], n_samples=n_samples,
-                                        temperature=temperature, max_new_tokens=tokens, seed=seed)
-    majority = [beyond.majority_answer([beyond.answer_line(cut(s)) for s in row]) or "unknown" for row in samples]
-    exps = explanations(model, [(q.question, a) for q, a in zip(test, majority, strict=True)], tokens)
-    items = [fsnn.ReferenceItem(question=q.question, answer=a, explanation=e)
-             for q, a, e in zip(test, majority, exps, strict=True)]
-    seen.record("reference", [f"{i.answer}\n{i.explanation}" for i in items], ids=[q.id for q in test])
+        samples = beyond.sample_answers(
+            model,
+            [BASELINE.format(q=q.question) for q in test],
+            n_samples=n_samples,
+            temperature=temperature,
+            max_new_tokens=tokens,
+            seed=seed,
+        )
+    majority = [
+        beyond.majority_answer([beyond.answer_line(cut(s)) for s in row]) or "unknown"
+        for row in samples
+    ]
+    exps = explanations(
+        model, [(q.question, a) for q, a in zip(test, majority, strict=True)], tokens
+    )
+    items = [
+        fsnn.ReferenceItem(question=q.question, answer=a, explanation=e)
+        for q, a, e in zip(test, majority, exps, strict=True)
+    ]
+    seen.record(
+        "reference", [f"{i.answer}\n{i.explanation}" for i in items], ids=[q.id for q in test]
+    )
     sc_refs = np.asarray(fsnn.capture_references(model, items).values, dtype=np.float32)
     few = [(q.question, q.answer) for q in train[:3]]
     seen.record("few_shot", [f"{q} {a}" for q, a in few], ids=[q.id for q in train[:3]])
-    return {"alpha": alpha, "gamma": gamma, "lambda": lam, "cv": cv, "self_consistency": sc_refs,
-            "learned": learned.astype(np.float32), "retrieval": retrieval.astype(np.float32),
-            "neighbour": near.tolist(), "majority": majority, "samples": samples, "few_shot": few}
+    return {
+        "alpha": alpha,
+        "gamma": gamma,
+        "lambda": lam,
+        "cv": cv,
+        "self_consistency": sc_refs,
+        "learned": learned.astype(np.float32),
+        "retrieval": retrieval.astype(np.float32),
+        "neighbour": near.tolist(),
+        "majority": majority,
+        "samples": samples,
+        "few_shot": few,
+    }
 
 
 # --------------------------------------------------------------------------- strength searches
@@ -204,8 +264,14 @@ def oracle_search_config(args: argparse.Namespace) -> fsnn.SearchConfig:
     question so a model-based sampler sees earlier results (like the strength study's
     candidate cells), scored on the completion, readability guard on."""
     return fsnn.SearchConfig(
-        n_trials=args.trials, batch_trials=1, n_startup_trials=2, parametrization=args.parametrization,
-        sampler=args.sampler, start_trials=args.start_trials, score_on=args.score_on, unreadable_penalty=1.0,
+        n_trials=args.trials,
+        batch_trials=1,
+        n_startup_trials=2,
+        parametrization=args.parametrization,
+        sampler=args.sampler,
+        start_trials=args.start_trials,
+        score_on=args.score_on,
+        unreadable_penalty=1.0,
         seed=args.seed,
     )
 
@@ -216,8 +282,18 @@ def label_free_search_config(oracle: fsnn.SearchConfig) -> fsnn.SearchConfig:
 
 
 def label_free_search(
-    model: Any, test: Sequence[Any], refs: np.ndarray, layout: Any, config: fsnn.SearchConfig, *, name: str,
-    seen: beyond.Seen, storage: Any = None, mode: str = "cached", tokens: int = 24, progress: bool = True,
+    model: Any,
+    test: Sequence[Any],
+    refs: np.ndarray,
+    layout: Any,
+    config: fsnn.SearchConfig,
+    *,
+    name: str,
+    seen: beyond.Seen,
+    storage: Any = None,
+    mode: str = "cached",
+    tokens: int = 24,
+    progress: bool = True,
 ) -> xr.Dataset:
     """Search each test question's strength for a label-free reference, without its answer.
 
@@ -235,12 +311,29 @@ def label_free_search(
         The trials dataset of :func:`fsnn.run_search`.
     """
     if config.objective.w_to != 0:
-        raise fsnn.FsnnError(f"label-free search {name!r} must not weigh token overlap, got w_to={config.objective.w_to}")
-    items = [fsnn.SearchItem(key=str(q.id), prompt=STEERING.format(q=q.question), answer="", h=torch.as_tensor(r))
-             for q, r in zip(test, refs, strict=True)]
-    seen.record(f"search_{name}", [f"{it.prompt}\n{it.answer}" for it in items], ids=[q.id for q in test])
-    return fsnn.run_search(model, items, layout, config, storage=storage, mode=mode, max_new_tokens=tokens,
-                           study_prefix=f"{name}-searched-", progress=progress)
+        raise fsnn.FsnnError(
+            f"label-free search {name!r} must not weigh token overlap, got w_to={config.objective.w_to}"
+        )
+    items = [
+        fsnn.SearchItem(
+            key=str(q.id), prompt=STEERING.format(q=q.question), answer="", h=torch.as_tensor(r)
+        )
+        for q, r in zip(test, refs, strict=True)
+    ]
+    seen.record(
+        f"search_{name}", [f"{it.prompt}\n{it.answer}" for it in items], ids=[q.id for q in test]
+    )
+    return fsnn.run_search(
+        model,
+        items,
+        layout,
+        config,
+        storage=storage,
+        mode=mode,
+        max_new_tokens=tokens,
+        study_prefix=f"{name}-searched-",
+        progress=progress,
+    )
 
 
 def best_of(ds: xr.Dataset, var: str) -> np.ndarray:
@@ -248,8 +341,12 @@ def best_of(ds: xr.Dataset, var: str) -> np.ndarray:
     b = ds["best_trial"].values
     vals = ds[var].values
     fill = "" if vals.dtype == object else np.nan
-    return np.stack([vals[i, b[i]] if b[i] >= 0 else np.full(vals.shape[2:], fill, dtype=vals.dtype)
-                     for i in range(len(b))])
+    return np.stack(
+        [
+            vals[i, b[i]] if b[i] >= 0 else np.full(vals.shape[2:], fill, dtype=vals.dtype)
+            for i in range(len(b))
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- statistics
@@ -267,7 +364,9 @@ def interval(values: np.ndarray, idx: np.ndarray) -> tuple[float, float, float]:
     return float(values.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
-def gain_share(method: np.ndarray, greedy: np.ndarray, oracle: np.ndarray, idx: np.ndarray) -> tuple[float, ...]:
+def gain_share(
+    method: np.ndarray, greedy: np.ndarray, oracle: np.ndarray, idx: np.ndarray
+) -> tuple[float, ...]:
     """(share, lo, hi) of (method - greedy) / (oracle - greedy), paired resamples;
     resamples where the oracle gains nothing are dropped (NaN)."""
     if method.size == 0:
@@ -307,19 +406,34 @@ def summarise(per_prompt: xr.Dataset, *, n_boot: int, seed: int) -> xr.Dataset:
                 level[ki, mi, si] = interval(vals[ki], idx)
                 diff[ki, mi, si] = interval(vals[ki] - g, idx)
                 share[ki, mi, si] = gain_share(vals[ki], g, o, idx)
-    coords = {"method": list(METHODS), "metric": list(metrics), "subset": list(subsets), "stat": list(stats)}
+    coords = {
+        "method": list(METHODS),
+        "metric": list(metrics),
+        "subset": list(subsets),
+        "stat": list(stats),
+    }
     dims = ("method", "metric", "subset", "stat")
-    return xr.Dataset({"level": (dims, level), "diff_vs_greedy": (dims, diff), "gain_share": (dims, share),
-                       "n": (("subset",), n)}, coords=coords)
+    return xr.Dataset(
+        {
+            "level": (dims, level),
+            "diff_vs_greedy": (dims, diff),
+            "gain_share": (dims, share),
+            "n": (("subset",), n),
+        },
+        coords=coords,
+    )
 
 
 # --------------------------------------------------------------------------- the run
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, results, figure)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, help="run folder (checkpoints, results, figure)"
+    )
     p.add_argument("--model", default="smollm2-135m", help="fsnn model alias")
     p.add_argument("--csv", default=None, help="SimpleQA CSV (default: $FSNN_SIMPLEQA_CSV)")
     p.add_argument("--n-train", type=int, default=60, help="train failures")
@@ -327,20 +441,40 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=32, help="token budget of every answer")
     p.add_argument("--trials", type=int, default=5, help="oracle search trials per question")
     p.add_argument("--samples", type=int, default=5, help="self-consistency samples per question")
-    p.add_argument("--temperature", type=float, default=0.7, help="self-consistency sampling temperature")
+    p.add_argument(
+        "--temperature", type=float, default=0.7, help="self-consistency sampling temperature"
+    )
     p.add_argument("--mode", default="cached", choices=("cached", "faithful"), help="steering mode")
-    p.add_argument("--parametrization", default="log_product", choices=PARAMETRIZATIONS,
-                   help="what the oracle and label-free searches sample (fsnn.search.strength); log_product: "
-                        "k = alpha*gamma per segment on a log scale; alpha_gamma: the paper's U[0.01, 1]")
-    p.add_argument("--sampler", default="tpe", choices=SAMPLERS, help="Optuna sampler of the searches")
-    p.add_argument("--start-trials", type=int, default=3,
-                   help="log-spaced strengths enqueued as each question's first trials (capped at --trials)")
-    p.add_argument("--score-on", default="completion", choices=("completion", "full"),
-                   help="text the search objective scores: the completion, or prompt + completion")
+    p.add_argument(
+        "--parametrization",
+        default="log_product",
+        choices=PARAMETRIZATIONS,
+        help="what the oracle and label-free searches sample (fsnn.search.strength); log_product: "
+        "k = alpha*gamma per segment on a log scale; alpha_gamma: the paper's U[0.01, 1]",
+    )
+    p.add_argument(
+        "--sampler", default="tpe", choices=SAMPLERS, help="Optuna sampler of the searches"
+    )
+    p.add_argument(
+        "--start-trials",
+        type=int,
+        default=3,
+        help="log-spaced strengths enqueued as each question's first trials (capped at --trials)",
+    )
+    p.add_argument(
+        "--score-on",
+        default="completion",
+        choices=("completion", "full"),
+        help="text the search objective scores: the completion, or prompt + completion",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (shared machine: 1)")
     p.add_argument("--seed", type=int, default=0, help="split, sampling and search seed")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
-    p.add_argument("--quick", action="store_true", help="tiny smoke shape: 6 train / 4 test, 12 tokens, 2 trials")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny smoke shape: 6 train / 4 test, 12 tokens, 2 trials",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.n_train, args.n_test, args.max_new_tokens, args.trials, args.samples = 6, 4, 12, 2, 3
@@ -358,7 +492,9 @@ def split_by_question(failures: Sequence[int], n_train: int, seed: int) -> dict[
     return {"train": sorted(shuffled[:n_train]), "test": sorted(shuffled[n_train:])}
 
 
-def screen_failures(model: Any, questions: list[Any], need: int, tokens: int, stages: Stages) -> list[dict]:
+def screen_failures(
+    model: Any, questions: list[Any], need: int, tokens: int, stages: Stages
+) -> list[dict]:
     """Greedy baseline over a seeded shuffle until ``need`` failures; checkpointed per chunk."""
     path = stages.out / "baseline.json"
     done: list[dict] = json.loads(path.read_text()) if path.exists() else []
@@ -366,7 +502,9 @@ def screen_failures(model: Any, questions: list[Any], need: int, tokens: int, st
     pos = len(done)
     while sum(not r["correct"] for r in done) < need and pos < len(questions):
         chunk = questions[pos : pos + 16]
-        outs = fsnn.generate(model, [BASELINE.format(q=q.question) for q in chunk], max_new_tokens=tokens)
+        outs = fsnn.generate(
+            model, [BASELINE.format(q=q.question) for q in chunk], max_new_tokens=tokens
+        )
         for q, o in zip(chunk, outs, strict=True):
             ok = correct(q.answer, o.completion)
             done.append({"id": q.id, "completion": o.completion, "correct": bool(ok)})
@@ -388,9 +526,11 @@ def run(args: argparse.Namespace) -> xr.Dataset:
     # a resumed run must not mix trials of two search settings
     recorded = stages.json("search", lambda: searches)
     if recorded != json.loads(json.dumps(searches)):
-        raise fsnn.FsnnError(f"{args.out / 'search.json'} holds other search settings than this run's "
-                             f"(--parametrization/--sampler/--start-trials/--score-on/--trials/--seed): "
-                             f"use a new --out")
+        raise fsnn.FsnnError(
+            f"{args.out / 'search.json'} holds other search settings than this run's "
+            f"(--parametrization/--sampler/--start-trials/--score-on/--trials/--seed): "
+            f"use a new --out"
+        )
     all_q = fsnn.load_simpleqa(args.csv)
     order = np.random.default_rng(args.seed).permutation(len(all_q))
     questions = [all_q[i] for i in order]
@@ -401,7 +541,9 @@ def run(args: argparse.Namespace) -> xr.Dataset:
     baseline = screen_failures(model, questions, args.n_train + args.n_test, tokens, stages)
     failures = [r["id"] for r in baseline if not r["correct"]][: args.n_train + args.n_test]
     if len(failures) < args.n_train + args.n_test:
-        raise fsnn.FsnnError(f"only {len(failures)} baseline failures for {args.n_train}+{args.n_test}")
+        raise fsnn.FsnnError(
+            f"only {len(failures)} baseline failures for {args.n_train}+{args.n_test}"
+        )
     split = stages.json("split", lambda: split_by_question(failures, args.n_train, args.seed))
     assert not set(split["train"]) & set(split["test"]), "train/test share a question"
     train = [by_id[i] for i in split["train"]]
@@ -410,10 +552,22 @@ def run(args: argparse.Namespace) -> xr.Dataset:
 
     # oracle side (uses answers: train for training, test only for the ceiling rows)
     def oracle_refs(qs, name):
-        exps = stages.json(f"explain_{name}", lambda: explanations(model, [(q.question, q.answer) for q in qs], tokens))
-        return stages.array(f"refs_oracle_{name}", lambda: fsnn.capture_references(
-            model, [fsnn.ReferenceItem(question=q.question, answer=q.answer, explanation=e)
-                    for q, e in zip(qs, exps, strict=True)]).values)
+        exps = stages.json(
+            f"explain_{name}",
+            lambda: explanations(model, [(q.question, q.answer) for q in qs], tokens),
+        )
+        return stages.array(
+            f"refs_oracle_{name}",
+            lambda: (
+                fsnn.capture_references(
+                    model,
+                    [
+                        fsnn.ReferenceItem(question=q.question, answer=q.answer, explanation=e)
+                        for q, e in zip(qs, exps, strict=True)
+                    ],
+                ).values
+            ),
+        )
 
     refs_train, refs_test = oracle_refs(train, "train"), oracle_refs(test, "test")
     layout = fsnn.SegmentLayout.full(model.n_layers)
@@ -434,11 +588,28 @@ def run(args: argparse.Namespace) -> xr.Dataset:
         return ds
 
     def oracle_search(qs, refs, name):
-        items = [fsnn.SearchItem(key=str(q.id), prompt=STEERING.format(q=q.question), answer=q.answer,
-                                 h=torch.as_tensor(r)) for q, r in zip(qs, refs, strict=True)]
-        return searched(name, lambda storage: fsnn.run_search(
-            model, items, layout, search, storage=storage, mode=args.mode, max_new_tokens=tokens,
-            study_prefix=f"{name}-"))
+        items = [
+            fsnn.SearchItem(
+                key=str(q.id),
+                prompt=STEERING.format(q=q.question),
+                answer=q.answer,
+                h=torch.as_tensor(r),
+            )
+            for q, r in zip(qs, refs, strict=True)
+        ]
+        return searched(
+            name,
+            lambda storage: fsnn.run_search(
+                model,
+                items,
+                layout,
+                search,
+                storage=storage,
+                mode=args.mode,
+                max_new_tokens=tokens,
+                study_prefix=f"{name}-",
+            ),
+        )
 
     trials_train = oracle_search(train, refs_train, "train")
     trials_test = oracle_search(test, refs_test, "test")
@@ -452,12 +623,24 @@ def run(args: argparse.Namespace) -> xr.Dataset:
         free = {k: z[k] for k in ("self_consistency", "learned", "retrieval")}
         meta = json.loads((args.out / "label_free.json").read_text())
     else:
-        free = label_free_inputs(model, train, test, train_refs=refs_train,
-                                 train_best=(best_of(trials_train, "alpha"), best_of(trials_train, "gamma")),
-                                 n_samples=args.samples, temperature=args.temperature, tokens=tokens,
-                                 seed=args.seed, seen=seen, samples=samples)
+        free = label_free_inputs(
+            model,
+            train,
+            test,
+            train_refs=refs_train,
+            train_best=(best_of(trials_train, "alpha"), best_of(trials_train, "gamma")),
+            n_samples=args.samples,
+            temperature=args.temperature,
+            tokens=tokens,
+            seed=args.seed,
+            seen=seen,
+            samples=samples,
+        )
         atomic_write_text(samples_path, json.dumps(free["samples"]))
-        meta = {k: free[k] for k in ("alpha", "gamma", "lambda", "cv", "neighbour", "majority", "few_shot")}
+        meta = {
+            k: free[k]
+            for k in ("alpha", "gamma", "lambda", "cv", "neighbour", "majority", "few_shot")
+        }
         meta["cv"] = {str(k): v for k, v in meta["cv"].items()}
         tmp = args.out / "label_free.tmp.npz"
         np.savez(tmp, **{k: free[k] for k in ("self_consistency", "learned", "retrieval")})
@@ -471,35 +654,75 @@ def run(args: argparse.Namespace) -> xr.Dataset:
     trials_free = {}
     for name in SEARCHED:
         seen_search = beyond.Seen()
-        trials_free[name] = searched(f"{name}_searched", lambda storage, name=name, seen_search=seen_search:
-                                     label_free_search(model, test, free[name], layout, free_search_config,
-                                                       name=name, seen=seen_search, storage=storage,
-                                                       mode=args.mode, tokens=tokens))
+        trials_free[name] = searched(
+            f"{name}_searched",
+            lambda storage, name=name, seen_search=seen_search: label_free_search(
+                model,
+                test,
+                free[name],
+                layout,
+                free_search_config,
+                name=name,
+                seen=seen_search,
+                storage=storage,
+                mode=args.mode,
+                tokens=tokens,
+            ),
+        )
         save_seen(args.out, seen_search)
 
     steer_prompts = [STEERING.format(q=q.question) for q in test]
     few = [tuple(p) for p in meta["few_shot"]]
     makers: dict[str, Callable[[], list[str]]] = {
         "greedy": lambda: [greedy_text[q.id] for q in test],
-        "greedy_steer_prompt": lambda: [o.completion for o in fsnn.generate(model, steer_prompts,
-                                                                             max_new_tokens=tokens)],
-        "step_by_step": lambda: [o.completion for o in fsnn.generate(
-            model, [beyond.STEP_BY_STEP.format(q=q.question) for q in test], max_new_tokens=tokens)],
-        "few_shot": lambda: [o.completion for o in fsnn.generate(
-            model, [beyond.few_shot_prompt(few, q.question) for q in test], max_new_tokens=tokens)],
-        "dola": lambda: [o.completion for o in beyond.dola_generate(
-            model, [BASELINE.format(q=q.question) for q in test], early_layer=model.n_layers // 4,
-            max_new_tokens=tokens)],
+        "greedy_steer_prompt": lambda: [
+            o.completion for o in fsnn.generate(model, steer_prompts, max_new_tokens=tokens)
+        ],
+        "step_by_step": lambda: [
+            o.completion
+            for o in fsnn.generate(
+                model,
+                [beyond.STEP_BY_STEP.format(q=q.question) for q in test],
+                max_new_tokens=tokens,
+            )
+        ],
+        "few_shot": lambda: [
+            o.completion
+            for o in fsnn.generate(
+                model,
+                [beyond.few_shot_prompt(few, q.question) for q in test],
+                max_new_tokens=tokens,
+            )
+        ],
+        "dola": lambda: [
+            o.completion
+            for o in beyond.dola_generate(
+                model,
+                [BASELINE.format(q=q.question) for q in test],
+                early_layer=model.n_layers // 4,
+                max_new_tokens=tokens,
+            )
+        ],
         "oracle": lambda: [str(c) for c in best_of(trials_test, "completion")],
-        **{f"{name}_searched": (lambda name=name: [str(c) for c in best_of(trials_free[name], "completion")])
-           for name in SEARCHED},
+        **{
+            f"{name}_searched": (
+                lambda name=name: [str(c) for c in best_of(trials_free[name], "completion")]
+            )
+            for name in SEARCHED
+        },
         "oracle_fixed": lambda: steered(refs_test),
-        **{name: (lambda name=name: steered(free[name])) for name in ("self_consistency", "learned", "retrieval")},
+        **{
+            name: (lambda name=name: steered(free[name]))
+            for name in ("self_consistency", "learned", "retrieval")
+        },
     }
 
     def steered(refs):
         steering = fsnn.Steering(references=refs, strengths=fixed, mode=args.mode)
-        return [o.completion for o in steering.generate(model, steer_prompts, max_new_tokens=tokens, batch_size=16)]
+        return [
+            o.completion
+            for o in steering.generate(model, steer_prompts, max_new_tokens=tokens, batch_size=16)
+        ]
 
     completions: dict[str, list[str]] = {}
     for name in tqdm(METHODS, desc="methods"):
@@ -517,31 +740,63 @@ def run(args: argparse.Namespace) -> xr.Dataset:
     for k, name in enumerate(METHODS):
         for j, (a, c) in enumerate(zip(answers, completions[name], strict=True)):
             to[k, j], hit[k, j], ok[k, j] = scores(a, c)
-    latent = np.array([any(correct(a, s) for s in row) for a, row in zip(answers, samples, strict=True)])
+    latent = np.array(
+        [any(correct(a, s) for s in row) for a, row in zip(answers, samples, strict=True)]
+    )
     per_prompt = xr.Dataset(
-        {"token_overlap": (("method", "prompt"), to), "containment": (("method", "prompt"), hit),
-         "readable": (("method", "prompt"), ok.astype(np.int8)), "latent": (("prompt",), latent.astype(np.int8)),
-         "completion": (("method", "prompt"), np.array([[str(c) for c in completions[m]] for m in METHODS], dtype=object))},
-        coords={"method": list(METHODS), "prompt": np.arange(len(test)),
-                "question_id": ("prompt", np.array([q.id for q in test])),
-                "answer": ("prompt", np.array([str(a) for a in answers], dtype=object))},
+        {
+            "token_overlap": (("method", "prompt"), to),
+            "containment": (("method", "prompt"), hit),
+            "readable": (("method", "prompt"), ok.astype(np.int8)),
+            "latent": (("prompt",), latent.astype(np.int8)),
+            "completion": (
+                ("method", "prompt"),
+                np.array([[str(c) for c in completions[m]] for m in METHODS], dtype=object),
+            ),
+        },
+        coords={
+            "method": list(METHODS),
+            "prompt": np.arange(len(test)),
+            "question_id": ("prompt", np.array([q.id for q in test])),
+            "answer": ("prompt", np.array([str(a) for a in answers], dtype=object)),
+        },
     )
     summary = summarise(per_prompt, n_boot=args.n_boot, seed=args.seed)
     ds = xr.merge([per_prompt, summary])
     # a searched row's wall time is its search (its answer is the best trial's completion)
-    search_wall = {"oracle": "search_test", **{f"{n}_searched": f"search_{n}_searched" for n in SEARCHED}}
-    ds["wall_s"] = (("method",), np.array([walls.get(search_wall.get(m, m), np.nan) for m in METHODS]))
-    best_k = {name: best_of(trials, "alpha") * best_of(trials, "gamma")
-              for name, trials in (("oracle", trials_test), *trials_free.items())}
+    search_wall = {
+        "oracle": "search_test",
+        **{f"{n}_searched": f"search_{n}_searched" for n in SEARCHED},
+    }
+    ds["wall_s"] = (
+        ("method",),
+        np.array([walls.get(search_wall.get(m, m), np.nan) for m in METHODS]),
+    )
+    best_k = {
+        name: best_of(trials, "alpha") * best_of(trials, "gamma")
+        for name, trials in (("oracle", trials_test), *trials_free.items())
+    }
     ds["searched_k"] = (("searched", "prompt"), np.stack([best_k[n][:, 0] for n in best_k]))
     ds = ds.assign_coords(searched=list(best_k))
     ds.attrs = provenance(
-        "beyond_oracle", config, model=args.model, n_train=len(train), n_test=len(test),
-        n_screened=len(baseline), fixed_alpha=list(meta["alpha"]), fixed_gamma=list(meta["gamma"]),
-        ridge_lambda=float(meta["lambda"]), machine="2-core shared CPU",
-        train_ids=split["train"], test_ids=split["test"], wall_s_this_process=round(time.time() - t0, 1),
-        label_free=list(LABEL_FREE), oracle_search=searches["oracle"], label_free_search=searches["label_free"],
-        stage_walls_s={k: round(v, 1) for k, v in walls.items()}, threads=args.threads,
+        "beyond_oracle",
+        config,
+        model=args.model,
+        n_train=len(train),
+        n_test=len(test),
+        n_screened=len(baseline),
+        fixed_alpha=list(meta["alpha"]),
+        fixed_gamma=list(meta["gamma"]),
+        ridge_lambda=float(meta["lambda"]),
+        machine="2-core shared CPU",
+        train_ids=split["train"],
+        test_ids=split["test"],
+        wall_s_this_process=round(time.time() - t0, 1),
+        label_free=list(LABEL_FREE),
+        oracle_search=searches["oracle"],
+        label_free_search=searches["label_free"],
+        stage_walls_s={k: round(v, 1) for k, v in walls.items()},
+        threads=args.threads,
     )
     write_dataset(ds, args.out / "beyond_oracle.nc")
     atomic_write_text(args.out / "table.md", table(ds))
@@ -565,22 +820,26 @@ def table(ds: xr.Dataset) -> str:
     lines = []
     for subset in ("all", "latent"):
         n = int(ds["n"].sel(subset=subset))
-        lines += [f"\n**{subset}** test prompts (n = {n})\n",
-                  "| method | token overlap [95% CI] | containment [95% CI] | diff TO vs greedy [95% CI] "
-                  "| diff containment vs greedy [95% CI] | share of oracle gain, TO [95% CI] "
-                  "| share, containment [95% CI] | readable | wall s |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"\n**{subset}** test prompts (n = {n})\n",
+            "| method | token overlap [95% CI] | containment [95% CI] | diff TO vs greedy [95% CI] "
+            "| diff containment vs greedy [95% CI] | share of oracle gain, TO [95% CI] "
+            "| share, containment [95% CI] | readable | wall s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
 
         def f(var, m, metric, subset=subset):
             v = ds[var].sel({"method": m, "metric": metric, "subset": subset}).values
             return "n/a" if not np.isfinite(v[0]) else f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
 
         for m in METHODS:
-            lines.append(f"| {m} | {f('level', m, 'token_overlap')} | {f('level', m, 'containment')} | "
-                         f"{f('diff_vs_greedy', m, 'token_overlap')} | {f('diff_vs_greedy', m, 'containment')} | "
-                         f"{f('gain_share', m, 'token_overlap')} | "
-                         f"{f('gain_share', m, 'containment')} | {readable_share(ds, m, subset):.2f} | "
-                         f"{float(ds['wall_s'].sel({'method': m})):.0f} |")
+            lines.append(
+                f"| {m} | {f('level', m, 'token_overlap')} | {f('level', m, 'containment')} | "
+                f"{f('diff_vs_greedy', m, 'token_overlap')} | {f('diff_vs_greedy', m, 'containment')} | "
+                f"{f('gain_share', m, 'token_overlap')} | "
+                f"{f('gain_share', m, 'containment')} | {readable_share(ds, m, subset):.2f} | "
+                f"{float(ds['wall_s'].sel({'method': m})):.0f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -602,11 +861,24 @@ def figure(ds: xr.Dataset, path: Path) -> None:
     x = np.arange(len(METHODS))
     for ax, metric in zip(axes, ("token_overlap", "containment"), strict=True):
         v = ds["level"].sel(metric=metric, subset="all").values
-        ax.bar(x, v[:, 0], yerr=np.abs(np.stack([v[:, 0] - v[:, 1], v[:, 2] - v[:, 0]])), capsize=3,
-               color=["0.6" if m in ("oracle", "oracle_fixed") else "C1" if m.endswith("_searched") else "C0"
-                      for m in METHODS])
+        ax.bar(
+            x,
+            v[:, 0],
+            yerr=np.abs(np.stack([v[:, 0] - v[:, 1], v[:, 2] - v[:, 0]])),
+            capsize=3,
+            color=[
+                "0.6"
+                if m in ("oracle", "oracle_fixed")
+                else "C1"
+                if m.endswith("_searched")
+                else "C0"
+                for m in METHODS
+            ],
+        )
         ax.set_xticks(x, METHODS, rotation=45, ha="right")
-        ax.set_title(f"{metric} on readable completions, n = {int(ds['n'].sel(subset='all'))} test prompts")
+        ax.set_title(
+            f"{metric} on readable completions, n = {int(ds['n'].sel(subset='all'))} test prompts"
+        )
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)

@@ -19,8 +19,8 @@ import json
 import time
 from pathlib import Path
 
-from fsnn.judges.offline import fit, model
 from fsnn.analysis.release_grades import METHODS, graded_rows, selected_rows
+from fsnn.judges.offline import fit, model
 
 
 def main() -> None:

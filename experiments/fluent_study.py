@@ -55,11 +55,11 @@ from fsnn.judges.metrics import Perplexity, token_overlap
 from fsnn.judges.scoring import TOKEN_OVERLAP_THRESHOLD
 from fsnn.judges.states_answer import states_answer
 from fsnn.search.run import SearchConfig, SearchItem, open_storage, run_search
+from fsnn.search.strength import norm_scales
 from fsnn.steering.generation import generate
 from fsnn.steering.layout import SegmentLayout
 from fsnn.steering.prompts import PAPER_TEMPLATES, split_explanation
 from fsnn.steering.references import ReferenceItem, capture_generic_mean, capture_references
-from fsnn.search.strength import norm_scales
 from fsnn.store.files import read_dataset, write_dataset
 from fsnn.store.schema import str_array
 
@@ -90,16 +90,19 @@ class Config:
         return SearchConfig(**common)
 
 
-CONFIGS: dict[str, Config] = {c.name: c for c in [
-    Config(name="paper", paper=True),
-    Config(name="default"),
-    Config(name="angular", options=(("operator", "angular"), ("parametrization", "angle"))),
-    Config(name="centred", options=(("operator", "centred"),)),
-    Config(name="prompt_only", options=(("schedule", "prompt_only"),)),
-    Config(name="decay", options=(("schedule", "decay:0.9"),)),
-    # windows switch segments: a one-segment (full) layout would only switch everything off
-    Config(name="windows", layout="segmented", options=(("windows", True),)),
-]}
+CONFIGS: dict[str, Config] = {
+    c.name: c
+    for c in [
+        Config(name="paper", paper=True),
+        Config(name="default"),
+        Config(name="angular", options=(("operator", "angular"), ("parametrization", "angle"))),
+        Config(name="centred", options=(("operator", "centred"),)),
+        Config(name="prompt_only", options=(("schedule", "prompt_only"),)),
+        Config(name="decay", options=(("schedule", "decay:0.9"),)),
+        # windows switch segments: a one-segment (full) layout would only switch everything off
+        Config(name="windows", layout="segmented", options=(("windows", True),)),
+    ]
+}
 QUICK_CONFIGS = ("default", "angular")
 
 
@@ -108,7 +111,9 @@ QUICK_CONFIGS = ("default", "angular")
 
 def _git_show(spec: str) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(REPO), "show", spec], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "show", spec], capture_output=True, text=True, check=True
+        )
     except (OSError, subprocess.CalledProcessError):
         return None
     return out.stdout
@@ -119,8 +124,12 @@ def _csv_ids(text: str) -> set[int]:
     import io
 
     rows = list(csv.DictReader(io.StringIO(text)))
-    return {int(r["simpleqa_id"]) for r in rows if str(r.get("simpleqa_id", "")).strip().lstrip("-").isdigit()
-            and int(r["simpleqa_id"]) >= 0}
+    return {
+        int(r["simpleqa_id"])
+        for r in rows
+        if str(r.get("simpleqa_id", "")).strip().lstrip("-").isdigit()
+        and int(r["simpleqa_id"]) >= 0
+    }
 
 
 def exclusion_ids(questions: list[Question]) -> dict[str, set[int]]:
@@ -138,7 +147,9 @@ def exclusion_ids(questions: list[Question]) -> dict[str, set[int]]:
       a file under ``tests/``.
     """
     out: dict[str, set[int]] = {}
-    out["strength_study"] = {q.id for n in (120, 10) for q in select_questions(questions, stratified=n, seed=0)}
+    out["strength_study"] = {
+        q.id for n in (120, 10) for q in select_questions(questions, stratified=n, seed=0)
+    }
     order = np.random.default_rng(0).permutation(len(questions))
     beyond = {questions[i].id for i in order[:200]}
     for path in sorted((REPO / "figures" / "beyond_oracle").glob("*.nc")):
@@ -150,10 +161,16 @@ def exclusion_ids(questions: list[Question]) -> dict[str, set[int]]:
                     beyond |= {int(i) for i in json.loads(str(ds.attrs[key]))}
     out["beyond_oracle"] = beyond
     pool = REPO / "experiments" / "answer_check" / "pool.csv"
-    text = pool.read_text() if pool.is_file() else _git_show("labels:experiments/answer_check/pool.csv")
+    text = (
+        pool.read_text()
+        if pool.is_file()
+        else _git_show("labels:experiments/answer_check/pool.csv")
+    )
     if text is None:
-        raise FsnnError("experiments/answer_check/pool.csv is neither in the tree nor on branch 'labels': "
-                        "cannot check that the sample is disjoint from the labelling pool")
+        raise FsnnError(
+            "experiments/answer_check/pool.csv is neither in the tree nor on branch 'labels': "
+            "cannot check that the sample is disjoint from the labelling pool"
+        )
     out["answer_check_pool"] = _csv_ids(text)
     tests = {q.id for q in questions[:500]}
     tests |= {q.id for q in select_questions(questions, stratified=40, seed=1)}
@@ -169,13 +186,17 @@ def exclusion_ids(questions: list[Question]) -> dict[str, set[int]]:
     golden = REPO / "tests" / "test_golden.py"
     if golden.is_file():
         for node in ast.walk(ast.parse(golden.read_text())):
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "IDS" for t in node.targets):
+            if isinstance(node, ast.Assign) and any(
+                getattr(t, "id", "") == "IDS" for t in node.targets
+            ):
                 tests |= set(ast.literal_eval(node.value))
     out["tests"] = tests
     return out
 
 
-def sample_pool(questions: list[Question], size: int, seed: int) -> tuple[list[Question], dict[int, str]]:
+def sample_pool(
+    questions: list[Question], size: int, seed: int
+) -> tuple[list[Question], dict[int, str]]:
     """A seeded, topic-stratified pool of ``size`` questions outside :func:`exclusion_ids`, split by question.
 
     Returns:
@@ -191,11 +212,15 @@ def sample_pool(questions: list[Question], size: int, seed: int) -> tuple[list[Q
     pool = [pool[i] for i in order]
     ids = {q.id for q in pool}
     for source, got in excluded.items():
-        assert not ids & got, f"the sample shares SimpleQA ids with {source}: {sorted(ids & got)[:5]}"
+        assert not ids & got, (
+            f"the sample shares SimpleQA ids with {source}: {sorted(ids & got)[:5]}"
+        )
     assert len(ids) == len(pool), "a question was drawn twice"
     half = (len(pool) + 1) // 2
     split = {q.id: ("screen" if i < half else "heldout") for i, q in enumerate(pool)}
-    assert not {i for i, s in split.items() if s == "screen"} & {i for i, s in split.items() if s == "heldout"}
+    assert not {i for i, s in split.items() if s == "screen"} & {
+        i for i, s in split.items() if s == "heldout"
+    }
     return pool, split
 
 
@@ -206,20 +231,37 @@ def prepare(model: Any, out: Path, args: argparse.Namespace) -> xr.Dataset:
         return read_dataset(path)
     questions = load_simpleqa()
     pool, split = sample_pool(questions, args.pool_size, args.seed)
-    base = generate(model, [PAPER_TEMPLATES.baseline_prompt(q.question) for q in pool], max_new_tokens=MAX_NEW_TOKENS,
-                    batch_size=16)
+    base = generate(
+        model,
+        [PAPER_TEMPLATES.baseline_prompt(q.question) for q in pool],
+        max_new_tokens=MAX_NEW_TOKENS,
+        batch_size=16,
+    )
     rows: dict[str, list[tuple[Question, str]]] = {s: [] for s in SPLITS}
     for q, o in zip(pool, base, strict=True):
-        if not states_answer(q.question, q.answer, o.completion) and len(rows[split[q.id]]) < args.n_prompts:
+        if (
+            not states_answer(q.question, q.answer, o.completion)
+            and len(rows[split[q.id]]) < args.n_prompts
+        ):
             rows[split[q.id]].append((q, o.completion))
     for s in SPLITS:
         if len(rows[s]) < args.n_prompts:
-            raise FsnnError(f"only {len(rows[s])} baseline failures in the {s} half of the pool; raise --pool-size")
+            raise FsnnError(
+                f"only {len(rows[s])} baseline failures in the {s} half of the pool; raise --pool-size"
+            )
     picked = rows["screen"] + rows["heldout"]
-    enrich = generate(model, [PAPER_TEMPLATES.enrichment_prompt(q.question, q.answer) for q, _ in picked],
-                      max_new_tokens=ENRICH_TOKENS, batch_size=16)
-    items = [ReferenceItem(question=q.question, answer=q.answer, explanation=split_explanation(o.completion))
-             for (q, _), o in zip(picked, enrich, strict=True)]
+    enrich = generate(
+        model,
+        [PAPER_TEMPLATES.enrichment_prompt(q.question, q.answer) for q, _ in picked],
+        max_new_tokens=ENRICH_TOKENS,
+        batch_size=16,
+    )
+    items = [
+        ReferenceItem(
+            question=q.question, answer=q.answer, explanation=split_explanation(o.completion)
+        )
+        for (q, _), o in zip(picked, enrich, strict=True)
+    ]
     h = capture_references(model, items, batch_size=8)
     steering = [PAPER_TEMPLATES.steering_prompt(q.question) for q, _ in picked]
     scales = norm_scales(model, steering, torch.from_numpy(h.values))
@@ -240,10 +282,15 @@ def prepare(model: Any, out: Path, args: argparse.Namespace) -> xr.Dataset:
             "topic": ("prompt", str_array([q.topic for q, _ in picked])),
             "steering_prompt": ("prompt", str_array(steering)),
         },
-        attrs={"model": model.name, "seed": args.seed, "pool_size": args.pool_size,
-               "pool_ids": json.dumps(sorted(q.id for q in pool)), "max_new_tokens": MAX_NEW_TOKENS,
-               "failure": "baseline completion does not state the answer (fsnn.judges.states_answer)",
-               "mu_generic_prompts_sha256": mu.attrs["prompts_sha256"]},
+        attrs={
+            "model": model.name,
+            "seed": args.seed,
+            "pool_size": args.pool_size,
+            "pool_ids": json.dumps(sorted(q.id for q in pool)),
+            "max_new_tokens": MAX_NEW_TOKENS,
+            "failure": "baseline completion does not state the answer (fsnn.judges.states_answer)",
+            "mu_generic_prompts_sha256": mu.attrs["prompts_sha256"],
+        },
     )
     write_dataset(ds, path)
     return ds
@@ -251,9 +298,13 @@ def prepare(model: Any, out: Path, args: argparse.Namespace) -> xr.Dataset:
 
 def items_of(prep: xr.Dataset) -> list[SearchItem]:
     return [
-        SearchItem(key=str(int(prep.simpleqa_id.values[i])), prompt=str(prep.steering_prompt.values[i]),
-                   answer=str(prep.answer.values[i]), h=torch.from_numpy(np.asarray(prep.h.values[i], np.float32)),
-                   norm_scale=torch.from_numpy(np.asarray(prep.norm_scale.values[i], np.float32)))
+        SearchItem(
+            key=str(int(prep.simpleqa_id.values[i])),
+            prompt=str(prep.steering_prompt.values[i]),
+            answer=str(prep.answer.values[i]),
+            h=torch.from_numpy(np.asarray(prep.h.values[i], np.float32)),
+            norm_scale=torch.from_numpy(np.asarray(prep.norm_scale.values[i], np.float32)),
+        )
         for i in range(prep.sizes["prompt"])
     ]
 
@@ -261,12 +312,23 @@ def items_of(prep: xr.Dataset) -> list[SearchItem]:
 # ----------------------------------------------------------------------------- cells
 
 
-def cell_path(out: Path, model: str, mode: str, config: str, budget: int, split: str, n: int) -> Path:
+def cell_path(
+    out: Path, model: str, mode: str, config: str, budget: int, split: str, n: int
+) -> Path:
     return out / model / "cells" / f"{mode}-{config}-b{budget}-{split}-n{n}.nc"
 
 
-def run_cell(model: Any, prep: xr.Dataset, config: Config, budget: int, out: Path, mode: str, split: str,
-             seed: int, ppl: Any) -> xr.Dataset:
+def run_cell(
+    model: Any,
+    prep: xr.Dataset,
+    config: Config,
+    budget: int,
+    out: Path,
+    mode: str,
+    split: str,
+    seed: int,
+    ppl: Any,
+) -> xr.Dataset:
     """Search one cell (resumable) and store every trial as ``cells/MODE-CONFIG-bB-SPLIT-nN.nc``."""
     path = cell_path(out.parent, out.name, mode, config.name, budget, split, prep.sizes["prompt"])
     if path.exists():
@@ -275,27 +337,50 @@ def run_cell(model: Any, prep: xr.Dataset, config: Config, budget: int, out: Pat
     layout = SegmentLayout.named(config.layout, model.n_layers)
     search = config.search_config(budget, seed)
     started = time.perf_counter()
-    trials = run_search(model, items_of(prep), layout, search, storage=storage, ppl=ppl, mode=mode,
-                        max_new_tokens=MAX_NEW_TOKENS, study_prefix=f"{mode}/{config.name}/{split}/", progress=True,
-                        mu_generic=torch.from_numpy(np.asarray(prep.mu_generic.values, np.float32)))
+    trials = run_search(
+        model,
+        items_of(prep),
+        layout,
+        search,
+        storage=storage,
+        ppl=ppl,
+        mode=mode,
+        max_new_tokens=MAX_NEW_TOKENS,
+        study_prefix=f"{mode}/{config.name}/{split}/",
+        progress=True,
+        mu_generic=torch.from_numpy(np.asarray(prep.mu_generic.values, np.float32)),
+    )
     wall = time.perf_counter() - started
     keep = ["objective", "readable", "completion", "strength", "trial_number", "failed_trials"]
-    ds = trials[keep].assign_coords(simpleqa_id=("prompt", prep.simpleqa_id.values),
-                                    question=("prompt", prep.question.values), answer=("prompt", prep.answer.values))
+    ds = trials[keep].assign_coords(
+        simpleqa_id=("prompt", prep.simpleqa_id.values),
+        question=("prompt", prep.question.values),
+        answer=("prompt", prep.answer.values),
+    )
     ds["completion"] = ds.completion.fillna("")
-    ds.attrs = {"config": config.name, "layout": config.layout, "mode": mode, "split": split, "budget": budget,
-                "wall_s": wall, "model": model.name, "max_new_tokens": MAX_NEW_TOKENS,
-                "failed_trials": int(trials.attrs.get("failed_trials", 0)),
-                "search": json.dumps(search.to_dict(), default=str)}
+    ds.attrs = {
+        "config": config.name,
+        "layout": config.layout,
+        "mode": mode,
+        "split": split,
+        "budget": budget,
+        "wall_s": wall,
+        "model": model.name,
+        "max_new_tokens": MAX_NEW_TOKENS,
+        "failed_trials": int(trials.attrs.get("failed_trials", 0)),
+        "search": json.dumps(search.to_dict(), default=str),
+    }
     write_dataset(ds, path)
     return ds
 
 
-def find_cell(out: Path, model: str, mode: str, config: str, budget: int, split: str, n: int) -> Path | None:
+def find_cell(
+    out: Path, model: str, mode: str, config: str, budget: int, split: str, n: int
+) -> Path | None:
     """The cell's file, or the same configuration searched at a larger budget (its first trials answer)."""
     found = []
     for path in (out / model / "cells").glob(f"{mode}-{config}-b*-{split}-n{n}.nc"):
-        b = path.name[len(f"{mode}-{config}-b"):].split("-", 1)[0]
+        b = path.name[len(f"{mode}-{config}-b") :].split("-", 1)[0]
         if b.isdigit() and int(b) >= budget:
             found.append((int(b), path))
     return min(found)[1] if found else None
@@ -315,13 +400,27 @@ def judged(trials: xr.Dataset, budget: int) -> dict[str, np.ndarray]:
     n = obj.shape[0]
     found = np.isfinite(obj).any(axis=1)
     best = np.where(found, np.nanargmax(np.where(np.isfinite(obj), obj, -np.inf), axis=1), 0)
-    every = np.array([[bool(np.isfinite(obj[i, j])) and states_answer(str(questions[i]), str(answers[i]), str(comp[i, j]))
-                       for j in range(obj.shape[1])] for i in range(n)], dtype=bool).reshape(n, obj.shape[1])
+    every = np.array(
+        [
+            [
+                bool(np.isfinite(obj[i, j]))
+                and states_answer(str(questions[i]), str(answers[i]), str(comp[i, j]))
+                for j in range(obj.shape[1])
+            ]
+            for i in range(n)
+        ],
+        dtype=bool,
+    ).reshape(n, obj.shape[1])
     best_text = [str(comp[i, best[i]]) if found[i] else "" for i in range(n)]
     return {
         "states": np.array([found[i] and every[i, best[i]] for i in range(n)], dtype=float),
-        "to_hit": np.array([found[i] and token_overlap(str(answers[i]), best_text[i]) >= TOKEN_OVERLAP_THRESHOLD
-                            for i in range(n)], dtype=float),
+        "to_hit": np.array(
+            [
+                found[i] and token_overlap(str(answers[i]), best_text[i]) >= TOKEN_OVERLAP_THRESHOLD
+                for i in range(n)
+            ],
+            dtype=float,
+        ),
         "readable": np.array([found[i] and readable(best_text[i]) for i in range(n)], dtype=float),
         "any_states": every.any(axis=1).astype(float),
     }
@@ -337,13 +436,38 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, n_boot: int = N_BOOT) -> tup
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
-STATS = ("states_rate", "states_lo", "states_hi", "to_rate", "to_lo", "to_hi", "readable_rate", "any_rate",
-         "any_lo", "any_hi", "vs_default", "vs_default_lo", "vs_default_hi", "vs_paper", "vs_paper_lo",
-         "vs_paper_hi", "n", "wall_s", "failed_trials")
+STATS = (
+    "states_rate",
+    "states_lo",
+    "states_hi",
+    "to_rate",
+    "to_lo",
+    "to_hi",
+    "readable_rate",
+    "any_rate",
+    "any_lo",
+    "any_hi",
+    "vs_default",
+    "vs_default_lo",
+    "vs_default_hi",
+    "vs_paper",
+    "vs_paper_lo",
+    "vs_paper_hi",
+    "n",
+    "wall_s",
+    "failed_trials",
+)
 
 
-def collect(out: Path, models: list[str], mode: str, split: str, configs: list[str], budgets: list[int],
-            n_prompts: int) -> xr.Dataset:
+def collect(
+    out: Path,
+    models: list[str],
+    mode: str,
+    split: str,
+    configs: list[str],
+    budgets: list[int],
+    n_prompts: int,
+) -> xr.Dataset:
     """Every finished cell at every budget as one dataset (model, config, budget), from the saved cell files."""
     data = {k: np.full((len(models), len(configs), len(budgets)), np.nan) for k in STATS}
     for m, model in enumerate(models):
@@ -355,36 +479,54 @@ def collect(out: Path, models: list[str], mode: str, split: str, configs: list[s
                 if path is not None:
                     trials = read_dataset(path)
                     hits[name] = judged(trials, budget)
-                    walls[name] = (trials.attrs["wall_s"] * budget / trials.attrs["budget"],
-                                   int(trials.attrs.get("failed_trials", 0)))
+                    walls[name] = (
+                        trials.attrs["wall_s"] * budget / trials.attrs["budget"],
+                        int(trials.attrs.get("failed_trials", 0)),
+                    )
             for c, name in enumerate(configs):
                 if name not in hits:
                     continue
                 h = hits[name]
-                cell = {"states_rate": h["states"].mean(), "to_rate": h["to_hit"].mean(),
-                        "readable_rate": h["readable"].mean(), "any_rate": h["any_states"].mean(),
-                        "n": h["states"].size, "wall_s": walls[name][0], "failed_trials": walls[name][1]}
+                cell = {
+                    "states_rate": h["states"].mean(),
+                    "to_rate": h["to_hit"].mean(),
+                    "readable_rate": h["readable"].mean(),
+                    "any_rate": h["any_states"].mean(),
+                    "n": h["states"].size,
+                    "wall_s": walls[name][0],
+                    "failed_trials": walls[name][1],
+                }
                 cell["states_lo"], cell["states_hi"] = bootstrap_ci(h["states"])
                 cell["to_lo"], cell["to_hi"] = bootstrap_ci(h["to_hit"])
                 cell["any_lo"], cell["any_hi"] = bootstrap_ci(h["any_states"])
                 for ref in ("default", "paper"):
                     if ref in hits and ref != name:
-                        d = h["states"] - hits[ref]["states"]  # paired by prompt (same prompts, same order)
+                        d = (
+                            h["states"] - hits[ref]["states"]
+                        )  # paired by prompt (same prompts, same order)
                         cell[f"vs_{ref}"] = d.mean()
                         cell[f"vs_{ref}_lo"], cell[f"vs_{ref}_hi"] = bootstrap_ci(d)
                 for k, v in cell.items():
                     data[k][m, c, b] = v
     return xr.Dataset(
         {k: (("model", "config", "budget"), v) for k, v in data.items()},
-        coords={"model": np.asarray(models, dtype=object), "config": np.asarray(configs, dtype=object),
-                "budget": np.asarray(budgets, dtype=np.int64),
-                "layout": ("config", str_array([CONFIGS[c].layout for c in configs]))},
-        attrs={"mode": mode, "split": split, "max_new_tokens": MAX_NEW_TOKENS, "scored_on": "completion",
-               "headline": "states the answer (fsnn.judges.states_answer) of the best trial's completion",
-               "interval": f"95% percentile bootstrap over prompts, {N_BOOT} resamples",
-               "paired": "vs_X = mean over prompts of (states, this config) - (states, X), same prompts",
-               "budget_means": "steered generations per prompt (the same for every config of a budget)",
-               "wall_s_means": "the cell's search wall time scaled by budget / searched budget"},
+        coords={
+            "model": np.asarray(models, dtype=object),
+            "config": np.asarray(configs, dtype=object),
+            "budget": np.asarray(budgets, dtype=np.int64),
+            "layout": ("config", str_array([CONFIGS[c].layout for c in configs])),
+        },
+        attrs={
+            "mode": mode,
+            "split": split,
+            "max_new_tokens": MAX_NEW_TOKENS,
+            "scored_on": "completion",
+            "headline": "states the answer (fsnn.judges.states_answer) of the best trial's completion",
+            "interval": f"95% percentile bootstrap over prompts, {N_BOOT} resamples",
+            "paired": "vs_X = mean over prompts of (states, this config) - (states, X), same prompts",
+            "budget_means": "steered generations per prompt (the same for every config of a budget)",
+            "wall_s_means": "the cell's search wall time scaled by budget / searched budget",
+        },
     )
 
 
@@ -399,20 +541,36 @@ def figure(summary_path: Path, path: Path) -> None:
     summary = read_dataset(summary_path)
     models = [str(m) for m in summary.model.values]
     rows = [(c, b) for c in range(summary.sizes["config"]) for b in range(summary.sizes["budget"])]
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 1.2 + 0.35 * len(rows)), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(
+        1,
+        len(models),
+        figsize=(5 * len(models), 1.2 + 0.35 * len(rows)),
+        squeeze=False,
+        sharey=True,
+    )
     labels = [f"{summary.config.values[c]} @{int(summary.budget.values[b])}" for c, b in rows]
     for ax, model in zip(axes[0], models, strict=True):
         s = summary.sel(model=model)
         for r, (c, b) in enumerate(rows):
-            for key, offset, style in (("states", -0.15, dict(color="C0")), ("to", 0.15, dict(color="C3", mfc="none"))):
+            for key, offset, style in (
+                ("states", -0.15, dict(color="C0")),
+                ("to", 0.15, dict(color="C3", mfc="none")),
+            ):
                 y = s[f"{key}_rate"].values[c, b]
                 if not np.isfinite(y):
                     continue
                 lo, hi = s[f"{key}_lo"].values[c, b], s[f"{key}_hi"].values[c, b]
-                ax.errorbar(100 * y, r + offset, xerr=[[100 * (y - lo)], [100 * (hi - y)]], fmt="o", capsize=3,
-                            label=("states the answer" if key == "states" else "TO >= 0.5") if r == 0 else None,
-                            **style)
+                ax.errorbar(
+                    100 * y,
+                    r + offset,
+                    xerr=[[100 * (y - lo)], [100 * (hi - y)]],
+                    fmt="o",
+                    capsize=3,
+                    label=("states the answer" if key == "states" else "TO >= 0.5")
+                    if r == 0
+                    else None,
+                    **style,
+                )
             y = s.any_rate.values[c, b]
             if np.isfinite(y):
                 ax.plot(100 * y, r, "x", color="k", label="any trial states it" if r == 0 else None)
@@ -433,9 +591,11 @@ def figure(summary_path: Path, path: Path) -> None:
 
 
 def markdown_table(summary: xr.Dataset) -> str:
-    lines = ["| model | config | trials/prompt | states answer [95% CI] | TO>=0.5 [95% CI] | readable | "
-             "any trial states [95% CI] | vs default [95% CI] | vs paper [95% CI] | n | wall s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | config | trials/prompt | states answer [95% CI] | TO>=0.5 [95% CI] | readable | "
+        "any trial states [95% CI] | vs default [95% CI] | vs paper [95% CI] | n | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
 
     def pct(v: float) -> str:
         return "" if not np.isfinite(v) else f"{100 * v:.0f}%"
@@ -455,7 +615,8 @@ def markdown_table(summary: xr.Dataset) -> str:
                     f"{pct(v['states_hi'])}] | {pct(v['to_rate'])} [{pct(v['to_lo'])}, {pct(v['to_hi'])}] | "
                     f"{pct(v['readable_rate'])} | {pct(v['any_rate'])} [{pct(v['any_lo'])}, {pct(v['any_hi'])}] | "
                     f"{pts(v['vs_default'], v['vs_default_lo'], v['vs_default_hi'])} | "
-                    f"{pts(v['vs_paper'], v['vs_paper_lo'], v['vs_paper_hi'])} | {int(v['n'])} | {v['wall_s']:.0f} |")
+                    f"{pts(v['vs_paper'], v['vs_paper_lo'], v['vs_paper_hi'])} | {int(v['n'])} | {v['wall_s']:.0f} |"
+                )
     return "\n".join(lines)
 
 
@@ -477,30 +638,53 @@ def _load(name: str) -> Any | None:
 
 def main(argv: list[str] | None = None) -> int:
     global MAX_NEW_TOKENS, ENRICH_TOKENS
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--out", type=Path, required=True, help="study folder (outside the repository)")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated model aliases")
     p.add_argument("--mode", default="cached", choices=("faithful", "cached"), help="steering mode")
-    p.add_argument("--split", default="screen", choices=SPLITS, help="which half of the questions to search")
+    p.add_argument(
+        "--split", default="screen", choices=SPLITS, help="which half of the questions to search"
+    )
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations")
-    p.add_argument("--budgets", default="5,10", help="trials per prompt; each cell is searched at the largest")
-    p.add_argument("--n-prompts", type=int, default=40, help="baseline failures per split and model")
-    p.add_argument("--pool-size", type=int, default=160, help="questions screened per model (both splits)")
+    p.add_argument(
+        "--budgets", default="5,10", help="trials per prompt; each cell is searched at the largest"
+    )
+    p.add_argument(
+        "--n-prompts", type=int, default=40, help="baseline failures per split and model"
+    )
+    p.add_argument(
+        "--pool-size", type=int, default=160, help="questions screened per model (both splits)"
+    )
     p.add_argument("--seed", type=int, default=2212, help="sample and split seed")
-    p.add_argument("--search-seed", type=int, default=0, help="the searches' seed (SearchConfig.seed)")
+    p.add_argument(
+        "--search-seed", type=int, default=0, help="the searches' seed (SearchConfig.seed)"
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny shape: first model, 3 prompts, budget 2, 8 tokens, configs default and angular")
-    p.add_argument("--collect-only", action="store_true",
-                   help="load no model: rebuild the summary, table and figure from the finished cells")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny shape: first model, 3 prompts, budget 2, 8 tokens, configs default and angular",
+    )
+    p.add_argument(
+        "--collect-only",
+        action="store_true",
+        help="load no model: rebuild the summary, table and figure from the finished cells",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     budgets = sorted({int(b) for b in args.budgets.split(",")})
     if args.quick:  # a shape check, not a measurement
-        models, configs, budgets, args.n_prompts, args.pool_size = models[:1], list(QUICK_CONFIGS), [2], 3, 16
+        models, configs, budgets, args.n_prompts, args.pool_size = (
+            models[:1],
+            list(QUICK_CONFIGS),
+            [2],
+            3,
+            16,
+        )
         MAX_NEW_TOKENS, ENRICH_TOKENS = 8, 8
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
@@ -518,21 +702,35 @@ def main(argv: list[str] | None = None) -> int:
         ppl = Perplexity(model.hf_model, model.tokenizer)
         for config in configs:
             t0 = time.perf_counter()
-            ds = run_cell(model, prep, CONFIGS[config], max(budgets), out, args.mode, args.split, args.search_seed,
-                          ppl)
+            ds = run_cell(
+                model,
+                prep,
+                CONFIGS[config],
+                max(budgets),
+                out,
+                args.mode,
+                args.split,
+                args.search_seed,
+                ppl,
+            )
             for b in budgets:
                 h = judged(ds, b)
-                print(f"{name} {args.mode} {args.split} {config} @{b}: states {h['states'].mean():.2f} "
-                      f"TO>=0.5 {h['to_hit'].mean():.2f} readable {h['readable'].mean():.2f} "
-                      f"any {h['any_states'].mean():.2f} (cell wall {ds.attrs['wall_s']:.0f} s, "
-                      f"this call {time.perf_counter() - t0:.0f} s)", flush=True)
+                print(
+                    f"{name} {args.mode} {args.split} {config} @{b}: states {h['states'].mean():.2f} "
+                    f"TO>=0.5 {h['to_hit'].mean():.2f} readable {h['readable'].mean():.2f} "
+                    f"any {h['any_states'].mean():.2f} (cell wall {ds.attrs['wall_s']:.0f} s, "
+                    f"this call {time.perf_counter() - t0:.0f} s)",
+                    flush=True,
+                )
         ran.append(name)
     summary = collect(args.out, models, args.mode, args.split, configs, budgets, args.n_prompts)
     summary_path = args.out / f"summary-{args.mode}-{args.split}.nc"
     write_dataset(summary, summary_path)
     figure(summary_path, args.out / f"states_answer-{args.mode}-{args.split}.png")
     print(markdown_table(read_dataset(summary_path)))
-    print(f"fluent study: {time.perf_counter() - started:.0f} s wall ({', '.join(ran) or 'collect only'})")
+    print(
+        f"fluent study: {time.perf_counter() - started:.0f} s wall ({', '.join(ran) or 'collect only'})"
+    )
     return 0
 
 

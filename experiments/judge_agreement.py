@@ -20,8 +20,8 @@ import json
 import sys
 from pathlib import Path
 
-from fsnn.errors import FsnnError
 from fsnn.analysis.judge_agreement import agreement_main, format_report, judge_slug, summary_table
+from fsnn.errors import FsnnError
 from fsnn.judges.base import JudgeConfig
 
 

@@ -18,10 +18,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from fsnn.store.environment import env_path
-from fsnn.errors import FsnnError
 from fsnn.analysis.figures import render_all
 from fsnn.analysis.release import format_summary, import_release, write_release
+from fsnn.errors import FsnnError
+from fsnn.store.environment import env_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,12 @@ from __future__ import annotations
 
 import argparse
 
-from fsnn.experiment.config_file import PAPER_PRESET, config_sources, format_config, resolve_run_config
+from fsnn.experiment.config_file import (
+    PAPER_PRESET,
+    config_sources,
+    format_config,
+    resolve_run_config,
+)
 from fsnn.experiment.pipeline import run_pipeline, summary_table
 
 

@@ -35,19 +35,19 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from fsnn.judges.degeneration import readable
 from fsnn.errors import FsnnError
-from fsnn.steering.generation import generate
-from fsnn.steering.layout import SegmentLayout
+from fsnn.experiment.simpleqa import load_simpleqa, select_questions
+from fsnn.judges.degeneration import readable
 from fsnn.judges.metrics import Perplexity, token_overlap
-from fsnn.steering.prompts import PAPER_TEMPLATES, split_explanation
-from fsnn.steering.references import ReferenceItem, capture_references
-from fsnn.store.schema import str_array
 from fsnn.judges.scoring import TOKEN_OVERLAP_THRESHOLD, proxy_grade
 from fsnn.search.run import SearchConfig, SearchItem, open_storage, run_search
-from fsnn.experiment.simpleqa import load_simpleqa, select_questions
-from fsnn.store.files import read_dataset, write_dataset
 from fsnn.search.strength import norm_scales
+from fsnn.steering.generation import generate
+from fsnn.steering.layout import SegmentLayout
+from fsnn.steering.prompts import PAPER_TEMPLATES, split_explanation
+from fsnn.steering.references import ReferenceItem, capture_references
+from fsnn.store.files import read_dataset, write_dataset
+from fsnn.store.schema import str_array
 
 MAX_NEW_TOKENS = 48
 ENRICH_TOKENS = 100  # the pipeline's enrichment length at the paper's 100 new tokens
@@ -63,7 +63,9 @@ class Cell:
     budget: int
     layout: str = "full"
     unreadable_penalty: float = 1.0
-    batch_trials: int = 1  # rounds of one trial per prompt: model-based samplers see earlier results
+    batch_trials: int = (
+        1  # rounds of one trial per prompt: model-based samplers see earlier results
+    )
 
     @property
     def name(self) -> str:
@@ -73,20 +75,34 @@ class Cell:
 
     def search_config(self, seed: int) -> SearchConfig:
         return SearchConfig(
-            n_trials=self.budget, batch_trials=self.batch_trials, batch_rows=64,
-            parametrization=self.parametrization, sampler=self.sampler, start_trials=self.start_trials,
+            n_trials=self.budget,
+            batch_trials=self.batch_trials,
+            batch_rows=64,
+            parametrization=self.parametrization,
+            sampler=self.sampler,
+            start_trials=self.start_trials,
             # the paper's TPE keeps Optuna's random startup trials (SearchConfig.paper())
-            n_startup_trials=(SearchConfig.paper() if self.unreadable_penalty == 0 else SearchConfig()).n_startup_trials,
-            unreadable_penalty=self.unreadable_penalty, seed=seed, score_on="completion",
+            n_startup_trials=(
+                SearchConfig.paper() if self.unreadable_penalty == 0 else SearchConfig()
+            ).n_startup_trials,
+            unreadable_penalty=self.unreadable_penalty,
+            seed=seed,
+            score_on="completion",
         )
 
 
 def paper_cell(budget: int, layout: str = "full") -> Cell:
     """The paper's recipe (:meth:`SearchConfig.paper`, its one definition) at ``budget`` trials."""
     paper = SearchConfig.paper(n_trials=budget, batch_trials=budget)
-    return Cell(parametrization=paper.parametrization, sampler=paper.sampler, start_trials=paper.start_trials,
-                budget=budget, layout=layout, unreadable_penalty=paper.unreadable_penalty,
-                batch_trials=paper.batch_trials)
+    return Cell(
+        parametrization=paper.parametrization,
+        sampler=paper.sampler,
+        start_trials=paper.start_trials,
+        budget=budget,
+        layout=layout,
+        unreadable_penalty=paper.unreadable_penalty,
+        batch_trials=paper.batch_trials,
+    )
 
 
 def grid(kind: str, budgets: list[int], candidate_budget: int | None = None) -> list[Cell]:
@@ -101,9 +117,14 @@ def grid(kind: str, budgets: list[int], candidate_budget: int | None = None) -> 
         cells.append(paper_cell(b))
         b = candidate_budget or b  # a screen may search the candidates at a smaller budget only
         if kind == "quick":
-            cells.append(Cell(parametrization="norm_relative", sampler="tpe", start_trials=1, budget=b))
+            cells.append(
+                Cell(parametrization="norm_relative", sampler="tpe", start_trials=1, budget=b)
+            )
             continue
-        for par in ("norm_relative", "log_product"):  # the candidates first: a cut-short screen still has them
+        for par in (
+            "norm_relative",
+            "log_product",
+        ):  # the candidates first: a cut-short screen still has them
             cells.append(Cell(parametrization=par, sampler="tpe", start_trials=3, budget=b))
         for par in ("norm_relative", "log_product", "alpha_gamma"):
             cells.append(Cell(parametrization=par, sampler="random", start_trials=0, budget=b))
@@ -111,15 +132,24 @@ def grid(kind: str, budgets: list[int], candidate_budget: int | None = None) -> 
             for par in ("log_product", "norm_relative"):
                 cells.append(Cell(parametrization=par, sampler="gp", start_trials=3, budget=b))
                 cells.append(Cell(parametrization=par, sampler="tpe", start_trials=0, budget=b))
-            cells.append(Cell(parametrization="norm_relative", sampler="tpe", start_trials=3, budget=b,
-                              layout="segmented"))
+            cells.append(
+                Cell(
+                    parametrization="norm_relative",
+                    sampler="tpe",
+                    start_trials=3,
+                    budget=b,
+                    layout="segmented",
+                )
+            )
     return cells
 
 
 # ----------------------------------------------------------------------------- prompts
 
 
-def stratified_failures(model: Any, n: int, seed: int, pool_per_topic: int, out: Path) -> list[dict[str, Any]]:
+def stratified_failures(
+    model: Any, n: int, seed: int, pool_per_topic: int, out: Path
+) -> list[dict[str, Any]]:
     """Baseline failures (proxy grade not CORRECT, completion only), ``n`` drawn round-robin over topics."""
     questions = load_simpleqa()
     pool = select_questions(questions, stratified=pool_per_topic * 10, seed=seed)
@@ -129,11 +159,16 @@ def stratified_failures(model: Any, n: int, seed: int, pool_per_topic: int, out:
     for q, o in zip(pool, outs, strict=True):
         if proxy_grade(q.answer, o.completion) == "CORRECT":
             continue
-        by_topic.setdefault(q.topic, []).append({
-            "simpleqa_id": q.id, "question": q.question, "answer": q.answer, "topic": q.topic,
-            "baseline_completion": o.completion,
-            "baseline_to": token_overlap(q.answer, o.completion),
-        })
+        by_topic.setdefault(q.topic, []).append(
+            {
+                "simpleqa_id": q.id,
+                "question": q.question,
+                "answer": q.answer,
+                "topic": q.topic,
+                "baseline_completion": o.completion,
+                "baseline_to": token_overlap(q.answer, o.completion),
+            }
+        )
     rng = random.Random(seed)
     for rows in by_topic.values():
         rng.shuffle(rows)
@@ -154,10 +189,18 @@ def prepare(model: Any, out: Path, n: int, seed: int, pool_per_topic: int) -> xr
     if path.exists():
         return read_dataset(path)
     rows = stratified_failures(model, n, seed, pool_per_topic, out)
-    enrich = generate(model, [PAPER_TEMPLATES.enrichment_prompt(r["question"], r["answer"]) for r in rows],
-                      max_new_tokens=ENRICH_TOKENS, batch_size=16)
-    items = [ReferenceItem(question=r["question"], answer=r["answer"], explanation=split_explanation(o.completion))
-             for r, o in zip(rows, enrich, strict=True)]
+    enrich = generate(
+        model,
+        [PAPER_TEMPLATES.enrichment_prompt(r["question"], r["answer"]) for r in rows],
+        max_new_tokens=ENRICH_TOKENS,
+        batch_size=16,
+    )
+    items = [
+        ReferenceItem(
+            question=r["question"], answer=r["answer"], explanation=split_explanation(o.completion)
+        )
+        for r, o in zip(rows, enrich, strict=True)
+    ]
     h = capture_references(model, items, batch_size=8)
     steering = [PAPER_TEMPLATES.steering_prompt(r["question"]) for r in rows]
     scales = norm_scales(model, steering, torch.from_numpy(h.values))
@@ -184,9 +227,13 @@ def prepare(model: Any, out: Path, n: int, seed: int, pool_per_topic: int) -> xr
 
 def items_of(prep: xr.Dataset) -> list[SearchItem]:
     return [
-        SearchItem(key=str(int(prep.simpleqa_id.values[i])), prompt=str(prep.steering_prompt.values[i]),
-                   answer=str(prep.answer.values[i]), h=torch.from_numpy(np.asarray(prep.h.values[i], np.float32)),
-                   norm_scale=torch.from_numpy(np.asarray(prep.norm_scale.values[i], np.float32)))
+        SearchItem(
+            key=str(int(prep.simpleqa_id.values[i])),
+            prompt=str(prep.steering_prompt.values[i]),
+            answer=str(prep.answer.values[i]),
+            h=torch.from_numpy(np.asarray(prep.h.values[i], np.float32)),
+            norm_scale=torch.from_numpy(np.asarray(prep.norm_scale.values[i], np.float32)),
+        )
         for i in range(prep.sizes["prompt"])
     ]
 
@@ -204,7 +251,9 @@ def bootstrap_ci(hits: np.ndarray, seed: int = 0, n_boot: int = 2000) -> tuple[f
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
-def run_cell(model: Any, prep: xr.Dataset, cell: Cell, out: Path, mode: str, seed: int, ppl: Any) -> xr.Dataset:
+def run_cell(
+    model: Any, prep: xr.Dataset, cell: Cell, out: Path, mode: str, seed: int, ppl: Any
+) -> xr.Dataset:
     """Search one cell (resumable) and store its trials as ``cells/MODE-NAME.nc``."""
     path = out / "cells" / f"{mode}-{cell.name}-n{prep.sizes['prompt']}.nc"
     if path.exists():
@@ -212,17 +261,41 @@ def run_cell(model: Any, prep: xr.Dataset, cell: Cell, out: Path, mode: str, see
     storage = open_storage(f"sqlite:///{out / 'optuna.db'}")
     layout = SegmentLayout.named(cell.layout, model.n_layers)
     started = time.perf_counter()
-    trials = run_search(model, items_of(prep), layout, cell.search_config(seed), storage=storage, ppl=ppl,
-                        mode=mode, max_new_tokens=MAX_NEW_TOKENS, study_prefix=f"{mode}/{cell.name}/",
-                        progress=True)
+    trials = run_search(
+        model,
+        items_of(prep),
+        layout,
+        cell.search_config(seed),
+        storage=storage,
+        ppl=ppl,
+        mode=mode,
+        max_new_tokens=MAX_NEW_TOKENS,
+        study_prefix=f"{mode}/{cell.name}/",
+        progress=True,
+    )
     wall = time.perf_counter() - started
-    keep = ["token_overlap", "readable", "distinct_2", "longest_repeat", "perplexity", "objective", "completion",
-            "strength", "trial_number", "failed_trials"]
+    keep = [
+        "token_overlap",
+        "readable",
+        "distinct_2",
+        "longest_repeat",
+        "perplexity",
+        "objective",
+        "completion",
+        "strength",
+        "trial_number",
+        "failed_trials",
+    ]
     ds = trials[keep].assign_coords(simpleqa_id=("prompt", prep.simpleqa_id.values))
     ds["completion"] = ds.completion.fillna("")
-    ds.attrs = {"cell": cell.name, "mode": mode, "wall_s": wall, "model": model.name,
-                "failed_trials": int(trials.attrs.get("failed_trials", 0)),
-                "search": json.dumps(cell.search_config(seed).to_dict(), default=str)}
+    ds.attrs = {
+        "cell": cell.name,
+        "mode": mode,
+        "wall_s": wall,
+        "model": model.name,
+        "failed_trials": int(trials.attrs.get("failed_trials", 0)),
+        "search": json.dumps(cell.search_config(seed).to_dict(), default=str),
+    }
     write_dataset(ds, path)
     return ds
 
@@ -245,18 +318,30 @@ def prefix_best(trials: xr.Dataset, budget: int) -> dict[str, np.ndarray]:
     read = np.array([bool(f) and readable(str(c)) for f, c in zip(found, completion, strict=True)])
     hit = np.nan_to_num(to, nan=0.0) >= TOKEN_OVERLAP_THRESHOLD
     return {
-        "token_overlap": to, "readable": read.astype(np.int8), "answer_hit": hit.astype(np.int8),
+        "token_overlap": to,
+        "readable": read.astype(np.int8),
+        "answer_hit": hit.astype(np.int8),
         "readable_answer_hit": (hit & read).astype(np.int8),
         "strength": np.where(found, trials.strength.values[rows, best, 0], np.nan),
         "completion": completion,
     }
 
 
-def collect(out: Path, models: list[str], mode: str, cells: list[Cell], budgets: list[int], n_prompts: int
-            ) -> xr.Dataset:
+def collect(
+    out: Path, models: list[str], mode: str, cells: list[Cell], budgets: list[int], n_prompts: int
+) -> xr.Dataset:
     """Every finished cell at every budget as one labeled dataset (model, cell, budget)."""
-    stats = ("readable_answer_rate", "readable_answer_lo", "readable_answer_hi", "answer_rate", "answer_lo",
-             "answer_hi", "readable_rate", "n", "wall_s")
+    stats = (
+        "readable_answer_rate",
+        "readable_answer_lo",
+        "readable_answer_hi",
+        "answer_rate",
+        "answer_lo",
+        "answer_hi",
+        "readable_rate",
+        "n",
+        "wall_s",
+    )
     names = [c.name.rsplit("-b", 1)[0] for c in cells]
     data = {k: np.full((len(models), len(names), len(budgets)), np.nan) for k in stats}
     for m, model in enumerate(models):
@@ -271,7 +356,9 @@ def collect(out: Path, models: list[str], mode: str, cells: list[Cell], budgets:
                 best = prefix_best(trials, budget)
                 ra, a = best["readable_answer_hit"], best["answer_hit"]
                 data["readable_answer_rate"][m, c, b] = ra.mean()
-                data["readable_answer_lo"][m, c, b], data["readable_answer_hi"][m, c, b] = bootstrap_ci(ra)
+                data["readable_answer_lo"][m, c, b], data["readable_answer_hi"][m, c, b] = (
+                    bootstrap_ci(ra)
+                )
                 data["answer_rate"][m, c, b] = a.mean()
                 data["answer_lo"][m, c, b], data["answer_hi"][m, c, b] = bootstrap_ci(a)
                 data["readable_rate"][m, c, b] = best["readable"].mean()
@@ -280,18 +367,31 @@ def collect(out: Path, models: list[str], mode: str, cells: list[Cell], budgets:
     return xr.Dataset(
         {k: (("model", "cell", "budget"), v) for k, v in data.items()},
         coords={
-            "model": np.asarray(models, dtype=object), "cell": np.asarray(names, dtype=object),
+            "model": np.asarray(models, dtype=object),
+            "cell": np.asarray(names, dtype=object),
             "budget": np.asarray(budgets, dtype=np.int64),
             "parametrization": ("cell", str_array([c.parametrization for c in cells])),
-            "sampler": ("cell", str_array([c.sampler + (f"+start{c.start_trials}" if c.start_trials else "")
-                                           + ("" if c.unreadable_penalty else " (paper objective)")
-                                           for c in cells])),
+            "sampler": (
+                "cell",
+                str_array(
+                    [
+                        c.sampler
+                        + (f"+start{c.start_trials}" if c.start_trials else "")
+                        + ("" if c.unreadable_penalty else " (paper objective)")
+                        for c in cells
+                    ]
+                ),
+            ),
             "layout": ("cell", str_array([c.layout for c in cells])),
         },
-        attrs={"mode": mode, "max_new_tokens": MAX_NEW_TOKENS, "scored_on": "completion",
-               "interval": "95% percentile bootstrap over prompts, 2000 resamples",
-               "budget_means": "steered generations per prompt (same for every cell of a budget)",
-               "wall_s_means": "the cell's search wall time scaled by budget / searched budget"},
+        attrs={
+            "mode": mode,
+            "max_new_tokens": MAX_NEW_TOKENS,
+            "scored_on": "completion",
+            "interval": "95% percentile bootstrap over prompts, 2000 resamples",
+            "budget_means": "steered generations per prompt (same for every cell of a budget)",
+            "wall_s_means": "the cell's search wall time scaled by budget / searched budget",
+        },
     )
 
 
@@ -310,22 +410,37 @@ def figure(summary: xr.Dataset, path: Path) -> None:
 
     models = [str(m) for m in summary.model.values]
     one_budget = summary.sizes["budget"] == 1
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False, sharey=one_budget)
-    labels = [f"{summary.layout.values[c]} {summary.parametrization.values[c]} / {summary.sampler.values[c]}"
-              for c in range(summary.sizes["cell"])]
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(5 * len(models), 4), squeeze=False, sharey=one_budget
+    )
+    labels = [
+        f"{summary.layout.values[c]} {summary.parametrization.values[c]} / {summary.sampler.values[c]}"
+        for c in range(summary.sizes["cell"])
+    ]
     for ax, model in zip(axes[0], models, strict=True):
         s = summary.sel(model=model)
         if one_budget:
             for c in range(s.sizes["cell"]):
-                for key, offset, face in (("readable_answer", -0.12, None), ("answer", 0.12, "none")):
+                for key, offset, face in (
+                    ("readable_answer", -0.12, None),
+                    ("answer", 0.12, "none"),
+                ):
                     y = s[f"{key}_rate"].values[c, 0]
                     if not np.isfinite(y):
                         continue
                     lo, hi = s[f"{key}_lo"].values[c, 0], s[f"{key}_hi"].values[c, 0]
-                    ax.errorbar(100 * y, c + offset, xerr=[[100 * (y - lo)], [100 * (hi - y)]], fmt="o", capsize=3,
-                                color="C0" if face is None else "C3", mfc=face,
-                                label=("TO >= 0.5 and readable" if face is None else "TO >= 0.5 (any text)")
-                                if c == 0 else None)
+                    ax.errorbar(
+                        100 * y,
+                        c + offset,
+                        xerr=[[100 * (y - lo)], [100 * (hi - y)]],
+                        fmt="o",
+                        capsize=3,
+                        color="C0" if face is None else "C3",
+                        mfc=face,
+                        label=("TO >= 0.5 and readable" if face is None else "TO >= 0.5 (any text)")
+                        if c == 0
+                        else None,
+                    )
             ax.set_yticks(range(len(labels)), labels, fontsize=7)
             ax.invert_yaxis()
             ax.set_xlim(-2, 60)
@@ -340,8 +455,14 @@ def figure(summary: xr.Dataset, path: Path) -> None:
                     continue
                 lo, hi = s.readable_answer_lo.values[c][keep], s.readable_answer_hi.values[c][keep]
                 yk = y[keep]
-                ax.errorbar(b[keep], 100 * yk, yerr=[100 * (yk - lo), 100 * (hi - yk)], marker="o", capsize=3,
-                            label=labels[c])
+                ax.errorbar(
+                    b[keep],
+                    100 * yk,
+                    yerr=[100 * (yk - lo), 100 * (hi - yk)],
+                    marker="o",
+                    capsize=3,
+                    label=labels[c],
+                )
             ax.set_xlabel("trials per prompt (steered generations)")
             ax.set_ylabel("TO >= 0.5 and readable, % of prompts")
         ax.set_title(f"{model} ({summary.attrs['mode']})")
@@ -363,14 +484,22 @@ def cell_file(out: Path, model: str, mode: str, cell: Cell, n_prompts: int) -> P
     stem = cell.name.rsplit("-b", 1)[0]
     found = []
     for path in (out / model / "cells").glob(f"{mode}-{stem}-b*-n{n_prompts}.nc"):
-        budget = path.name[len(f"{mode}-{stem}-b"):].split("-n", 1)[0]
+        budget = path.name[len(f"{mode}-{stem}-b") :].split("-n", 1)[0]
         if budget.isdigit() and int(budget) >= cell.budget:
             found.append((int(budget), path))
     return min(found)[1] if found else None
 
 
-def paired_vs_paper(out: Path, models: list[str], mode: str, cells: list[Cell], budget: int, n_prompts: int,
-                    seed: int = 0, n_boot: int = 2000) -> list[dict[str, Any]]:
+def paired_vs_paper(
+    out: Path,
+    models: list[str],
+    mode: str,
+    cells: list[Cell],
+    budget: int,
+    n_prompts: int,
+    seed: int = 0,
+    n_boot: int = 2000,
+) -> list[dict[str, Any]]:
     """Each cell against the paper's cell on the same prompts, pooled over the models.
 
     Readable-and-answer hits at ``budget`` trials; the difference (cell - paper) is paired by
@@ -401,16 +530,28 @@ def paired_vs_paper(out: Path, models: list[str], mode: str, cells: list[Cell], 
         n = sum(d.size for d in diffs)
         boots /= n
         pooled = np.concatenate(diffs)
-        rows.append({"cell": cell.name, "models": used, "n": n, "diff": float(pooled.mean()),
-                     "lo": float(np.quantile(boots, 0.025)), "hi": float(np.quantile(boots, 0.975)),
-                     "wins": int((pooled > 0).sum()), "losses": int((pooled < 0).sum())})
+        rows.append(
+            {
+                "cell": cell.name,
+                "models": used,
+                "n": n,
+                "diff": float(pooled.mean()),
+                "lo": float(np.quantile(boots, 0.025)),
+                "hi": float(np.quantile(boots, 0.975)),
+                "wins": int((pooled > 0).sum()),
+                "losses": int((pooled < 0).sum()),
+            }
+        )
     return rows
 
 
 def markdown_table(summary: xr.Dataset) -> str:
     """The summary as a markdown table: readable-and-answer first, then answer only, with intervals and n."""
-    lines = ["| model | layout | parametrization | sampler | trials/prompt | TO>=0.5 & readable [95% CI] | "
-             "TO>=0.5 [95% CI] | readable best | n | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | layout | parametrization | sampler | trials/prompt | TO>=0.5 & readable [95% CI] | "
+        "TO>=0.5 [95% CI] | readable best | n | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for model in summary.model.values:
         for c in range(summary.sizes["cell"]):
             for b, budget in enumerate(summary.budget.values):
@@ -425,7 +566,8 @@ def markdown_table(summary: xr.Dataset) -> str:
                     f"| {model} | {s.layout.values[c]} | {s.parametrization.values[c]} | {s.sampler.values[c]} | "
                     f"{budget} | {pct('readable_answer_rate')} [{pct('readable_answer_lo')}, "
                     f"{pct('readable_answer_hi')}] | {pct('answer_rate')} [{pct('answer_lo')}, {pct('answer_hi')}] | "
-                    f"{pct('readable_rate')} | {int(s.n.values[c, b])} | {s.wall_s.values[c, b]:.0f} |")
+                    f"{pct('readable_rate')} | {int(s.n.values[c, b])} | {s.wall_s.values[c, b]:.0f} |"
+                )
     return "\n".join(lines)
 
 
@@ -438,17 +580,39 @@ def label_sample(model: Any, prep: xr.Dataset, out: Path, n_questions: int = 20)
     n = min(n_questions, prep.sizes["prompt"])
     items = items_of(prep)[:n]
     for i in range(n):
-        rows.append({"source": "baseline", "strength": 0.0, "simpleqa_id": items[i].key,
-                     "answer": items[i].answer, "completion": str(prep.baseline_completion.values[i])})
+        rows.append(
+            {
+                "source": "baseline",
+                "strength": 0.0,
+                "simpleqa_id": items[i].key,
+                "answer": items[i].answer,
+                "completion": str(prep.baseline_completion.values[i]),
+            }
+        )
     h = torch.stack([it.h for it in items])
     for k in (0.03, 0.1, 0.3, 1.0):
         from fsnn.steering.steer import steered_generate
 
         coef = torch.full((n, model.n_layers), k)
-        outs = steered_generate(model, [it.prompt for it in items], h, torch.ones(n, model.n_layers), coef,
-                                mode="cached", max_new_tokens=MAX_NEW_TOKENS)
-        rows.extend({"source": "full k", "strength": k, "simpleqa_id": it.key, "answer": it.answer,
-                     "completion": o.completion} for it, o in zip(items, outs, strict=True))
+        outs = steered_generate(
+            model,
+            [it.prompt for it in items],
+            h,
+            torch.ones(n, model.n_layers),
+            coef,
+            mode="cached",
+            max_new_tokens=MAX_NEW_TOKENS,
+        )
+        rows.extend(
+            {
+                "source": "full k",
+                "strength": k,
+                "simpleqa_id": it.key,
+                "answer": it.answer,
+                "completion": o.completion,
+            }
+            for it, o in zip(items, outs, strict=True)
+        )
     path = out / "label_sample.json"
     path.write_text(json.dumps(rows, indent=1))
     return path
@@ -458,26 +622,50 @@ def label_sample(model: Any, prep: xr.Dataset, out: Path, n_questions: int = 20)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--out", type=Path, required=True, help="study folder (outside the repository)")
     p.add_argument("--models", default="smollm2-135m", help="comma-separated model aliases")
-    p.add_argument("--mode", default="faithful", choices=("faithful", "cached"), help="steering mode")
-    p.add_argument("--cells", default="screen", choices=("screen", "full", "quick"), help="which grid")
+    p.add_argument(
+        "--mode", default="faithful", choices=("faithful", "cached"), help="steering mode"
+    )
+    p.add_argument(
+        "--cells", default="screen", choices=("screen", "full", "quick"), help="which grid"
+    )
     p.add_argument("--budgets", default="5,10,20", help="trials per prompt, comma-separated")
     p.add_argument("--n-prompts", type=int, default=50, help="baseline failures per model")
-    p.add_argument("--pool-per-topic", type=int, default=12, help="stratified pool size per topic (x10 topics)")
+    p.add_argument(
+        "--pool-per-topic", type=int, default=12, help="stratified pool size per topic (x10 topics)"
+    )
     p.add_argument("--seed", type=int, default=0, help="sample and search seed")
-    p.add_argument("--only", default="", help="comma-separated cell names to run (default: all of the grid)")
-    p.add_argument("--limit-prompts", type=int, default=None,
-                   help="search only the first N prepared prompts (the round-robin order keeps topics mixed)")
-    p.add_argument("--candidate-budget", type=int, default=None,
-                   help="budget of the non-paper cells (default: the largest of --budgets)")
-    p.add_argument("--quick", action="store_true", help="tiny shape: 3 prompts, first model, 2 trials")
-    p.add_argument("--label-sample", action="store_true", help="write 100 completions to read, then stop")
+    p.add_argument(
+        "--only", default="", help="comma-separated cell names to run (default: all of the grid)"
+    )
+    p.add_argument(
+        "--limit-prompts",
+        type=int,
+        default=None,
+        help="search only the first N prepared prompts (the round-robin order keeps topics mixed)",
+    )
+    p.add_argument(
+        "--candidate-budget",
+        type=int,
+        default=None,
+        help="budget of the non-paper cells (default: the largest of --budgets)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny shape: 3 prompts, first model, 2 trials"
+    )
+    p.add_argument(
+        "--label-sample", action="store_true", help="write 100 completions to read, then stop"
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--collect-only", action="store_true",
-                   help="load no model: rebuild the summary, table and figure from the finished cells")
+    p.add_argument(
+        "--collect-only",
+        action="store_true",
+        help="load no model: rebuild the summary, table and figure from the finished cells",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from fsnn.models.load import load_model
@@ -508,18 +696,27 @@ def main(argv: list[str] | None = None) -> int:
             ds = run_cell(model, prep, cell, out, args.mode, args.seed, ppl)
             for b in [b for b in budgets if b <= cell.budget]:
                 best = prefix_best(ds, b)
-                print(f"{name} {args.mode} {cell.name} @{b}: readable+answer "
-                      f"{best['readable_answer_hit'].mean():.2f} answer {best['answer_hit'].mean():.2f} "
-                      f"wall {ds.attrs['wall_s']:.0f}s (searched budget)", flush=True)
-    summary = collect(args.out, models, args.mode, cells, budgets, args.limit_prompts or args.n_prompts)
+                print(
+                    f"{name} {args.mode} {cell.name} @{b}: readable+answer "
+                    f"{best['readable_answer_hit'].mean():.2f} answer {best['answer_hit'].mean():.2f} "
+                    f"wall {ds.attrs['wall_s']:.0f}s (searched budget)",
+                    flush=True,
+                )
+    summary = collect(
+        args.out, models, args.mode, cells, budgets, args.limit_prompts or args.n_prompts
+    )
     write_dataset(summary, args.out / f"summary-{args.mode}.nc")
     figure(summary, args.out / f"readable_answer_vs_budget-{args.mode}.png")
     print(markdown_table(summary))
     for budget in budgets:
-        for row in paired_vs_paper(args.out, models, args.mode, cells, budget, args.limit_prompts or args.n_prompts):
-            print(f"paired vs paper @{budget} ({', '.join(row['models'])}; n={row['n']}): {row['cell']} "
-                  f"{100 * row['diff']:+.1f} pts [{100 * row['lo']:+.1f}, {100 * row['hi']:+.1f}] "
-                  f"(prompts won {row['wins']}, lost {row['losses']})")
+        for row in paired_vs_paper(
+            args.out, models, args.mode, cells, budget, args.limit_prompts or args.n_prompts
+        ):
+            print(
+                f"paired vs paper @{budget} ({', '.join(row['models'])}; n={row['n']}): {row['cell']} "
+                f"{100 * row['diff']:+.1f} pts [{100 * row['lo']:+.1f}, {100 * row['hi']:+.1f}] "
+                f"(prompts won {row['wins']}, lost {row['losses']})"
+            )
     return 0
 
 

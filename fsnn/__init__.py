@@ -111,19 +111,20 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from fsnn.backends.base import LocalBackend, NdifBackend, SerialisedBackend
-    from fsnn.steering.decode import GenerationOutput
-    from .errors import FsnnError
-    from fsnn.steering.generation import generate
-    from .judges import make_judge
-    from fsnn.steering.layout import SegmentLayout, Strengths
+    from fsnn.experiment.pipeline import RunConfig, run_pipeline
+    from fsnn.experiment.simpleqa import Question, load_simpleqa, select_questions
     from fsnn.judges.metrics import token_overlap
     from fsnn.models.load import LoadedModel, load_model
-    from fsnn.experiment.pipeline import RunConfig, run_pipeline
-    from fsnn.steering.references import ReferenceItem, capture_references
     from fsnn.search.run import SearchConfig, SearchItem, run_search
-    from fsnn.experiment.simpleqa import Question, load_simpleqa, select_questions
+    from fsnn.steering.decode import GenerationOutput
+    from fsnn.steering.generation import generate
+    from fsnn.steering.layout import SegmentLayout, Strengths
+    from fsnn.steering.references import ReferenceItem, capture_references
     from fsnn.steering.steer import Steering
     from fsnn.store.files import Run, open_run
+
+    from .errors import FsnnError
+    from .judges import make_judge
 
 
 # 0.2's module paths -> their homes in the stage folders (issue 23). ``fsnn.models``,
@@ -167,7 +168,10 @@ del MOVED["fsnn.backends"]  # a folder of the same name: its module is fsnn.back
 
 # names that left an old module for another one when it moved
 _SPLIT: dict[str, dict[str, str]] = {
-    "fsnn.metrics": {"ObjectiveConfig": "fsnn.search.objective", "objective": "fsnn.search.objective"},
+    "fsnn.metrics": {
+        "ObjectiveConfig": "fsnn.search.objective",
+        "objective": "fsnn.search.objective",
+    },
     "fsnn.degeneration": {"guarded_objective": "fsnn.search.objective"},
 }
 
@@ -185,8 +189,11 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec: Any) -> Any:
         new = MOVED[spec.name]
-        warnings.warn(f"{spec.name} moved to {new}; the old path goes away after 0.3", FutureWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"{spec.name} moved to {new}; the old path goes away after 0.3",
+            FutureWarning,
+            stacklevel=2,
+        )
         module = importlib.import_module(new)
         if spec.name in _SPLIT:  # a view of the new module that also finds the names that left it
             return _SplitModule(spec.name, module, _SPLIT[spec.name])

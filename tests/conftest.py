@@ -34,14 +34,25 @@ def make_tiny(arch: str, tokenizer_dir, *, n_layers: int = 4, hidden: int = 64, 
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     vocab = len(tok)
-    common = dict(vocab_size=vocab, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                  pad_token_id=tok.pad_token_id)
+    common = dict(
+        vocab_size=vocab,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     if arch == "gpt2":
         cfg = tf.GPT2Config(n_embd=hidden, n_layer=n_layers, n_head=4, n_positions=512, **common)
         cls = tf.GPT2LMHeadModel
     else:
-        kw = dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=n_layers,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, **common)
+        kw = dict(
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=n_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
+        )
         if arch in ("gemma2", "gemma3_text"):
             kw["head_dim"] = 16
         cfg_cls, cls = {

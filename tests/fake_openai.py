@@ -24,7 +24,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 __all__ = ["FAULTS", "TRANSPORT_FAULTS", "FakeOpenAI", "expected_answer"]
 
-TRANSPORT_FAULTS = ("429", "500", "502", "503", "timeout", "drop", "truncated", "invalid", "empty_choices")
+TRANSPORT_FAULTS = (
+    "429",
+    "500",
+    "502",
+    "503",
+    "timeout",
+    "drop",
+    "truncated",
+    "invalid",
+    "empty_choices",
+)
 FAULTS = (*TRANSPORT_FAULTS, "bad_score", "bad_letter")
 
 
@@ -51,11 +61,22 @@ class FakeOpenAI:
         port: the port on 127.0.0.1 (0: a free one).
     """
 
-    def __init__(self, faults: Iterable[str] = (), *, always: str | None = None, api_key: str | None = None,
-                 sleep_timeout: float = 0.5, retry_after: str = "0.01", max_requests: int = 5000,
-                 lifetime: float = 300.0, port: int = 0):
+    def __init__(
+        self,
+        faults: Iterable[str] = (),
+        *,
+        always: str | None = None,
+        api_key: str | None = None,
+        sleep_timeout: float = 0.5,
+        retry_after: str = "0.01",
+        max_requests: int = 5000,
+        lifetime: float = 300.0,
+        port: int = 0,
+    ):
         self.script = list(faults)
-        unknown = sorted({f for f in [*self.script, *([always] if always else [])] if f not in (*FAULTS, "401")})
+        unknown = sorted(
+            {f for f in [*self.script, *([always] if always else [])] if f not in (*FAULTS, "401")}
+        )
         if unknown:
             raise ValueError(f"unknown fault(s) {unknown}")
         self.always, self.api_key = always, api_key
@@ -74,7 +95,11 @@ class FakeOpenAI:
         self._thread.start()
 
     def _serve(self) -> None:
-        while not self._stopped.is_set() and time.monotonic() < self.deadline and self.served < self.max_requests:
+        while (
+            not self._stopped.is_set()
+            and time.monotonic() < self.deadline
+            and self.served < self.max_requests
+        ):
             self.server.handle_request()
         self.server.server_close()
 
@@ -105,7 +130,9 @@ class FakeOpenAI:
             def log_message(self, *args: object) -> None:  # quiet
                 pass
 
-            def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            def _send(
+                self, status: int, body: bytes, headers: dict[str, str] | None = None
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -140,7 +167,14 @@ class FakeOpenAI:
                     content = "Score: 7\nHallucination: N"
                 elif fault == "bad_letter":
                     content = "D"
-                body = {"choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}
+                body = {
+                    "choices": [
+                        {
+                            "message": {"role": "assistant", "content": content},
+                            "finish_reason": "stop",
+                        }
+                    ]
+                }
                 if fault == "empty_choices":
                     body = {"choices": []}
                 raw = json.dumps(body).encode()
@@ -160,11 +194,18 @@ def main(argv: list[str] | None = None) -> int:
     """Serve fault-free (or with ``--always FAULT``) until ``--lifetime`` s; print the URL."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--lifetime", type=float, default=600.0, help="seconds before it stops by itself")
-    parser.add_argument("--always", default=None, choices=(*FAULTS, "401"), help="fault every request gets")
-    parser.add_argument("--api-key-env", default=None, help="NAME of an env var holding the key to require")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--lifetime", type=float, default=600.0, help="seconds before it stops by itself"
+    )
+    parser.add_argument(
+        "--always", default=None, choices=(*FAULTS, "401"), help="fault every request gets"
+    )
+    parser.add_argument(
+        "--api-key-env", default=None, help="NAME of an env var holding the key to require"
+    )
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
     args = parser.parse_args(argv)
     import os

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from fsnn.store.schema import str_array
 from fsnn.judges.scoring import composite
 from fsnn.store.files import provenance, write_dataset
+from fsnn.store.schema import str_array
 
 QUESTIONS = [
     "Who won the 2010 IEEE Frank Rosenblatt Award?",
@@ -56,10 +56,14 @@ def make_results(
         judge = rng.integers(1, 6, size=(m, n)).astype(float) if judged else np.full((m, n), np.nan)
     comp = composite(to, judge, missing=judge_missing) if judged else np.full((m, n), np.nan)
     if grades is None:
-        grades = np.array([["CORRECT" if t >= 0.5 else "INCORRECT" for t in row] for row in to], dtype=object)
+        grades = np.array(
+            [["CORRECT" if t >= 0.5 else "INCORRECT" for t in row] for row in to], dtype=object
+        )
         if not judged:
             grades[1:] = ""
-    questions = [QUESTIONS[i % len(QUESTIONS)] + ("" if i < len(QUESTIONS) else f" ({i})") for i in range(n)]
+    questions = [
+        QUESTIONS[i % len(QUESTIONS)] + ("" if i < len(QUESTIONS) else f" ({i})") for i in range(n)
+    ]
     answers = [ANSWERS[i % len(ANSWERS)] for i in range(n)]
     comp_text = np.array([[f"{methods[k]} says {answers[i] if to[k, i] >= 0.5 else 'something else'} "
                            f"because of reason {k}{i}." for i in range(n)] for k in range(m)], dtype=object)  # fmt: skip
@@ -87,7 +91,13 @@ def make_results(
     if readable is not None:
         data["readable"] = (("method", "prompt"), np.asarray(readable, dtype=np.int64))
     ids = simpleqa_ids if simpleqa_ids is not None else [10 * i + 3 for i in range(n)]
-    config = {"model": model, "simpleqa_sha256": sha, "n_trials": 3, "seed": 0, "judge_missing": judge_missing}
+    config = {
+        "model": model,
+        "simpleqa_sha256": sha,
+        "n_trials": 3,
+        "seed": 0,
+        "judge_missing": judge_missing,
+    }
     return xr.Dataset(
         data,
         coords={
@@ -99,8 +109,15 @@ def make_results(
             "topic": ("prompt", str_array(["Science"] * n)),
             "simpleqa_id": ("prompt", np.asarray(ids, dtype=np.int64)),
         },
-        attrs=provenance("results", config, model=model, mode="cached", judge="local:tiny" if judged else "none",
-                         judge_missing=judge_missing, judged=int(judged)),  # fmt: skip
+        attrs=provenance(
+            "results",
+            config,
+            model=model,
+            mode="cached",
+            judge="local:tiny" if judged else "none",
+            judge_missing=judge_missing,
+            judged=int(judged),
+        ),  # fmt: skip
     )
 
 
@@ -118,10 +135,22 @@ def make_trials(results: xr.Dataset, *, n_trials: int = 3, seed: int = 1) -> xr.
                       for s in steered], dtype=object)  # fmt: skip
     return xr.Dataset(
         {
-            "alpha": (("method", "prompt", "trial", "segment"), rng.uniform(0.01, 1, size=(m, n, n_trials, 3))),
-            "gamma": (("method", "prompt", "trial", "segment"), rng.uniform(0.01, 1, size=(m, n, n_trials, 3))),
-            "token_overlap": (("method", "prompt", "trial"), rng.choice([0.0, 0.5, 1.0], size=(m, n, n_trials))),
-            "perplexity": (("method", "prompt", "trial"), rng.uniform(2, 80, size=(m, n, n_trials))),
+            "alpha": (
+                ("method", "prompt", "trial", "segment"),
+                rng.uniform(0.01, 1, size=(m, n, n_trials, 3)),
+            ),
+            "gamma": (
+                ("method", "prompt", "trial", "segment"),
+                rng.uniform(0.01, 1, size=(m, n, n_trials, 3)),
+            ),
+            "token_overlap": (
+                ("method", "prompt", "trial"),
+                rng.choice([0.0, 0.5, 1.0], size=(m, n, n_trials)),
+            ),
+            "perplexity": (
+                ("method", "prompt", "trial"),
+                rng.uniform(2, 80, size=(m, n, n_trials)),
+            ),
             "objective": (("method", "prompt", "trial"), obj),
             "completion": (("method", "prompt", "trial"), str_array(texts)),
             "text": (("method", "prompt", "trial"), str_array(texts)),
@@ -134,11 +163,15 @@ def make_trials(results: xr.Dataset, *, n_trials: int = 3, seed: int = 1) -> xr.
             "segment": str_array(["early", "middle", "late"]),
             "simpleqa_id": ("prompt", results.simpleqa_id.values),
         },
-        attrs=provenance("trials", json.loads(results.attrs["config"]), model=results.attrs["model"]),
+        attrs=provenance(
+            "trials", json.loads(results.attrs["config"]), model=results.attrs["model"]
+        ),
     )
 
 
-def make_run(folder: Path, results: xr.Dataset | None = None, *, trials: bool = True, **kw: Any) -> Path:
+def make_run(
+    folder: Path, results: xr.Dataset | None = None, *, trials: bool = True, **kw: Any
+) -> Path:
     """Write a run folder (results.nc, trials.nc, config.json) and return it."""
     results = results if results is not None else make_results(**kw)
     folder.mkdir(parents=True, exist_ok=True)

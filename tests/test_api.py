@@ -7,9 +7,9 @@ import torch
 
 import fsnn
 from fsnn.backends.base import LocalBackend, NdifBackend, SerialisedBackend, resolve_backend
+from fsnn.backends.retry import RetryPolicy
 from fsnn.errors import FsnnError
 from fsnn.steering.layout import SegmentLayout, Strengths
-from fsnn.backends.retry import RetryPolicy
 from fsnn.steering.steer import Steering, steered_generate
 
 PROMPTS = [
@@ -30,8 +30,9 @@ def test_steering_generate_equals_per_row_call(tiny_gemma2, mode):
     steering = Steering.segmented(h, alpha=(0.9, 0.2, 0.6), gamma=(0.5, 0.7, 0.3), mode=mode)
     alpha, gamma = steering.per_layer()
     ours = steering.generate(model, PROMPTS, max_new_tokens=6)
-    direct = steered_generate(model, PROMPTS, h, alpha.expand(2, -1), gamma.expand(2, -1), mode=mode,
-                              max_new_tokens=6)
+    direct = steered_generate(
+        model, PROMPTS, h, alpha.expand(2, -1), gamma.expand(2, -1), mode=mode, max_new_tokens=6
+    )
     assert [o.ids for o in ours] == [o.ids for o in direct]
     # non-vacuity: the same prompts unsteered give other tokens
     plain = fsnn.generate(model, PROMPTS, max_new_tokens=6)
@@ -40,12 +41,20 @@ def test_steering_generate_equals_per_row_call(tiny_gemma2, mode):
 
 def test_steering_per_layer_expands_segments(tiny_gemma2):
     h = _refs(tiny_gemma2, 1)[0]  # (layer, hidden): one prompt
-    steering = Steering(references=h, strengths=Strengths(
-        layout=SegmentLayout(name="mid", ranges=((1, 2),)), alpha=(0.5,), gamma=(0.25,)))
+    steering = Steering(
+        references=h,
+        strengths=Strengths(
+            layout=SegmentLayout(name="mid", ranges=((1, 2),)), alpha=(0.5,), gamma=(0.25,)
+        ),
+    )
     alpha, gamma = steering.per_layer()
     assert alpha.tolist() == [0.0, 0.5, 0.5, 0.0] and gamma.tolist() == [0.0, 0.25, 0.25, 0.0]
     rows_h, rows_a, _ = steering.rows(3)
-    assert rows_h.shape == (3, 4, tiny_gemma2.d_model) and torch.equal(rows_h[2], h) and rows_a.shape == (3, 4)
+    assert (
+        rows_h.shape == (3, 4, tiny_gemma2.d_model)
+        and torch.equal(rows_h[2], h)
+        and rows_a.shape == (3, 4)
+    )
 
 
 def test_steering_apply_in_a_user_trace_equals_faithful_first_step(tiny_gemma2):
@@ -65,7 +74,9 @@ def test_steering_apply_in_a_user_trace_equals_faithful_first_step(tiny_gemma2):
 
 
 def test_steering_accepts_the_captured_dataarray(tiny_gemma2):
-    h = fsnn.capture_references(tiny_gemma2, [fsnn.ReferenceItem(question="Capital of France?", answer="Paris")])
+    h = fsnn.capture_references(
+        tiny_gemma2, [fsnn.ReferenceItem(question="Capital of France?", answer="Paris")]
+    )
     steering = Steering.full(h, alpha=1.0, gamma=0.1, mode="cached")
     assert steering.references.dtype == torch.float32 and steering.references.shape[0] == 1
     assert steering.describe()["mode"] == "cached"
@@ -77,12 +88,22 @@ def test_steering_accepts_the_captured_dataarray(tiny_gemma2):
         ({"references": torch.full((4, 64), float("nan"))}, "NaN"),
         ({"references": torch.zeros(64)}, "references must be"),
         ({"mode": "fast"}, "unknown steering mode"),
-        ({"strengths": Strengths(layout=SegmentLayout(name="x", ranges=((2, 9),)), alpha=(1.0,), gamma=(1.0,))},
-         "outside a model with 4 layers"),
+        (
+            {
+                "strengths": Strengths(
+                    layout=SegmentLayout(name="x", ranges=((2, 9),)), alpha=(1.0,), gamma=(1.0,)
+                )
+            },
+            "outside a model with 4 layers",
+        ),
     ],
 )
 def test_steering_refuses_bad_values(kwargs, message):
-    base = {"references": torch.zeros(4, 64), "strengths": Strengths.full(4, 0.5, 0.5), "mode": "faithful"}
+    base = {
+        "references": torch.zeros(4, 64),
+        "strengths": Strengths.full(4, 0.5, 0.5),
+        "mode": "faithful",
+    }
     with pytest.raises(FsnnError, match=message):
         Steering(**{**base, **kwargs})
 
@@ -102,7 +123,11 @@ def test_resolve_backend_names_and_objects():
     ndif = NdifBackend(host="https://example.invalid")
     assert resolve_backend(ndif) is ndif and ndif.remote_model and ndif.nnsight_remote is True
     assert SerialisedBackend().nnsight_remote == "local" and not SerialisedBackend().remote_model
-    assert {b.identity for b in (LocalBackend(), SerialisedBackend(), ndif)} == {"local", "serialised", "ndif"}
+    assert {b.identity for b in (LocalBackend(), SerialisedBackend(), ndif)} == {
+        "local",
+        "serialised",
+        "ndif",
+    }
     with pytest.raises(FsnnError, match="unknown backend 'gpu'"):
         resolve_backend("gpu")
 
@@ -122,7 +147,9 @@ def test_serialised_backend_retries_transient_failures_and_passes_input_errors()
     def always_down():
         raise ConnectionError("down")
 
-    with pytest.raises(FsnnError, match="test call failed .* after 3 attempts: ConnectionError: down"):
+    with pytest.raises(
+        FsnnError, match="test call failed .* after 3 attempts: ConnectionError: down"
+    ):
         backend.call(always_down, what="test call")
 
     def bad_input():
@@ -139,7 +166,9 @@ def test_local_and_serialised_backends_agree(tiny_gemma2):
     h = _refs(tiny_gemma2, 2, seed=5)
     steering = Steering.segmented(h, alpha=(0.4, 0.8, 0.2), gamma=(0.9, 0.1, 0.5), mode="faithful")
     local = steering.generate(tiny_gemma2, PROMPTS, max_new_tokens=4)
-    serialised = steering.generate(tiny_gemma2, PROMPTS, max_new_tokens=4, backend=SerialisedBackend())
+    serialised = steering.generate(
+        tiny_gemma2, PROMPTS, max_new_tokens=4, backend=SerialisedBackend()
+    )
     assert [o.ids for o in local] == [o.ids for o in serialised]
 
 

@@ -171,8 +171,20 @@ def test_no_import_cycles_in_fsnn() -> None:
 
 # folder (or top-level module) -> layer; a module may import its own folder, any lower
 # layer, and the same-layer folders listed in SAME_LAYER_ALLOWED (docs/architecture.md)
-LAYERS = {"errors": 0, "store": 1, "backends": 1, "models": 1, "steering": 2, "judges": 2, "search": 3,
-          "analysis": 3, "experiment": 4, "cli": 5, "__main__": 5, "": 5}
+LAYERS = {
+    "errors": 0,
+    "store": 1,
+    "backends": 1,
+    "models": 1,
+    "steering": 2,
+    "judges": 2,
+    "search": 3,
+    "analysis": 3,
+    "experiment": 4,
+    "cli": 5,
+    "__main__": 5,
+    "": 5,
+}
 SAME_LAYER_ALLOWED = {("models", "store")}
 
 
@@ -201,7 +213,9 @@ def test_every_folder_has_a_layer() -> None:
 
 
 def test_upward_import_finder_finds_one() -> None:
-    assert upward_imports({"fsnn.store.files": {"fsnn.search.run"}}) == ["fsnn.store.files -> fsnn.search.run"]
+    assert upward_imports({"fsnn.store.files": {"fsnn.search.run"}}) == [
+        "fsnn.store.files -> fsnn.search.run"
+    ]
     assert upward_imports({"fsnn.search.run": {"fsnn.store.files", "fsnn.search.config"}}) == []
 
 
@@ -211,7 +225,11 @@ def test_no_upward_imports_in_fsnn() -> None:
 
 
 def test_fsnn_has_at_most_twelve_top_level_entries() -> None:
-    entries = [p.name for p in (ROOT / PACKAGE).iterdir() if p.name != "__pycache__" and p.suffix != ".typed"]
+    entries = [
+        p.name
+        for p in (ROOT / PACKAGE).iterdir()
+        if p.name != "__pycache__" and p.suffix != ".typed"
+    ]
     assert len(entries) <= 12, sorted(entries)
 
 
@@ -223,8 +241,11 @@ def test_readme_layout_table_matches_the_tree() -> None:
     named = set(re.findall(r"`(fsnn/[\w/.]*)`", section))
     for path in named:
         assert (ROOT / path).exists(), f"README layout names {path}, which does not exist"
-    tree = {f"fsnn/{p.name}/" if p.is_dir() else f"fsnn/{p.name}"
-            for p in (ROOT / PACKAGE).iterdir() if p.name != "__pycache__"}
+    tree = {
+        f"fsnn/{p.name}/" if p.is_dir() else f"fsnn/{p.name}"
+        for p in (ROOT / PACKAGE).iterdir()
+        if p.name != "__pycache__"
+    }
     missing = sorted(tree - named)
     assert not missing, f"README layout table lacks: {missing}"
 
@@ -232,14 +253,18 @@ def test_readme_layout_table_matches_the_tree() -> None:
 def test_each_folder_says_what_it_holds_and_may_import() -> None:
     for init in sorted((ROOT / PACKAGE).glob("*/__init__.py")):
         doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
-        assert doc and "May import" in doc, f"{init.parent.name}/__init__.py: no docstring with 'May import'"
+        assert doc and "May import" in doc, (
+            f"{init.parent.name}/__init__.py: no docstring with 'May import'"
+        )
 
 
 # --------------------------------------------------------------- the repository stands alone
 
 # Built from pieces so that this file does not match itself.
 _OUTSIDE_DOC = re.compile(r"\b" + "METHOD" + r"\.md\b")
-_MACHINE_PATH = re.compile(r"(?<![\w.])/(?:" + "|".join(["work", "root", "home", "Users", "mnt", "tmp/bash"]) + r")/")
+_MACHINE_PATH = re.compile(
+    r"(?<![\w.])/(?:" + "|".join(["work", "root", "home", "Users", "mnt", "tmp/bash"]) + r")/"
+)
 _CITATION = re.compile(r"docs/method\.md,? §(\d+(?:\.\d+)?)")
 
 
@@ -277,7 +302,9 @@ def _hits(pattern: re.Pattern[str], texts: dict[str, str]) -> list[str]:
 
 
 def test_the_patterns_match_what_they_must() -> None:
-    assert _OUTSIDE_DOC.search("see " + "METHOD" + ".md §3") and not _OUTSIDE_DOC.search("docs/method.md")
+    assert _OUTSIDE_DOC.search("see " + "METHOD" + ".md §3") and not _OUTSIDE_DOC.search(
+        "docs/method.md"
+    )
     assert _MACHINE_PATH.search('DEFAULT = "/' + 'work/shared/data/x.csv"')
     assert _MACHINE_PATH.search("cd /" + "home/user/fsnn")
     assert not _MACHINE_PATH.search("../shared/data/x.csv") and not _MACHINE_PATH.search("a/work/b")

@@ -10,7 +10,9 @@ import pytest
 
 
 def _fsnn(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fsnn", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fsnn", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_help_lists_subcommands():
@@ -22,9 +24,20 @@ def test_help_lists_subcommands():
 
 @pytest.mark.real
 def test_steer_json_prints_text_and_ids():
-    proc = _fsnn("steer", "--question", "Who received the IEEE Frank Rosenblatt Award in 2010?",
-                 "--answer", "Michio Sugeno", "--strengths", "seg:0.8,0.1,0.7,0.3,0.4,0.2", "--mode", "cached",
-                 "--max-new-tokens", "8", "--json")
+    proc = _fsnn(
+        "steer",
+        "--question",
+        "Who received the IEEE Frank Rosenblatt Award in 2010?",
+        "--answer",
+        "Michio Sugeno",
+        "--strengths",
+        "seg:0.8,0.1,0.7,0.3,0.4,0.2",
+        "--mode",
+        "cached",
+        "--max-new-tokens",
+        "8",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert isinstance(out["text"], str) and isinstance(out["ids"], list)

@@ -17,10 +17,14 @@ import fluent_study as fs  # noqa: E402
 def _trials(objective, completions, question="Who painted it?", answer="Ada Lovelace"):
     n, t = np.shape(objective)
     return xr.Dataset(
-        {"objective": (("prompt", "trial"), np.asarray(objective, dtype=float)),
-         "completion": (("prompt", "trial"), np.asarray(completions, dtype=object))},
-        coords={"question": ("prompt", np.asarray([question] * n, dtype=object)),
-                "answer": ("prompt", np.asarray([answer] * n, dtype=object))},
+        {
+            "objective": (("prompt", "trial"), np.asarray(objective, dtype=float)),
+            "completion": (("prompt", "trial"), np.asarray(completions, dtype=object)),
+        },
+        coords={
+            "question": ("prompt", np.asarray([question] * n, dtype=object)),
+            "answer": ("prompt", np.asarray([answer] * n, dtype=object)),
+        },
     )
 
 
@@ -28,10 +32,16 @@ def test_judged_takes_the_search_best_and_the_any_trial_ceiling():
     good = "It was painted by Ada Lovelace in London."
     loop = "Ada Lovelace Ada Lovelace Ada Lovelace Ada Lovelace Ada Lovelace"
     other = "It was painted by a French artist."
-    ds = _trials([[0.9, 0.1, 0.5], [0.2, 0.8, np.nan], [np.nan, np.nan, np.nan]],
-                 [[other, good, loop], [good, loop, ""], ["", "", ""]])
+    ds = _trials(
+        [[0.9, 0.1, 0.5], [0.2, 0.8, np.nan], [np.nan, np.nan, np.nan]],
+        [[other, good, loop], [good, loop, ""], ["", "", ""]],
+    )
     h = fs.judged(ds, 3)
-    assert h["states"].tolist() == [0.0, 0.0, 0.0]  # best: other (no answer), loop (unreadable), none
+    assert h["states"].tolist() == [
+        0.0,
+        0.0,
+        0.0,
+    ]  # best: other (no answer), loop (unreadable), none
     assert h["any_states"].tolist() == [1.0, 1.0, 0.0]  # some trial stated it
     assert h["to_hit"].tolist() == [0.0, 1.0, 0.0]  # TO counts the loop
     assert h["readable"].tolist() == [1.0, 0.0, 0.0]
@@ -41,13 +51,25 @@ def test_judged_takes_the_search_best_and_the_any_trial_ceiling():
 def test_configs_are_the_recipes_named():
     from fsnn.search.run import SearchConfig
 
-    assert fs.CONFIGS["paper"].search_config(10, 0) == SearchConfig.paper(n_trials=10, batch_trials=10,
-                                                                          batch_rows=64, seed=0)
-    assert fs.CONFIGS["default"].search_config(5, 0) == SearchConfig(n_trials=5, batch_rows=64, seed=0)
+    assert fs.CONFIGS["paper"].search_config(10, 0) == SearchConfig.paper(
+        n_trials=10, batch_trials=10, batch_rows=64, seed=0
+    )
+    assert fs.CONFIGS["default"].search_config(5, 0) == SearchConfig(
+        n_trials=5, batch_rows=64, seed=0
+    )
     angular = fs.CONFIGS["angular"].search_config(5, 0)
     assert (angular.operator, angular.parametrization) == ("angular", "angle")
-    assert fs.CONFIGS["windows"].layout == "segmented" and fs.CONFIGS["windows"].search_config(5, 0).windows
-    for name in ("angular", "centred", "prompt_only", "decay", "windows"):  # the default search otherwise
+    assert (
+        fs.CONFIGS["windows"].layout == "segmented"
+        and fs.CONFIGS["windows"].search_config(5, 0).windows
+    )
+    for name in (
+        "angular",
+        "centred",
+        "prompt_only",
+        "decay",
+        "windows",
+    ):  # the default search otherwise
         cfg = fs.CONFIGS[name].search_config(5, 0)
         assert (cfg.sampler, cfg.start_trials, cfg.unreadable_penalty) == ("tpe", 3, 1.0)
 
@@ -74,8 +96,13 @@ def test_quick_study_end_to_end(tmp_path):
     excluded = set().union(*fs.exclusion_ids(load_simpleqa()).values())
     assert not ids & excluded
     cells = sorted((out / "smollm2-135m" / "cells").glob("*.nc"))
-    assert [c.name for c in cells] == ["cached-angular-b2-screen-n3.nc", "cached-default-b2-screen-n3.nc"]
+    assert [c.name for c in cells] == [
+        "cached-angular-b2-screen-n3.nc",
+        "cached-default-b2-screen-n3.nc",
+    ]
     stamps = [c.stat().st_mtime_ns for c in cells]
-    assert fs.main(["--out", str(out), "--quick"]) == 0  # resumed: finished cells are not searched again
+    assert (
+        fs.main(["--out", str(out), "--quick"]) == 0
+    )  # resumed: finished cells are not searched again
     assert [c.stat().st_mtime_ns for c in cells] == stamps
     assert fs.main(["--out", str(out), "--quick", "--collect-only"]) == 0

@@ -24,12 +24,20 @@ GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 IDS = (0, 1, 2, 3)
 MODES = ("cached", "faithful")
 FILES = ("results.nc", "trials.nc")
-_VOLATILE = ("created", "git_sha", "wall_s", "stage_walls_s", "model_source")  # model_source: a cache path
+_VOLATILE = (
+    "created",
+    "git_sha",
+    "wall_s",
+    "stage_walls_s",
+    "model_source",
+)  # model_source: a cache path
 
 
 def _stable(ds: xr.Dataset) -> xr.Dataset:
     ds = ds.load()
-    ds.attrs = {k: v for k, v in ds.attrs.items() if not k.startswith("version_") and k not in _VOLATILE}
+    ds.attrs = {
+        k: v for k, v in ds.attrs.items() if not k.startswith("version_") and k not in _VOLATILE
+    }
     return ds
 
 
@@ -38,8 +46,16 @@ def golden_run(mode: str, out: Path, csv: str) -> None:
 
     from fsnn.experiment.pipeline import RunConfig, run_pipeline
 
-    config = RunConfig(model="smollm2-135m", ids=IDS, methods=("full", "segmented"), n_trials=2, seed=0,
-                       mode=mode, max_new_tokens=12, score_on="completion")
+    config = RunConfig(
+        model="smollm2-135m",
+        ids=IDS,
+        methods=("full", "segmented"),
+        n_trials=2,
+        seed=0,
+        mode=mode,
+        max_new_tokens=12,
+        score_on="completion",
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # float sums split over threads differ in the last bit: pin them
     try:
@@ -56,7 +72,10 @@ def test_golden_run_is_unchanged(mode, tmp_path):
     csv = shared_path("FSNN_SIMPLEQA_CSV")
     golden_run(mode, tmp_path / mode, csv)
     for name in FILES:
-        with xr.open_dataset(GOLDEN / mode / name) as want, xr.open_dataset(tmp_path / mode / name) as got:
+        with (
+            xr.open_dataset(GOLDEN / mode / name) as want,
+            xr.open_dataset(tmp_path / mode / name) as got,
+        ):
             xr.testing.assert_identical(_stable(got), _stable(want))
 
 

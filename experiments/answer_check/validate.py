@@ -25,10 +25,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from fsnn.judges.states_answer import check
+from fsnn.analysis.stats import wilson_interval
 from fsnn.judges.metrics import token_overlap
 from fsnn.judges.scoring import TOKEN_OVERLAP_THRESHOLD
-from fsnn.analysis.stats import wilson_interval
+from fsnn.judges.states_answer import check
 
 HERE = Path(__file__).resolve().parent
 SPLITS = ("tune", "heldout", "heldout2")

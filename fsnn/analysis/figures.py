@@ -26,7 +26,7 @@ import json
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib as mpl
 import numpy as np
@@ -40,9 +40,13 @@ from matplotlib.patches import Patch
 from fsnn.errors import FsnnError
 from fsnn.judges.scoring import COMPOSITE_FORMULA, COMPOSITE_THRESHOLD, JUDGE_THRESHOLD
 from fsnn.judges.scoring import TOKEN_OVERLAP_THRESHOLD as TO_THRESHOLD
-from .stats import bootstrap_mean
 from fsnn.store.files import read_dataset
+
+from .stats import bootstrap_mean
 from .summary import COMPOSITE_RATE, CORRECT_RATE, JUDGE_RATE, STATES_ANSWER, TO_RATE, outcomes
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 __all__ = [
     "DPI",
@@ -78,7 +82,7 @@ FIGURES = (
 )
 
 # Sized for a 7-inch two-column page width: 8 pt body text, 6.5 pt caption.
-_STYLE = {
+_STYLE: dict[RcKeyType, Any] = {
     "font.size": 8,
     "axes.titlesize": 8.5,
     "axes.labelsize": 8,
@@ -91,7 +95,7 @@ _STYLE = {
     "axes.titlelocation": "left",
     "pdf.fonttype": 42,  # embed TrueType so the PDF text stays editable/searchable
 }
-_NOTE = {"fontsize": 7, "color": "0.35", "style": "italic"}
+_NOTE: dict[str, Any] = {"fontsize": 7, "color": "0.35", "style": "italic"}
 
 
 # -------------------------------------------------------------------------- helpers
@@ -163,7 +167,13 @@ def _pct_label(k: int, n: int) -> str:
     return f"{100 * k / n:.1f}%\n({k}/{n})" if n else "n/a"
 
 
-_ERRORBAR = {"fmt": "none", "ecolor": "0.15", "elinewidth": 0.9, "capsize": 2.5, "capthick": 0.9}
+_ERRORBAR: dict[str, Any] = {
+    "fmt": "none",
+    "ecolor": "0.15",
+    "elinewidth": 0.9,
+    "capsize": 2.5,
+    "capthick": 0.9,
+}
 INTERVAL_NOTE = "error bars: 95% bootstrap interval over prompts"
 
 
@@ -218,7 +228,7 @@ def fig0_states_answer(results: xr.Dataset) -> Figure:
         _headroom(ax, top, 1.35)
         ax.set_xticks(x, [_label(m) for m in methods])
         ax.set_ylabel("% of prompts")
-        ax.set_title("States the answer (solid) and TO ≥ %g (pale, the paper's)" % TO_THRESHOLD)
+        ax.set_title(f"States the answer (solid) and TO ≥ {TO_THRESHOLD:g} (pale, the paper's)")
         _caption(fig, results, INTERVAL_NOTE)
     return fig
 
@@ -677,7 +687,9 @@ def run_figures(
         figures.append(("fig1_topics", fig1_topics(subsets)))
     figures.append(("fig2_accuracy", fig2_accuracy(results)))
     if best_of_k and trial_grades is not None:
-        figures.append(("fig2_accuracy_best_of_k", fig2_accuracy(results, trial_grades, best_of_k=True)))
+        figures.append(
+            ("fig2_accuracy_best_of_k", fig2_accuracy(results, trial_grades, best_of_k=True))
+        )
     figures += [
         ("fig3_scores", fig3_scores(results)),
         ("fig4_simpleqa_correct", fig4_simpleqa_correct(results)),
@@ -730,4 +742,3 @@ def render_all(
     for stem, fig in figures:
         paths += save_figure(fig, out / stem, formats)
     return paths
-

@@ -32,8 +32,9 @@ import numpy as np
 import xarray as xr
 
 from fsnn.errors import FsnnError
-from .stats import DEFAULT_N_BOOT, DEFAULT_SEED, mcnemar_exact, paired_bootstrap_diff
 from fsnn.store.files import check_dims, read_dataset
+
+from .stats import DEFAULT_N_BOOT, DEFAULT_SEED, mcnemar_exact, paired_bootstrap_diff
 from .summary import LEADING, MEAN_TO, METRICS, fmt_diff, fmt_mean, fmt_rate, outcomes, summarize
 
 __all__ = [
@@ -105,14 +106,20 @@ def open_run(path: str | Path) -> RunFolder:
     if not path.is_dir():
         raise FsnnError(f"not a run folder (not a directory): {path}")
     if not (path / "results.nc").is_file():
-        raise FsnnError(f"not a run folder: {path} has no results.nc (run `fsnn run` or `fsnn import-release`)")
+        raise FsnnError(
+            f"not a run folder: {path} has no results.nc (run `fsnn run` or `fsnn import-release`)"
+        )
     results = read_dataset(path / "results.nc")
     schema = str(results.attrs.get("fsnn_schema", ""))
     if not schema.startswith("results/"):
-        raise FsnnError(f"{path / 'results.nc'} is not an fsnn results file (fsnn_schema {schema or 'missing'!r})")
+        raise FsnnError(
+            f"{path / 'results.nc'} is not an fsnn results file (fsnn_schema {schema or 'missing'!r})"
+        )
     check_dims(results, "results", str(path / "results.nc"))
     trials = read_dataset(path / "trials.nc", "trials") if (path / "trials.nc").is_file() else None
-    grades = read_dataset(path / "trial_grades.nc") if (path / "trial_grades.nc").is_file() else None
+    grades = (
+        read_dataset(path / "trial_grades.nc") if (path / "trial_grades.nc").is_file() else None
+    )
     return RunFolder(path=path, results=results, trials=trials, trial_grades=grades)
 
 
@@ -124,7 +131,9 @@ def _steered(run: RunFolder, method: str | None) -> list[str]:
     if method is None:
         return steered
     if method not in run.methods:
-        raise FsnnError(f"method {method!r} is not in {run.path} (methods: {', '.join(run.methods)})")
+        raise FsnnError(
+            f"method {method!r} is not in {run.path} (methods: {', '.join(run.methods)})"
+        )
     if method == "baseline":
         raise FsnnError("--method names a steered method; baseline is always shown")
     return [method]
@@ -155,10 +164,14 @@ def resolve_prompt(run: RunFolder, prompt_id: int) -> int:
         if hit.size:
             return int(hit[0])
         shown = ", ".join(str(i) for i in sorted(ids.tolist())[:8]) + (", ..." if n > 8 else "")
-        raise FsnnError(f"prompt {prompt_id} is not in {run.path} ({n} prompts; SimpleQA ids {shown})")
+        raise FsnnError(
+            f"prompt {prompt_id} is not in {run.path} ({n} prompts; SimpleQA ids {shown})"
+        )
     if 0 <= prompt_id < n:
         return prompt_id
-    raise FsnnError(f"prompt {prompt_id} is not in {run.path} (no SimpleQA ids; positions 0..{n - 1})")
+    raise FsnnError(
+        f"prompt {prompt_id} is not in {run.path} (no SimpleQA ids; positions 0..{n - 1})"
+    )
 
 
 def prompt_table(run: RunFolder, method: str | None = None) -> list[dict[str, Any]]:
@@ -176,7 +189,7 @@ def prompt_table(run: RunFolder, method: str | None = None) -> list[dict[str, An
     values = {m: np.asarray(res[metric].sel({"method": m}).values, dtype=float) for m in ["baseline", *steered]
               if m in run.methods}  # fmt: skip
     base = values.get("baseline", np.zeros(res.sizes["prompt"]))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i in range(res.sizes["prompt"]):
         gains = [values[m][i] - base[i] for m in steered if np.isfinite(values[m][i] - base[i])]
         rows.append({
@@ -208,7 +221,9 @@ def format_prompt_table(run: RunFolder, method: str | None = None, *, width: int
         ident = r["simpleqa_id"] if r["simpleqa_id"] >= 0 else r["position"]
         vals = " ".join(f"{r[c]:>9.2f}" for c in cols[2:])
         gain = f"{r['gain']:+6.2f}" if np.isfinite(r["gain"]) else f"{'n/a':>6}"
-        lines.append(f"{ident:>6} {gain} {vals}  {textwrap.shorten(r['question'], max(room, 20), placeholder='…')}")
+        lines.append(
+            f"{ident:>6} {gain} {vals}  {textwrap.shorten(r['question'], max(room, 20), placeholder='…')}"
+        )
     if limit and len(rows) > limit:
         lines.append(f"... {len(rows) - limit} more (--limit 0 for all)")
     return "\n".join(lines)
@@ -238,7 +253,11 @@ def side_by_side(left: str, right: str, width: int, titles: tuple[str, str] = ("
 
 def unified_diff(left: str, right: str, width: int, names: tuple[str, str]) -> str:
     """A unified diff of the two texts wrapped to ``width`` (one wrapped line per diff line)."""
-    return "\n".join(difflib.unified_diff(_wrap(left, width), _wrap(right, width), names[0], names[1], lineterm=""))
+    return "\n".join(
+        difflib.unified_diff(
+            _wrap(left, width), _wrap(right, width), names[0], names[1], lineterm=""
+        )
+    )
 
 
 def _scores(res: xr.Dataset, m: str, i: int) -> str:
@@ -269,11 +288,20 @@ def _trial_lines(run: RunFolder, m: str, sid: int, i: int) -> list[str]:
                 return [f"  trials ({m}): none for this prompt in trials.nc"]
             j = int(hit[0])
         tp = tm.isel(prompt=j)
-        ag_all = np.asarray(tp["alpha"].values, dtype=float) * np.asarray(tp["gamma"].values, dtype=float)
+        ag_all = np.asarray(tp["alpha"].values, dtype=float) * np.asarray(
+            tp["gamma"].values, dtype=float
+        )
         ag_all = ag_all.reshape(t.sizes["trial"], -1)  # (trial, segment)
         own = np.isfinite(ag_all).any(axis=0)  # this method's segments (others are NaN)
-        segs = [str(s) for s, keep in zip(t["segment"].values, own, strict=True) if keep] if "segment" in t.dims else []
-        lines = [f"  trials ({m}): " + "  ".join(["trial", *[f"α·γ {s}" for s in segs], "TO", "PPL", "S_opt", "best"])]
+        segs = (
+            [str(s) for s, keep in zip(t["segment"].values, own, strict=True) if keep]
+            if "segment" in t.dims
+            else []
+        )
+        lines = [
+            f"  trials ({m}): "
+            + "  ".join(["trial", *[f"α·γ {s}" for s in segs], "TO", "PPL", "S_opt", "best"])
+        ]
         for k in range(t.sizes["trial"]):
             obj = float(tp["objective"].values[k])
             if not np.isfinite(obj):
@@ -292,7 +320,9 @@ def _trial_lines(run: RunFolder, m: str, sid: int, i: int) -> list[str]:
                 if str(gp["text"].values[k])]  # fmt: skip
         if not rows:
             return [f"  graded trials ({m}): none released for this prompt"]
-        lines = [f"  graded trials ({m}, release; trial = order in the grader file): trial  judge  TO  best"]
+        lines = [
+            f"  graded trials ({m}, release; trial = order in the grader file): trial  judge  TO  best"
+        ]
         lines += [f"    {k:>3}  {s:.0f}  {to:.2f}  {'*' if b else ''}" for k, s, to, b in rows]
         return lines
     return [f"  trials ({m}): no trials.nc in this run folder"]
@@ -310,11 +340,20 @@ def format_prompt(run: RunFolder, prompt_id: int, method: str | None = None, *, 
         lines[0] += f", topic {res['topic'].values[i]}"
     lines += textwrap.wrap(f"Question: {res['question'].values[i]}", w)
     lines.append(f"Gold answer: {res['answer'].values[i]}")
-    if "answer_simpleqa" in res.coords and str(res["answer_simpleqa"].values[i]) not in ("", str(res["answer"].values[i])):
-        lines.append(f"SimpleQA's answer: {res['answer_simpleqa'].values[i]} (the release used the one above)")
+    if "answer_simpleqa" in res.coords and str(res["answer_simpleqa"].values[i]) not in (
+        "",
+        str(res["answer"].values[i]),
+    ):
+        lines.append(
+            f"SimpleQA's answer: {res['answer_simpleqa'].values[i]} (the release used the one above)"
+        )
     if "baseline_grade" in res:
         lines.append(f"baseline grade that selected it: {res['baseline_grade'].values[i]}")
-    base = str(res["completion"].sel({"method": "baseline"}).values[i]) if "baseline" in run.methods else ""
+    base = (
+        str(res["completion"].sel({"method": "baseline"}).values[i])
+        if "baseline" in run.methods
+        else ""
+    )
     for m in _steered(run, method):
         text = str(res["completion"].sel({"method": m}).values[i])
         lines += ["", f"== baseline vs {m} ==",
@@ -323,7 +362,11 @@ def format_prompt(run: RunFolder, prompt_id: int, method: str | None = None, *, 
         if "alpha" in res and "gamma" in res:
             a = np.asarray(res["alpha"].sel({"method": m}).values[i], dtype=float).reshape(-1)
             g = np.asarray(res["gamma"].sel({"method": m}).values[i], dtype=float).reshape(-1)
-            segs = [str(s) for s in res["segment"].values] if "segment" in res.dims else ["all"] * a.size
+            segs = (
+                [str(s) for s in res["segment"].values]
+                if "segment" in res.dims
+                else ["all"] * a.size
+            )
             # methods joined on the union of segments: a method's other segments are NaN
             lines.append("  best trial: " + (", ".join(f"{s} α={x:.3f} γ={y:.3f} (α·γ={x * y:.3f})"
                                                        for s, x, y in zip(segs, a, g, strict=True)
@@ -370,7 +413,10 @@ def compare_runs(runs: Sequence[RunFolder], *, allow_different: bool = False, n_
     first = runs[0]
     if not allow_different:
         for r in runs[1:]:
-            for what, x, y in (("model", first.model, r.model), ("dataset", first.dataset, r.dataset)):
+            for what, x, y in (
+                ("model", first.model, r.model),
+                ("dataset", first.dataset, r.dataset),
+            ):
                 if x != y:
                     raise FsnnError(f"runs differ in {what}: {first.path} has {x}, {r.path} has {y} "
                                     "(pass --allow-different to compare them anyway)")  # fmt: skip
@@ -388,17 +434,20 @@ def compare_runs(runs: Sequence[RunFolder], *, allow_different: bool = False, n_
             ob = outcomes(r.results, m)
             metrics: dict[str, Any] = {}
             for k in keys:
-                if oa.get(k) is None or ob.get(k) is None or pa.size == 0:
+                va, vb = oa.get(k), ob.get(k)
+                if va is None or vb is None or pa.size == 0:
                     metrics[k] = None
                     continue
-                x, y = ob[k][pb], oa[k][pa]
+                x, y = vb[pb], va[pa]
                 both = np.isfinite(x) & np.isfinite(y)
                 d = paired_bootstrap_diff(x[both], y[both], n_boot=n_boot, seed=seed).as_dict()
                 if k != MEAN_TO and both.any():
                     t = mcnemar_exact(x[both], y[both])
                     d.update(mcnemar_p=t.p, better=t.b, worse=t.c)
                 metrics[k] = d
-            out["paired"].append({"run": label, "method": m, "vs": labels[0], "n": int(pa.size), "metrics": metrics})
+            out["paired"].append(
+                {"run": label, "method": m, "vs": labels[0], "n": int(pa.size), "metrics": metrics}
+            )
     return out
 
 

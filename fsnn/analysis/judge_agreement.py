@@ -21,6 +21,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,10 @@ import numpy as np
 import pandas as pd
 
 from fsnn.errors import FsnnError
-from fsnn.store.files import atomic_write_text
 from fsnn.judges.base import Judge, JudgeConfig
 from fsnn.judges.factory import make_judge
+from fsnn.store.files import atomic_write_text
+
 from .release_grades import graded_rows
 from .stats import percentile_interval, wilson_interval
 
@@ -251,8 +253,8 @@ def _json_default(value: Any) -> Any:
 def _dataset(frame: pd.DataFrame, report: dict[str, Any], attrs: dict[str, Any]) -> Any:
     import xarray as xr
 
-    from fsnn.store.schema import str_array
     from fsnn.store.files import provenance
+    from fsnn.store.schema import str_array
 
     row = np.arange(len(frame))
     probs = frame[[f"p{k}" for k in GRADES]].to_numpy(float)
@@ -335,6 +337,7 @@ def agreement_main(
     subset = pool if limit is None else stratified_subset(pool, limit, seed=seed)
     report, frame = run_agreement(judge_obj, subset, progress=progress)
     if split != "all":
+        assert train_prompts is not None  # the judge's, or the calibration's (loaded above)
         report["split"] = split
         report["table"] = heldout_table(
             judge_obj,
@@ -507,8 +510,9 @@ def heldout_table(
         graded: the evaluated rows with ``judge_score`` (from :func:`run_agreement`).
         train_prompts: the calibration's train prompt ids.
     """
-    from fsnn.judges.scoring import accurate, composite
     from fsnn.judges.offline import features
+    from fsnn.judges.scoring import accurate, composite
+
     from .release_grades import METHODS, selected_rows
 
     def contained(frame: pd.DataFrame, text_col: str) -> np.ndarray:
@@ -643,6 +647,7 @@ def simpleqa_check(
     judge's letters on them are counted for information only.
     """
     from fsnn.judges.scoring import JUDGE_THRESHOLD
+
     from .release_grades import release_table
 
     inc = release_table("incorrect.csv", release_dir)
@@ -690,7 +695,7 @@ def _rate(k: int, n: int) -> dict[str, Any]:
     return {"value": k / n, "ci95": list(wilson_interval(k, n, z=_Z_95))}
 
 
-def split_markdown(report: dict[str, Any], *, extra: list[dict[str, Any]] = ()) -> str:
+def split_markdown(report: dict[str, Any], *, extra: Sequence[dict[str, Any]] = ()) -> str:
     """Markdown of a ``--split`` report's table: the judge, its baselines, and ``extra``
     judges' reports on the same split (one row each), every value with its 95% interval.
     """

@@ -59,13 +59,19 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from fsnn.store.environment import env_path
 from fsnn.errors import FsnnError
+from fsnn.judges.scoring import (
+    COMPOSITE_FORMULA,
+    COMPOSITE_THRESHOLD,
+    JUDGE_THRESHOLD,
+    TOKEN_OVERLAP_THRESHOLD,
+)
+from fsnn.judges.scoring import composite as _composite
+from fsnn.store.environment import env_path
+from fsnn.store.files import check_dims, provenance, write_dataset
 from fsnn.store.schema import str_array
 from fsnn.store.simpleqa_csv import read_simpleqa_csv
-from fsnn.judges.scoring import COMPOSITE_FORMULA, COMPOSITE_THRESHOLD, JUDGE_THRESHOLD, TOKEN_OVERLAP_THRESHOLD
-from fsnn.judges.scoring import composite as _composite
-from fsnn.store.files import check_dims, provenance, write_dataset
+
 from .summary import format_summary, summarize
 
 __all__ = [

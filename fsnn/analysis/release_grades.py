@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fsnn.store.environment import env_path
 from fsnn.errors import FsnnError
+from fsnn.store.environment import env_path
+
 from .release import METHODS, _Table, read_release
 
 __all__ = ["METHODS", "graded_rows", "release_dir", "release_table", "selected_rows"]

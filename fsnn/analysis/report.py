@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from fsnn.errors import FsnnError
+
 from .inspect import RunFolder, open_run, prompt_table
 from .summary import paired_grid, summarize, summary_grid, summary_notes
 
@@ -69,7 +70,11 @@ def _e(value: Any) -> str:
 def _table(rows: list[list[str]], table_id: str) -> str:
     head = "".join(f"<th>{_e(c)}</th>" for c in rows[0])
     body = "".join(
-        "<tr><th>" + _e(r[0]) + "</th>" + "".join(f'<td class="num">{_e(c)}</td>' for c in r[1:]) + "</tr>"
+        "<tr><th>"
+        + _e(r[0])
+        + "</th>"
+        + "".join(f'<td class="num">{_e(c)}</td>' for c in r[1:])
+        + "</tr>"
         for r in rows[1:]
     )
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
@@ -115,12 +120,15 @@ def _png_uri(data: bytes) -> str:
 
 
 def _figures_html(run: RunFolder) -> str:
-    from .figures import figure_png, run_figures
     from fsnn.store.files import read_dataset
+
+    from .figures import figure_png, run_figures
 
     subsets = read_dataset(run.path / "subsets.nc") if (run.path / "subsets.nc").is_file() else None
     parts = []
-    for stem, fig in run_figures(run.results, subsets=subsets, trials=run.trials, trial_grades=run.trial_grades):
+    for stem, fig in run_figures(
+        run.results, subsets=subsets, trials=run.trials, trial_grades=run.trial_grades
+    ):
         text = _FIGURE_TEXT.get(stem, stem)
         parts.append(f'<figure id="{stem}"><img src="{_png_uri(figure_png(fig))}" alt="{_e(text)}">'
                      f"<figcaption>{_e(stem)}: {_e(text)}</figcaption></figure>")  # fmt: skip
@@ -131,12 +139,16 @@ def _sample(run: RunFolder, n_examples: int, seed: int) -> list[tuple[int, str]]
     """Positions to show: the largest gains first, then a seeded random draw; with why."""
     rows = prompt_table(run) if any(m != "baseline" for m in run.methods) else []
     n = run.results.sizes["prompt"]
-    top = [r["position"] for r in rows if np.isfinite(r["gain"]) and r["gain"] > 0][: (n_examples + 1) // 2]
+    top = [r["position"] for r in rows if np.isfinite(r["gain"]) and r["gain"] > 0][
+        : (n_examples + 1) // 2
+    ]
     rest = [i for i in range(n) if i not in set(top)]
     rng = np.random.default_rng(seed)
     k = min(max(n_examples - len(top), 0), len(rest))
     drawn = sorted(rng.choice(rest, size=k, replace=False).tolist()) if k else []
-    return [(i, "largest steering gain") for i in top] + [(int(i), f"random draw (seed {seed})") for i in drawn]
+    return [(i, "largest steering gain") for i in top] + [
+        (int(i), f"random draw (seed {seed})") for i in drawn
+    ]
 
 
 def _score_text(res: Any, m: str, i: int) -> str:
@@ -160,7 +172,11 @@ def _score_text(res: Any, m: str, i: int) -> str:
 
 def _examples_html(run: RunFolder, n_examples: int, seed: int) -> str:
     res = run.results
-    ids = res["simpleqa_id"].values if "simpleqa_id" in res.coords else np.full(res.sizes["prompt"], -1)
+    ids = (
+        res["simpleqa_id"].values
+        if "simpleqa_id" in res.coords
+        else np.full(res.sizes["prompt"], -1)
+    )
     parts = []
     for i, why in _sample(run, n_examples, seed):
         answer = str(res["answer"].values[i])
@@ -238,7 +254,9 @@ are <mark class="word">underlined</mark> where the whole answer does not occur.<
 """
 
 
-def write_report(run: str | Path, out: str | Path | None = None, *, examples: int = 12, seed: int = 0) -> Path:
+def write_report(
+    run: str | Path, out: str | Path | None = None, *, examples: int = 12, seed: int = 0
+) -> Path:
     """Write the report of run folder ``run`` to ``out`` (default ``RUN/report.html``), atomically."""
     from fsnn.store.files import atomic_write_text
 

@@ -154,7 +154,9 @@ def bootstrap_mean(
     low, high = percentile_interval(_resample_means(x, n_boot, seed), level)
     est = float(x.mean())
     # the percentile interval of a mean always holds it up to float rounding; clip that
-    return Interval(estimate=est, low=min(low, est), high=max(high, est), n=int(x.size), level=level)
+    return Interval(
+        estimate=est, low=min(low, est), high=max(high, est), n=int(x.size), level=level
+    )
 
 
 def paired_bootstrap_diff(
@@ -204,7 +206,9 @@ def mcnemar_exact(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarr
     return McNemar(b=n10, c=n01, p=p)
 
 
-def wilson_interval(k: int, n: int, level: float = _LEVEL, *, z: float | None = None) -> tuple[float, float]:
+def wilson_interval(
+    k: int, n: int, level: float = _LEVEL, *, z: float | None = None
+) -> tuple[float, float]:
     """Wilson score interval of a proportion ``k / n`` (NaN bounds when ``n`` is 0).
 
     Args:

@@ -37,10 +37,24 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from fsnn.errors import FsnnError
+from fsnn.judges.scoring import (
+    COMPOSITE_THRESHOLD,
+    JUDGE_THRESHOLD,
+    TOKEN_OVERLAP_THRESHOLD,
+    accurate,
+)
 from fsnn.judges.states_answer import states_answer_many
-from fsnn.judges.scoring import COMPOSITE_THRESHOLD, JUDGE_THRESHOLD, TOKEN_OVERLAP_THRESHOLD, accurate
-from .stats import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_mean, mcnemar_exact, paired_bootstrap_diff, wilson_interval
 from fsnn.store.files import atomic_write_text
+
+from .stats import (
+    DEFAULT_N_BOOT,
+    DEFAULT_SEED,
+    bootstrap_mean,
+    mcnemar_exact,
+    paired_bootstrap_diff,
+    wilson_interval,
+)
 
 __all__ = [
     "METRICS",
@@ -84,10 +98,20 @@ def _floats(ds: xr.Dataset, name: str, method: str) -> np.ndarray | None:
     return np.asarray(ds[name].sel({"method": method}).values, dtype=float).reshape(-1)
 
 
+def _required_floats(ds: xr.Dataset, name: str, method: str) -> np.ndarray:
+    """:func:`_floats` of a variable the ``results.nc`` schema requires (a clear error if absent)."""
+    values = _floats(ds, name, method)
+    if values is None:
+        raise FsnnError(f"results dataset has no {name!r} variable (results.nc requires it)")
+    return values
+
+
 def _strings(ds: xr.Dataset, name: str, method: str) -> np.ndarray | None:
     if name not in ds:
         return None
-    return np.array([str(v) for v in np.ravel(ds[name].sel({"method": method}).values)], dtype=object)
+    return np.array(
+        [str(v) for v in np.ravel(ds[name].sel({"method": method}).values)], dtype=object
+    )
 
 
 def judge_missing_rule(results: xr.Dataset) -> str:
@@ -109,7 +133,7 @@ def outcomes(results: xr.Dataset, method: str) -> dict[str, np.ndarray | None]:
     """
     out: dict[str, np.ndarray | None] = {}
     out[STATES_ANSWER] = _states_answer(results, method)
-    to = _floats(results, "token_overlap", method)
+    to = _required_floats(results, "token_overlap", method)
     has_to = np.isfinite(to)
     with np.errstate(invalid="ignore"):
         to_ok = np.where(has_to, (to >= TOKEN_OVERLAP_THRESHOLD).astype(float), np.nan)
@@ -123,16 +147,17 @@ def outcomes(results: xr.Dataset, method: str) -> dict[str, np.ndarray | None]:
     out[TO_RATE] = to_ok
 
     judge = _floats(results, "judge_score", method)
-    comp = _floats(results, "composite", method)
-    judged = judge is not None and bool(np.isfinite(judge).any())
-    if not judged:
+    if judge is None or not np.isfinite(judge).any():
         out[COMPOSITE_RATE] = out[JUDGE_RATE] = None
     else:
+        comp = _required_floats(results, "composite", method)
         missing = ~np.isfinite(judge)
         excluded = missing if judge_missing_rule(results) == "exclude" else np.zeros_like(missing)
         # a composite that is NaN with a judge score (no text) is out of the denominator
         comp_in = ~excluded & (missing | np.isfinite(comp))
-        out[COMPOSITE_RATE] = np.where(comp_in, accurate(comp, COMPOSITE_THRESHOLD).astype(float), np.nan)
+        out[COMPOSITE_RATE] = np.where(
+            comp_in, accurate(comp, COMPOSITE_THRESHOLD).astype(float), np.nan
+        )
         with np.errstate(invalid="ignore"):
             good = np.where(missing, 0.0, (judge >= JUDGE_THRESHOLD).astype(float))
         out[JUDGE_RATE] = np.where(excluded, np.nan, good)
@@ -147,9 +172,14 @@ def outcomes(results: xr.Dataset, method: str) -> dict[str, np.ndarray | None]:
 
 def _states_answer(results: xr.Dataset, method: str) -> np.ndarray | None:
     """1/0 per prompt: the completion states the gold answer (NaN: no completion)."""
-    if "completion" not in results or "answer" not in results.coords or "question" not in results.coords:
+    if (
+        "completion" not in results
+        or "answer" not in results.coords
+        or "question" not in results.coords
+    ):
         return None
     completions = _strings(results, "completion", method)
+    assert completions is not None  # "completion" in results: checked above
     questions = [str(q) for q in np.ravel(results.coords["question"].values)]
     answers = [str(a) for a in np.ravel(results.coords["answer"].values)]
     stated = states_answer_many(questions, answers, list(completions)).astype(float)
@@ -205,25 +235,39 @@ def summarize(
     entries = []
     for m in methods:
         o = per[m]
+        mean_to = o[MEAN_TO]
+        assert mean_to is not None  # outcomes() always sets the mean TO
         judge = _floats(results, "judge_score", m)
-        judged = o[JUDGE_RATE] is not None
+        # None when unjudged: outcomes() set no judge rate (no judge score at all)
+        judge_missing = (
+            None if judge is None or o[JUDGE_RATE] is None else int(np.sum(~np.isfinite(judge)))
+        )
         errors = _strings(results, "judge_error", m)
         grades = _strings(results, "simpleqa_grade", m)
         entry: dict[str, Any] = {
             "method": m,
             "prompts": int(results.sizes["prompt"]),
             "judge_failures": None if errors is None else int(np.sum(errors != "")),
-            "judge_missing": int(np.sum(~np.isfinite(judge))) if judged else None,
+            "judge_missing": judge_missing,
             "grades_missing": (int(np.sum(grades == "")) if o[CORRECT_RATE] is not None else None),
             "mean_token_overlap": bootstrap_mean(
-                o[MEAN_TO][np.isfinite(o[MEAN_TO])], n_boot=n_boot, seed=seed).as_dict(),
-            "rates": {k: (None if o[k] is None else _rate(o[k], n_boot, seed)) for k in keys},
+                mean_to[np.isfinite(mean_to)], n_boot=n_boot, seed=seed).as_dict(),
+            "rates": {k: (None if (v := o[k]) is None else _rate(v, n_boot, seed)) for k in keys},
         }  # fmt: skip
         if m != reference and reference in per:
             ref = per[reference]
-            vs = {MEAN_TO: _paired(o[MEAN_TO], ref[MEAN_TO], False, n_boot, seed)}
+            ref_mean_to = ref[MEAN_TO]
+            assert ref_mean_to is not None  # outcomes() always sets the mean TO
+            vs: dict[str, dict[str, Any] | None] = {
+                MEAN_TO: _paired(mean_to, ref_mean_to, False, n_boot, seed)
+            }
             for k in keys:
-                vs[k] = None if o[k] is None or ref[k] is None else _paired(o[k], ref[k], True, n_boot, seed)
+                mine, theirs = o[k], ref[k]
+                vs[k] = (
+                    None
+                    if mine is None or theirs is None
+                    else _paired(mine, theirs, True, n_boot, seed)
+                )
             entry[f"vs_{reference}"] = vs
         else:
             entry[f"vs_{reference}"] = None
@@ -319,7 +363,9 @@ def summary_grid(summary: dict[str, Any]) -> list[list[str]]:
         if k == MEAN_TO:
             rows.append([metric["label"], *[fmt_mean(e[MEAN_TO]) for e in entries]])
         else:
-            rows.append([metric["label"], *[fmt_rate(e["rates"][k], e["prompts"]) for e in entries]])
+            rows.append(
+                [metric["label"], *[fmt_rate(e["rates"][k], e["prompts"]) for e in entries]]
+            )
     if any(e["judge_failures"] is not None for e in entries):
         rows.append(["judge failures", *["n/a" if e["judge_failures"] is None else str(e["judge_failures"])
                                          for e in entries]])  # fmt: skip
@@ -335,7 +381,9 @@ def paired_grid(summary: dict[str, Any]) -> list[list[str]] | None:
     rows = [[f"minus {ref} (same prompts)", *[e["method"] for e in entries]]]
     for metric in summary["metrics"]:
         k = metric["key"]
-        rows.append([metric["label"], *[fmt_diff(e[f"vs_{ref}"][k], rate=k != MEAN_TO) for e in entries]])
+        rows.append(
+            [metric["label"], *[fmt_diff(e[f"vs_{ref}"][k], rate=k != MEAN_TO) for e in entries]]
+        )
     return rows
 
 
@@ -355,10 +403,16 @@ def summary_notes(summary: dict[str, Any]) -> list[str]:
             notes.append(f"{e['method']}: {e['grades_missing']} prompts without a SimpleQA grade "
                          "(left out of SimpleQA CORRECT)")  # fmt: skip
     reported = summary.get("simpleqa_correct_reported") or {}
-    unreported = [e["method"] for e in summary["methods"] if e["rates"][CORRECT_RATE] is None and e["method"] in reported]
+    unreported = [
+        e["method"]
+        for e in summary["methods"]
+        if e["rates"][CORRECT_RATE] is None and e["method"] in reported
+    ]
     if unreported:
-        notes.append("SimpleQA CORRECT reported without per-item grades (no interval possible): "
-                     + ", ".join(f"{m} {float(reported[m]):.1f}%" for m in unreported))
+        notes.append(
+            "SimpleQA CORRECT reported without per-item grades (no interval possible): "
+            + ", ".join(f"{m} {float(reported[m]):.1f}%" for m in unreported)
+        )
     judge = summary["judge"]
     notes.append(
         f"model {summary['model'] or '?'}, mode {summary['mode'] or '?'}, judge {judge}"
@@ -368,13 +422,21 @@ def summary_notes(summary: dict[str, Any]) -> list[str]:
                  f"{summary['seed']}); +b/-c: prompts better/worse than {summary['reference']}")  # fmt: skip
     rates = [r for e in summary["methods"] for r in e["rates"].values() if r is not None and r["n"]]
     if any(r["k"] in (0, r["n"]) for r in rates):
-        notes.append("a rate of 0 or 100% has a point bootstrap interval; its Wilson interval is in summary.json")
+        notes.append(
+            "a rate of 0 or 100% has a point bootstrap interval; its Wilson interval is in summary.json"
+        )
     return notes
 
 
-def format_summary(results_or_summary: xr.Dataset | dict[str, Any], *, markdown: bool = False) -> str:
+def format_summary(
+    results_or_summary: xr.Dataset | dict[str, Any], *, markdown: bool = False
+) -> str:
     """The summary as a text (fixed-width) or markdown table, paired differences and notes."""
-    s = results_or_summary if isinstance(results_or_summary, dict) else summarize(results_or_summary)
+    s = (
+        results_or_summary
+        if isinstance(results_or_summary, dict)
+        else summarize(results_or_summary)
+    )
     parts = [_grid(summary_grid(s), markdown)]
     paired = paired_grid(s)
     if paired is not None:
@@ -393,10 +455,15 @@ def summary_rows(results: xr.Dataset) -> dict[str, Any]:
     return summarize(results)
 
 
-def write_summary(results: xr.Dataset, out: str | Path, footer: Sequence[str] = ()) -> dict[str, Any]:
+def write_summary(
+    results: xr.Dataset, out: str | Path, footer: Sequence[str] = ()
+) -> dict[str, Any]:
     """Write ``summary.md`` and ``summary.json`` (the same numbers) into run folder ``out``."""
     out = Path(out)
     s = summarize(results)
-    atomic_write_text(out / "summary.md", format_summary(s, markdown=True) + "".join(f"\n\n{f}" for f in footer) + "\n")
+    atomic_write_text(
+        out / "summary.md",
+        format_summary(s, markdown=True) + "".join(f"\n\n{f}" for f in footer) + "\n",
+    )
     atomic_write_text(out / "summary.json", json.dumps(s, indent=2, allow_nan=False) + "\n")
     return s

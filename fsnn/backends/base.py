@@ -25,9 +25,17 @@ from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
 from fsnn.errors import FsnnError
+
 from .retry import RetryPolicy
 
-__all__ = ["BACKENDS", "Backend", "LocalBackend", "NdifBackend", "SerialisedBackend", "resolve_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "LocalBackend",
+    "NdifBackend",
+    "SerialisedBackend",
+    "resolve_backend",
+]
 
 _T = TypeVar("_T")
 
@@ -91,7 +99,9 @@ class SerialisedBackend(Backend):
     def call(self, fn: Callable[[], _T], *, what: str = "trace") -> _T:
         from .ndif import call_with_retries
 
-        return call_with_retries(fn, policy=self.policy, what=what, where="the serialised-local backend")
+        return call_with_retries(
+            fn, policy=self.policy, what=what, where="the serialised-local backend"
+        )
 
 
 @dataclass(frozen=True)
@@ -141,4 +151,3 @@ def resolve_backend(value: Backend | str | None) -> Backend:
     if isinstance(value, str) and value in BACKENDS:
         return BACKENDS[value]()
     raise FsnnError(f"unknown backend {value!r}: choose one of {', '.join(BACKENDS)}")
-

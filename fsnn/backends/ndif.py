@@ -39,6 +39,7 @@ from typing import Any, NoReturn, TypeVar
 import torch
 
 from fsnn.errors import BackendUnavailable, FsnnError
+
 from .retry import RETRYABLE_STATUS, RetryPolicy, is_retryable_status, retry_call
 
 __all__ = [
@@ -196,13 +197,16 @@ def _one_line(exc: BaseException) -> str:
 _tracking = threading.local()  # this thread's list of response ids, while tracked
 _patch_lock = threading.Lock()
 _patch_users = 0
+# RemoteBackend.note as nnsight defines it, saved before the first wrap (and kept after)
+_original_note: Callable[[Any, Any], bool] | None = None
 
 
 def _tracked_note(self: Any, response: Any) -> bool:
     ids = getattr(_tracking, "ids", None)
     if ids is not None:
         ids.append(str(response.id))
-    return _tracked_note.original(self, response)
+    assert _original_note is not None, "RemoteBackend.note wrapped before it was saved"
+    return _original_note(self, response)
 
 
 @contextmanager
@@ -215,12 +219,12 @@ def _track_request_ids() -> Iterator[list[str]]:
     (in any thread) and restored after. The model object is not touched: its
     attributes travel inside every request.
     """
-    global _patch_users
+    global _patch_users, _original_note
     from nnsight.intervention.backends.remote import RemoteBackend
 
     with _patch_lock:
         if _patch_users == 0:
-            _tracked_note.original = RemoteBackend.note
+            _original_note = RemoteBackend.note
             RemoteBackend.note = _tracked_note
         _patch_users += 1
     outer = getattr(_tracking, "ids", None)
@@ -233,7 +237,7 @@ def _track_request_ids() -> Iterator[list[str]]:
         with _patch_lock:
             _patch_users -= 1
             if _patch_users == 0:
-                RemoteBackend.note = _tracked_note.original
+                RemoteBackend.note = _original_note
 
 
 def _failure(what: str, url: str, exc: BaseException, attempts: int, request_id: str | None) -> str:
@@ -268,19 +272,36 @@ def call_with_retries(
 
     def retrying(exc: Exception, retry: int, wait: float) -> None:
         log.debug("%s attempt %d failed: %s", what, retry + 1, _one_line(exc))
-        log.warning("%s failed (%s); retry %d of %d in %.1f s", what, _one_line(exc), retry + 1,
-                    policy.attempts - 1, wait)
+        log.warning(
+            "%s failed (%s); retry %d of %d in %.1f s",
+            what,
+            _one_line(exc),
+            retry + 1,
+            policy.attempts - 1,
+            wait,
+        )
 
     def failed(exc: Exception, attempts: int) -> NoReturn:
         log.debug("%s attempt %d failed: %s", what, attempts, _one_line(exc))
         # a service failure (transport, HTTP status) is not the call's fault: its own type
-        error = BackendUnavailable if is_transient(exc) or _http_status(exc) is not None else FsnnError
-        raise error(_failure(what, where, exc, attempts, request_ids[-1] if request_ids else None)) from None
+        error = (
+            BackendUnavailable if is_transient(exc) or _http_status(exc) is not None else FsnnError
+        )
+        raise error(
+            _failure(what, where, exc, attempts, request_ids[-1] if request_ids else None)
+        ) from None
 
     # An FsnnError raised by fn (bad input) passes through untouched and is not retried;
     # any other failure becomes one FsnnError line.
-    return retry_call(fn, policy=policy, transient=is_transient, on_retry=retrying, on_failure=failed,
-                      passthrough=(FsnnError,), sleep=sleep)
+    return retry_call(
+        fn,
+        policy=policy,
+        transient=is_transient,
+        on_retry=retrying,
+        on_failure=failed,
+        passthrough=(FsnnError,),
+        sleep=sleep,
+    )
 
 
 def call_remote(
@@ -309,7 +330,9 @@ def call_remote(
             ``fn`` itself (bad input) passes through untouched and is not retried.
     """
     with ndif_config(host) as url, _track_request_ids() as ids:
-        return call_with_retries(fn, policy=policy, what=what, where=url, sleep=sleep, request_ids=ids)
+        return call_with_retries(
+            fn, policy=policy, what=what, where=url, sleep=sleep, request_ids=ids
+        )
 
 
 # --------------------------------------------------------------------------- preflight

@@ -28,7 +28,13 @@ from typing import TypeVar
 
 from fsnn.errors import FsnnError
 
-__all__ = ["RETRYABLE_STATUS", "RetryPolicy", "is_retryable_status", "parse_retry_after", "retry_call"]
+__all__ = [
+    "RETRYABLE_STATUS",
+    "RetryPolicy",
+    "is_retryable_status",
+    "parse_retry_after",
+    "retry_call",
+]
 
 _T = TypeVar("_T")
 

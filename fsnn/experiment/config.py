@@ -33,8 +33,17 @@ SELECTED_GRADES = {"incorrect": ("INCORRECT",), "not-correct": ("INCORRECT", "NO
 # SearchConfig fields a run sets through its own: the run's seed seeds its search
 _RUN_OWNED = ("seed",)
 # search fields every config.json has held since 0.2 (the others appear when not default)
-_ALWAYS_IN_IDENTITY = ("n_trials", "batch_trials", "sampler", "parametrization", "start_trials",
-                       "n_startup_trials", "unreadable_penalty", "score_on", "objective")
+_ALWAYS_IN_IDENTITY = (
+    "n_trials",
+    "batch_trials",
+    "sampler",
+    "parametrization",
+    "start_trials",
+    "n_startup_trials",
+    "unreadable_penalty",
+    "score_on",
+    "objective",
+)
 # fields that change speed, not numbers: a folder continues whatever their value
 _NOT_IDENTITY = ("batch_rows", "batch_size", "device")
 
@@ -111,7 +120,9 @@ class RunConfig:
         for f in dataclasses.fields(self):
             if f.name == "search":
                 continue
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            default = (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            )
             object.__setattr__(self, f.name, kwargs.get(f.name, default))
         try:
             search = replace(search, **flat, seed=self.seed)
@@ -135,7 +146,9 @@ class RunConfig:
         if self.backend not in BACKENDS:
             raise FsnnError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.backend == "ndif" and self.ppl_model is None:
-            raise FsnnError("an NDIF run needs a local perplexity scorer: set ppl_model (e.g. gpt2 or smollm2-135m)")
+            raise FsnnError(
+                "an NDIF run needs a local perplexity scorer: set ppl_model (e.g. gpt2 or smollm2-135m)"
+            )
         if self.backend != "local" and self.load_in_8bit:
             raise FsnnError("8-bit loading is a local option; NDIF serves its own precision")
         if self.dtype not in DTYPE_NAMES:
@@ -184,7 +197,9 @@ class RunConfig:
         Search settings 0.2 did not expose appear only when they differ from their
         default (``all_search`` lists them all), so a folder made then still matches.
         """
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "search"}
+        out = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "search"
+        }
         default = SearchConfig()
         for name in _search_fields():
             value = getattr(self.search, name)
@@ -194,8 +209,11 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         """The fields that must match for a run folder to be continued (JSON-ready)."""
-        data = {k: asdict(v) if dataclasses.is_dataclass(v) else v for k, v in self.flat().items()
-                if k not in _NOT_IDENTITY}
+        data = {
+            k: asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
+            for k, v in self.flat().items()
+            if k not in _NOT_IDENTITY
+        }
         return json.loads(json.dumps(data, default=list))
 
 
@@ -210,8 +228,12 @@ def _check_device(device: str) -> None:
     except (RuntimeError, TypeError):
         raise FsnnError(f"unknown device {device!r} (use cpu, cuda, cuda:N or mps)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise FsnnError(f"device {device!r} asked for, but this machine has no CUDA device (use --device cpu)")
+        raise FsnnError(
+            f"device {device!r} asked for, but this machine has no CUDA device (use --device cpu)"
+        )
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise FsnnError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise FsnnError(
+            f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise FsnnError("device 'mps' asked for, but MPS is not available here")

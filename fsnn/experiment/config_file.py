@@ -35,10 +35,13 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fsnn.errors import FsnnError
 from fsnn.search.config import SearchConfig
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 __all__ = [
     "PAPER_PRESET",
@@ -60,8 +63,20 @@ PAPER_PRESET: dict[str, Any] = {
     "device": "cuda",
     "limit": 500,
     "methods": ("full", "segmented"),
-    **{k: v for k, v in dataclasses.asdict(SearchConfig.paper(batch_rows=32)).items()
-       if k not in ("seed", "objective", "low", "high", "tpe_multivariate", "tpe_constant_liar", "max_failures")},
+    **{
+        k: v
+        for k, v in dataclasses.asdict(SearchConfig.paper(batch_rows=32)).items()
+        if k
+        not in (
+            "seed",
+            "objective",
+            "low",
+            "high",
+            "tpe_multivariate",
+            "tpe_constant_liar",
+            "max_failures",
+        )
+    },
     "mode": "faithful",
     "max_new_tokens": 100,
     "baseline_prompt": "qa",
@@ -74,7 +89,7 @@ PAPER_PRESET: dict[str, Any] = {
 _NONE_WORD = "none"
 
 
-def _run_config_type() -> type:
+def _run_config_type() -> type[RunConfig]:
     from .config import RunConfig
 
     return RunConfig
@@ -89,12 +104,17 @@ def _describe(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in args if a is not type(None)) + (
-            f' or "{_NONE_WORD}"' if type(None) in args and str in args else "")
+            f' or "{_NONE_WORD}"' if type(None) in args and str in args else ""
+        )
     if origin is tuple:
-        return "a list of " + {str: "strings", int: "integers", float: "numbers"}.get(args[0], _describe(args[0]))
+        return "a list of " + {str: "strings", int: "integers", float: "numbers"}.get(
+            args[0], _describe(args[0])
+        )
     if dataclasses.is_dataclass(hint):
         return f"a table of {', '.join(f.name for f in dataclasses.fields(hint))}"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, str(hint)
+    )
 
 
 def _convert(value: Any, hint: Any) -> Any:
@@ -115,7 +135,7 @@ def _convert(value: Any, hint: Any) -> Any:
         if not isinstance(value, list | tuple):
             raise TypeError
         return tuple(_convert(v, args[0]) for v in value)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a dataclass, not an instance
         if not isinstance(value, Mapping):
             raise TypeError
         sub = typing.get_type_hints(hint)
@@ -166,7 +186,9 @@ def _typed(values: Mapping[str, Any], where: str) -> dict[str, Any]:
         try:
             out[key] = _convert(value, fields[key])
         except TypeError:
-            raise FsnnError(f"{where}: key {key!r} must be {_describe(fields[key])}, got {value!r}") from None
+            raise FsnnError(
+                f"{where}: key {key!r} must be {_describe(fields[key])}, got {value!r}"
+            ) from None
     return out
 
 
@@ -203,7 +225,9 @@ def _layers(file_values: Mapping[str, Any] | None, preset: Mapping[str, Any] | N
     layers = [("preset", dict(preset or {})), ("file", dict(file_values or {})),
               ("flag", {k: v for k, v in (flag_values or {}).items() if v is not None})]  # fmt: skip
     for source, values in layers:
-        _check_keys(values, {"preset": "preset", "file": "config file", "flag": "command line"}[source])
+        _check_keys(
+            values, {"preset": "preset", "file": "config file", "flag": "command line"}[source]
+        )
     return layers
 
 
@@ -270,8 +294,10 @@ def format_config(config: Any, sources: Mapping[str, str] | None = None) -> str:
     tables = []
     for name, value in config.flat().items():
         note = f"  # {sources[name]}" if name in sources else ""
-        if dataclasses.is_dataclass(value):
-            body = "\n".join(f"{k} = {_toml_value(v)}" for k, v in dataclasses.asdict(value).items())
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            body = "\n".join(
+                f"{k} = {_toml_value(v)}" for k, v in dataclasses.asdict(value).items()
+            )
             tables.append(f"[{name}]{note}\n{body}")
         elif value is None and str in typing.get_args(hints[name]):
             lines.append(f'{name} = "{_NONE_WORD}"{note}')

@@ -30,23 +30,31 @@ from typing import Any
 
 import xarray as xr
 
+from fsnn.analysis.summary import summary_rows, summary_table
 from fsnn.backends.base import resolve_backend
 from fsnn.errors import FsnnError
-from fsnn.store.lock import LOCK_NAME, run_folder_lock
-from .simpleqa import load_simpleqa, select_questions, simpleqa_path
-from .stages import RunContext, baseline_stage, reference_stage, results_stage, search_stage, select_failures
 from fsnn.store.files import atomic_write_text, remove_stale_temp_files
-from fsnn.analysis.summary import summary_rows, summary_table
+from fsnn.store.lock import LOCK_NAME, run_folder_lock
 
 from .config import RunConfig  # re-exported: fsnn.experiment.pipeline.RunConfig is 0.2's path
+from .simpleqa import load_simpleqa, select_questions, simpleqa_path
+from .stages import (
+    RunContext,
+    baseline_stage,
+    reference_stage,
+    results_stage,
+    search_stage,
+    select_failures,
+)
 
 __all__ = ["RunConfig", "run_pipeline", "summary_rows", "summary_table"]
+
 
 def _check_methods_fit(config: RunConfig, model: Any) -> None:
     """Layer ranges against the model's depth, before the folder: from the loaded model,
     else from a config.json already on disk (left to the load when there is none)."""
-    from fsnn.steering.layout import SegmentLayout
     from fsnn.models.load import model_depth
+    from fsnn.steering.layout import SegmentLayout
 
     depth = model.n_layers if model is not None else model_depth(config.model)
     if depth is not None:
@@ -77,13 +85,17 @@ def _prepare_folder(out: Path, identity: dict[str, Any], force_new: bool) -> Non
             saved = json.loads(cfg_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):  # truncated or garbage bytes
             if not force_new:
-                raise FsnnError(f"{cfg_path} is not valid JSON; remove the folder or use --force-new") from None
+                raise FsnnError(
+                    f"{cfg_path} is not valid JSON; remove the folder or use --force-new"
+                ) from None
             saved = None  # --force-new starts over, as the message says
         if isinstance(saved, dict):
             saved = {**_IDENTITY_ADDED, **saved}
         if saved != identity:
             if not force_new:
-                diff = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
+                diff = sorted(
+                    k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k)
+                )
                 raise FsnnError(
                     f"run folder {out} was made with another config (differs in: {', '.join(diff)}); "
                     "use another --out or --force-new to start it over"
@@ -128,13 +140,17 @@ def run_pipeline(
     sha = _file_sha256(csv_path)
     questions = load_simpleqa(csv_path, on_bad=config.on_bad_rows)  # type: ignore[arg-type]
     first = config.limit if config.ids is None and config.stratified is None else None
-    subset = select_questions(questions, first=first, ids=config.ids, stratified=config.stratified, seed=config.seed)
+    subset = select_questions(
+        questions, first=first, ids=config.ids, stratified=config.stratified, seed=config.seed
+    )
     # ---- issue 24 (fsnn.experiment.shards): --shard I/N keeps its part of the selection
     selected = subset
     if shard is not None:
         subset = shard.take(subset)
     # ---- end issue 24
-    if model is None and pool is None:  # everything that names a model is checked before the folder or a load
+    if (
+        model is None and pool is None
+    ):  # everything that names a model is checked before the folder or a load
         from fsnn.models.load import check_model_spec
 
         check_model_spec(config.model)
@@ -144,7 +160,9 @@ def run_pipeline(
         check_model_spec(config.ppl_model)
     _check_methods_fit(config, model)
     identity = {**config.identity(), "simpleqa_sha256": sha}
-    if shard is not None:  # issue 24: a shard's folder is its own identity (fsnn merge drops the field)
+    if (
+        shard is not None
+    ):  # issue 24: a shard's folder is its own identity (fsnn merge drops the field)
         identity["shard"] = str(shard)
     with run_folder_lock(out):  # one process per run folder (fsnn/lock.py)
         remove_stale_temp_files(out)  # left by a killed write; safe only under the lock
@@ -161,24 +179,42 @@ def run_pipeline(
                 from fsnn.backends.ndif import preflight
 
                 preflight(config.model)
-            model = load_model(config.model, dtype=config.dtype, device=config.device, load_in_8bit=config.load_in_8bit,
-                               remote=backend.remote_model)
+            model = load_model(
+                config.model,
+                dtype=config.dtype,
+                device=config.device,
+                load_in_8bit=config.load_in_8bit,
+                remote=backend.remote_model,
+            )
         if judge is None and config.judge is not None:
             from fsnn.judges import make_judge
 
             judge = make_judge(config.judge)
-        ctx = RunContext(config=config, out=out, model=model, judge=judge, backend=backend, simpleqa_sha=sha,
-                         progress=progress, pool=pool)
+        ctx = RunContext(
+            config=config,
+            out=out,
+            model=model,
+            judge=judge,
+            backend=backend,
+            simpleqa_sha=sha,
+            progress=progress,
+            pool=pool,
+        )
         started = time.perf_counter()
         baseline = baseline_stage(ctx, subset)
         failures = select_failures(subset, baseline, config.select)
         if not failures:
-            raise FsnnError(f"no baseline failure to steer among {len(subset)} question(s) (select={config.select})"
-                            + (f"; shard {shard} is complete: fsnn merge takes its baseline" if shard else ""))
+            raise FsnnError(
+                f"no baseline failure to steer among {len(subset)} question(s) (select={config.select})"
+                + (f"; shard {shard} is complete: fsnn merge takes its baseline" if shard else "")
+            )
         refs = reference_stage(ctx, failures)
         trials = search_stage(ctx, refs)
         results = results_stage(ctx, baseline, refs, trials)
         table = summary_table(results)
-        atomic_write_text(out / "summary.md", table + f"\n\nwall time this invocation: {time.perf_counter() - started:.1f} s\n")
+        atomic_write_text(
+            out / "summary.md",
+            table + f"\n\nwall time this invocation: {time.perf_counter() - started:.1f} s\n",
+        )
         atomic_write_text(out / "summary.json", json.dumps(summary_rows(results), indent=2))
         return results

@@ -49,8 +49,19 @@ __all__ = ["SHARD_FILE", "MergeReport", "Shard", "merge_runs"]
 
 SHARD_FILE = "shard.json"
 # attrs of the model a folder ran (from the files' provenance): merged folders must agree
-_MODEL_ATTRS = ("model", "model_revision", "model_type", "n_layers", "d_model", "quantization", "dtype", "remote",
-                "backend", "judge", "mode")
+_MODEL_ATTRS = (
+    "model",
+    "model_revision",
+    "model_type",
+    "n_layers",
+    "d_model",
+    "quantization",
+    "dtype",
+    "remote",
+    "backend",
+    "judge",
+    "mode",
+)
 _STAGE_FILES = ("baseline", "references", "trials", "results")
 
 
@@ -89,15 +100,25 @@ class Shard:
         """This shard's questions (raises when it is empty)."""
         start, stop = self.bounds(len(selected))
         if start == stop:
-            raise FsnnError(f"shard {self} of {len(selected)} selected question(s) is empty; use at most "
-                            f"{len(selected)} shards")
+            raise FsnnError(
+                f"shard {self} of {len(selected)} selected question(s) is empty; use at most "
+                f"{len(selected)} shards"
+            )
         return list(selected[start:stop])
 
-    def write_manifest(self, out: Path, part: Sequence[Question], selected: Sequence[Question]) -> None:
+    def write_manifest(
+        self, out: Path, part: Sequence[Question], selected: Sequence[Question]
+    ) -> None:
         """``shard.json``: which questions this folder covers (read by :func:`merge_runs`)."""
         start, stop = self.bounds(len(selected))
-        manifest = {"shard": str(self), "index": self.index, "count": self.count, "selected": len(selected),
-                    "positions": [start, stop], "simpleqa_ids": [q.id for q in part]}
+        manifest = {
+            "shard": str(self),
+            "index": self.index,
+            "count": self.count,
+            "selected": len(selected),
+            "positions": [start, stop],
+            "simpleqa_ids": [q.id for q in part],
+        }
         atomic_write_text(Path(out) / SHARD_FILE, json.dumps(manifest, indent=1))
 
 
@@ -131,11 +152,15 @@ class _Part:
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
-        raise FsnnError(f"{path.parent} is not a shard folder of fsnn run --shard (no {path.name}); {what}")
+        raise FsnnError(
+            f"{path.parent} is not a shard folder of fsnn run --shard (no {path.name}); {what}"
+        )
     try:
         value = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise FsnnError(f"{path} is not valid JSON; rerun the shard's fsnn run command with --force-new") from None
+        raise FsnnError(
+            f"{path} is not valid JSON; rerun the shard's fsnn run command with --force-new"
+        ) from None
     if not isinstance(value, dict):
         raise FsnnError(f"{path} is not an fsnn {path.name}")
     return value
@@ -146,8 +171,10 @@ def _read_part(folder: Path) -> _Part:
         raise FsnnError(f"run folder not found: {folder}")
     config = _read_json(folder / "config.json", "run fsnn run --shard I/N into it first")
     if "shard" not in config:
-        raise FsnnError(f"{folder} is not a shard (its config.json has no shard field); merge the folders of "
-                        "fsnn run --shard I/N")
+        raise FsnnError(
+            f"{folder} is not a shard (its config.json has no shard field); merge the folders of "
+            "fsnn run --shard I/N"
+        )
     shard = Shard.parse(str(config["shard"]))
     manifest = _read_json(folder / SHARD_FILE, "rerun its fsnn run --shard command")
     data = {}
@@ -167,8 +194,10 @@ def _check_same(parts: list[_Part]) -> None:
         if part.shard.count != first.shard.count:
             diff.append("shard count")
         if diff:
-            raise FsnnError(f"cannot merge {first.path} and {part.path}: their configurations differ in: "
-                            f"{', '.join(diff)}")
+            raise FsnnError(
+                f"cannot merge {first.path} and {part.path}: their configurations differ in: "
+                f"{', '.join(diff)}"
+            )
     for part in parts[1:]:
         for name in _STAGE_FILES:
             a, b = first.data.get(name), part.data.get(name)
@@ -176,8 +205,10 @@ def _check_same(parts: list[_Part]) -> None:
                 continue
             diff = sorted(k for k in _MODEL_ATTRS if a.attrs.get(k) != b.attrs.get(k))
             if diff:
-                raise FsnnError(f"cannot merge {first.path} and {part.path}: their {name}.nc differ in model "
-                                f"attribute(s): {', '.join(diff)}")
+                raise FsnnError(
+                    f"cannot merge {first.path} and {part.path}: their {name}.nc differ in model "
+                    f"attribute(s): {', '.join(diff)}"
+                )
 
 
 def _check_cover(parts: list[_Part], simpleqa_csv: str | os.PathLike | None) -> None:
@@ -186,32 +217,42 @@ def _check_cover(parts: list[_Part], simpleqa_csv: str | os.PathLike | None) -> 
     by_index: dict[int, _Part] = {}
     for part in parts:
         if part.shard.index in by_index:
-            raise FsnnError(f"cannot merge {by_index[part.shard.index].path} and {part.path}: both are shard "
-                            f"{part.shard} (overlapping prompts)")
+            raise FsnnError(
+                f"cannot merge {by_index[part.shard.index].path} and {part.path}: both are shard "
+                f"{part.shard} (overlapping prompts)"
+            )
         by_index[part.shard.index] = part
         for sid in part.manifest.get("simpleqa_ids", []):
             if sid in seen:
-                raise FsnnError(f"cannot merge {seen[sid]} and {part.path}: both hold SimpleQA prompt {sid} "
-                                "(overlapping prompts)")
+                raise FsnnError(
+                    f"cannot merge {seen[sid]} and {part.path}: both hold SimpleQA prompt {sid} "
+                    "(overlapping prompts)"
+                )
             seen[sid] = part.path
     count = parts[0].shard.count
     missing = [i for i in range(count) if i not in by_index]
     if missing:
-        raise FsnnError(f"missing prompts: {_describe_missing(parts, missing, simpleqa_csv)}; run "
-                        f"{'that shard' if len(missing) == 1 else 'those shards'} (fsnn run --shard I/{count}), then "
-                        "merge again")
+        raise FsnnError(
+            f"missing prompts: {_describe_missing(parts, missing, simpleqa_csv)}; run "
+            f"{'that shard' if len(missing) == 1 else 'those shards'} (fsnn run --shard I/{count}), then "
+            "merge again"
+        )
     for part in parts:
         want = [int(i) for i in part.manifest.get("simpleqa_ids", [])]
         baseline = part.data.get("baseline")
         have = set(baseline.simpleqa_id.values.tolist()) if baseline is not None else set()
         lacking = [i for i in want if i not in have]
         if lacking:
-            raise FsnnError(f"shard {part.shard} in {part.path} is not finished ({len(lacking)} of {len(want)} "
-                            f"baseline answer(s) missing, e.g. SimpleQA {_ids_text(lacking)}); rerun its fsnn run "
-                            "command, then merge again")
+            raise FsnnError(
+                f"shard {part.shard} in {part.path} is not finished ({len(lacking)} of {len(want)} "
+                f"baseline answer(s) missing, e.g. SimpleQA {_ids_text(lacking)}); rerun its fsnn run "
+                "command, then merge again"
+            )
         if "results" not in part.data and _n_selected(part) > 0:
-            raise FsnnError(f"shard {part.shard} in {part.path} is not finished (no results.nc); rerun its fsnn run "
-                            "command, then merge again")
+            raise FsnnError(
+                f"shard {part.shard} in {part.path} is not finished (no results.nc); rerun its fsnn run "
+                "command, then merge again"
+            )
 
 
 def _n_selected(part: _Part) -> int:
@@ -226,7 +267,9 @@ def _ids_text(ids: Sequence[int], shown: int = 10) -> str:
     return text + (f" ... ({len(ids)} in all)" if len(ids) > shown else "")
 
 
-def _describe_missing(parts: list[_Part], missing: list[int], simpleqa_csv: str | os.PathLike | None) -> str:
+def _describe_missing(
+    parts: list[_Part], missing: list[int], simpleqa_csv: str | os.PathLike | None
+) -> str:
     """The missing shards, their positions and, when the CSV is at hand, their SimpleQA ids."""
     count = parts[0].shard.count
     n = int(parts[0].manifest.get("selected", 0))
@@ -238,7 +281,9 @@ def _describe_missing(parts: list[_Part], missing: list[int], simpleqa_csv: str 
     return "; ".join(spans) + (f": SimpleQA {_ids_text(ids)}" if ids else "")
 
 
-def _missing_ids(parts: list[_Part], missing: list[int], simpleqa_csv: str | os.PathLike | None) -> list[int]:
+def _missing_ids(
+    parts: list[_Part], missing: list[int], simpleqa_csv: str | os.PathLike | None
+) -> list[int]:
     """The SimpleQA ids of the missing shards, re-selected from the CSV when its sha matches."""
     with contextlib.suppress(FsnnError, OSError, KeyError, TypeError, ValueError):
         selected = _selected(parts[0].config, simpleqa_csv)
@@ -248,7 +293,9 @@ def _missing_ids(parts: list[_Part], missing: list[int], simpleqa_csv: str | os.
     return []
 
 
-def _selected(config: dict[str, Any], simpleqa_csv: str | os.PathLike | None) -> list[Question] | None:
+def _selected(
+    config: dict[str, Any], simpleqa_csv: str | os.PathLike | None
+) -> list[Question] | None:
     """The run's selected questions, from its config.json and the CSV (None: no CSV at hand,
     never a download, or another CSV than the run's)."""
     if simpleqa_csv is None and env_path("FSNN_SIMPLEQA_CSV") is None:
@@ -259,17 +306,37 @@ def _selected(config: dict[str, Any], simpleqa_csv: str | os.PathLike | None) ->
     questions = load_simpleqa(path, on_bad=config.get("on_bad_rows", "error"))
     ids = tuple(config["ids"]) if config.get("ids") else None
     first = config.get("limit") if ids is None and config.get("stratified") is None else None
-    return select_questions(questions, first=first, ids=ids, stratified=config.get("stratified"),
-                            seed=config.get("seed", 0))
+    return select_questions(
+        questions,
+        first=first,
+        ids=ids,
+        stratified=config.get("stratified"),
+        seed=config.get("seed", 0),
+    )
 
 
 def _concat(parts: Sequence[xr.Dataset]) -> xr.Dataset:
     """Rows of the shards in order, ``prompt`` renumbered as one run numbers them."""
     try:
-        ds = xr.concat(list(parts), dim="prompt", data_vars="minimal", coords="minimal", compat="equals",
-                       join="exact", combine_attrs="override") if len(parts) > 1 else parts[0]
-    except ValueError as exc:  # other methods, segments, layers...: a config difference missed above
-        raise FsnnError(f"cannot merge the shards: their files differ beyond the prompts ({exc})") from None
+        ds = (
+            xr.concat(
+                list(parts),
+                dim="prompt",
+                data_vars="minimal",
+                coords="minimal",
+                compat="equals",
+                join="exact",
+                combine_attrs="override",
+            )
+            if len(parts) > 1
+            else parts[0]
+        )
+    except (
+        ValueError
+    ) as exc:  # other methods, segments, layers...: a config difference missed above
+        raise FsnnError(
+            f"cannot merge the shards: their files differ beyond the prompts ({exc})"
+        ) from None
     return ds.assign_coords(prompt=np.arange(ds.sizes["prompt"])) if "prompt" in ds.indexes else ds
 
 
@@ -291,11 +358,15 @@ def _merge_optuna(sources: Sequence[Path], target: Path) -> None:
                 try:
                     for summary in optuna.get_all_study_summaries(src, include_best_trial=False):
                         if summary.study_name in names:
-                            raise FsnnError(f"cannot merge {names[summary.study_name].parent} and "
-                                            f"{src_path.parent}: both hold the Optuna study {summary.study_name!r} "
-                                            "(overlapping prompts)")
+                            raise FsnnError(
+                                f"cannot merge {names[summary.study_name].parent} and "
+                                f"{src_path.parent}: both hold the Optuna study {summary.study_name!r} "
+                                "(overlapping prompts)"
+                            )
                         names[summary.study_name] = src_path
-                        optuna.copy_study(from_study_name=summary.study_name, from_storage=src, to_storage=dst)
+                        optuna.copy_study(
+                            from_study_name=summary.study_name, from_storage=src, to_storage=dst
+                        )
                 finally:
                     src.engine.dispose()
         finally:
@@ -313,7 +384,9 @@ def _prepare_out(out: Path, identity: dict[str, Any], force_new: bool) -> None:
             saved = None
         if saved != identity:
             if not force_new:
-                raise FsnnError(f"run folder {out} was made with another config; use another --out or --force-new")
+                raise FsnnError(
+                    f"run folder {out} was made with another config; use another --out or --force-new"
+                )
     if force_new and out.exists():
         for child in (c for c in out.iterdir() if c.name != LOCK_NAME):
             shutil.rmtree(child) if child.is_dir() else child.unlink()
@@ -368,7 +441,8 @@ def merge_runs(
             ds = _concat(present)
             if name == "results":
                 ds.attrs["prompts_without_finished_trial"] = int(
-                    sum(int(p.attrs.get("prompts_without_finished_trial", 0)) for p in present))
+                    sum(int(p.attrs.get("prompts_without_finished_trial", 0)) for p in present)
+                )
             datasets[name] = ds
             written.append(write_dataset(ds, out / f"{name}.nc"))
         dbs = [p.path / "optuna.db" for p in parts if (p.path / "optuna.db").exists()]
@@ -378,9 +452,20 @@ def merge_runs(
         results = datasets.get("results")
         if results is not None:
             table = summary_table(results)
-            written.append(atomic_write_text(out / "summary.md", table + f"\n\nmerged from {len(parts)} shard "
-                                             "folders by fsnn merge\n"))
-            written.append(atomic_write_text(out / "summary.json", json.dumps(summary_rows(results), indent=2)))
+            written.append(
+                atomic_write_text(
+                    out / "summary.md",
+                    table + f"\n\nmerged from {len(parts)} shard folders by fsnn merge\n",
+                )
+            )
+            written.append(
+                atomic_write_text(out / "summary.json", json.dumps(summary_rows(results), indent=2))
+            )
         baseline = datasets["baseline"]
-        return MergeReport(out=out, shards=tuple(p.path for p in parts), prompts=baseline.sizes["prompt"],
-                           steered=0 if results is None else results.sizes["prompt"], files=tuple(written))
+        return MergeReport(
+            out=out,
+            shards=tuple(p.path for p in parts),
+            prompts=baseline.sizes["prompt"],
+            steered=0 if results is None else results.sizes["prompt"],
+            files=tuple(written),
+        )

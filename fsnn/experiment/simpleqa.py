@@ -23,8 +23,15 @@ from fsnn.store.simpleqa_csv import (
     simpleqa_path,
 )
 
-__all__ = ["COLUMNS", "SIMPLEQA_SHA256", "SIMPLEQA_URL", "Question", "load_simpleqa", "select_questions",
-           "simpleqa_path"]
+__all__ = [
+    "COLUMNS",
+    "SIMPLEQA_SHA256",
+    "SIMPLEQA_URL",
+    "Question",
+    "load_simpleqa",
+    "select_questions",
+    "simpleqa_path",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,7 +106,9 @@ def select_questions(
         total = len(questions)
         quotas = {t: stratified * len(g) / total for t, g in groups.items()}
         counts = {t: int(v) for t, v in quotas.items()}
-        for t in sorted(quotas, key=lambda t: quotas[t] - counts[t], reverse=True)[: stratified - sum(counts.values())]:
+        for t in sorted(quotas, key=lambda t: quotas[t] - counts[t], reverse=True)[
+            : stratified - sum(counts.values())
+        ]:
             counts[t] += 1
         rng = random.Random(seed)
         picked = [q for t in sorted(groups) for q in rng.sample(groups[t], counts[t])]

@@ -25,20 +25,22 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from fsnn.backends.base import Backend
-from fsnn.judges.degeneration import readable
 from fsnn.errors import FsnnError
+from fsnn.judges.degeneration import readable
+from fsnn.judges.metrics import Perplexity, token_overlap
+from fsnn.judges.scoring import composite, proxy_grade, scored_texts
+from fsnn.search.objective import guarded_objective
+from fsnn.search.run import SearchItem, open_storage, run_search, storage_error
 from fsnn.steering.generation import generate
 from fsnn.steering.layout import SegmentLayout
-from fsnn.judges.metrics import Perplexity, token_overlap
-from fsnn.search.objective import guarded_objective
+from fsnn.steering.modes import as_mode
 from fsnn.steering.prompts import Templates, apply_chat, split_explanation
 from fsnn.steering.references import ReferenceItem, capture_references
+from fsnn.store.files import provenance, read_dataset, write_dataset
 from fsnn.store.schema import baseline_dataset, str_array
-from fsnn.judges.scoring import composite, proxy_grade, scored_texts
-from fsnn.search.run import SearchItem, open_storage, run_search, storage_error
+
 from .config import SELECTED_GRADES
 from .simpleqa import Question
-from fsnn.store.files import provenance, read_dataset, write_dataset
 
 __all__ = [
     "RunContext",
@@ -53,7 +55,6 @@ __all__ = [
     "search_stage",
     "select_failures",
 ]
-
 
 
 @dataclass(kw_only=True)
@@ -91,9 +92,13 @@ class RunContext:
     def attrs(self, kind: str, **extra: Any) -> dict[str, Any]:
         """Provenance attributes of a file of ``kind``."""
         return provenance(
-            kind, {**self.config.identity(), "simpleqa_sha256": self.simpleqa_sha},
-            **self.model.describe(), mode=self.config.mode, backend=self.backend.identity,
-            judge=self.judge.id if self.judge is not None else "none", **extra,
+            kind,
+            {**self.config.identity(), "simpleqa_sha256": self.simpleqa_sha},
+            **self.model.describe(),
+            mode=self.config.mode,
+            backend=self.backend.identity,
+            judge=self.judge.id if self.judge is not None else "none",
+            **extra,
         )
 
     def prompt(self, text: str) -> str:
@@ -116,8 +121,13 @@ class RunContext:
     def generate(self, prompts: list[str], what: str) -> list[Any]:
         c = self.config
         return self.backend.call(
-            lambda: generate(self.model, prompts, max_new_tokens=c.max_new_tokens, batch_size=c.batch_size,
-                             backend=self.backend),
+            lambda: generate(
+                self.model,
+                prompts,
+                max_new_tokens=c.max_new_tokens,
+                batch_size=c.batch_size,
+                backend=self.backend,
+            ),
             what=what,
         )
 
@@ -161,7 +171,9 @@ def resumable_stage(
     have = set(done.simpleqa_id.values.tolist()) if done is not None else set()
     parts = [done] if done is not None else []
     todo = [q for q in items if q.id not in have]
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=desc, disable=not progress, unit="q")
+    bar = tqdm(
+        total=len(items), initial=len(items) - len(todo), desc=desc, disable=not progress, unit="q"
+    )
     batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
     done_parts = map_batches(batches) if map_batches is not None else map(run_batch, batches)
     for part in done_parts:
@@ -180,7 +192,9 @@ def resumable_stage(
 # ----------------------------------------------------------------------------- stages 1-2
 
 
-def _grade(ctx: RunContext, batch: Sequence[Question], outs: Sequence[Any]) -> list[tuple[str, str]]:
+def _grade(
+    ctx: RunContext, batch: Sequence[Question], outs: Sequence[Any]
+) -> list[tuple[str, str]]:
     """(grade, source) per answer: the judge's SimpleQA rubric, or the offline proxy.
 
     Raises:
@@ -189,41 +203,73 @@ def _grade(ctx: RunContext, batch: Sequence[Question], outs: Sequence[Any]) -> l
             the batch is not saved and a rerun asks the judge again.
     """
     if ctx.judge is None:
-        return [(proxy_grade(q.answer, o.completion), "proxy:containment") for q, o in zip(batch, outs, strict=True)]
-    grades = ctx.judge.grade_simpleqa([(q.question, q.answer, o.completion) for q, o in zip(batch, outs, strict=True)])
+        return [
+            (proxy_grade(q.answer, o.completion), "proxy:containment")
+            for q, o in zip(batch, outs, strict=True)
+        ]
+    grades = ctx.judge.grade_simpleqa(
+        [(q.question, q.answer, o.completion) for q, o in zip(batch, outs, strict=True)]
+    )
     lost = [g.error or "no grade" for g in grades if g.missing]
     if lost:
-        raise FsnnError(f"judge {ctx.judge.id}: {len(lost)} of {len(grades)} baseline grade(s) missing ({lost[0]}); "
-                        "finished batches are saved, rerun the same command to resume")
+        raise FsnnError(
+            f"judge {ctx.judge.id}: {len(lost)} of {len(grades)} baseline grade(s) missing ({lost[0]}); "
+            "finished batches are saved, rerun the same command to resume"
+        )
     return [(str(g.value), g.judge_id) for g in grades]
 
 
 def baseline_batch(ctx: RunContext, batch: list[Question]) -> xr.Dataset:
     """The baseline rows of one batch of questions: answered unsteered and graded."""
     c = ctx.config
-    prompts = [ctx.prompt(ctx.templates.baseline_prompt(q.question) if c.baseline_prompt == "qa" else q.question)
-               for q in batch]
+    prompts = [
+        ctx.prompt(
+            ctx.templates.baseline_prompt(q.question) if c.baseline_prompt == "qa" else q.question
+        )
+        for q in batch
+    ]
     outs = ctx.generate(prompts, "baseline batch")
     rows = []
     for q, o, (grade, source) in zip(batch, outs, _grade(ctx, batch, outs), strict=True):
         scored = scored_texts([o.text], [o.completion], c.search.score_on)[0]
-        rows.append({"simpleqa_id": q.id, "question": q.question, "answer": q.answer, "topic": q.topic,
-                     "completion": o.completion, "text": o.text, "grade": grade, "grade_source": source,
-                     "token_overlap": token_overlap(q.answer, scored)})
+        rows.append(
+            {
+                "simpleqa_id": q.id,
+                "question": q.question,
+                "answer": q.answer,
+                "topic": q.topic,
+                "completion": o.completion,
+                "text": o.text,
+                "grade": grade,
+                "grade_source": source,
+                "token_overlap": token_overlap(q.answer, scored),
+            }
+        )
     return baseline_dataset(rows, ctx.attrs("baseline"))
 
 
 def baseline_stage(ctx: RunContext, questions: Sequence[Question]) -> xr.Dataset:
     """Stages 1-2: answer every question unsteered and grade it (``baseline.nc``)."""
-    return resumable_stage(ctx.out / "baseline.nc", questions, partial(baseline_batch, ctx),
-                           batch_size=ctx.config.batch_size, desc="baseline", progress=ctx.progress,
-                           map_batches=ctx.pool.map_batches("baseline") if ctx.pool is not None else None)
+    return resumable_stage(
+        ctx.out / "baseline.nc",
+        questions,
+        partial(baseline_batch, ctx),
+        batch_size=ctx.config.batch_size,
+        desc="baseline",
+        progress=ctx.progress,
+        map_batches=ctx.pool.map_batches("baseline") if ctx.pool is not None else None,
+    )
 
 
-def select_failures(questions: Sequence[Question], baseline: xr.Dataset, select: str) -> list[Question]:
+def select_failures(
+    questions: Sequence[Question], baseline: xr.Dataset, select: str
+) -> list[Question]:
     """The questions whose baseline grade ``select`` steers (paper: INCORRECT)."""
     wanted = SELECTED_GRADES[select]
-    grade = {int(i): str(g) for i, g in zip(baseline.simpleqa_id.values, baseline.grade.values, strict=True)}
+    grade = {
+        int(i): str(g)
+        for i, g in zip(baseline.simpleqa_id.values, baseline.grade.values, strict=True)
+    }
     return [q for q in questions if grade.get(q.id) in wanted]
 
 
@@ -236,14 +282,19 @@ def reference_batch(ctx: RunContext, batch: list[Question]) -> xr.Dataset:
     prompts = [ctx.prompt(ctx.templates.enrichment_prompt(q.question, q.answer)) for q in batch]
     outs = ctx.generate(prompts, "enrichment batch")
     explanations = [split_explanation(o.completion) for o in outs]
-    items = [ReferenceItem(question=q.question, answer=q.answer, explanation=e)
-             for q, e in zip(batch, explanations, strict=True)]
+    items = [
+        ReferenceItem(question=q.question, answer=q.answer, explanation=e)
+        for q, e in zip(batch, explanations, strict=True)
+    ]
     # one unpadded pass per prompt when traces run here: h then does not depend on the
     # batch's other prompts (shards, workers: docs/scaling.md); NDIF keeps batches
     per_pass = c.batch_size if ctx.backend.remote_model else 1
-    h = ctx.backend.call(lambda: capture_references(ctx.model, items, templates=ctx.templates,
-                                                    batch_size=per_pass, backend=ctx.backend),
-                         what="reference capture")
+    h = ctx.backend.call(
+        lambda: capture_references(
+            ctx.model, items, templates=ctx.templates, batch_size=per_pass, backend=ctx.backend
+        ),
+        what="reference capture",
+    )
     part = h.to_dataset(name="h").assign(
         explanation=("prompt", str_array(explanations)),
         enrichment_raw=("prompt", str_array([o.completion for o in outs])),
@@ -259,9 +310,15 @@ def reference_batch(ctx: RunContext, batch: list[Question]) -> xr.Dataset:
 
 def reference_stage(ctx: RunContext, failures: Sequence[Question]) -> xr.Dataset:
     """Stages 3-4: enrichment (the model explains the gold answer) and eq. (1) capture."""
-    return resumable_stage(ctx.out / "references.nc", failures, partial(reference_batch, ctx),
-                           batch_size=ctx.config.batch_size, desc="enrich+capture", progress=ctx.progress,
-                           map_batches=ctx.pool.map_batches("references") if ctx.pool is not None else None)
+    return resumable_stage(
+        ctx.out / "references.nc",
+        failures,
+        partial(reference_batch, ctx),
+        batch_size=ctx.config.batch_size,
+        desc="enrich+capture",
+        progress=ctx.progress,
+        map_batches=ctx.pool.map_batches("references") if ctx.pool is not None else None,
+    )
 
 
 # ----------------------------------------------------------------------------- stage 5
@@ -269,19 +326,40 @@ def reference_stage(ctx: RunContext, failures: Sequence[Question]) -> xr.Dataset
 
 # optuna.db holds every trial of the search; trials.nc is rebuilt from it on each run, so
 # without it the whole search is recomputed (seeded per trial number: the same trials).
-OPTUNA_RECOVER = ("delete optuna.db and rerun the same command: baseline.nc and references.nc are kept, every "
-                  "method's search is recomputed from trial 0 (same seeds, same trials; trials.nc and results.nc "
-                  "are rewritten), or use --force-new to start the folder over")
+OPTUNA_RECOVER = (
+    "delete optuna.db and rerun the same command: baseline.nc and references.nc are kept, every "
+    "method's search is recomputed from trial 0 (same seeds, same trials; trials.nc and results.nc "
+    "are rewritten), or use --force-new to start the folder over"
+)
 
 
-def search_methods(ctx: RunContext, items: Sequence[SearchItem], layouts: Sequence[SegmentLayout], storage: Any, *,
-                   on_round: Callable[[], None] | None = None) -> list[xr.Dataset]:
+def search_methods(
+    ctx: RunContext,
+    items: Sequence[SearchItem],
+    layouts: Sequence[SegmentLayout],
+    storage: Any,
+    *,
+    on_round: Callable[[], None] | None = None,
+) -> list[xr.Dataset]:
     """Every method's :func:`fsnn.search.run.run_search` of ``items`` in ``storage`` (one dataset each)."""
     c = ctx.config
-    return [run_search(ctx.model, items, layout, c.search, storage=storage, ppl=ctx.ppl, mode=c.mode,
-                       max_new_tokens=c.max_new_tokens, study_prefix=f"{layout.name}/", progress=ctx.progress,
-                       backend=ctx.backend, on_round=on_round)
-            for layout in layouts]
+    return [
+        run_search(
+            ctx.model,
+            items,
+            layout,
+            c.search,
+            storage=storage,
+            ppl=ctx.ppl,
+            mode=as_mode(c.mode),  # validated by RunConfig already
+            max_new_tokens=c.max_new_tokens,
+            study_prefix=f"{layout.name}/",
+            progress=ctx.progress,
+            backend=ctx.backend,
+            on_round=on_round,
+        )
+        for layout in layouts
+    ]
 
 
 def search_stage(ctx: RunContext, refs: xr.Dataset) -> xr.Dataset:
@@ -292,10 +370,15 @@ def search_stage(ctx: RunContext, refs: xr.Dataset) -> xr.Dataset:
     url = f"sqlite:///{ctx.out / 'optuna.db'}"
     storage = open_storage(url, OPTUNA_RECOVER)
     items = [
-        SearchItem(key=str(int(sid)), prompt=ctx.prompt(ctx.templates.steering_prompt(str(q))),
-                   answer=str(a), h=torch.from_numpy(np.asarray(refs.h.values[i], dtype=np.float32)))
-        for i, (sid, q, a) in enumerate(zip(refs.simpleqa_id.values, refs.question.values, refs.answer.values,
-                                            strict=True))
+        SearchItem(
+            key=str(int(sid)),
+            prompt=ctx.prompt(ctx.templates.steering_prompt(str(q))),
+            answer=str(a),
+            h=torch.from_numpy(np.asarray(refs.h.values[i], dtype=np.float32)),
+        )
+        for i, (sid, q, a) in enumerate(
+            zip(refs.simpleqa_id.values, refs.question.values, refs.answer.values, strict=True)
+        )
     ]
     layouts = [SegmentLayout.named(method, ctx.model.n_layers) for method in c.methods]
     # issue 24: with --workers the pool searches chunks of prompts and this process writes optuna.db
@@ -304,12 +387,18 @@ def search_stage(ctx: RunContext, refs: xr.Dataset) -> xr.Dataset:
         searched = searcher(items, layouts, storage)
     except sqlalchemy.exc.DatabaseError as exc:  # a page damaged past the header
         raise storage_error(url, exc, OPTUNA_RECOVER) from None
-    per_method = [ds.expand_dims(method=[layout.name]) for layout, ds in zip(layouts, searched, strict=True)]
+    per_method = [
+        ds.expand_dims(method=[layout.name]) for layout, ds in zip(layouts, searched, strict=True)
+    ]
     # methods differ in segments/params: outer join, NaN where a method has none
-    trials = xr.concat(per_method, dim="method", join="outer") if len(per_method) > 1 else per_method[0]
-    trials = trials.assign_coords(simpleqa_id=("prompt", refs.simpleqa_id.values),
-                                  question=("prompt", refs.question.values),
-                                  answer=("prompt", refs.answer.values))
+    trials = (
+        xr.concat(per_method, dim="method", join="outer") if len(per_method) > 1 else per_method[0]
+    )
+    trials = trials.assign_coords(
+        simpleqa_id=("prompt", refs.simpleqa_id.values),
+        question=("prompt", refs.question.values),
+        answer=("prompt", refs.answer.values),
+    )
     trials.attrs = ctx.attrs("trials")
     for k in ("completion", "text"):
         trials[k] = trials[k].fillna("")
@@ -320,7 +409,9 @@ def search_stage(ctx: RunContext, refs: xr.Dataset) -> xr.Dataset:
 # ----------------------------------------------------------------------------- stage 6
 
 
-def results_stage(ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, trials: xr.Dataset) -> xr.Dataset:
+def results_stage(
+    ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, trials: xr.Dataset
+) -> xr.Dataset:
     """Stage 6: each method's selected text per prompt, scored and judged (``results.nc``)."""
     # issue 24: with --workers the pool scores chunks of prompts (row by row, as here)
     compute = ctx.pool.results if ctx.pool is not None else partial(results_dataset, ctx)
@@ -329,7 +420,9 @@ def results_stage(ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, trial
     return ds
 
 
-def results_dataset(ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, trials: xr.Dataset) -> xr.Dataset:
+def results_dataset(
+    ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, trials: xr.Dataset
+) -> xr.Dataset:
     """The rows of ``results.nc`` for the prompts of ``refs`` (each row computed on its own)."""
     c = ctx.config
     idx = {int(s): i for i, s in enumerate(baseline.simpleqa_id.values)}
@@ -359,8 +452,13 @@ def results_dataset(ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, tri
             obj[m, i] = t.objective.values[i, best[i]]
     answers = [str(a) for a in refs.answer.values]
     questions = [str(q) for q in refs.question.values]
-    scored = np.asarray([scored_texts(text[m], comp[m], c.search.score_on) for m in range(len(methods))], dtype=object)
-    to = np.array([[token_overlap(a, s) for a, s in zip(answers, row, strict=True)] for row in scored])
+    scored = np.asarray(
+        [scored_texts(text[m], comp[m], c.search.score_on) for m in range(len(methods))],
+        dtype=object,
+    )
+    to = np.array(
+        [[token_overlap(a, s) for a, s in zip(answers, row, strict=True)] for row in scored]
+    )
     ppl = np.array([ctx.ppl(list(row)) for row in scored])
     to[missing], ppl[missing] = np.nan, np.nan
     # the degeneration guard reads the generated text only (docs/method.md §6)
@@ -383,8 +481,12 @@ def results_dataset(ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, tri
             s_grades = ctx.judge.grade_simpleqa(items)
             grade[m] = [g.value or "" for g in s_grades]
             # a failed call is recorded, never a silent drop from the steered set
-            judge_error[m] = ["; ".join(e for e in (q.error if q.missing else "", s.error if s.missing else "") if e)
-                              for q, s in zip(q_grades, s_grades, strict=True)]
+            judge_error[m] = [
+                "; ".join(
+                    e for e in (q.error if q.missing else "", s.error if s.missing else "") if e
+                )
+                for q, s in zip(q_grades, s_grades, strict=True)
+            ]
             comp_score[m] = composite(to[m], judge_score[m], missing=c.judge_missing)
     ds = xr.Dataset(
         {
@@ -412,7 +514,12 @@ def results_dataset(ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, tri
             "topic": ("prompt", str_array(baseline.topic.values[rows])),
             "simpleqa_id": ("prompt", refs.simpleqa_id.values.astype(np.int64)),
         },
-        attrs=ctx.attrs("results", judged=int(ctx.judge is not None), score_on=c.search.score_on,
-                        judge_missing=c.judge_missing, prompts_without_finished_trial=int(missing.sum())),
+        attrs=ctx.attrs(
+            "results",
+            judged=int(ctx.judge is not None),
+            score_on=c.search.score_on,
+            judge_missing=c.judge_missing,
+            prompts_without_finished_trial=int(missing.sum()),
+        ),
     )
     return ds

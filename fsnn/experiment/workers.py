@@ -78,14 +78,23 @@ class Worker:
             from fsnn.backends.base import resolve_backend
             from fsnn.models.load import load_model
 
-            model = load_model(config.model, dtype=config.dtype, device=device, load_in_8bit=config.load_in_8bit)
+            model = load_model(
+                config.model, dtype=config.dtype, device=device, load_in_8bit=config.load_in_8bit
+            )
             judge = None
             if config.judge is not None:
                 from fsnn.judges import make_judge
 
                 judge = make_judge(config.judge)
-            self.ctx = RunContext(config=config, out=Path(out), model=model, judge=judge,
-                                  backend=resolve_backend(config.backend), simpleqa_sha=simpleqa_sha, progress=False)
+            self.ctx = RunContext(
+                config=config,
+                out=Path(out),
+                model=model,
+                judge=judge,
+                backend=resolve_backend(config.backend),
+                simpleqa_sha=simpleqa_sha,
+                progress=False,
+            )
         except Exception as exc:  # noqa: BLE001 - any load failure is reported as one line
             self.error = _first_line(exc)
 
@@ -96,39 +105,77 @@ class Worker:
             return {**where, "error": self.error or "no model"}
         model = self.ctx.model
         tokenizer = model.tokenizer if self.ctx.config.chat_template else None
-        return {**where, "describe": model.describe(), "name": model.name, "n_layers": model.n_layers,
-                "tokenizer": tokenizer, "judge": None if self.ctx.judge is None else self.ctx.judge.id}
+        return {
+            **where,
+            "describe": model.describe(),
+            "name": model.name,
+            "n_layers": model.n_layers,
+            "tokenizer": tokenizer,
+            "judge": None if self.ctx.judge is None else self.ctx.judge.id,
+        }
+
+    def _loaded(self) -> RunContext:
+        """The loaded model's context; the load error as one FsnnError line if it failed.
+
+        The driver checks :meth:`info` before it hands out work, so this only fails for
+        an actor that Ray restarted and that could not load the model again.
+        """
+        if self.ctx is None:
+            raise FsnnError(self.error or "the worker has no model")
+        return self.ctx
 
     def baseline(self, batch: list[Question]) -> xr.Dataset:
-        return baseline_batch(self.ctx, batch)
+        return baseline_batch(self._loaded(), batch)
 
     def references(self, batch: list[Question]) -> xr.Dataset:
-        return reference_batch(self.ctx, batch)
+        return reference_batch(self._loaded(), batch)
 
-    def search(self, chunk: int, items: list[Any], layouts: list[Any], prior: dict[str, list[Any]],
-               progress: Any) -> tuple[int, list[xr.Dataset], dict[str, list[Any]]]:
+    def search(
+        self,
+        chunk: int,
+        items: list[Any],
+        layouts: list[Any],
+        prior: dict[str, list[Any]],
+        progress: Any,
+    ) -> tuple[int, list[xr.Dataset], dict[str, list[Any]]]:
         """Every method's search of ``items`` from the trials in ``prior``; all trials returned."""
         import optuna
 
+        ctx = self._loaded()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = optuna.storages.InMemoryStorage()
-        for name, trials in prior.items():
-            optuna.create_study(study_name=name, storage=storage, direction="maximize").add_trials(trials)
-        n_trials = self.ctx.config.search.n_trials
+        for name, seeded in prior.items():
+            optuna.create_study(study_name=name, storage=storage, direction="maximize").add_trials(
+                seeded
+            )
+        n_trials = ctx.config.search.n_trials
 
         def report() -> None:
-            done = sum(min(n_trials, len(storage.get_all_trials(s._study_id, deepcopy=False,
-                                                                  states=(optuna.trial.TrialState.COMPLETE,))))
-                       for s in storage.get_all_studies())
+            done = sum(
+                min(
+                    n_trials,
+                    len(
+                        storage.get_all_trials(
+                            s._study_id, deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
+                        )
+                    ),
+                )
+                for s in storage.get_all_studies()
+            )
             with contextlib.suppress(Exception):  # progress is advisory
                 progress.put_nowait((chunk, done))
 
-        per_method = search_methods(self.ctx, items, layouts, storage, on_round=report)
-        trials = {s.study_name: storage.get_all_trials(s._study_id, deepcopy=False) for s in storage.get_all_studies()}
+        per_method = search_methods(ctx, items, layouts, storage, on_round=report)
+        trials: dict[str, list[Any]] = {
+            s.study_name: storage.get_all_trials(s._study_id, deepcopy=False)
+            for s in storage.get_all_studies()
+        }
         return chunk, per_method, trials
 
-    def results(self, chunk: int, baseline: xr.Dataset, refs: xr.Dataset, trials: xr.Dataset) -> tuple[int, xr.Dataset]:
-        return chunk, results_dataset(self.ctx, baseline, refs, trials)
+    def results(
+        self, chunk: int, baseline: xr.Dataset, refs: xr.Dataset, trials: xr.Dataset
+    ) -> tuple[int, xr.Dataset]:
+        return chunk, results_dataset(self._loaded(), baseline, refs, trials)
 
 
 # ----------------------------------------------------------------------------- driver side
@@ -191,7 +238,9 @@ class RayPool:
 
     # -- start and stop
 
-    def start(self, config: Any, out: Path, simpleqa_sha: str) -> tuple[WorkerModel, WorkerJudge | None]:
+    def start(
+        self, config: Any, out: Path, simpleqa_sha: str
+    ) -> tuple[WorkerModel, WorkerJudge | None]:
         """Start Ray and the workers; wait until each has loaded the model.
 
         Returns:
@@ -206,48 +255,70 @@ class RayPool:
         except ImportError:
             raise FsnnError(RAY_MISSING) from None
         if config.backend == "ndif":
-            raise FsnnError("--workers runs local models; an NDIF run already runs remotely (drop --workers)")
+            raise FsnnError(
+                "--workers runs local models; an NDIF run already runs remotely (drop --workers)"
+            )
         self._config = config
         gpu = config.device.startswith("cuda")
         self._init_ray(ray)
         need = "GPU" if gpu else "CPU"
         have = int(ray.cluster_resources().get(need, 0))
         if have < self.workers:
-            raise FsnnError(f"the Ray cluster{'' if self.address is None else ' at ' + self.address} has {have} "
-                            f"{need}(s); --workers {self.workers} needs {self.workers} (one {need} per worker)")
+            raise FsnnError(
+                f"the Ray cluster{'' if self.address is None else ' at ' + self.address} has {have} "
+                f"{need}(s); --workers {self.workers} needs {self.workers} (one {need} per worker)"
+            )
         options = dict(num_gpus=1, num_cpus=1) if gpu else dict(num_cpus=1)
-        remote = ray.remote(Worker).options(max_restarts=self.max_restarts, max_task_retries=self.max_restarts,
-                                            **options)
+        remote = ray.remote(Worker).options(
+            max_restarts=self.max_restarts, max_task_retries=self.max_restarts, **options
+        )
         device, threads = ("cuda", None) if gpu else (config.device, 1)
-        self.actors = [remote.remote(config, str(out), simpleqa_sha, device, threads) for _ in range(self.workers)]
+        self.actors = [
+            remote.remote(config, str(out), simpleqa_sha, device, threads)
+            for _ in range(self.workers)
+        ]
         refs = [a.info.remote() for a in self.actors]
         _, waiting = ray.wait(refs, num_returns=len(refs), timeout=self.ready_timeout)
         if waiting:
-            raise FsnnError(f"{len(waiting)} of {self.workers} Ray worker(s) not ready after {self.ready_timeout:.0f} s "
-                            f"(loading {config.model}; is the cluster busy?)")
+            raise FsnnError(
+                f"{len(waiting)} of {self.workers} Ray worker(s) not ready after {self.ready_timeout:.0f} s "
+                f"(loading {config.model}; is the cluster busy?)"
+            )
         with self._errors("loading the model"):
             infos = ray.get(refs)
         for i, info in enumerate(infos):
             if "error" in info:
-                raise FsnnError(f"worker {i} on {info['node']} cannot load model {config.model}: {info['error']}")
+                raise FsnnError(
+                    f"worker {i} on {info['node']} cannot load model {config.model}: {info['error']}"
+                )
         self.pids = [int(info["pid"]) for info in infos]
         first = {k: v for k, v in infos[0]["describe"].items() if k != "model_source"}
         for i, info in enumerate(infos[1:], start=1):
             other = {k: v for k, v in info["describe"].items() if k != "model_source"}
             if other != first:
                 diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
-                raise FsnnError(f"workers 0 and {i} loaded different models (differ in: {', '.join(diff)})")
+                raise FsnnError(
+                    f"workers 0 and {i} loaded different models (differ in: {', '.join(diff)})"
+                )
         from ray.util.queue import Queue
 
         self._queue = Queue(actor_options={"num_cpus": 0})
         info = infos[0]
-        model = WorkerModel(name=info["name"], n_layers=int(info["n_layers"]), tokenizer=info["tokenizer"],
-                            info=info["describe"])
+        model = WorkerModel(
+            name=info["name"],
+            n_layers=int(info["n_layers"]),
+            tokenizer=info["tokenizer"],
+            info=info["describe"],
+        )
         return model, (WorkerJudge(info["judge"]) if info["judge"] is not None else None)
 
     def _init_ray(self, ray: Any) -> None:
-        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                                      configure_logging=True)
+        kwargs: dict[str, Any] = dict(
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            configure_logging=True,
+        )
         if ray.is_initialized():
             return
         try:
@@ -261,7 +332,11 @@ class RayPool:
         except FsnnError:
             raise
         except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError...
-            where = "start a local Ray cluster" if self.address is None else f"join the Ray cluster at {self.address}"
+            where = (
+                "start a local Ray cluster"
+                if self.address is None
+                else f"join the Ray cluster at {self.address}"
+            )
             raise FsnnError(f"cannot {where}: {_first_line(exc)}") from None
 
     def close(self) -> None:
@@ -289,17 +364,28 @@ class RayPool:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, FsnnError):
                 raise FsnnError(str(cause)) from None
-            raise FsnnError(f"a worker failed in {what}: {_first_line(cause or exc)}; finished work is saved, "
-                            "rerun the same command to resume") from None
+            raise FsnnError(
+                f"a worker failed in {what}: {_first_line(cause or exc)}; finished work is saved, "
+                "rerun the same command to resume"
+            ) from None
         except rex.RayActorError as exc:
-            raise FsnnError(f"a worker died in {what} and Ray gave up after {self.max_restarts} restart(s) "
-                            f"({_first_line(exc)}); finished work is saved, rerun the same command to resume") from None
+            raise FsnnError(
+                f"a worker died in {what} and Ray gave up after {self.max_restarts} restart(s) "
+                f"({_first_line(exc)}); finished work is saved, rerun the same command to resume"
+            ) from None
         except rex.RayError as exc:
-            raise FsnnError(f"Ray failed in {what}: {_first_line(exc)}; finished work is saved, rerun the same "
-                            "command to resume") from None
+            raise FsnnError(
+                f"Ray failed in {what}: {_first_line(exc)}; finished work is saved, rerun the same "
+                "command to resume"
+            ) from None
 
-    def _run_all(self, method: str, jobs: Sequence[tuple[Any, ...]], what: str,
-                 on_wait: Callable[[], None] | None = None) -> Iterator[Any]:
+    def _run_all(
+        self,
+        method: str,
+        jobs: Sequence[tuple[Any, ...]],
+        what: str,
+        on_wait: Callable[[], None] | None = None,
+    ) -> Iterator[Any]:
         """Each job on an idle worker (Ray's ActorPool); results as they finish."""
         from ray.util import ActorPool
 
@@ -338,7 +424,9 @@ class RayPool:
         per = max(1, min(c.batch_rows // max(1, c.batch_trials), math.ceil(n / self.workers)))
         return [slice(start, min(n, start + per)) for start in range(0, n, per)]
 
-    def search(self, items: Sequence[Any], layouts: Sequence[Any], storage: Any) -> list[xr.Dataset]:
+    def search(
+        self, items: Sequence[Any], layouts: Sequence[Any], storage: Any
+    ) -> list[xr.Dataset]:
         """Every method's search of ``items``, in chunks on the workers; trials into ``storage``."""
         import optuna
 
@@ -352,11 +440,18 @@ class RayPool:
                     trials = _stored_trials(storage, f"{layout.name}/{item.key}")
                     if trials:
                         prior[f"{layout.name}/{item.key}"] = trials
-            done[i] = sum(min(n_trials, sum(t.state == optuna.trial.TrialState.COMPLETE for t in ts))
-                          for ts in prior.values())
+            done[i] = sum(
+                min(n_trials, sum(t.state == optuna.trial.TrialState.COMPLETE for t in ts))
+                for ts in prior.values()
+            )
             jobs.append((i, list(items[part]), list(layouts), prior, self._queue))
-        bar = tqdm(total=len(items) * n_trials * len(layouts), initial=sum(done.values()), disable=not self.progress,
-                   desc=f"search {'+'.join(layout.name for layout in layouts)} ({self.workers} workers)", unit="trial")
+        bar = tqdm(
+            total=len(items) * n_trials * len(layouts),
+            initial=sum(done.values()),
+            disable=not self.progress,
+            desc=f"search {'+'.join(layout.name for layout in layouts)} ({self.workers} workers)",
+            unit="trial",
+        )
 
         finished: set[int] = set()
 
@@ -370,16 +465,23 @@ class RayPool:
             bar.refresh()
 
         per_chunk: dict[int, list[xr.Dataset]] = {}
-        for chunk, per_method, trials in self._run_all("search", jobs, "a search chunk", on_wait=drain):
+        for chunk, per_method, trials in self._run_all(
+            "search", jobs, "a search chunk", on_wait=drain
+        ):
             for name, study_trials in trials.items():
                 _store_trials(storage, name, study_trials)
             per_chunk[chunk] = per_method
             finished.add(chunk)
-            done[chunk] = sum(min(n_trials, sum(t.state == optuna.trial.TrialState.COMPLETE for t in ts))
-                              for ts in trials.values())
+            done[chunk] = sum(
+                min(n_trials, sum(t.state == optuna.trial.TrialState.COMPLETE for t in ts))
+                for ts in trials.values()
+            )
             drain()
         bar.close()
-        return [_concat_prompts([per_chunk[i][m] for i in range(len(chunks))]) for m in range(len(layouts))]
+        return [
+            _concat_prompts([per_chunk[i][m] for i in range(len(chunks))])
+            for m in range(len(layouts))
+        ]
 
     def results(self, baseline: xr.Dataset, refs: xr.Dataset, trials: xr.Dataset) -> xr.Dataset:
         """``results.nc``'s rows, scored in chunks on the workers, in ``refs``' order."""
@@ -391,7 +493,9 @@ class RayPool:
             r = light_refs.isel(prompt=part)
             b = baseline.isel(prompt=[row_of[int(s)] for s in r.simpleqa_id.values])
             jobs.append((i, b, r, trials.isel(prompt=part)))
-        bar = tqdm(total=refs.sizes["prompt"], disable=not self.progress, desc="final scoring", unit="q")
+        bar = tqdm(
+            total=refs.sizes["prompt"], disable=not self.progress, desc="final scoring", unit="q"
+        )
         parts: dict[int, xr.Dataset] = {}
         for chunk, ds in self._run_all("results", jobs, "the final scoring"):
             parts[chunk] = ds
@@ -399,8 +503,9 @@ class RayPool:
         bar.close()
         ordered = [parts[i] for i in range(len(chunks))]
         ds = _concat_prompts(ordered)
-        ds.attrs["prompts_without_finished_trial"] = int(sum(p.attrs["prompts_without_finished_trial"]
-                                                             for p in ordered))
+        ds.attrs["prompts_without_finished_trial"] = int(
+            sum(p.attrs["prompts_without_finished_trial"] for p in ordered)
+        )
         return ds
 
 
@@ -412,16 +517,25 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
     except OSError as exc:
-        raise FsnnError(f"cannot join the Ray cluster at {address}: {exc.strerror or exc} (start its head with "
-                        "ray start --head, or drop --ray-address to start one here)") from None
+        raise FsnnError(
+            f"cannot join the Ray cluster at {address}: {exc.strerror or exc} (start its head with "
+            "ray start --head, or drop --ray-address to start one here)"
+        ) from None
 
 
 def _concat_prompts(parts: Sequence[xr.Dataset]) -> xr.Dataset:
     """Chunks' rows in order, as one process computes them at once."""
     if len(parts) == 1:
         return parts[0]
-    ds = xr.concat(list(parts), dim="prompt", data_vars="minimal", coords="minimal", compat="equals", join="exact",
-                   combine_attrs="override")
+    ds = xr.concat(
+        list(parts),
+        dim="prompt",
+        data_vars="minimal",
+        coords="minimal",
+        compat="equals",
+        join="exact",
+        combine_attrs="override",
+    )
     return ds.assign_coords(prompt=np.arange(ds.sizes["prompt"])) if "prompt" in ds.indexes else ds
 
 
@@ -443,8 +557,9 @@ def _store_trials(storage: Any, name: str, trials: Sequence[Any]) -> None:
     import optuna
     from optuna.trial import TrialState
 
-    study_id = optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                                   load_if_exists=True)._study_id
+    study_id = optuna.create_study(
+        study_name=name, storage=storage, direction="maximize", load_if_exists=True
+    )._study_id
     have = {t.number: t for t in storage.get_all_trials(study_id, deepcopy=False)}
     for trial in sorted(trials, key=lambda t: t.number):
         old = have.get(trial.number)
@@ -452,8 +567,10 @@ def _store_trials(storage: Any, name: str, trials: Sequence[Any]) -> None:
             tid = storage.create_new_trial(study_id, template_trial=trial)
             number = storage.get_trial_number_from_id(tid)
             if number != trial.number:  # a gap: never expected, refuse to mislabel trials
-                raise FsnnError(f"optuna.db study {name!r}: trial {trial.number} stored as {number}; delete optuna.db "
-                                "and rerun the same command")
+                raise FsnnError(
+                    f"optuna.db study {name!r}: trial {trial.number} stored as {number}; delete optuna.db "
+                    "and rerun the same command"
+                )
         elif not old.state.is_finished() and trial.state.is_finished():
             tid = old._trial_id
             if old.state == TrialState.WAITING:

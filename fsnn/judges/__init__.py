@@ -31,12 +31,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .scoring import SimpleQAMetrics, accurate, composite, composite_accuracy, scored_texts, simpleqa_metrics
 from .base import MISTRAL, Grade, Item, Judge, JudgeConfig
 from .cache import JudgeCache, prompt_sha256
 from .factory import check_judge_spec, make_judge
 from .parse import parse_quality, parse_simpleqa
 from .prompts import render_quality, render_simpleqa
+from .scoring import (
+    SimpleQAMetrics,
+    accurate,
+    composite,
+    composite_accuracy,
+    scored_texts,
+    simpleqa_metrics,
+)
 
 if TYPE_CHECKING:
     from .http import HttpJudge

@@ -16,10 +16,11 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from fsnn.backends.retry import RetryPolicy
 from fsnn.errors import FsnnError
+
 from .cache import JudgeCache, prompt_sha256
 from .parse import LetterRule, parse_quality, parse_simpleqa
 from .prompts import Task, render_quality, render_simpleqa
@@ -288,6 +289,16 @@ class Grade:
         return float(self.value) if isinstance(self.value, int) else None
 
 
+class _GradeCommon(TypedDict):
+    """The :class:`Grade` fields every grade of one answer shares (``Judge._to_grade``)."""
+
+    task: Task
+    raw: str
+    judge_id: str
+    cached: bool
+    probs: dict[str, float] | None
+
+
 class Judge:
     """A judge: grades (question, target, predicted) items for the SimpleQA rubric and the
     1-5 quality grade, recording its id in every grade.
@@ -308,12 +319,19 @@ class Judge:
             (cache hits excluded), since the judge was made.
     """
 
-    def __init__(self, config: Any, *, cache: JudgeCache | None = None, judge_id: str | None = None) -> None:
+    def __init__(
+        self, config: Any, *, cache: JudgeCache | None = None, judge_id: str | None = None
+    ) -> None:
         cls = type(self)
         answers = cls._answer is not Judge._answer
-        grades = cls.grade_simpleqa is not Judge.grade_simpleqa and cls.grade_quality is not Judge.grade_quality
+        grades = (
+            cls.grade_simpleqa is not Judge.grade_simpleqa
+            and cls.grade_quality is not Judge.grade_quality
+        )
         if not (answers or grades):
-            raise TypeError(f"{cls.__name__} must implement _answer, or grade_simpleqa and grade_quality")
+            raise TypeError(
+                f"{cls.__name__} must implement _answer, or grade_simpleqa and grade_quality"
+            )
         self.config = config
         self.id = config.judge_id if judge_id is None else judge_id
         self.cache = cache
@@ -347,7 +365,9 @@ class Judge:
 
     def _answer(self, prompts: Sequence[Prompt]) -> Iterator[tuple[int, Answer]]:
         """Answer ``prompts``, yielding (index, answer) as each is done (any order)."""
-        raise NotImplementedError(f"{type(self).__name__} grades items itself: it answers no prompts")
+        raise NotImplementedError(
+            f"{type(self).__name__} grades items itself: it answers no prompts"
+        )
 
     def _grade(self, prompts: Sequence[Prompt]) -> list[Grade]:
         hashes = [prompt_sha256(p.document()) for p in prompts]
@@ -371,7 +391,9 @@ class Judge:
                 if answer.error is None:
                     self.stats["answered"] += 1
                     # an answer without a valid grade is not cached: a rerun asks again
-                    if self.cache is not None and _parses(batch[j].task, answer.raw, self.config.letter_rule):
+                    if self.cache is not None and _parses(
+                        batch[j].task, answer.raw, self.config.letter_rule
+                    ):
                         self.cache.put(
                             self.config.cache_key, h, answer.raw, answer.meta, task=batch[j].task
                         )
@@ -382,7 +404,7 @@ class Judge:
         return [self._to_grade(p.task, answers[h]) for p, h in zip(prompts, hashes, strict=True)]
 
     def _to_grade(self, task: Task, answer: Answer) -> Grade:
-        common = {
+        common: _GradeCommon = {
             "task": task,
             "raw": answer.raw,
             "judge_id": self.id,

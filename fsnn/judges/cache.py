@@ -23,8 +23,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fsnn.store.environment import cache_dir
 from fsnn.errors import FsnnError
+from fsnn.store.environment import cache_dir
 
 __all__ = ["JudgeCache", "prompt_sha256"]
 

@@ -23,9 +23,7 @@ whitespace-separated word.
 
 from __future__ import annotations
 
-import math
 import re
-
 
 __all__ = [
     "MAX_CHAR_COPIES",
@@ -41,11 +39,15 @@ __all__ = [
     "words",
 ]
 
-MIN_DISTINCT_2 = 0.5  # below: more than half the bigrams are repeats (issue 13's cut, kept after reading)
+MIN_DISTINCT_2 = (
+    0.5  # below: more than half the bigrams are repeats (issue 13's cut, kept after reading)
+)
 MAX_REPEAT = 2  # a word n-gram copied 3+ times back to back ("who who who", "of the of the of the") is a loop
 MIN_WORDS = 1  # an empty completion answers nothing and is not readable text
 MAX_NGRAM = 4
-MAX_CHAR_COPIES = 6  # a 1-8 character unit copied 7+ times ("1111111", "#######", "ahahahah") is a loop
+MAX_CHAR_COPIES = (
+    6  # a 1-8 character unit copied 7+ times ("1111111", "#######", "ahahahah") is a loop
+)
 MAX_CHAR_UNIT = 8
 
 _WORD = re.compile(r"\w+")
@@ -108,7 +110,10 @@ def char_repeat(text: str, max_unit: int = MAX_CHAR_UNIT) -> int:
         i = 0
         while i + 2 * unit <= n:
             copies = 1
-            while i + (copies + 1) * unit <= n and text[i + copies * unit : i + (copies + 1) * unit] == text[i : i + unit]:
+            while (
+                i + (copies + 1) * unit <= n
+                and text[i + copies * unit : i + (copies + 1) * unit] == text[i : i + unit]
+            ):
                 copies += 1
             best = max(best, copies)
             i += max(1, (copies - 1) * unit) if copies > 1 else 1
@@ -135,8 +140,12 @@ def stray_closers(text: str) -> int:
 
 def degeneration(text: str) -> dict[str, float | int | bool]:
     """All measures of one text: ``distinct_2``, ``longest_repeat``, ``char_repeat``, ``readable``."""
-    return {"distinct_2": distinct_2(text), "longest_repeat": longest_repeat(text),
-            "char_repeat": char_repeat(text), "readable": readable(text)}
+    return {
+        "distinct_2": distinct_2(text),
+        "longest_repeat": longest_repeat(text),
+        "char_repeat": char_repeat(text),
+        "readable": readable(text),
+    }
 
 
 def readable(text: str) -> bool:
@@ -150,5 +159,10 @@ def readable(text: str) -> bool:
     """
     if len(words(text)) < MIN_WORDS:
         return False
-    return (distinct_2(text) >= MIN_DISTINCT_2 and longest_repeat(text) <= MAX_REPEAT
-            and char_repeat(text) <= MAX_CHAR_COPIES and stray_closers(text) == 0 and "\ufffd" not in text)
+    return (
+        distinct_2(text) >= MIN_DISTINCT_2
+        and longest_repeat(text) <= MAX_REPEAT
+        and char_repeat(text) <= MAX_CHAR_COPIES
+        and stray_closers(text) == 0
+        and "\ufffd" not in text
+    )

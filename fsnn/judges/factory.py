@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fsnn.errors import FsnnError
+
 from .base import Judge, JudgeConfig
 from .cache import JudgeCache
 
@@ -24,7 +25,6 @@ KEYED_HOSTS = {
     "api.mistral.ai": "MISTRAL_API_KEY",
     "api.openai.com": "OPENAI_API_KEY",
 }
-
 
 
 def check_judge_spec(spec: JudgeConfig | str, **overrides: Any) -> JudgeConfig | None:
@@ -81,12 +81,16 @@ def _check_local_model(config: JudgeConfig, label: str) -> None:
     from fsnn.models.load import DTYPES
 
     if config.dtype not in DTYPES:
-        raise FsnnError(f"judge {label}: unknown dtype {config.dtype!r}; choose one of {', '.join(DTYPES)}")
+        raise FsnnError(
+            f"judge {label}: unknown dtype {config.dtype!r}; choose one of {', '.join(DTYPES)}"
+        )
     if config.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            raise FsnnError(f"judge {label}: device {config.device!r} asked for but CUDA is not available")
+            raise FsnnError(
+                f"judge {label}: device {config.device!r} asked for but CUDA is not available"
+            )
     from fsnn.models.load import check_model_spec
 
     try:

@@ -25,8 +25,15 @@ from typing import Any
 
 import httpx
 
+from fsnn.backends.retry import (
+    RETRYABLE_STATUS,
+    RetryPolicy,
+    is_retryable_status,
+    parse_retry_after,
+    retry_call,
+)
 from fsnn.errors import FsnnError
-from fsnn.backends.retry import RETRYABLE_STATUS, RetryPolicy, is_retryable_status, parse_retry_after, retry_call
+
 from .base import Answer, Judge, JudgeConfig, Prompt, log
 from .cache import JudgeCache
 
@@ -66,7 +73,7 @@ class HttpJudge(Judge):
 
     @property
     def url(self) -> str:
-        return f"{self.config.base_url.rstrip('/')}/chat/completions"  # type: ignore[union-attr]
+        return f"{self.config.base_url.rstrip('/')}/chat/completions"
 
     def _api_key(self) -> str | None:
         name = self.config.api_key_env
@@ -131,11 +138,20 @@ class HttpJudge(Judge):
                     raise _Transient(f"malformed response: {type(exc).__name__}") from None
                 return Answer(raw=raw, meta={"finish_reason": finish})
             if is_retryable_status(resp.status_code):
-                raise _Transient(f"HTTP {resp.status_code}", parse_retry_after(resp.headers.get("retry-after")))
+                raise _Transient(
+                    f"HTTP {resp.status_code}", parse_retry_after(resp.headers.get("retry-after"))
+                )
             return Answer(error=f"HTTP {resp.status_code} (not retried)")
 
         def retrying(exc: Exception, retry: int, delay: float) -> None:
-            log.info("judge %s: %s; retry %d/%d in %.2f s", self.id, exc, retry + 1, cfg.max_retries, delay)
+            log.info(
+                "judge %s: %s; retry %d/%d in %.2f s",
+                self.id,
+                exc,
+                retry + 1,
+                cfg.max_retries,
+                delay,
+            )
 
         def gave_up(exc: Exception, attempts: int) -> Answer:
             if not isinstance(exc, _Transient):

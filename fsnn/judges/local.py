@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fsnn.errors import FsnnError
+
 from .base import Answer, Judge, JudgeConfig, Prompt, log
 from .cache import JudgeCache
 from .prompts import QUALITY_PREFILL, Task

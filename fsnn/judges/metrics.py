@@ -83,7 +83,9 @@ class Perplexity:
         batch_size: kept for compatibility; windows are scored one per pass (see above).
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, *, window: int = 512, batch_size: int = 16):
+    def __init__(
+        self, model: torch.nn.Module, tokenizer: Any, *, window: int = 512, batch_size: int = 16
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.window = window
@@ -114,4 +116,6 @@ class Perplexity:
                 losses[i].append(float(nll.mean()))
         self.calls += len(texts)
         for text, text_losses in zip(texts, losses, strict=True):
-            self._cache[text] = math.exp(sum(text_losses) / len(text_losses)) if text_losses else math.nan
+            self._cache[text] = (
+                math.exp(sum(text_losses) / len(text_losses)) if text_losses else math.nan
+            )

@@ -29,9 +29,10 @@ import string
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "COMPOSITE_FORMULA",
@@ -92,8 +93,10 @@ def composite(
         [0.9, 0.25]
     """
     to_arr = np.asarray(to, dtype=float)
-    j = np.asarray([np.nan if v is None else v for v in np.ravel(judge)], dtype=float)
-    j = j.reshape(np.shape(judge))
+    # None entries make an object array at run time; numpy's stubs reject None in ArrayLike
+    judge_like = cast("npt.ArrayLike", judge)
+    j = np.asarray([np.nan if v is None else v for v in np.ravel(judge_like)], dtype=float)
+    j = j.reshape(np.shape(judge_like))
     if missing == "zero":
         j = np.nan_to_num(j, nan=0.0)
     elif missing != "exclude":
@@ -101,7 +104,9 @@ def composite(
     return w_to * to_arr + w_judge * j / judge_max
 
 
-def accurate(scores: np.ndarray | Sequence[float], threshold: float = COMPOSITE_THRESHOLD) -> np.ndarray:
+def accurate(
+    scores: np.ndarray | Sequence[float], threshold: float = COMPOSITE_THRESHOLD
+) -> np.ndarray:
     """Boolean mask S_eval >= threshold (paper 0.6); NaN is not accurate."""
     s = np.asarray(scores, dtype=float)
     with np.errstate(invalid="ignore"):
@@ -237,12 +242,24 @@ def scored_texts(
     raise ValueError(f"text mode must be 'full' or 'completion', not {mode!r}")
 
 
-_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-          "fifteen sixteen seventeen eighteen nineteen").split()
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
-         "ninety": 90}
-_ORDINALS = ("zeroth first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth "
-             "thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth").split()
+_UNITS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen"
+).split()
+_TENS = {
+    "twenty": 20,
+    "thirty": 30,
+    "forty": 40,
+    "fifty": 50,
+    "sixty": 60,
+    "seventy": 70,
+    "eighty": 80,
+    "ninety": 90,
+}
+_ORDINALS = (
+    "zeroth first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth "
+    "thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth"
+).split()
 _WORD_NUMBERS = {w: str(i) for i, w in enumerate(_UNITS)} | {w: str(v) for w, v in _TENS.items()}
 _WORD_NUMBERS |= {w: str(i) for i, w in enumerate(_ORDINALS) if i}
 _ASCII_PUNCTUATION = str.maketrans("", "", string.punctuation)

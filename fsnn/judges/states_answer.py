@@ -74,8 +74,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from .degeneration import readable
 from fsnn.errors import FsnnError
+
+from .degeneration import readable
 
 __all__ = [
     "STOP_WORDS",
@@ -414,7 +415,9 @@ def _is_numeric(token: str) -> bool:
     return bool(re.fullmatch(r"\d+(?:\.\d+)?|\d{4}-\d\d(?:-\d\d)?|--\d\d-\d\d", token))
 
 
-def _content(tokens: Sequence[str], asked: set[str] = frozenset()) -> tuple[str, ...]:
+def _content(
+    tokens: Sequence[str], asked: frozenset[str] | set[str] = frozenset()
+) -> tuple[str, ...]:
     """Content tokens not in ``asked``: stop words and titles out; a weekday out next to a
     date ("Wednesday, August 23, 2023"); single letters (initials) out unless nothing else
     is left ("Bruce W. Hapke" -> bruce, hapke; "Vitamin C" asked about vitamins -> c)."""

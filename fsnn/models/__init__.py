@@ -19,8 +19,19 @@ DEFAULT_MODEL = "smollm2-135m"  # the offline default (a PyPI package holds its 
 DTYPE_NAMES: tuple[str, ...] = ("float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
 
 # 0.2 kept all of this in one module ``fsnn.models``: its names still resolve here
-_NAMES = {name: ".load" for name in ("ALIASES", "DTYPES", "Alias", "LoadedModel",
-                                      "check_model_spec", "load_model", "model_depth", "wrap_model")}
+_NAMES = {
+    name: ".load"
+    for name in (
+        "ALIASES",
+        "DTYPES",
+        "Alias",
+        "LoadedModel",
+        "check_model_spec",
+        "load_model",
+        "model_depth",
+        "wrap_model",
+    )
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -33,15 +33,23 @@ from typing import Any
 
 import torch
 
-from fsnn.store.environment import cache_dir
 from fsnn.errors import FsnnError
+from fsnn.store.environment import cache_dir
 
 from . import DEFAULT_MODEL
 from .layers import find_layers_path
 
-__all__ = ["ALIASES", "DEFAULT_MODEL", "DTYPES", "Alias", "LoadedModel", "check_model_spec", "load_model", "model_depth",
-           "wrap_model"]
-
+__all__ = [
+    "ALIASES",
+    "DEFAULT_MODEL",
+    "DTYPES",
+    "Alias",
+    "LoadedModel",
+    "check_model_spec",
+    "load_model",
+    "model_depth",
+    "wrap_model",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,7 +188,7 @@ class LoadedModel:
     @property
     def max_length(self) -> int | None:
         """The model's context length, when its config states one."""
-        cfg = self.hf_model.config
+        cfg: Any = self.hf_model.config  # a transformers PretrainedConfig
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
         for key in ("max_position_embeddings", "n_positions"):
             value = getattr(text_cfg, key, None)
@@ -220,7 +228,8 @@ def _alias_parts(alias: Alias) -> list[Path]:
         found = [f for f in found if "__pycache__" not in f]
         if not found:
             raise FsnnError(f"package {package} is installed but holds no '*{alias.suffix}*' file")
-        parts.extend(Path(metadata.distribution(package).locate_file(f)) for f in found)
+        # locate_file is typed as returning a SimplePath; str() of it is the file's path
+        parts.extend(Path(str(metadata.distribution(package).locate_file(f))) for f in found)
     if missing:
         raise FsnnError(
             f"model alias {alias.name!r} needs {len(missing)} missing package(s) "
@@ -262,7 +271,8 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
             warnings.simplefilter("ignore")
             try:
                 tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-                model = AutoModelForCausalLM.from_pretrained(
+                # Any: hf_quantizer below is an attribute transformers' types do not declare
+                model: Any = AutoModelForCausalLM.from_pretrained(
                     gguf.parent, gguf_file=gguf.name, dtype=torch.float32
                 )
             except Exception as exc:  # transformers raises many types for bad files
@@ -350,7 +360,7 @@ def wrap_model(
     blocks: Any = hf_model
     for part in layers_path.split("."):
         blocks = getattr(blocks, part)
-    cfg = hf_model.config
+    cfg: Any = hf_model.config  # a transformers PretrainedConfig
     text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     d_model = getattr(text_cfg, "hidden_size", None) or text_cfg.n_embd
     try:
@@ -425,10 +435,15 @@ def load_model(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, **({"revision": revision} if is_hub and revision else {}))
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(
+                source, **({"revision": revision} if is_hub and revision else {})
+            )
+            # typed as a torch module: transformers' functools.wraps-typed `to` loses its self
+            model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except OSError as exc:
-            raise FsnnError(f"cannot load model {spec!r} from {source}: {exc}".splitlines()[0]) from None
+            raise FsnnError(
+                f"cannot load model {spec!r} from {source}: {exc}".splitlines()[0]
+            ) from None
     if not load_in_8bit:
         model = model.to(device)
     loaded = wrap_model(
@@ -525,7 +540,9 @@ def check_model_spec(name: str) -> None:
         except OSError as exc:
             raise FsnnError(f"cannot read GGUF file {name}: {exc.strerror or exc}") from None
         if magic != b"GGUF":  # caught here, before a run folder is written
-            raise FsnnError(f"{name} is not a GGUF file (it does not start with the GGUF magic bytes)")
+            raise FsnnError(
+                f"{name} is not a GGUF file (it does not start with the GGUF magic bytes)"
+            )
         return
     if path.exists():
         if not (path / "config.json").is_file():
@@ -535,8 +552,10 @@ def check_model_spec(name: str) -> None:
         raise FsnnError(f"model path does not exist: {name}")
     if (name.count("/") == 1 and all(name.split("/"))) or name in _ORGLESS_HUB_IDS:
         return  # a hub id: resolved when loaded
-    raise FsnnError(f"unknown local model {name!r}; known aliases: {', '.join(ALIASES)}; "
-                    "or give a hub id (org/name) or an existing path")
+    raise FsnnError(
+        f"unknown local model {name!r}; known aliases: {', '.join(ALIASES)}; "
+        "or give a hub id (org/name) or an existing path"
+    )
 
 
 def model_depth(name: str) -> int | None:
@@ -600,7 +619,9 @@ def _gguf_block_count(path: Path) -> int | None:
             field = reader.fields.get(f"{name}.block_count") if name else None
             if field is None:
                 return None
-        value = field.contents() if len(field.types) == 1 and field.types[0] in _GGUF_INTEGERS else None
+        value = (
+            field.contents() if len(field.types) == 1 and field.types[0] in _GGUF_INTEGERS else None
+        )
     except OSError as exc:
         raise FsnnError(f"cannot read GGUF file {path}: {exc.strerror or exc}") from None
     except Exception as exc:  # whatever else a malformed header makes the reader raise
@@ -640,22 +661,31 @@ def _gguf_header_reader() -> Any:
     import gguf
     import numpy as np
 
-    sizes = {kind: np.dtype(dtype).itemsize for kind, dtype in gguf.GGUFReader.gguf_scalar_to_np.items()}
+    sizes: dict[int, int] = {  # GGUFValueType is an IntEnum: looked up by plain int below
+        kind: np.dtype(dtype).itemsize for kind, dtype in gguf.GGUFReader.gguf_scalar_to_np.items()
+    }
     sizes.update({gguf.GGUFValueType.STRING: 8, gguf.GGUFValueType.ARRAY: 12})
 
     class HeaderReader(gguf.GGUFReader):
         def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> Any:
             end = int(offset) + np.dtype(dtype).itemsize * int(count)
             if end > len(self.data):
-                raise ValueError(f"truncated, or a length past its end ({end - int(offset)} bytes asked "
-                                 f"at offset {int(offset)} of a {len(self.data)}-byte file)")
+                raise ValueError(
+                    f"truncated, or a length past its end ({end - int(offset)} bytes asked "
+                    f"at offset {int(offset)} of a {len(self.data)}-byte file)"
+                )
             return super()._get(offset, dtype, count, override_order)
 
         def _get_field_parts(self, orig_offs: int, raw_type: int) -> Any:
             if raw_type == gguf.GGUFValueType.ARRAY:
-                inner, count = int(self._get(orig_offs, np.uint32)[0]), int(self._get(orig_offs + 4, np.uint64)[0])
+                inner, count = (
+                    int(self._get(orig_offs, np.uint32)[0]),
+                    int(self._get(orig_offs + 4, np.uint64)[0]),
+                )
                 if count * sizes.get(inner, 1) > len(self.data) - orig_offs - 12:
-                    raise ValueError(f"array of {count} items at offset {orig_offs} runs past the end of the file")
+                    raise ValueError(
+                        f"array of {count} items at offset {orig_offs} runs past the end of the file"
+                    )
             return super()._get_field_parts(orig_offs, raw_type)
 
         def _push_field(self, field: Any, skip_sum: bool = False) -> int:

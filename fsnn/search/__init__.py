@@ -18,8 +18,7 @@ import importlib
 from typing import Any
 
 # 0.2 kept all of this in one module ``fsnn.search``: its names still resolve here
-_NAMES = {name: ".run" for name in ("SearchItem", "open_storage", "run_search",
-                                     "storage_error")}
+_NAMES = {name: ".run" for name in ("SearchItem", "open_storage", "run_search", "storage_error")}
 _NAMES.update({"SAMPLERS": ".config", "SearchConfig": ".config"})
 
 

@@ -85,7 +85,9 @@ class SearchConfig:
     n_trials: int = 5
     batch_trials: int = 1
     batch_rows: int = 16
-    parametrization: Literal["alpha_gamma", "log_product", "norm_relative", "product", "angle"] = "norm_relative"
+    parametrization: Literal["alpha_gamma", "log_product", "norm_relative", "product", "angle"] = (
+        "norm_relative"
+    )
     low: float | None = None
     high: float | None = None
     sampler: Literal["tpe", "random", "gp"] = "tpe"
@@ -109,12 +111,16 @@ class SearchConfig:
         if self.batch_trials <= 0 or self.batch_rows <= 0:
             raise FsnnError("batch_trials and batch_rows must be > 0")
         if self.parametrization not in PARAMETRIZATIONS:
-            raise FsnnError(f"unknown parametrization {self.parametrization!r}; choose one of {PARAMETRIZATIONS}")
+            raise FsnnError(
+                f"unknown parametrization {self.parametrization!r}; choose one of {PARAMETRIZATIONS}"
+            )
         low, high = self.range
         if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
             raise FsnnError(f"empty parameter range [{low}, {high}]")
         if self.parametrization in ("log_product", "norm_relative", "angle") and low <= 0:
-            raise FsnnError(f"{self.parametrization} samples on a log scale: low must be > 0, got {low}")
+            raise FsnnError(
+                f"{self.parametrization} samples on a log scale: low must be > 0, got {low}"
+            )
         if self.sampler not in SAMPLERS:
             raise FsnnError(f"unknown sampler {self.sampler!r}; choose one of {SAMPLERS}")
         if self.score_on not in ("full", "completion"):
@@ -122,23 +128,35 @@ class SearchConfig:
         if self.n_startup_trials < 0 or self.start_trials < 0 or self.max_failures < 0:
             raise FsnnError("n_startup_trials, start_trials and max_failures must be >= 0")
         if not math.isfinite(self.unreadable_penalty) or self.unreadable_penalty < 0:
-            raise FsnnError(f"unreadable_penalty must be finite and >= 0, got {self.unreadable_penalty}")
+            raise FsnnError(
+                f"unreadable_penalty must be finite and >= 0, got {self.unreadable_penalty}"
+            )
         check_operator(self.operator)
         parse_schedule(self.schedule)
         if not isinstance(self.windows, bool):
             raise FsnnError(f"windows must be True or False, got {self.windows!r}")
         if (self.operator == "angular") != (self.parametrization == "angle"):
-            raise FsnnError("the angular operator searches an angle and the angle parametrization is the angular "
-                            f"operator's: set operator='angular' with parametrization='angle' (got "
-                            f"{self.operator!r} with {self.parametrization!r})")
+            raise FsnnError(
+                "the angular operator searches an angle and the angle parametrization is the angular "
+                f"operator's: set operator='angular' with parametrization='angle' (got "
+                f"{self.operator!r} with {self.parametrization!r})"
+            )
 
     @classmethod
     def paper(cls, **overrides: Any) -> SearchConfig:
         """The paper's search (docs/method.md §6): (alpha, gamma) ~ U[0.01, 1] per segment, TPE
         with Optuna's 10 random start-up trials, every trial asked at once, eq. (6) without the
         readability penalty, TO/PPL on the full decoded text. ``overrides`` change any field."""
-        paper = dict(n_trials=5, batch_trials=5, parametrization="alpha_gamma", sampler="tpe", n_startup_trials=10,
-                     start_trials=0, unreadable_penalty=0.0, score_on="full")
+        paper = dict(
+            n_trials=5,
+            batch_trials=5,
+            parametrization="alpha_gamma",
+            sampler="tpe",
+            n_startup_trials=10,
+            start_trials=0,
+            unreadable_penalty=0.0,
+            score_on="full",
+        )
         return cls(**{**paper, **overrides})
 
     @property

@@ -85,9 +85,9 @@ def question_activations(model: Any, prompts: Sequence[str], *, batch_size: int 
     """
     import nnsight
 
+    from fsnn.models.layers import residual
     from fsnn.steering.decode import encode
     from fsnn.steering.fusion import masked_sum
-    from fsnn.models.layers import residual
 
     if not prompts:
         raise FsnnError("no prompt to read activations of")
@@ -147,7 +147,9 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, lam: float) -> Ridge:
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
-        raise FsnnError(f"ridge needs x (n, f) and y (n, t) with the same n, got {x.shape} and {y.shape}")
+        raise FsnnError(
+            f"ridge needs x (n, f) and y (n, t) with the same n, got {x.shape} and {y.shape}"
+        )
     if not lam > 0:
         raise FsnnError(f"ridge lambda must be > 0, got {lam}")
     x_mean, y_mean = x.mean(0), y.mean(0)
@@ -156,8 +158,9 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, lam: float) -> Ridge:
     return Ridge(x_mean=x_mean, y_mean=y_mean, x_centred=xc, dual=dual, lam=float(lam))
 
 
-def choose_lambda(x: np.ndarray, y: np.ndarray, lambdas: Sequence[float], *, folds: int = 5,
-                  seed: int = 0) -> tuple[float, dict[float, float]]:
+def choose_lambda(
+    x: np.ndarray, y: np.ndarray, lambdas: Sequence[float], *, folds: int = 5, seed: int = 0
+) -> tuple[float, dict[float, float]]:
     """Lambda with the lowest K-fold mean squared error (on the data given: train only).
 
     Lambdas are scaled by the trace of the centred Gram matrix / n, so the grid is
@@ -222,13 +225,23 @@ def majority_answer(answers: Sequence[str]) -> str:
 
 
 @torch.no_grad()
-def sample_answers(model: Any, prompts: Sequence[str], *, n_samples: int, temperature: float,
-                   max_new_tokens: int, seed: int, batch_size: int = 8) -> list[list[str]]:
+def sample_answers(
+    model: Any,
+    prompts: Sequence[str],
+    *,
+    n_samples: int,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int = 8,
+) -> list[list[str]]:
     """``n_samples`` temperature samples per prompt (completions), seeded per batch."""
     from fsnn.steering.decode import decode_rows, encode, eos_ids
 
     if n_samples < 1 or not temperature > 0:
-        raise FsnnError(f"self-consistency needs n_samples >= 1 and temperature > 0, got {n_samples}, {temperature}")
+        raise FsnnError(
+            f"self-consistency needs n_samples >= 1 and temperature > 0, got {n_samples}, {temperature}"
+        )
     eos = eos_ids(model)
     result: list[list[str]] = [[] for _ in prompts]
     for start in range(0, len(prompts), batch_size):
@@ -237,8 +250,13 @@ def sample_answers(model: Any, prompts: Sequence[str], *, n_samples: int, temper
         for s in range(n_samples):
             torch.manual_seed(seed * 100003 + start * 101 + s)
             seqs = model.hf_model.generate(
-                input_ids=enc.input_ids.to(model.device), attention_mask=enc.attention_mask.to(model.device),
-                max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                input_ids=enc.input_ids.to(model.device),
+                attention_mask=enc.attention_mask.to(model.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                temperature=temperature,
+                top_k=0,
+                top_p=1.0,
                 pad_token_id=model.tokenizer.pad_token_id,
             )
             for i, out in enumerate(decode_rows(model, chunk, enc, seqs.cpu(), eos)):
@@ -249,7 +267,9 @@ def sample_answers(model: Any, prompts: Sequence[str], *, n_samples: int, temper
 # --------------------------------------------------------------------------- strengths
 
 
-def fixed_strengths(best_alpha: np.ndarray, best_gamma: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def fixed_strengths(
+    best_alpha: np.ndarray, best_gamma: np.ndarray
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """One strength per segment: the median over prompts of the best trial's k = alpha * gamma.
 
     Only the product moves a layer (eqs. (3)-(5), docs/method.md §3), so the median is
@@ -268,7 +288,9 @@ def fixed_strengths(best_alpha: np.ndarray, best_gamma: np.ndarray) -> tuple[tup
     """
     a, g = np.asarray(best_alpha, np.float64), np.asarray(best_gamma, np.float64)
     if a.shape != g.shape or a.ndim != 2:
-        raise FsnnError(f"best alpha and gamma must both be (prompt, segment), got {a.shape} and {g.shape}")
+        raise FsnnError(
+            f"best alpha and gamma must both be (prompt, segment), got {a.shape} and {g.shape}"
+        )
     ok = np.isfinite(a).all(1) & np.isfinite(g).all(1)
     if not ok.any():
         raise FsnnError("no train search finished a trial: no strength to fix")
@@ -290,7 +312,12 @@ def few_shot_prompt(examples: Sequence[tuple[str, str]], question: str) -> str:
 
 def _final_norm(model: Any) -> torch.nn.Module:
     hf = model.hf_model
-    for path in ("model.norm", "model.final_layernorm", "transformer.ln_f", "model.language_model.norm"):
+    for path in (
+        "model.norm",
+        "model.final_layernorm",
+        "transformer.ln_f",
+        "model.language_model.norm",
+    ):
         obj: Any = hf
         for part in path.split("."):
             obj = getattr(obj, part, None)
@@ -310,14 +337,23 @@ def dola_pick(final_logp: torch.Tensor, early_logp: torch.Tensor, alpha: float) 
         final_logp, early_logp: (B, vocab) log-softmax. Returns (B,) token ids.
     """
     plausible = final_logp >= final_logp.max(-1, keepdim=True).values + float(np.log(alpha))
-    contrast = torch.where(plausible, final_logp - early_logp, torch.full_like(final_logp, -torch.inf))
+    contrast = torch.where(
+        plausible, final_logp - early_logp, torch.full_like(final_logp, -torch.inf)
+    )
     top = contrast == contrast.max(-1, keepdim=True).values
     return torch.where(top, final_logp, torch.full_like(final_logp, -torch.inf)).argmax(-1)
 
 
 @torch.no_grad()
-def dola_generate(model: Any, prompts: Sequence[str], *, early_layer: int, max_new_tokens: int,
-                  alpha: float = 0.1, batch_size: int = 8) -> list[Any]:
+def dola_generate(
+    model: Any,
+    prompts: Sequence[str],
+    *,
+    early_layer: int,
+    max_new_tokens: int,
+    alpha: float = 0.1,
+    batch_size: int = 8,
+) -> list[Any]:
     """DoLa decoding, each step one nnsight trace of the whole sequence (no cache).
 
     The trace saves the last position's final logits (the lm_head output) and the early
@@ -353,6 +389,7 @@ def dola_generate(model: Any, prompts: Sequence[str], *, early_layer: int, max_n
             if same:
                 early_logp = final_logp
             else:
+                assert early_h is not None  # saved in the trace unless `same`
                 early_logits = head(norm(early_h.to(model.device))).float().cpu()
                 early_logp = torch.log_softmax(early_logits, -1)
             nxt = dola_pick(final_logp, early_logp, alpha)

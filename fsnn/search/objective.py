@@ -47,7 +47,11 @@ def objective(to: float, ppl: float, config: ObjectiveConfig = ObjectiveConfig()
 
 
 def guarded_objective(
-    to: float, ppl: float, is_readable: bool, config: ObjectiveConfig | None = None, penalty: float = 1.0
+    to: float,
+    ppl: float,
+    is_readable: bool,
+    config: ObjectiveConfig | None = None,
+    penalty: float = 1.0,
 ) -> float:
     """S = S_opt(TO, PPL) - penalty * (1 - readable).
 

@@ -18,27 +18,36 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from . import strength
 from fsnn.backends.base import Backend, resolve_backend
-from fsnn.steering.decode import GenerationOutput
-from fsnn.judges.degeneration import degeneration
 from fsnn.errors import BackendUnavailable, FsnnError
-from fsnn.steering.layout import SegmentLayout
+from fsnn.judges.degeneration import degeneration
 from fsnn.judges.metrics import token_overlap
-
-from .objective import guarded_objective
+from fsnn.steering.decode import GenerationOutput
+from fsnn.steering.layout import SegmentLayout
+from fsnn.steering.modes import Mode
 from fsnn.steering.steer import steered_generate
-from .config import SAMPLERS, SearchConfig
 
-__all__ = ["SAMPLERS", "SearchConfig", "SearchItem", "open_storage", "run_search", "storage_error", "trial_layers"]
+from . import strength
+from .config import SAMPLERS, SearchConfig
+from .objective import guarded_objective
+
+__all__ = [
+    "SAMPLERS",
+    "SearchConfig",
+    "SearchItem",
+    "open_storage",
+    "run_search",
+    "storage_error",
+    "trial_layers",
+]
 # SAMPLERS and SearchConfig live in fsnn.search.config
 
 
@@ -109,7 +118,9 @@ def _sampler(config: SearchConfig, key: str) -> Any:
         if config.sampler == "gp":
             return optuna.samplers.GPSampler(seed=seed, n_startup_trials=config.n_startup_trials)
         return optuna.samplers.TPESampler(
-            seed=seed, multivariate=config.tpe_multivariate, constant_liar=config.tpe_constant_liar,
+            seed=seed,
+            multivariate=config.tpe_multivariate,
+            constant_liar=config.tpe_constant_liar,
             n_startup_trials=config.n_startup_trials,
         )
 
@@ -124,12 +135,17 @@ def _distributions(layout: SegmentLayout, config: SearchConfig) -> dict[str, Any
 
 
 def trial_layers(
-    params: dict[str, Any], layout: SegmentLayout, n_layers: int, norm_scale: torch.Tensor | None,
+    params: dict[str, Any],
+    layout: SegmentLayout,
+    n_layers: int,
+    norm_scale: torch.Tensor | None,
     config: SearchConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(alpha (layer,), gamma (layer,)) a trial steers with: :func:`fsnn.search.strength.per_layer`,
     and with ``config.windows`` exactly 0 in the layers of every segment whose ``on_S`` is False."""
-    alpha, gamma = strength.per_layer(params, layout.ranges, layout.segment_names, n_layers, norm_scale)
+    alpha, gamma = strength.per_layer(
+        params, layout.ranges, layout.segment_names, n_layers, norm_scale
+    )
     if config.windows:
         from fsnn.steering.operators import WINDOW_PREFIX
 
@@ -141,7 +157,9 @@ def trial_layers(
 
 
 def score_texts(
-    outputs: Sequence[GenerationOutput], answers: Sequence[str], ppl: Callable[[Sequence[str]], list[float]],
+    outputs: Sequence[GenerationOutput],
+    answers: Sequence[str],
+    ppl: Callable[[Sequence[str]], list[float]],
     config: SearchConfig,
 ) -> list[dict[str, float]]:
     """TO, PPL, degeneration and the objective of generated rows.
@@ -155,12 +173,18 @@ def score_texts(
     for out, text, answer, p in zip(outputs, texts, answers, ppls, strict=True):
         to = token_overlap(answer, text)
         deg = degeneration(out.completion)
-        scores.append({
-            "token_overlap": to, "perplexity": p,
-            "distinct_2": float(deg["distinct_2"]), "longest_repeat": int(deg["longest_repeat"]),
-            "readable": int(deg["readable"]),
-            "objective": guarded_objective(to, p, bool(deg["readable"]), config.objective, config.unreadable_penalty),
-        })
+        scores.append(
+            {
+                "token_overlap": to,
+                "perplexity": p,
+                "distinct_2": float(deg["distinct_2"]),
+                "longest_repeat": int(deg["longest_repeat"]),
+                "readable": int(deg["readable"]),
+                "objective": guarded_objective(
+                    to, p, bool(deg["readable"]), config.objective, config.unreadable_penalty
+                ),
+            }
+        )
     return scores
 
 
@@ -183,7 +207,7 @@ def run_search(
     *,
     storage: Any = None,
     ppl: Callable[[Sequence[str]], list[float]] | None = None,
-    mode: str = "faithful",
+    mode: Mode = "faithful",
     max_new_tokens: int = 100,
     study_prefix: str = "",
     progress: bool = True,
@@ -244,34 +268,57 @@ def run_search(
         if mu_generic is None:
             from fsnn.steering.references import capture_generic_mean
 
-            mu_generic = backend.call(lambda: capture_generic_mean(model, backend=backend), what="generic mean")
+            mu_generic = backend.call(
+                lambda: capture_generic_mean(model, backend=backend), what="generic mean"
+            )
         if not isinstance(mu_generic, torch.Tensor):  # a DataArray or an array
             mu_generic = torch.as_tensor(np.asarray(getattr(mu_generic, "values", mu_generic)))
         mu_generic = mu_generic.float()
         operator_options["mu_generic"] = mu_generic
     centre = mu_generic if config.operator == "centred" else None
-    if config.parametrization == "norm_relative" and (centre is not None or any(it.norm_scale is None for it in items)):
+    if config.parametrization == "norm_relative" and (
+        centre is not None or any(it.norm_scale is None for it in items)
+    ):
         # one unpadded pass per prompt when traces run here: a prompt's scale (and so its
         # trials) then does not depend on which prompts share its search (shards, workers:
         # docs/scaling.md); NDIF keeps batches of 8, a request each
         per_pass = 8 if backend.remote_model else 1
-        scales = backend.call(lambda: strength.norm_scales(model, [it.prompt for it in items],
-                                                           torch.stack([it.h for it in items]), backend=backend,
-                                                           batch_size=per_pass, centre=centre),
-                              what="norm scales")
-        items = [replace(it, norm_scale=scales[i]) if it.norm_scale is None or centre is not None else it
-                 for i, it in enumerate(items)]
-    start = strength.start_params(config.parametrization, layout.segment_names, *config.range,
-                                  min(config.start_trials, config.n_trials))
+        scales = backend.call(
+            lambda: strength.norm_scales(
+                model,
+                [it.prompt for it in items],
+                torch.stack([it.h for it in items]),
+                backend=backend,
+                batch_size=per_pass,
+                centre=centre,
+            ),
+            what="norm scales",
+        )
+        items = [
+            replace(it, norm_scale=scales[i]) if it.norm_scale is None or centre is not None else it
+            for i, it in enumerate(items)
+        ]
+    start = strength.start_params(
+        config.parametrization,
+        layout.segment_names,
+        *config.range,
+        min(config.start_trials, config.n_trials),
+    )
     if config.windows:  # the start trials steer every segment
         from fsnn.steering.operators import WINDOW_PREFIX
 
-        start = [{**p, **{f"{WINDOW_PREFIX}_{name}": True for name in layout.segment_names}} for p in start]
+        start = [
+            {**p, **{f"{WINDOW_PREFIX}_{name}": True for name in layout.segment_names}}
+            for p in start
+        ]
     studies = {}
     for item in items:
         name = f"{study_prefix}{item.key}"
         study = optuna.create_study(
-            study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+            study_name=name,
+            storage=storage,
+            direction="maximize",
+            load_if_exists=True,
             sampler=_sampler(config, name),
         )
         if start and not study.get_trials(deepcopy=False):  # a resumed study has them already
@@ -280,15 +327,24 @@ def run_search(
         studies[item.key] = study
     by_key = {item.key: item for item in items}
     done = sum(min(config.n_trials, _n_state(s, "COMPLETE")) for s in studies.values())
-    bar = tqdm(total=len(items) * config.n_trials, initial=done, desc=f"search {layout.name}",
-               disable=not progress, unit="trial")
+    bar = tqdm(
+        total=len(items) * config.n_trials,
+        initial=done,
+        desc=f"search {layout.name}",
+        disable=not progress,
+        unit="trial",
+    )
     while True:
         rows: list[tuple[str, Any]] = []  # (prompt key, trial)
         for key, study in studies.items():
             if _n_state(study, "FAIL") > config.max_failures:
                 continue  # given up: reported in the trials dataset
             complete = _n_state(study, "COMPLETE")
-            running = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
+            running = [
+                t
+                for t in study.get_trials(deepcopy=False)
+                if t.state == optuna.trial.TrialState.RUNNING
+            ]
             # trials a killed process left RUNNING keep their number and parameters
             for frozen in running[: max(0, config.n_trials - complete)]:
                 rows.append((key, _Resumed(frozen)))
@@ -298,7 +354,9 @@ def run_search(
             for _ in range(max(0, want)):
                 # reseed per trial number: a resumed search asks what an uninterrupted
                 # one would have asked, whatever happened to this process's RNG
-                study.sampler = _sampler(config, f"{study.study_name}#{len(study.get_trials(deepcopy=False))}")
+                study.sampler = _sampler(
+                    config, f"{study.study_name}#{len(study.get_trials(deepcopy=False))}"
+                )
                 rows.append((key, study.ask(dists)))
         if not rows:
             break
@@ -307,14 +365,23 @@ def run_search(
             h = torch.stack([by_key[k].h for k, _ in chunk]).float()
             alphas, gammas = [], []
             for k, trial in chunk:
-                a, g = trial_layers(trial.params, layout, model.n_layers, by_key[k].norm_scale, config)
+                a, g = trial_layers(
+                    trial.params, layout, model.n_layers, by_key[k].norm_scale, config
+                )
                 alphas.append(a)
                 gammas.append(g)
 
             def evaluate(chunk=chunk, h=h, alphas=alphas, gammas=gammas):
                 return steered_generate(
-                    model, [by_key[k].prompt for k, _ in chunk], h, torch.stack(alphas), torch.stack(gammas),
-                    mode=mode, max_new_tokens=max_new_tokens, backend=backend, **operator_options,
+                    model,
+                    [by_key[k].prompt for k, _ in chunk],
+                    h,
+                    torch.stack(alphas),
+                    torch.stack(gammas),
+                    mode=mode,
+                    max_new_tokens=max_new_tokens,
+                    backend=backend,
+                    **operator_options,
                 )
 
             try:
@@ -335,7 +402,11 @@ def run_search(
                     continue
                 handle = optuna.trial.Trial(study, trial._trial_id)
                 try:
-                    for name, value in (("completion", out.completion), ("text", out.text), *score.items()):
+                    for name, value in (
+                        ("completion", out.completion),
+                        ("text", out.text),
+                        *score.items(),
+                    ):
                         handle.set_user_attr(name, value)
                     study.tell(trial.number, score["objective"])
                 except (RuntimeError, ValueError):
@@ -351,7 +422,9 @@ def run_search(
         import hashlib
 
         mu = mu_generic.contiguous().numpy()
-        ds.attrs["mu_generic"] = f"{mu.shape[0]}x{mu.shape[1]} sha256:{hashlib.sha256(mu.tobytes()).hexdigest()[:16]}"
+        ds.attrs["mu_generic"] = (
+            f"{mu.shape[0]}x{mu.shape[1]} sha256:{hashlib.sha256(mu.tobytes()).hexdigest()[:16]}"
+        )
     return ds
 
 
@@ -371,7 +444,10 @@ def _n_state(study: Any, state: str) -> int:
 
 
 def trials_dataset(
-    items: Sequence[SearchItem], layout: SegmentLayout, studies: dict[str, Any], config: SearchConfig,
+    items: Sequence[SearchItem],
+    layout: SegmentLayout,
+    studies: dict[str, Any],
+    config: SearchConfig,
     n_layers: int | None = None,
 ) -> xr.Dataset:
     """Completed trials as a Dataset with dims (prompt, trial[, segment, param, layer]).
@@ -398,7 +474,10 @@ def trials_dataset(
     layer_gamma = np.full((n, t, n_layers), np.nan, dtype=np.float32)
     raw = np.full((n, t, len(params)), np.nan)
     numbers = np.full((n, t), -1, dtype=np.int64)
-    scores = {k: np.full((n, t), np.nan) for k in ("token_overlap", "perplexity", "objective", "distinct_2")}
+    scores = {
+        k: np.full((n, t), np.nan)
+        for k in ("token_overlap", "perplexity", "objective", "distinct_2")
+    }
     ints = {k: np.full((n, t), -1, dtype=np.int64) for k in ("longest_repeat", "readable")}
     texts = {k: np.full((n, t), "", dtype=object) for k in ("completion", "text")}
     failed = np.zeros(n, dtype=np.int64)
@@ -409,8 +488,8 @@ def trials_dataset(
         for j, trial in enumerate(sorted(trials, key=lambda tr: tr.number)[:t]):
             la, lg = trial_layers(trial.params, layout, n_layers, item.norm_scale, config)
             layer_alpha[i, j], layer_gamma[i, j] = la.numpy(), lg.numpy()
-            alpha[i, j] = [float(la[first:last + 1].mean()) for first, last in layout.ranges]
-            gamma[i, j] = [float(lg[first:last + 1].mean()) for first, last in layout.ranges]
+            alpha[i, j] = [float(la[first : last + 1].mean()) for first, last in layout.ranges]
+            gamma[i, j] = [float(lg[first : last + 1].mean()) for first, last in layout.ranges]
             sampled[i, j] = strength.strengths(trial.params, layout.segment_names)
             raw[i, j] = [trial.params[p] for p in params]
             numbers[i, j] = trial.number
@@ -451,9 +530,15 @@ def trials_dataset(
             "param": np.asarray(params, dtype=object),
             "layer": np.arange(n_layers),
         },
-        attrs={"layout": layout.to_json(), "search": str(config.to_dict()),
-               "parametrization": config.parametrization, "sampler": config.sampler,
-               "operator": config.operator, "schedule": config.schedule, "windows": int(config.windows),
-               "failed_trials": int(failed.sum()),
-               "prompts_without_finished_trial": int((best < 0).sum())},
+        attrs={
+            "layout": layout.to_json(),
+            "search": str(config.to_dict()),
+            "parametrization": config.parametrization,
+            "sampler": config.sampler,
+            "operator": config.operator,
+            "schedule": config.schedule,
+            "windows": int(config.windows),
+            "failed_trials": int(failed.sum()),
+            "prompts_without_finished_trial": int((best < 0).sum()),
+        },
     )

@@ -39,9 +39,9 @@ import torch
 
 from fsnn.backends.base import resolve_backend
 from fsnn.errors import FsnnError
+from fsnn.models.layers import residual
 from fsnn.steering.fusion import masked_sum
 from fsnn.steering.remote_code import register_for_remote
-from fsnn.models.layers import residual
 
 from .config import DEFAULT_RANGES, PARAMETRIZATIONS
 
@@ -61,10 +61,14 @@ _PREFIX = {"log_product": "k", "norm_relative": "s", "angle": "theta"}
 
 def _check(parametrization: str) -> None:
     if parametrization not in PARAMETRIZATIONS:
-        raise FsnnError(f"unknown parametrization {parametrization!r}; choose one of {PARAMETRIZATIONS}")
+        raise FsnnError(
+            f"unknown parametrization {parametrization!r}; choose one of {PARAMETRIZATIONS}"
+        )
 
 
-def distributions(parametrization: str, segment_names: Sequence[str], low: float, high: float) -> dict[str, Any]:
+def distributions(
+    parametrization: str, segment_names: Sequence[str], low: float, high: float
+) -> dict[str, Any]:
     """Optuna distributions of one trial, by parameter name (``alpha_S``/``gamma_S``, ``k_S``, ``s_S`` or ``theta_S``)."""
     from optuna.distributions import FloatDistribution
 
@@ -96,8 +100,13 @@ def start_params(
     out = []
     for v in values:
         if parametrization == "alpha_gamma":
-            out.append({k: float(x) for name in segment_names for k, x in ((f"alpha_{name}", high),
-                                                                            (f"gamma_{name}", v))})
+            out.append(
+                {
+                    k: float(x)
+                    for name in segment_names
+                    for k, x in ((f"alpha_{name}", high), (f"gamma_{name}", v))
+                }
+            )
         else:
             prefix = _PREFIX.get(parametrization, "k")  # product samples k too
             out.append({f"{prefix}_{name}": float(v) for name in segment_names})
@@ -151,17 +160,26 @@ def per_layer(
             alpha[sl], gamma[sl] = 1.0, float(params[f"theta_{name}"])
         elif f"s_{name}" in params:
             if norm_scale is None:
-                raise FsnnError("a norm_relative strength needs the prompt's norm scales (fsnn.search.strength.norm_scales)")
+                raise FsnnError(
+                    "a norm_relative strength needs the prompt's norm scales (fsnn.search.strength.norm_scales)"
+                )
             alpha[sl] = 1.0
             gamma[sl] = float(params[f"s_{name}"]) * norm_scale[sl].float()
         else:
-            raise FsnnError(f"trial parameters {sorted(params)} hold no strength for segment {name!r}")
+            raise FsnnError(
+                f"trial parameters {sorted(params)} hold no strength for segment {name!r}"
+            )
     return alpha, gamma
 
 
 @torch.no_grad()
 def norm_scales(
-    model: Any, prompts: Sequence[str], h: torch.Tensor, *, batch_size: int = 8, backend: Any = None,
+    model: Any,
+    prompts: Sequence[str],
+    h: torch.Tensor,
+    *,
+    batch_size: int = 8,
+    backend: Any = None,
     centre: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """||a_l||_typ / ||h_l - mu_l|| of each prompt at each layer, from one unsteered traced pass per batch.
@@ -188,8 +206,10 @@ def norm_scales(
 
     h = torch.as_tensor(h, dtype=torch.float32)
     if h.ndim != 3 or h.shape[0] != len(prompts) or h.shape[1] != model.n_layers:
-        raise FsnnError(f"references must be (rows={len(prompts)}, layer={model.n_layers}, hidden), "
-                        f"got {tuple(h.shape)}")
+        raise FsnnError(
+            f"references must be (rows={len(prompts)}, layer={model.n_layers}, hidden), "
+            f"got {tuple(h.shape)}"
+        )
     envoys = [model.layer(i) for i in range(model.n_layers)]
     out = []
     for start in range(0, len(prompts), batch_size):

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from fsnn.backends.base import Backend, resolve_backend
-from .decode import GenerationOutput, decode_rows, encode, eos_ids
 
+from .decode import GenerationOutput, decode_rows, encode, eos_ids
 from .modes import check_generation
 
 __all__ = ["generate"]
@@ -50,9 +50,18 @@ def generate(
         from .steer import steered_generate
 
         n, zeros = len(prompts), torch.zeros(len(prompts), model.n_layers)
-        return steered_generate(model, prompts, torch.zeros(n, model.n_layers, model.d_model), zeros, zeros,
-                                mode="cached", max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                backend=backend, stop_at_eos=stop_at_eos)
+        return steered_generate(
+            model,
+            prompts,
+            torch.zeros(n, model.n_layers, model.d_model),
+            zeros,
+            zeros,
+            mode="cached",
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            backend=backend,
+            stop_at_eos=stop_at_eos,
+        )
     eos = eos_ids(model) if stop_at_eos else set()
     outputs: list[GenerationOutput] = []
     for start in range(0, len(prompts), batch_size):

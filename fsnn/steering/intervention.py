@@ -33,9 +33,10 @@ from typing import Any
 
 import torch
 
+from fsnn.models.layers import residual
+
 from .fusion import fuse, fuse_decode_step, masked_sum
 from .operators import _rotate, _shift
-from fsnn.models.layers import residual
 
 __all__ = ["steer_pass", "steer_steps"]
 
@@ -48,8 +49,15 @@ def _write(a: Any, i: int, operator: str, h: list[Any], alpha: list[Any], scale:
 
 
 def steer_pass(
-    envoys: list[Any], h: list[Any], alpha: list[Any], gamma: list[Any], mask: Any, *,
-    operator: str = "fusion", scale: float = 1.0, gates: list[Any] | None = None,
+    envoys: list[Any],
+    h: list[Any],
+    alpha: list[Any],
+    gamma: list[Any] | None,
+    mask: Any,
+    *,
+    operator: str = "fusion",
+    scale: float = 1.0,
+    gates: list[Any] | None = None,
 ) -> list[Any]:
     """Steer one forward pass at every active layer (fusion: mu = the pass's masked mean).
 
@@ -69,6 +77,7 @@ def steer_pass(
         if operator != "fusion":
             _write(a, i, operator, h, alpha, scale)
             continue
+        assert gamma is not None  # fusion plans carry gamma (None: centred, angular)
         total, count = masked_sum(a, mask[:, : a.shape[1]])
         al = alpha[i][:, 0, 0] if scale == 1.0 else alpha[i][:, 0, 0] * scale
         steered = fuse(a, h[i][:, 0], total / count, al, gamma[i][:, 0, 0])
@@ -86,7 +95,7 @@ def steer_steps(
     lm_head: Any,
     h: list[Any],
     alpha: list[Any],
-    gamma: list[Any],
+    gamma: list[Any] | None,
     mask: Any,
     picked: list[Any],
     *,
@@ -115,15 +124,20 @@ def steer_steps(
         if m == 0.0:
             pass  # unsteered step (and every later one)
         elif faithful or step == 0:
-            sums = steer_pass(envoys, h, alpha, gamma, mask, operator=operator, scale=m, gates=gates)
+            sums = steer_pass(
+                envoys, h, alpha, gamma, mask, operator=operator, scale=m, gates=gates
+            )
         elif operator != "fusion":
             for i in range(len(envoys)):
                 _write(residual(envoys[i].output), i, operator, h, alpha, m)
         else:
+            assert gamma is not None  # fusion plans carry gamma (None: centred, angular)
             for i in range(len(envoys)):
                 a = residual(envoys[i].output)
                 al = alpha[i] if m == 1.0 else alpha[i] * m
-                steered, total, count = fuse_decode_step(a, h[i], sums[i][0], sums[i][1], al, gamma[i])
+                steered, total, count = fuse_decode_step(
+                    a, h[i], sums[i][0], sums[i][1], al, gamma[i]
+                )
                 sums[i] = (total, count)
                 if gates is not None and gates[i] is not None:
                     steered = torch.where(gates[i], steered, a)

@@ -15,7 +15,6 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -49,14 +48,18 @@ class SegmentLayout:
             raise FsnnError(f"layout {self.name!r}: no layer range")
         names = self.segment_names or tuple(f"s{i}" for i in range(len(self.ranges)))
         if len(names) != len(self.ranges):
-            raise FsnnError(f"layout {self.name!r}: {len(names)} names for {len(self.ranges)} ranges")
+            raise FsnnError(
+                f"layout {self.name!r}: {len(names)} names for {len(self.ranges)} ranges"
+            )
         object.__setattr__(self, "segment_names", tuple(names))
         previous = -1
         for first, last in self.ranges:
             if first < 0 or last < first:
                 raise FsnnError(f"layout {self.name!r}: bad layer range {first}-{last}")
             if first <= previous:
-                raise FsnnError(f"layout {self.name!r}: layer ranges overlap or are unordered at {first}-{last}")
+                raise FsnnError(
+                    f"layout {self.name!r}: layer ranges overlap or are unordered at {first}-{last}"
+                )
             previous = last
 
     @classmethod
@@ -91,7 +94,9 @@ class SegmentLayout:
                     for a, _, b in (part.strip().partition("-") for part in body.split(","))
                 )
             except ValueError:
-                raise FsnnError(f"bad layer ranges in method {name!r} (want NAME=0-3,8-11)") from None
+                raise FsnnError(
+                    f"bad layer ranges in method {name!r} (want NAME=0-3,8-11)"
+                ) from None
             layout = cls(name=label, ranges=ranges)
             layout.check(n_layers)
             return layout
@@ -113,7 +118,9 @@ class SegmentLayout:
         return [layer for first, last in self.ranges for layer in range(first, last + 1)]
 
     def to_json(self) -> str:
-        return json.dumps({"name": self.name, "ranges": self.ranges, "segment_names": self.segment_names})
+        return json.dumps(
+            {"name": self.name, "ranges": self.ranges, "segment_names": self.segment_names}
+        )
 
 
 def expand_segments(values: Sequence[float], layout: SegmentLayout, n_layers: int) -> torch.Tensor:
@@ -182,7 +189,9 @@ class Strengths:
         return cls(layout=SegmentLayout.full(n_layers), alpha=(alpha,), gamma=(gamma,))
 
     @classmethod
-    def segmented(cls, n_layers: int, alpha: tuple[float, ...], gamma: tuple[float, ...]) -> Strengths:
+    def segmented(
+        cls, n_layers: int, alpha: tuple[float, ...], gamma: tuple[float, ...]
+    ) -> Strengths:
         return cls(layout=SegmentLayout.segmented(n_layers, len(alpha)), alpha=alpha, gamma=gamma)
 
     def per_layer(self, n_layers: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,7 +229,9 @@ def parse_strengths(text: str, n_layers: int) -> Strengths:
         raise FsnnError(f"bad steering spec {text!r}: use full:A,G or seg:a1,a2,a3,g1,g2,g3")
     n = layout.n_segments
     if len(numbers) != 2 * n:
-        raise FsnnError(f"steering spec {text!r}: {layout.name} needs {2 * n} numbers, got {len(numbers)}")
+        raise FsnnError(
+            f"steering spec {text!r}: {layout.name} needs {2 * n} numbers, got {len(numbers)}"
+        )
     spec = Strengths(layout=layout, alpha=tuple(numbers[:n]), gamma=tuple(numbers[n:]))
     layout.check(n_layers)
     return spec

@@ -7,11 +7,11 @@ token once, with the KV cache (docs/method.md §9). Torch-free: configs use it.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 from fsnn.errors import FsnnError
 
-__all__ = ["MODES", "Mode", "check_generation"]
+__all__ = ["MODES", "Mode", "as_mode", "check_generation"]
 
 Mode = Literal["faithful", "cached"]
 MODES: tuple[str, ...] = ("faithful", "cached")
@@ -23,3 +23,9 @@ def check_generation(*, mode: str | None = None, max_new_tokens: int | None = No
         raise FsnnError(f"unknown steering mode {mode!r}: mode must be faithful or cached")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise FsnnError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+
+
+def as_mode(mode: str) -> Mode:
+    """``mode`` (e.g. a config's string) as a :data:`Mode`; one-line FsnnError if unknown."""
+    check_generation(mode=mode)
+    return cast(Mode, mode)

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from fsnn.errors import FsnnError
+
 from .fusion import masked_mean, masked_sum
 from .layout import SegmentLayout, expand_segments
 from .specs import OPERATORS, SCHEDULES, parse_schedule
@@ -74,7 +75,9 @@ WINDOW_PREFIX = "on"
 
 def _check_activations(x: torch.Tensor) -> None:
     if x.ndim != 3:
-        raise FsnnError(f"activations must be (batch, position, hidden), got shape {tuple(x.shape)}")
+        raise FsnnError(
+            f"activations must be (batch, position, hidden), got shape {tuple(x.shape)}"
+        )
 
 
 def _per_position(value: Any, x: torch.Tensor, name: str) -> torch.Tensor:
@@ -85,9 +88,13 @@ def _per_position(value: Any, x: torch.Tensor, name: str) -> torch.Tensor:
     elif v.ndim == 1:
         v = v[:, None]
     elif v.ndim != 2:
-        raise FsnnError(f"{name} must be a scalar, (batch,) or (batch, position), got shape {tuple(v.shape)}")
+        raise FsnnError(
+            f"{name} must be a scalar, (batch,) or (batch, position), got shape {tuple(v.shape)}"
+        )
     if v.shape[0] not in (1, x.shape[0]) or v.shape[1] not in (1, x.shape[1]):
-        raise FsnnError(f"{name} of shape {tuple(v.shape)} does not fit activations {tuple(x.shape)}")
+        raise FsnnError(
+            f"{name} of shape {tuple(v.shape)} does not fit activations {tuple(x.shape)}"
+        )
     return v[..., None]
 
 
@@ -99,10 +106,18 @@ def _per_row_vector(value: Any, x: torch.Tensor, name: str) -> torch.Tensor:
     elif v.ndim == 2:
         v = v[:, None]
     elif v.ndim != 3:
-        raise FsnnError(f"{name} must be (hidden,), (batch, hidden) or (batch, position, hidden), "
-                        f"got shape {tuple(v.shape)}")
-    if v.shape[-1] != x.shape[-1] or v.shape[0] not in (1, x.shape[0]) or v.shape[1] not in (1, x.shape[1]):
-        raise FsnnError(f"{name} of shape {tuple(v.shape)} does not fit activations {tuple(x.shape)}")
+        raise FsnnError(
+            f"{name} must be (hidden,), (batch, hidden) or (batch, position, hidden), "
+            f"got shape {tuple(v.shape)}"
+        )
+    if (
+        v.shape[-1] != x.shape[-1]
+        or v.shape[0] not in (1, x.shape[0])
+        or v.shape[1] not in (1, x.shape[1])
+    ):
+        raise FsnnError(
+            f"{name} of shape {tuple(v.shape)} does not fit activations {tuple(x.shape)}"
+        )
     return v
 
 
@@ -176,11 +191,18 @@ def rotate_toward(
     r32 = _per_row_vector(r, x, "r")
     th = _per_position(theta, x, "theta")
     if check:
-        _check_range(th, "theta (fraction)" if relative else "theta (radians)", 0.0, 1.0 if relative else math.inf)
+        _check_range(
+            th,
+            "theta (fraction)" if relative else "theta (radians)",
+            0.0,
+            1.0 if relative else math.inf,
+        )
     return _rotate(x, r32, th, relative)
 
 
-def _rotate(x: torch.Tensor, r32: torch.Tensor, th: torch.Tensor, relative: bool = False) -> torch.Tensor:
+def _rotate(
+    x: torch.Tensor, r32: torch.Tensor, th: torch.Tensor, relative: bool = False
+) -> torch.Tensor:
     """The math of :func:`rotate_toward` on shaped, validated operands (no checks).
 
     Runs inside nnsight traces (:mod:`fsnn.steering.intervention`), also on NDIF, where
@@ -205,7 +227,9 @@ def _rotate(x: torch.Tensor, r32: torch.Tensor, th: torch.Tensor, relative: bool
     # anti-parallel: no unique plane; any unit vector orthogonal to x is a geodesic to r
     k = u.abs().argmin(dim=-1, keepdim=True)
     fallback = torch.zeros_like(u).scatter_(-1, k, 1.0) - u.gather(-1, k) * u
-    fallback = fallback / fallback.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    fallback = fallback / fallback.norm(dim=-1, keepdim=True).clamp_min(
+        torch.finfo(torch.float32).tiny
+    )
     v = torch.where(sin_phi > 0, w / sin_phi.clamp_min(torch.finfo(torch.float32).tiny), fallback)
     # second Gram-Schmidt pass: for nearly parallel x and r, w loses orthogonality to
     # rounding, and a v not orthogonal to x would change the norm
@@ -364,7 +388,9 @@ def steer_window(
     s = torch.as_tensor(strength, dtype=torch.float32)
     s = s.expand(x.shape[0]) if s.ndim == 0 else s
     if tuple(s.shape) != (x.shape[0],):
-        raise FsnnError(f"window strength must be a scalar or (batch={x.shape[0]},), got shape {tuple(s.shape)}")
+        raise FsnnError(
+            f"window strength must be a scalar or (batch={x.shape[0]},), got shape {tuple(s.shape)}"
+        )
     on = s != 0
     if not bool(on.any()):
         return x
@@ -393,7 +419,9 @@ def window_distributions(segment_names: Sequence[str]) -> dict[str, Any]:
     return {f"{WINDOW_PREFIX}_{name}": d for name in segment_names}
 
 
-def gated_strengths(values: Sequence[float], params: dict[str, Any], segment_names: Sequence[str]) -> list[float]:
+def gated_strengths(
+    values: Sequence[float], params: dict[str, Any], segment_names: Sequence[str]
+) -> list[float]:
     """The acting strength of each segment: its value when ``on_S`` is True, exactly 0.0 when False.
 
     Args:
@@ -410,7 +438,9 @@ def gated_strengths(values: Sequence[float], params: dict[str, Any], segment_nam
     for value, name in zip(values, segment_names, strict=True):
         switch = params.get(f"{WINDOW_PREFIX}_{name}")
         if not isinstance(switch, bool):
-            raise FsnnError(f"trial parameter {WINDOW_PREFIX}_{name} must be True or False, got {switch!r}")
+            raise FsnnError(
+                f"trial parameter {WINDOW_PREFIX}_{name} must be True or False, got {switch!r}"
+            )
         out.append(float(value) if switch else 0.0)
     return out
 
@@ -439,7 +469,9 @@ def generic_mean(a: torch.Tensor, mask: torch.Tensor, *, per: str = "prompt") ->
         FsnnError: bad shapes, an unknown weighting, a prompt with no valid position.
     """
     if a.ndim != 4:
-        raise FsnnError(f"generic activations must be (prompt, layer, position, hidden), got shape {tuple(a.shape)}")
+        raise FsnnError(
+            f"generic activations must be (prompt, layer, position, hidden), got shape {tuple(a.shape)}"
+        )
     p, n_layers, t, h = a.shape
     if tuple(mask.shape) != (p, t):
         raise FsnnError(f"mask must be (prompt={p}, position={t}), got shape {tuple(mask.shape)}")
@@ -467,12 +499,16 @@ def centred_direction(h_ref: torch.Tensor, mu_generic: torch.Tensor) -> torch.Te
         float32 of the broadcast shape.
     """
     if h_ref.shape[-2:] != mu_generic.shape[-2:]:
-        raise FsnnError(f"references {tuple(h_ref.shape)} and generic means {tuple(mu_generic.shape)} "
-                        "differ in (layer, hidden)")
+        raise FsnnError(
+            f"references {tuple(h_ref.shape)} and generic means {tuple(mu_generic.shape)} "
+            "differ in (layer, hidden)"
+        )
     return h_ref.float() - mu_generic.float()
 
 
-def mean_centred(x: torch.Tensor, h_ref: Any, mu_generic: Any, k: Any, *, check: bool = True) -> torch.Tensor:
+def mean_centred(
+    x: torch.Tensor, h_ref: Any, mu_generic: Any, k: Any, *, check: bool = True
+) -> torch.Tensor:
     """Mean-centred activation addition: x' = x + k * (h_ref - mu_generic), at every position.
 
     This is eq. (5) with the pass mean mu_l of eq. (2) replaced by the fixed generic mean:
@@ -537,7 +573,9 @@ def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tenso
         NaN logits give NaN.
     """
     if logits_p.shape != logits_q.shape:
-        raise FsnnError(f"logits of shapes {tuple(logits_p.shape)} and {tuple(logits_q.shape)} differ")
+        raise FsnnError(
+            f"logits of shapes {tuple(logits_p.shape)} and {tuple(logits_q.shape)} differ"
+        )
     log_p = torch.log_softmax(logits_p.float(), dim=-1)
     log_q = torch.log_softmax(logits_q.float(), dim=-1)
     p = log_p.exp()
@@ -607,14 +645,18 @@ def kl_bounded_strength(
         if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1:
             raise FsnnError(f"n_iter must be an integer >= 1, got {n_iter!r}")
     if plain_logits.ndim not in (1, 2):
-        raise FsnnError(f"plain logits must be (vocab,) or (batch, vocab), got shape {tuple(plain_logits.shape)}")
+        raise FsnnError(
+            f"plain logits must be (vocab,) or (batch, vocab), got shape {tuple(plain_logits.shape)}"
+        )
     plain = plain_logits.float()
     shape = plain.shape[:-1]
 
     def kl_at(s: torch.Tensor) -> torch.Tensor:
         logits = logits_at(s)
         if logits.shape != plain.shape:
-            raise FsnnError(f"logits_at returned shape {tuple(logits.shape)}, want {tuple(plain.shape)}")
+            raise FsnnError(
+                f"logits_at returned shape {tuple(logits.shape)}, want {tuple(plain.shape)}"
+            )
         return kl_divergence(logits, plain)
 
     top = torch.full(shape, float(s_max), dtype=torch.float32, device=plain.device)

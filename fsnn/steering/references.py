@@ -21,13 +21,20 @@ import xarray as xr
 
 from fsnn.backends.base import Backend, resolve_backend
 from fsnn.errors import FsnnError
-from .remote_code import register_for_remote
-from .fusion import masked_sum
 from fsnn.models.layers import residual
-from .prompts import PAPER_TEMPLATES, Templates, apply_chat
 
-__all__ = ["GENERIC_PROMPTS", "ReferenceItem", "capture_generic_mean", "capture_references", "generic_inputs",
-           "reference_inputs"]
+from .fusion import masked_sum
+from .prompts import PAPER_TEMPLATES, Templates, apply_chat
+from .remote_code import register_for_remote
+
+__all__ = [
+    "GENERIC_PROMPTS",
+    "ReferenceItem",
+    "capture_generic_mean",
+    "capture_references",
+    "generic_inputs",
+    "reference_inputs",
+]
 
 # Neutral, generic texts whose mean activation is mu_generic (docs/operators.md): questions and
 # statements of everyday knowledge, written for fsnn (no SimpleQA text), varied in form and topic
@@ -52,7 +59,6 @@ GENERIC_PROMPTS: tuple[str, ...] = (
 )
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class ReferenceItem:
     """One prompt's reference ingredients."""
@@ -63,7 +69,9 @@ class ReferenceItem:
 
 
 def reference_inputs(
-    model: Any, items: Sequence[ReferenceItem], templates: Templates = PAPER_TEMPLATES,
+    model: Any,
+    items: Sequence[ReferenceItem],
+    templates: Templates = PAPER_TEMPLATES,
     max_length: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
     """Tokenise reference texts as one left-padded batch and mark each body span.
@@ -100,22 +108,30 @@ def reference_inputs(
     attention = torch.zeros((len(rows), width), dtype=torch.long)
     span_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for r, (ids, span) in enumerate(rows):  # left padding, as generation uses
-        input_ids[r, width - len(ids):] = torch.tensor(ids)
-        attention[r, width - len(ids):] = 1
-        span_mask[r, width - len(ids):] = torch.tensor(span)
+        input_ids[r, width - len(ids) :] = torch.tensor(ids)
+        attention[r, width - len(ids) :] = 1
+        span_mask[r, width - len(ids) :] = torch.tensor(span)
     return input_ids, attention, span_mask, texts
 
 
 @torch.no_grad()
 def _span_means(
-    model: Any, input_ids: torch.Tensor, attention: torch.Tensor, span_mask: torch.Tensor, remote: bool | str,
+    model: Any,
+    input_ids: torch.Tensor,
+    attention: torch.Tensor,
+    span_mask: torch.Tensor,
+    remote: bool | str,
     per_layer_passes: bool = False,
 ) -> torch.Tensor:
     """Mean of every layer's block output over each row's span, from one traced pass: (B, layer, hidden)."""
     envoys = [model.layer(li) for li in range(model.n_layers)]
     enc = {"input_ids": input_ids, "attention_mask": attention}
     span_mask = span_mask.to(model.device)
-    layer_groups = [[li] for li in range(model.n_layers)] if per_layer_passes else [list(range(model.n_layers))]
+    layer_groups = (
+        [[li] for li in range(model.n_layers)]
+        if per_layer_passes
+        else [list(range(model.n_layers))]
+    )
     per_layer: dict[int, torch.Tensor] = {}
     if remote:
         register_for_remote()
@@ -165,7 +181,9 @@ def capture_references(
     texts: list[str] = []
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
-        input_ids, attention, span_mask, batch_texts = reference_inputs(model, batch, templates, max_length)
+        input_ids, attention, span_mask, batch_texts = reference_inputs(
+            model, batch, templates, max_length
+        )
         texts.extend(batch_texts)
         spans.extend(span_mask.sum(1).tolist())
         chunks.append(_span_means(model, input_ids, attention, span_mask, remote, per_layer_passes))
@@ -180,7 +198,11 @@ def capture_references(
             "reference_text": ("prompt", np.asarray(texts, dtype=object)),
         },
         name="h",
-        attrs={"model": model.name, "n_layers": model.n_layers, "equation": "docs/method.md eq. (1)"},
+        attrs={
+            "model": model.name,
+            "n_layers": model.n_layers,
+            "equation": "docs/method.md eq. (1)",
+        },
     )
 
 
@@ -210,9 +232,9 @@ def generic_inputs(
     attention = torch.zeros((len(rows), width), dtype=torch.long)
     span_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for r, (ids, span) in enumerate(rows):
-        input_ids[r, width - len(ids):] = torch.tensor(ids)
-        attention[r, width - len(ids):] = 1
-        span_mask[r, width - len(ids):] = torch.tensor(span)
+        input_ids[r, width - len(ids) :] = torch.tensor(ids)
+        attention[r, width - len(ids) :] = 1
+        span_mask[r, width - len(ids) :] = torch.tensor(span)
     return input_ids, attention, span_mask
 
 
@@ -255,7 +277,14 @@ def capture_generic_mean(
     mu = torch.cat(per_prompt, dim=0).float().mean(dim=0)
     digest = hashlib.sha256("\x00".join(prompts).encode()).hexdigest()[:16]
     return xr.DataArray(
-        mu.numpy(), dims=("layer", "hidden"), coords={"layer": np.arange(model.n_layers)}, name="mu_generic",
-        attrs={"model": model.name, "n_prompts": len(prompts), "prompts_sha256": digest,
-               "equation": "docs/operators.md, mean-centred reference"},
+        mu.numpy(),
+        dims=("layer", "hidden"),
+        coords={"layer": np.arange(model.n_layers)},
+        name="mu_generic",
+        attrs={
+            "model": model.name,
+            "n_prompts": len(prompts),
+            "prompts_sha256": digest,
+            "equation": "docs/operators.md, mean-centred reference",
+        },
     )

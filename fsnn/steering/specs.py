@@ -33,7 +33,9 @@ SCHEDULES: tuple[str, ...] = ("constant", "prompt_only", "first_n", "decay")
 def check_operator(operator: Any) -> str:
     """``operator`` if it names one of :data:`OPERATORS`, else one FsnnError line."""
     if operator not in OPERATORS:
-        raise FsnnError(f"unknown steering operator {operator!r}; choose one of {', '.join(OPERATORS)}")
+        raise FsnnError(
+            f"unknown steering operator {operator!r}; choose one of {', '.join(OPERATORS)}"
+        )
     return operator
 
 
@@ -48,10 +50,14 @@ def parse_schedule(spec: Any) -> tuple[str, dict[str, Any]]:
             parameter, N not an integer >= 1, RHO not a number in [0, 1]).
     """
     if not isinstance(spec, str):
-        raise FsnnError(f"a schedule is a string (constant, prompt_only, first_n:N, decay:RHO), got {spec!r}")
+        raise FsnnError(
+            f"a schedule is a string (constant, prompt_only, first_n:N, decay:RHO), got {spec!r}"
+        )
     kind, sep, arg = spec.strip().partition(":")
     if kind not in SCHEDULES:
-        raise FsnnError(f"unknown schedule {spec!r}; choose constant, prompt_only, first_n:N or decay:RHO")
+        raise FsnnError(
+            f"unknown schedule {spec!r}; choose constant, prompt_only, first_n:N or decay:RHO"
+        )
     if kind in ("constant", "prompt_only"):
         if sep:
             raise FsnnError(f"schedule {kind!r} takes no parameter, got {spec!r}")

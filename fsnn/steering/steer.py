@@ -34,39 +34,51 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import nnsight
 import numpy as np
 import torch
 
 from fsnn.backends.base import Backend, resolve_backend
-from .decode import GenerationOutput, decode_rows, encode, eos_ids, greedy_config
 from fsnn.errors import FsnnError
+
+from .decode import GenerationOutput, decode_rows, encode, eos_ids, greedy_config
 from .intervention import steer_pass, steer_steps
 from .layout import SegmentLayout, Strengths
 from .modes import MODES, Mode, check_generation
-from .remote_code import register_for_remote
 from .operators import schedule_multipliers
+from .remote_code import register_for_remote
 from .specs import OPERATORS, check_operator, parse_schedule
 
-__all__ = ["MODES", "OPERATORS", "Mode", "RowPlan", "Steering", "plan_rows", "steer_in_session", "steer_rows",
-           "steered_generate"]
-
-
+__all__ = [
+    "MODES",
+    "OPERATORS",
+    "Mode",
+    "RowPlan",
+    "Steering",
+    "plan_rows",
+    "steer_in_session",
+    "steer_rows",
+    "steered_generate",
+]
 
 
 def _as_tensor(values: Any, name: str) -> torch.Tensor:
     if hasattr(values, "values") and not isinstance(values, torch.Tensor):  # xarray
         values = values.values
     try:
-        return torch.as_tensor(np.asarray(values) if not isinstance(values, torch.Tensor) else values,
-                               dtype=torch.float32)
+        return torch.as_tensor(
+            np.asarray(values) if not isinstance(values, torch.Tensor) else values,
+            dtype=torch.float32,
+        )
     except (TypeError, ValueError) as exc:
         raise FsnnError(f"{name} is not numeric: {exc}") from None
 
 
-def _check_inputs(model: Any, n_rows: int, h: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor) -> None:
+def _check_inputs(
+    model: Any, n_rows: int, h: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor
+) -> None:
     if h.ndim != 3 or h.shape[0] != n_rows:
         raise FsnnError(f"references must be (rows={n_rows}, layer, hidden), got {tuple(h.shape)}")
     if h.shape[1] != model.n_layers or h.shape[2] != model.d_model:
@@ -76,7 +88,9 @@ def _check_inputs(model: Any, n_rows: int, h: torch.Tensor, alpha: torch.Tensor,
         )
     for name, t in (("alpha", alpha), ("gamma", gamma)):
         if tuple(t.shape) != (n_rows, model.n_layers):
-            raise FsnnError(f"{name} must be (rows={n_rows}, layer={model.n_layers}), got {tuple(t.shape)}")
+            raise FsnnError(
+                f"{name} must be (rows={n_rows}, layer={model.n_layers}), got {tuple(t.shape)}"
+            )
         if not bool(torch.isfinite(t).all()):
             raise FsnnError(f"{name} holds NaN or inf")
     if not bool(torch.isfinite(h).all()):
@@ -91,14 +105,24 @@ def validated_inputs(
     Shared by every entry point (local, remote session) so they refuse the same input.
     """
     check_generation(mode=mode, max_new_tokens=max_new_tokens)
-    h, alpha, gamma = _as_tensor(h, "references"), _as_tensor(alpha, "alpha"), _as_tensor(gamma, "gamma")
+    h, alpha, gamma = (
+        _as_tensor(h, "references"),
+        _as_tensor(alpha, "alpha"),
+        _as_tensor(gamma, "gamma"),
+    )
     _check_inputs(model, n_rows, h, alpha, gamma)
     return h, alpha, gamma
 
 
 def validated_operator(
-    operator: str, schedule: str, mu_generic: Any, *, n_layers: int, d_model: int,
-    alpha: torch.Tensor | None = None, gamma: torch.Tensor | None = None,
+    operator: str,
+    schedule: str,
+    mu_generic: Any,
+    *,
+    n_layers: int,
+    d_model: int,
+    alpha: torch.Tensor | None = None,
+    gamma: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """Check the operator, the schedule spec and mu_generic; return mu_generic as (layer, hidden) float32.
 
@@ -110,18 +134,31 @@ def validated_operator(
     parse_schedule(schedule)
     if operator == "fusion":
         if mu_generic is not None:
-            raise FsnnError("mu_generic is used by the angular and centred operators only, not by fusion")
+            raise FsnnError(
+                "mu_generic is used by the angular and centred operators only, not by fusion"
+            )
         return None
     if mu_generic is None:
-        raise FsnnError(f"operator {operator!r} needs mu_generic, the (layer, hidden) generic mean "
-                        "(fsnn.steering.references.capture_generic_mean)")
+        raise FsnnError(
+            f"operator {operator!r} needs mu_generic, the (layer, hidden) generic mean "
+            "(fsnn.steering.references.capture_generic_mean)"
+        )
     mu = _as_tensor(mu_generic, "mu_generic")
     if tuple(mu.shape) != (n_layers, d_model):
-        raise FsnnError(f"mu_generic must be (layer={n_layers}, hidden={d_model}), got {tuple(mu.shape)}")
+        raise FsnnError(
+            f"mu_generic must be (layer={n_layers}, hidden={d_model}), got {tuple(mu.shape)}"
+        )
     if not bool(torch.isfinite(mu).all()):
         raise FsnnError("mu_generic holds NaN or inf")
-    if operator == "angular" and alpha is not None and gamma is not None and bool(((alpha * gamma) < 0).any()):
-        raise FsnnError("angular steering reads alpha * gamma as an angle in radians: it must be >= 0")
+    if (
+        operator == "angular"
+        and alpha is not None
+        and gamma is not None
+        and bool(((alpha * gamma) < 0).any())
+    ):
+        raise FsnnError(
+            "angular steering reads alpha * gamma as an angle in radians: it must be >= 0"
+        )
     return mu
 
 
@@ -169,36 +206,60 @@ class Steering:
     def __post_init__(self) -> None:
         h = _as_tensor(self.references, "references")
         if h.ndim not in (2, 3):
-            raise FsnnError(f"references must be (layer, hidden) or (prompt, layer, hidden), got {tuple(h.shape)}")
+            raise FsnnError(
+                f"references must be (layer, hidden) or (prompt, layer, hidden), got {tuple(h.shape)}"
+            )
         if not bool(torch.isfinite(h).all()):
             raise FsnnError("reference vectors hold NaN or inf")
         check_generation(mode=self.mode)
         self.strengths.layout.check(h.shape[-2])
         alpha, gamma = self.strengths.per_layer(h.shape[-2])
-        mu = validated_operator(self.operator, self.schedule, self.mu_generic, n_layers=h.shape[-2],
-                                d_model=h.shape[-1], alpha=alpha, gamma=gamma)
+        mu = validated_operator(
+            self.operator,
+            self.schedule,
+            self.mu_generic,
+            n_layers=h.shape[-2],
+            d_model=h.shape[-1],
+            alpha=alpha,
+            gamma=gamma,
+        )
         object.__setattr__(self, "references", h)
         object.__setattr__(self, "mu_generic", mu)
 
     @classmethod
-    def full(cls, references: Any, *, alpha: float, gamma: float, mode: Mode = "faithful",
-             **options: Any) -> Steering:
+    def full(
+        cls, references: Any, *, alpha: float, gamma: float, mode: Mode = "faithful", **options: Any
+    ) -> Steering:
         """Every layer shares one (alpha, gamma): the paper's full-layer steering.
 
         ``options``: ``operator``, ``schedule``, ``mu_generic`` (e.g. ``alpha=1.0,
         gamma=0.1, operator="angular", mu_generic=mu``: a 0.1 rad rotation)."""
         n_layers = _as_tensor(references, "references").shape[-2]
-        return cls(references=references, strengths=Strengths.full(n_layers, alpha, gamma), mode=mode, **options)
+        return cls(
+            references=references,
+            strengths=Strengths.full(n_layers, alpha, gamma),
+            mode=mode,
+            **options,
+        )
 
     @classmethod
     def segmented(
-        cls, references: Any, *, alpha: Sequence[float], gamma: Sequence[float], mode: Mode = "faithful",
+        cls,
+        references: Any,
+        *,
+        alpha: Sequence[float],
+        gamma: Sequence[float],
+        mode: Mode = "faithful",
         **options: Any,
     ) -> Steering:
         """Near-equal contiguous layer segments (thirds for 3 pairs), one pair each; ``options`` as :meth:`full`."""
         n_layers = _as_tensor(references, "references").shape[-2]
-        return cls(references=references, strengths=Strengths.segmented(n_layers, tuple(alpha), tuple(gamma)),
-                   mode=mode, **options)
+        return cls(
+            references=references,
+            strengths=Strengths.segmented(n_layers, tuple(alpha), tuple(gamma)),
+            mode=mode,
+            **options,
+        )
 
     @property
     def layout(self) -> SegmentLayout:
@@ -234,9 +295,19 @@ class Steering:
     ) -> list[GenerationOutput]:
         """Greedy generation of ``prompts`` with this steering (one row per prompt)."""
         h, alpha, gamma = self.rows(len(prompts))
-        return steered_generate(model, prompts, h, alpha, gamma, mode=self.mode, max_new_tokens=max_new_tokens,
-                                batch_size=batch_size, backend=backend, stop_at_eos=stop_at_eos,
-                                **self._options())
+        return steered_generate(
+            model,
+            prompts,
+            h,
+            alpha,
+            gamma,
+            mode=self.mode,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            backend=backend,
+            stop_at_eos=stop_at_eos,
+            **self._options(),
+        )
 
     def _options(self) -> dict[str, Any]:
         """The operator keywords of :func:`steered_generate`; none for the default (the paper's call)."""
@@ -244,7 +315,9 @@ class Steering:
             return {}
         return {"operator": self.operator, "schedule": self.schedule, "mu_generic": self.mu_generic}
 
-    def apply(self, model: Any, *, rows: int | None = None, mask: torch.Tensor | None = None) -> None:
+    def apply(
+        self, model: Any, *, rows: int | None = None, mask: torch.Tensor | None = None
+    ) -> None:
         """Steer the forward pass of the nnsight trace this is called in (eqs. 2-5).
 
         Call it inside ``with model.lm.trace(...):`` before reading later modules; each
@@ -257,12 +330,23 @@ class Steering:
             rows: batch rows of the trace (default: the number of reference rows).
             mask: 1 for real tokens, 0 for padding (left-padded batches need it).
         """
-        n = rows if rows is not None else (1 if self.references.ndim == 2 else self.references.shape[0])
+        n = (
+            rows
+            if rows is not None
+            else (1 if self.references.ndim == 2 else self.references.shape[0])
+        )
         plan = _layer_plan(model, *self.rows(n), operator=self.operator, mu_generic=self.mu_generic)
         if mask is None:
             mask = torch.ones(n, model.max_length or 8192)
-        steer_pass(plan[0], plan[1], plan[2], plan[3], mask.to(model.device, torch.float32),
-                   operator=self.operator, gates=plan[4])
+        steer_pass(
+            plan[0],
+            plan[1],
+            plan[2],
+            plan[3],
+            mask.to(model.device, torch.float32),
+            operator=self.operator,
+            gates=plan[4],
+        )
 
     def describe(self) -> dict[str, Any]:
         """What a result file records of this steering (JSON-serialisable).
@@ -271,13 +355,20 @@ class Steering:
         ``mu_generic``: its shape and a sha256 prefix of its float32 bytes, so two
         results steered with different generic means are told apart.
         """
-        out = {"layout": self.layout.to_json(), "mode": self.mode, "operator": self.operator,
-               "schedule": self.schedule, **self.strengths.params()}
+        out = {
+            "layout": self.layout.to_json(),
+            "mode": self.mode,
+            "operator": self.operator,
+            "schedule": self.schedule,
+            **self.strengths.params(),
+        }
         if self.mu_generic is not None:
             import hashlib
 
             mu = self.mu_generic.contiguous().numpy()
-            out["mu_generic"] = f"{mu.shape[0]}x{mu.shape[1]} sha256:{hashlib.sha256(mu.tobytes()).hexdigest()[:16]}"
+            out["mu_generic"] = (
+                f"{mu.shape[0]}x{mu.shape[1]} sha256:{hashlib.sha256(mu.tobytes()).hexdigest()[:16]}"
+            )
         return out
 
 
@@ -308,7 +399,7 @@ class RowPlan:
     envoys: list[Any]
     h: list[torch.Tensor]
     alpha: list[torch.Tensor]
-    gamma: list[torch.Tensor]
+    gamma: list[torch.Tensor] | None
     mask: torch.Tensor
     config: Any
     eos: set[int]
@@ -318,14 +409,27 @@ class RowPlan:
 
     def outputs(self, model: Any, picked: Sequence[torch.Tensor]) -> list[GenerationOutput]:
         """Decode the tokens a trace picked (one (B,) tensor per step)."""
-        new = torch.stack(list(picked), dim=1) if len(picked) else torch.empty(len(self.prompts), 0, dtype=torch.long)
-        return decode_rows(model, self.prompts, self.enc, torch.cat([self.enc.input_ids, new], dim=1), self.eos)
+        new = (
+            torch.stack(list(picked), dim=1)
+            if len(picked)
+            else torch.empty(len(self.prompts), 0, dtype=torch.long)
+        )
+        return decode_rows(
+            model, self.prompts, self.enc, torch.cat([self.enc.input_ids, new], dim=1), self.eos
+        )
 
 
 def _layer_plan(
-    model: Any, h: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor, *, operator: str = "fusion",
+    model: Any,
+    h: torch.Tensor,
+    alpha: torch.Tensor,
+    gamma: torch.Tensor,
+    *,
+    operator: str = "fusion",
     mu_generic: torch.Tensor | None = None,
-) -> tuple[list, ...]:
+) -> tuple[
+    list[Any], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None, list[Any] | None
+]:
     """(envoys, h, alpha, gamma, gates) of the active layers, shaped for the loop body.
 
     Fusion: the references and (alpha, gamma), and a gate for a layer where some rows'
@@ -340,6 +444,8 @@ def _layer_plan(
     active = [li for li in range(model.n_layers) if bool((k[:, li] != 0).any())]
     envoys = [model.layer(li) for li in active]
     if operator != "fusion":
+        if mu_generic is None:  # validated_operator refuses this first
+            raise ValueError(f"operator {operator!r} needs mu_generic")
         mu = mu_generic.float()
         return (
             envoys,
@@ -356,28 +462,57 @@ def _layer_plan(
         [h[:, li, None].clone().to(device) for li in active],
         [alpha[:, li, None, None].clone().to(device) for li in active],
         [gamma[:, li, None, None].clone().to(device) for li in active],
-        [(k[:, li, None, None] != 0).to(device) if mix else None for li, mix in zip(active, mixed, strict=True)]
-        if any(mixed) else None,
+        [
+            (k[:, li, None, None] != 0).to(device) if mix else None
+            for li, mix in zip(active, mixed, strict=True)
+        ]
+        if any(mixed)
+        else None,
     )
 
 
 def plan_rows(
-    model: Any, prompts: list[str], h: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor, *,
-    mode: Mode, max_new_tokens: int, stop_at_eos: bool = True, operator: str = "fusion",
-    schedule: str = "constant", mu_generic: torch.Tensor | None = None,
+    model: Any,
+    prompts: list[str],
+    h: torch.Tensor,
+    alpha: torch.Tensor,
+    gamma: torch.Tensor,
+    *,
+    mode: Mode,
+    max_new_tokens: int,
+    stop_at_eos: bool = True,
+    operator: str = "fusion",
+    schedule: str = "constant",
+    mu_generic: torch.Tensor | None = None,
 ) -> RowPlan:
     """Encode rows and lay out their per-layer operands (validated inputs)."""
     enc = encode(model, prompts, max_new_tokens)
     eos = eos_ids(model) if stop_at_eos else set()
     mask = torch.cat(
-        [enc.attention_mask, torch.ones(len(prompts), max_new_tokens, dtype=enc.attention_mask.dtype)], dim=1
+        [
+            enc.attention_mask,
+            torch.ones(len(prompts), max_new_tokens, dtype=enc.attention_mask.dtype),
+        ],
+        dim=1,
     ).to(device=model.device, dtype=torch.float32)
-    envoys, h_act, a_act, g_act, gates = _layer_plan(model, h, alpha, gamma, operator=operator,
-                                                     mu_generic=mu_generic)
+    envoys, h_act, a_act, g_act, gates = _layer_plan(
+        model, h, alpha, gamma, operator=operator, mu_generic=mu_generic
+    )
     config = greedy_config(model, max_new_tokens, use_cache=mode != "faithful", eos=eos)
-    return RowPlan(prompts=prompts, enc=enc, envoys=envoys, h=h_act, alpha=a_act, gamma=g_act, mask=mask,
-                   config=config, eos=eos, gates=gates, operator=operator,
-                   scales=schedule_multipliers(schedule, max_new_tokens))
+    return RowPlan(
+        prompts=prompts,
+        enc=enc,
+        envoys=envoys,
+        h=h_act,
+        alpha=a_act,
+        gamma=g_act,
+        mask=mask,
+        config=config,
+        eos=eos,
+        gates=gates,
+        operator=operator,
+        scales=schedule_multipliers(schedule, max_new_tokens),
+    )
 
 
 def steered_generate(
@@ -425,35 +560,70 @@ def steered_generate(
             long for the context.
     """
     n = len(prompts)
-    h, alpha, gamma = validated_inputs(model, n, h, alpha, gamma, mode=mode, max_new_tokens=max_new_tokens)
-    mu = validated_operator(operator, schedule, mu_generic, n_layers=model.n_layers, d_model=model.d_model,
-                            alpha=alpha, gamma=gamma)
+    h, alpha, gamma = validated_inputs(
+        model, n, h, alpha, gamma, mode=mode, max_new_tokens=max_new_tokens
+    )
+    mu = validated_operator(
+        operator,
+        schedule,
+        mu_generic,
+        n_layers=model.n_layers,
+        d_model=model.d_model,
+        alpha=alpha,
+        gamma=gamma,
+    )
     remote = resolve_backend(backend).nnsight_remote
     step = batch_size or n
     outputs: list[GenerationOutput] = []
     for start in range(0, n, step):
         sl = slice(start, start + step)
-        plan = plan_rows(model, list(prompts[sl]), h[sl], alpha[sl], gamma[sl], mode=mode,
-                         max_new_tokens=max_new_tokens, stop_at_eos=stop_at_eos, operator=operator,
-                         schedule=schedule, mu_generic=mu)
-        outputs.extend(steer_rows(model, plan, mode=mode, max_new_tokens=max_new_tokens, remote=remote))
+        plan = plan_rows(
+            model,
+            list(prompts[sl]),
+            h[sl],
+            alpha[sl],
+            gamma[sl],
+            mode=mode,
+            max_new_tokens=max_new_tokens,
+            stop_at_eos=stop_at_eos,
+            operator=operator,
+            schedule=schedule,
+            mu_generic=mu,
+        )
+        outputs.extend(
+            steer_rows(model, plan, mode=mode, max_new_tokens=max_new_tokens, remote=remote)
+        )
     return outputs
 
 
 @torch.no_grad()
-def steer_rows(model: Any, plan: RowPlan, *, mode: Mode, max_new_tokens: int,
-               remote: bool | str = False) -> list[GenerationOutput]:
+def steer_rows(
+    model: Any, plan: RowPlan, *, mode: Mode, max_new_tokens: int, remote: bool | str = False
+) -> list[GenerationOutput]:
     """One nnsight-traced generate call over one planned batch of rows."""
     lm_head = model.lm.lm_head
     envoys, h_act, a_act, g_act, mask = plan.envoys, plan.h, plan.alpha, plan.gamma, plan.mask
     faithful = mode == "faithful"
     if remote:
         register_for_remote()
-    options = _loop_options(plan)  # outside the trace: its body ships to the server, this module does not
+    options = _loop_options(
+        plan
+    )  # outside the trace: its body ships to the server, this module does not
     with model.lm.generate(plan.enc, generation_config=plan.config, remote=remote) as tracer:
         picked = nnsight.save([])  # saved before the loop: survives an early EOS stop
-        steer_steps(tracer, envoys, lm_head, h_act, a_act, g_act, mask, picked,
-                    faithful=faithful, max_new_tokens=max_new_tokens, **options)
+        steer_steps(
+            tracer,
+            envoys,
+            lm_head,
+            h_act,
+            a_act,
+            g_act,
+            mask,
+            picked,
+            faithful=faithful,
+            max_new_tokens=max_new_tokens,
+            **options,
+        )
     return plan.outputs(model, picked)
 
 
@@ -475,7 +645,7 @@ def steer_in_session(
     alpha: torch.Tensor,
     gamma: torch.Tensor,
     *,
-    mode: str = "faithful",
+    mode: Mode = "faithful",
     max_new_tokens: int = 100,
     batch_size: int | None = None,
     backend: Backend | str | None = "ndif",
@@ -503,33 +673,64 @@ def steer_in_session(
         One :class:`~fsnn.steering.generation.GenerationOutput` per row, in order.
     """
     n = len(prompts)
-    h, alpha, gamma = validated_inputs(model, n, h, alpha, gamma, mode=mode, max_new_tokens=max_new_tokens)
-    mu = validated_operator(operator, schedule, mu_generic, n_layers=model.n_layers, d_model=model.d_model,
-                            alpha=alpha, gamma=gamma)
+    h, alpha, gamma = validated_inputs(
+        model, n, h, alpha, gamma, mode=mode, max_new_tokens=max_new_tokens
+    )
+    mu = validated_operator(
+        operator,
+        schedule,
+        mu_generic,
+        n_layers=model.n_layers,
+        d_model=model.d_model,
+        alpha=alpha,
+        gamma=gamma,
+    )
     faithful = mode == "faithful"
     step_rows = batch_size or n
     plans = [
-        plan_rows(model, list(prompts[start : start + step_rows]), h[start : start + step_rows],
-                  alpha[start : start + step_rows], gamma[start : start + step_rows], mode=mode,
-                  max_new_tokens=max_new_tokens, stop_at_eos=stop_at_eos, operator=operator, schedule=schedule,
-                  mu_generic=mu)
+        plan_rows(
+            model,
+            list(prompts[start : start + step_rows]),
+            h[start : start + step_rows],
+            alpha[start : start + step_rows],
+            gamma[start : start + step_rows],
+            mode=mode,
+            max_new_tokens=max_new_tokens,
+            stop_at_eos=stop_at_eos,
+            operator=operator,
+            schedule=schedule,
+            mu_generic=mu,
+        )
         for start in range(0, n, step_rows)
     ]
     lm = model.lm
     lm_head = lm.lm_head
     # plain tuples and dicts: a RowPlan (an fsnn class) could not be rebuilt on a server without fsnn
-    chunks = [(p.enc, p.config, p.envoys, p.h, p.alpha, p.gamma, p.mask, _loop_options(p)) for p in plans]
+    chunks = [
+        (p.enc, p.config, p.envoys, p.h, p.alpha, p.gamma, p.mask, _loop_options(p)) for p in plans
+    ]
     remote = resolve_backend(backend).nnsight_remote
     if remote:
         register_for_remote()
     with lm.session(remote=remote):
         results = nnsight.save([])
         for enc, config, envoys, h_act, a_act, g_act, mask, options in chunks:
-            picked = []  # filled in place, so an early EOS stop keeps the steps it ran
+            picked: list[Any] = []  # filled in place, so an early EOS stop keeps the steps it ran
             results.append(picked)
             with lm.generate(enc, generation_config=config) as tracer:
-                steer_steps(tracer, envoys, lm_head, h_act, a_act, g_act, mask, picked,
-                            faithful=faithful, max_new_tokens=max_new_tokens, **options)
+                steer_steps(
+                    tracer,
+                    envoys,
+                    lm_head,
+                    h_act,
+                    a_act,
+                    g_act,
+                    mask,
+                    picked,
+                    faithful=faithful,
+                    max_new_tokens=max_new_tokens,
+                    **options,
+                )
     outputs: list[GenerationOutput] = []
     for plan, picked in zip(plans, results, strict=True):
         outputs.extend(plan.outputs(model, list(picked)))

@@ -14,9 +14,23 @@ import importlib
 from typing import Any
 
 # 0.2 kept the I/O in one module ``fsnn.store``: its names still resolve here
-_NAMES = {name: ".files" for name in ("Run", "open_run", "SCHEMA_VERSION", "atomic_write", "atomic_write_bytes",
-                                       "atomic_write_text", "check_dims", "package_versions", "provenance",
-                                       "read_dataset", "remove_stale_temp_files", "write_dataset")}
+_NAMES = {
+    name: ".files"
+    for name in (
+        "Run",
+        "open_run",
+        "SCHEMA_VERSION",
+        "atomic_write",
+        "atomic_write_bytes",
+        "atomic_write_text",
+        "check_dims",
+        "package_versions",
+        "provenance",
+        "read_dataset",
+        "remove_stale_temp_files",
+        "write_dataset",
+    )
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 import xarray as xr
 
 from fsnn.errors import FsnnError
+
 from .schema import REQUIRED
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 
+
 def package_versions() -> dict[str, str]:
     """Versions of the packages a result depends on."""
     import importlib.metadata as md
@@ -58,7 +60,10 @@ def _git_sha() -> str:
         here = Path(__file__).resolve().parent
         out = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
         return out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
@@ -187,7 +192,7 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
         The removed files.
     """
     folder = Path(folder)
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir():
         return removed
     for entry in folder.iterdir():
@@ -255,7 +260,9 @@ def write_dataset(ds: xr.Dataset, path: str | Path) -> Path:
             # HDF5 reports a full disk or a failed write as "NetCDF: HDF error", no errno
             if "NetCDF" not in str(exc) and "HDF" not in str(exc):
                 raise
-            raise OSError(errno.EIO, f"{_first_line(exc)} ({_free_space(tmp.parent)} free on that disk)") from None
+            raise OSError(
+                errno.EIO, f"{_first_line(exc)} ({_free_space(tmp.parent)} free on that disk)"
+            ) from None
 
     return atomic_write(path, write)
 
@@ -284,15 +291,21 @@ def read_dataset(path: str | Path, kind: str | None = None) -> xr.Dataset:
     try:
         with xr.open_dataset(path, engine="netcdf4") as ds:
             ds = ds.load()
-    except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, KeyError... on a damaged file
-        raise FsnnError(f"cannot read {path} (truncated or corrupt? {_first_line(exc)}); {RECOVER}") from None
+    except (
+        Exception
+    ) as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, KeyError... on a damaged file
+        raise FsnnError(
+            f"cannot read {path} (truncated or corrupt? {_first_line(exc)}); {RECOVER}"
+        ) from None
     if kind is not None:
         check_dims(ds, kind, str(path))
     return ds
 
 
-RECOVER = ("if it is a run folder's stage file, delete it and rerun the same command to recompute "
-           "that stage (or use --force-new to start the folder over)")
+RECOVER = (
+    "if it is a run folder's stage file, delete it and rerun the same command to recompute "
+    "that stage (or use --force-new to start the folder over)"
+)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -353,7 +366,11 @@ def open_run(path: str | Path) -> Run:
         try:
             config = json.loads(cfg_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise FsnnError(f"{cfg_path} is not valid JSON (remove it, or rerun with --force-new)") from None
+            raise FsnnError(
+                f"{cfg_path} is not valid JSON (remove it, or rerun with --force-new)"
+            ) from None
     if not datasets:
-        raise FsnnError(f"{folder} is not an fsnn run folder (no baseline/references/trials/results .nc file)")
+        raise FsnnError(
+            f"{folder} is not an fsnn run folder (no baseline/references/trials/results .nc file)"
+        )
     return Run(path=folder, config=config, **datasets)

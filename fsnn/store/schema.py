@@ -66,9 +66,6 @@ REQUIRED: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
-
-
-
 def str_array(values: Any) -> np.ndarray:
     """An object array of Python str (netCDF variable-length strings); None -> ""."""
     arr = np.asarray(values, dtype=object)
@@ -86,7 +83,10 @@ def baseline_dataset(rows: Sequence[Mapping[str, Any]], attrs: Mapping[str, Any]
 
     return xr.Dataset(
         {
-            **{k: ("prompt", str_array(col(k))) for k in ("completion", "text", "grade", "grade_source")},
+            **{
+                k: ("prompt", str_array(col(k)))
+                for k in ("completion", "text", "grade", "grade_source")
+            },
             "token_overlap": ("prompt", np.asarray(col("token_overlap"), dtype=float)),
         },
         coords={

@@ -26,7 +26,14 @@ from fsnn.errors import FsnnError
 from .environment import cache_dir, env_path
 from .files import atomic_write_bytes
 
-__all__ = ["COLUMNS", "SIMPLEQA_SHA256", "SIMPLEQA_URL", "SimpleQARecord", "read_simpleqa_csv", "simpleqa_path"]
+__all__ = [
+    "COLUMNS",
+    "SIMPLEQA_SHA256",
+    "SIMPLEQA_URL",
+    "SimpleQARecord",
+    "read_simpleqa_csv",
+    "simpleqa_path",
+]
 
 SIMPLEQA_URL = "https://openaipublic.blob.core.windows.net/simple-evals/simple_qa_test_set.csv"
 SIMPLEQA_SHA256 = "feee3f7e7db3617e94e8fcf1977b756ec420ef8568f4e0fcbbe0e92e9d5fc032"
@@ -78,7 +85,9 @@ def simpleqa_path(path: str | os.PathLike | None = None) -> Path:
         ) from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != SIMPLEQA_SHA256:
-        raise FsnnError(f"downloaded SimpleQA has sha256 {digest[:16]}..., expected {SIMPLEQA_SHA256[:16]}...")
+        raise FsnnError(
+            f"downloaded SimpleQA has sha256 {digest[:16]}..., expected {SIMPLEQA_SHA256[:16]}..."
+        )
     atomic_write_bytes(target, data)
     return target
 
@@ -108,7 +117,9 @@ def read_simpleqa_csv(
         fields = reader.fieldnames or []
         missing = [c for c in COLUMNS if c not in fields]
         if missing:
-            raise FsnnError(f"{csv_path}: missing column(s) {', '.join(missing)} (have {', '.join(fields)})")
+            raise FsnnError(
+                f"{csv_path}: missing column(s) {', '.join(missing)} (have {', '.join(fields)})"
+            )
         for i, row in enumerate(reader):
             problem = _row_problem(row, len(fields))
             if problem:
@@ -117,8 +128,14 @@ def read_simpleqa_csv(
                     raise FsnnError(message + " (use on_bad='skip' / --skip-bad-rows to skip it)")
                 bad.append(message)
                 continue
-            records.append(SimpleQARecord(id=i, problem=row["problem"], answer=row["answer"],
-                                          metadata=ast.literal_eval(row["metadata"])))
+            records.append(
+                SimpleQARecord(
+                    id=i,
+                    problem=row["problem"],
+                    answer=row["answer"],
+                    metadata=ast.literal_eval(row["metadata"]),
+                )
+            )
     except csv.Error as exc:
         raise FsnnError(f"{csv_path}: row {i + 1}: malformed CSV record ({exc})") from None
     if not records and not bad:

@@ -13,7 +13,6 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from fsnn import cli
-from fsnn.errors import FsnnError
 from fsnn.analysis.figures import (
     DPI,
     fig1_topics,
@@ -26,8 +25,9 @@ from fsnn.analysis.figures import (
     save_figure,
 )
 from fsnn.analysis.release import composite, import_release, write_release
-from fsnn.store.schema import str_array
+from fsnn.errors import FsnnError
 from fsnn.store.files import provenance, read_dataset, write_dataset
+from fsnn.store.schema import str_array
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

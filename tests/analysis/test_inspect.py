@@ -9,7 +9,6 @@ import pytest
 from run_fixtures import make_results, make_run, make_trials
 
 from fsnn import cli
-from fsnn.errors import FsnnError
 from fsnn.analysis.inspect import (
     compare_runs,
     format_compare,
@@ -18,6 +17,7 @@ from fsnn.analysis.inspect import (
     prompt_table,
     side_by_side,
 )
+from fsnn.errors import FsnnError
 from fsnn.store.files import write_dataset
 
 TO = np.array([
@@ -80,7 +80,11 @@ def test_one_prompt_shows_texts_strengths_and_every_trial(run):
         best = [k for k, line in enumerate(block) if line.rstrip().endswith("*")]
         assert best == [int(np.argmax(obj))]
         assert f"{obj[0]:+.3f}" in block[0]
-    assert all(len(line) <= 90 for line in text.split("== baseline vs full ==")[1].splitlines() if "|" in line)
+    assert all(
+        len(line) <= 90
+        for line in text.split("== baseline vs full ==")[1].splitlines()
+        if "|" in line
+    )
 
 
 def test_show_method_filter_and_diff(run, capsys):
@@ -91,7 +95,9 @@ def test_show_method_filter_and_diff(run, capsys):
 
 
 def test_side_by_side_wraps_and_marks_differences():
-    out = side_by_side("same start. " * 3 + "left end", "same start. " * 3 + "right end", 40, ("a", "b"))
+    out = side_by_side(
+        "same start. " * 3 + "left end", "same start. " * 3 + "right end", 40, ("a", "b")
+    )
     lines = out.splitlines()
     assert all(len(line) <= 40 for line in lines)
     assert any(" | " in line for line in lines[2:]) and any(" * " in line for line in lines[2:])
@@ -101,7 +107,9 @@ def test_bad_input_is_one_line(tmp_path, run, capsys):
     (tmp_path / "empty").mkdir()
     foreign = tmp_path / "foreign"
     foreign.mkdir()
-    write_dataset(make_trials(make_results()), foreign / "results.nc")  # a trials file by the wrong name
+    write_dataset(
+        make_trials(make_results()), foreign / "results.nc"
+    )  # a trials file by the wrong name
     cases = [
         (["show", str(tmp_path / "missing")], "run folder not found"),
         (["show", str(tmp_path / "empty")], "has no results.nc"),
@@ -170,7 +178,9 @@ def test_show_and_compare_on_the_release(release_run, capsys):
     rows = prompt_table(rf)
     assert len(rows) == 260 and rows[0]["gain"] >= rows[-1]["gain"]
     top = rows[0]
-    text = format_prompt(rf, top["simpleqa_id"] if top["simpleqa_id"] >= 0 else top["position"], width=100)
+    text = format_prompt(
+        rf, top["simpleqa_id"] if top["simpleqa_id"] >= 0 else top["position"], width=100
+    )
     assert top["question"] in text and "graded trials (segmented" in text
     comp = compare_runs([rf, rf])
     seg = next(p for p in comp["paired"] if p["method"] == "segmented")
@@ -183,7 +193,10 @@ def test_compare_shows_a_metric_only_one_run_has(tmp_path):
     a = make_run(tmp_path / "a", judged=False, to=TO)
     b = make_run(tmp_path / "b", judged=False, to=TO, readable=np.ones((3, 6), dtype=int))
     comp = compare_runs([open_run(a), open_run(b)])
-    assert [m["key"] for m in comp["metrics"][:2]] == ["states_answer", "readable_token_overlap_ge_0.5"]
+    assert [m["key"] for m in comp["metrics"][:2]] == [
+        "states_answer",
+        "readable_token_overlap_ge_0.5",
+    ]
     text = format_compare(comp)
     row_a = next(line for line in text.splitlines() if line.startswith("A ") and " full " in line)
     row_b = next(line for line in text.splitlines() if line.startswith("B ") and " full " in line)

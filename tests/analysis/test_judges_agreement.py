@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsnn.errors import FsnnError
 from fsnn.analysis.judge_agreement import agreement, format_report, stratified_subset
+from fsnn.errors import FsnnError
 
 
 def test_agreement_hand_case():
@@ -69,8 +69,8 @@ def test_stratified_subset():
 
 def test_agreement_run_on_released_rows(tmp_path, tiny_gemma2):
     """The agreement run with a local judge (tiny random model) on a subset; rerun is free."""
-    from fsnn.judges import JudgeConfig
     from fsnn.analysis.judge_agreement import agreement_main
+    from fsnn.judges import JudgeConfig
     from fsnn.store.files import read_dataset
 
     folder = os.environ.get("FSNN_RELEASE_DIR")

@@ -46,14 +46,22 @@ def test_study_names_and_user_attrs_through_optuna_public_api(run_folder):
     names = sorted(s.study_name for s in summaries)
     ids = [int(i) for i in trials.simpleqa_id.values]
     assert names == sorted(f"{m}/{i}" for m in ("full", "segmented") for i in ids)
-    assert all(s.n_trials == 2 and s.direction == optuna.study.StudyDirection.MAXIMIZE for s in summaries)
+    assert all(
+        s.n_trials == 2 and s.direction == optuna.study.StudyDirection.MAXIMIZE for s in summaries
+    )
     for m in ("full", "segmented"):
         for p, sid in enumerate(ids):
             study = optuna.load_study(study_name=f"{m}/{sid}", storage=url)
             t = trials.sel({"method": m}).isel(prompt=p)
             for k, trial in enumerate(study.trials):
                 attrs = trial.user_attrs
-                assert set(attrs) >= {"completion", "text", "token_overlap", "perplexity", "objective"}
+                assert set(attrs) >= {
+                    "completion",
+                    "text",
+                    "token_overlap",
+                    "perplexity",
+                    "objective",
+                }
                 assert attrs["completion"] == str(t.completion.values[k])
                 assert math.isclose(attrs["objective"], float(t.objective.values[k]), rel_tol=1e-12)
                 assert trial.value == pytest.approx(attrs["objective"])
@@ -72,10 +80,14 @@ def _get(app, path: str) -> dict:
 
 
 def test_optuna_dashboard_reads_the_run(run_folder):
-    dashboard = pytest.importorskip("optuna_dashboard", reason="optional extra: pip install 'fsnn[dashboard]'")
+    dashboard = pytest.importorskip(
+        "optuna_dashboard", reason="optional extra: pip install 'fsnn[dashboard]'"
+    )
     app = dashboard.wsgi(f"sqlite:///{run_folder / 'optuna.db'}")
     listing = _get(app, "/api/studies")
-    studies = listing.get("study_summaries") or listing["studies"]  # renamed upstream (a TODO there)
+    studies = (
+        listing.get("study_summaries") or listing["studies"]
+    )  # renamed upstream (a TODO there)
     by_name = {s["study_name"]: s for s in studies}
     trials = read_dataset(run_folder / "trials.nc", "trials")
     sid = int(trials.simpleqa_id.values[0])

@@ -12,13 +12,13 @@ import pytest
 import xarray as xr
 
 from fsnn import cli
-from fsnn.errors import FsnnError
 from fsnn.analysis.release import (
     METHODS,
     import_release,
     summarize,
     write_release,
 )
+from fsnn.errors import FsnnError
 from fsnn.store.files import read_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +67,9 @@ def test_260_prompts_per_method(imported):
 
 
 def test_composite_accuracy_matches_paper(imported):
-    rows = {r["method"]: r["rates"]["composite_ge_0.6"] for r in summarize(imported.results)["methods"]}
+    rows = {
+        r["method"]: r["rates"]["composite_ge_0.6"] for r in summarize(imported.results)["methods"]
+    }
     assert [rows[m]["k"] for m in METHODS] == [9, 42, 66]
     assert [round(100 * rows[m]["estimate"], 1) for m in METHODS] == [3.5, 16.2, 25.4]
 

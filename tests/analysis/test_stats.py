@@ -116,11 +116,17 @@ def test_judge_agreement_percentile_interval_is_pinned():
     from fsnn.analysis.judge_agreement import _interval, _rate
 
     rng = np.random.default_rng(7)
-    want = {5: [0.23270309948265522, 0.8850609898971373], 40: [0.005227028002737256, 0.9891236510756976],
-            2000: [0.030011983892406086, 0.9701910725705936]}
+    want = {
+        5: [0.23270309948265522, 0.8850609898971373],
+        40: [0.005227028002737256, 0.9891236510756976],
+        2000: [0.030011983892406086, 0.9701910725705936],
+    }
     for size, ci in want.items():
         assert _interval(0.5, rng.random(size).tolist()) == {"value": 0.5, "ci95": ci}
-    assert _interval(0.5, [0.1, math.nan, 0.3]) == {"value": 0.5, "ci95": [0.10500000000000001, 0.295]}
+    assert _interval(0.5, [0.1, math.nan, 0.3]) == {
+        "value": 0.5,
+        "ci95": [0.10500000000000001, 0.295],
+    }
     for point, samples in ((math.nan, [0.1]), (0.5, []), (0.5, [math.nan])):
         got = _interval(point, samples)
         assert got["value"] is point and all(math.isnan(v) for v in got["ci95"])

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from run_fixtures import make_results
 
-from fsnn.judges.scoring import COMPOSITE_THRESHOLD, TOKEN_OVERLAP_THRESHOLD
 from fsnn.analysis.summary import format_summary, summarize, summary_table, write_summary
+from fsnn.judges.scoring import COMPOSITE_THRESHOLD, TOKEN_OVERLAP_THRESHOLD
 
 TO_KEY = f"token_overlap_ge_{TOKEN_OVERLAP_THRESHOLD:g}"
 COMP_KEY = f"composite_ge_{COMPOSITE_THRESHOLD:g}"
@@ -28,7 +28,10 @@ def test_rates_counts_and_intervals_match_a_hand_count():
         assert (r["k"], r["n"]) == (k, 6)
         assert r["estimate"] == pytest.approx(k / 6)
         assert r["low"] <= r["estimate"] <= r["high"]
-    assert (s["segmented"]["rates"][TO_KEY]["low"], s["segmented"]["rates"][TO_KEY]["high"]) == (1.0, 1.0)
+    assert (s["segmented"]["rates"][TO_KEY]["low"], s["segmented"]["rates"][TO_KEY]["high"]) == (
+        1.0,
+        1.0,
+    )
     d = s["segmented"]["vs_baseline"][TO_KEY]
     assert d["estimate"] == pytest.approx(5 / 6)
     assert (d["better"], d["worse"]) == (5, 0)
@@ -76,7 +79,12 @@ def test_readable_rate_comes_first_and_is_optional():
     rates = {e["method"]: e["rates"][f"readable_{TO_KEY}"]["k"] for e in s["methods"]}
     assert rates == {"baseline": 1, "full": 2, "segmented": 5}
     labels = [line.split("  ")[0] for line in format_summary(s).splitlines()]
-    assert labels[3:7] == ["states the answer", "TO >= 0.5 & readable", "mean TO", "TO >= 0.5"]  # after header, rule, prompts
+    assert labels[3:7] == [
+        "states the answer",
+        "TO >= 0.5 & readable",
+        "mean TO",
+        "TO >= 0.5",
+    ]  # after header, rule, prompts
     plain = summarize(make_results(to=to))
     assert f"readable_{TO_KEY}" not in [m["key"] for m in plain["metrics"]]
     assert "readable" not in format_summary(plain)
@@ -98,7 +106,9 @@ def test_json_holds_the_table_numbers(tmp_path):
     md = (tmp_path / "summary.md").read_text()
     for e in saved["methods"]:
         r = e["rates"][COMP_KEY]
-        cell = f"{r['k']} ({100 * r['estimate']:.1f}%) [{100 * r['low']:.1f}, {100 * r['high']:.1f}]"
+        cell = (
+            f"{r['k']} ({100 * r['estimate']:.1f}%) [{100 * r['low']:.1f}, {100 * r['high']:.1f}]"
+        )
         assert cell in md
     assert summarize(res) == s  # seeded: the same numbers every time
 
@@ -136,7 +146,10 @@ def test_states_the_answer_leads_and_is_read_from_the_completions():
     assert "states_answer" not in res
     s = summarize(res)
     assert s["metrics"][0] == {"key": "states_answer", "label": "states the answer"}
-    got = {e["method"]: (e["rates"]["states_answer"]["k"], e["rates"]["states_answer"]["n"]) for e in s["methods"]}
+    got = {
+        e["method"]: (e["rates"]["states_answer"]["k"], e["rates"]["states_answer"]["n"])
+        for e in s["methods"]
+    }
     assert got == {"baseline": (1, 6), "full": (3, 6), "segmented": (6, 6)}
     # an echo of the question is not an answer: replace one hit by the question's own words
     comp = res.completion.values.copy()

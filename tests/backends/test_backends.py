@@ -19,8 +19,14 @@ NO_WAIT = RetryPolicy(attempts=3, backoff_base=0.0)
 
 
 def test_flags_of_each_backend():
-    local, serialised, ndif = LocalBackend(), SerialisedBackend(), NdifBackend(host="https://ndif.invalid")
-    assert [(b.nnsight_remote, b.traced, b.remote_model, b.identity) for b in (local, serialised, ndif)] == [
+    local, serialised, ndif = (
+        LocalBackend(),
+        SerialisedBackend(),
+        NdifBackend(host="https://ndif.invalid"),
+    )
+    assert [
+        (b.nnsight_remote, b.traced, b.remote_model, b.identity) for b in (local, serialised, ndif)
+    ] == [
         (False, False, False, "local"),
         ("local", True, False, "serialised"),
         (True, True, True, "ndif"),  # the host is not part of the identity
@@ -34,7 +40,9 @@ def test_resolve_by_name_object_or_default():
         assert type(resolve_backend(name)) is cls and cls.name == name
     custom = SerialisedBackend(policy=NO_WAIT)
     assert resolve_backend(custom) is custom
-    with pytest.raises(FsnnError, match="unknown backend 'gpu': choose one of local, serialised, ndif"):
+    with pytest.raises(
+        FsnnError, match="unknown backend 'gpu': choose one of local, serialised, ndif"
+    ):
         resolve_backend("gpu")
     with pytest.raises(TypeError):
         Backend()  # abstract: nnsight_remote
@@ -72,13 +80,17 @@ def test_serialised_call_retries_transient_failures_like_ndif():
     backend = SerialisedBackend(policy=NO_WAIT)
     assert backend.call(flaky, what="batch 1") == "done" and len(calls) == 3
     calls.clear()
-    with pytest.raises(BackendUnavailable, match=r"batch 2 failed at the serialised-local backend after 3 attempts"):
+    with pytest.raises(
+        BackendUnavailable, match=r"batch 2 failed at the serialised-local backend after 3 attempts"
+    ):
         backend.call(raising(ConnectionError("down")), what="batch 2")
     assert len(calls) == 3
     # bad input: an FsnnError passes through at once; a bug is one FsnnError line, not retried
     calls.clear()
     with pytest.raises(FsnnError, match="^prompt 3 is too long$"):
         backend.call(raising(FsnnError("prompt 3 is too long")))
-    with pytest.raises(FsnnError, match="trace failed at the serialised-local backend: ValueError: bug") as info:
+    with pytest.raises(
+        FsnnError, match="trace failed at the serialised-local backend: ValueError: bug"
+    ) as info:
         backend.call(raising(ValueError("bug")))
     assert not isinstance(info.value, BackendUnavailable) and len(calls) == 2

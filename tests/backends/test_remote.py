@@ -39,9 +39,6 @@ import nnsight
 import pytest
 import torch
 
-from fsnn.errors import FsnnError
-from fsnn.models.load import load_model
-from fsnn.steering.references import ReferenceItem, capture_references
 from fsnn.backends.ndif import (
     api_key,
     call_remote,
@@ -53,6 +50,9 @@ from fsnn.backends.ndif import (
     result_size,
 )
 from fsnn.backends.retry import RetryPolicy
+from fsnn.errors import FsnnError
+from fsnn.models.load import load_model
+from fsnn.steering.references import ReferenceItem, capture_references
 from fsnn.steering.steer import steer_in_session, steered_generate
 
 SECRET = "ndif-test-key-6f1d0c8a9b"
@@ -486,13 +486,19 @@ def test_operator_local_simulation_equals_local(tiny: Any, mode: str, operator: 
     alpha, gamma = _coefficients(len(PROMPTS), tiny.n_layers)
     mu = torch.as_tensor(capture_generic_mean(tiny).values)
     assert torch.equal(mu, torch.as_tensor(capture_generic_mean(tiny, backend="serialised").values))
-    options = dict(mode=mode, max_new_tokens=6, operator=operator, schedule="decay:0.8", mu_generic=mu)
+    options = dict(
+        mode=mode, max_new_tokens=6, operator=operator, schedule="decay:0.8", mu_generic=mu
+    )
     local = steered_generate(tiny, PROMPTS, h, alpha, gamma, **options)
     with payload_sizes() as sizes:
-        simulated = steered_generate(tiny, PROMPTS, h, alpha, gamma, backend="serialised", **options)
+        simulated = steered_generate(
+            tiny, PROMPTS, h, alpha, gamma, backend="serialised", **options
+        )
     assert _ids(simulated) == _ids(local)
     assert len(sizes) == 1
-    session = steer_in_session(tiny, PROMPTS, h, alpha, gamma, batch_size=3, backend="serialised", **options)
+    session = steer_in_session(
+        tiny, PROMPTS, h, alpha, gamma, batch_size=3, backend="serialised", **options
+    )
     assert _ids(session) == _ids(local)
     unsteered = steered_generate(tiny, PROMPTS, h, alpha * 0, gamma, **options)
     assert _ids(unsteered) != _ids(local)  # non-vacuous: the operator changed the tokens
@@ -909,7 +915,14 @@ def test_smollm2_local_simulation_equals_local(smol: Any, smol_h: torch.Tensor) 
             smol, PROMPTS[:2], smol_h, alpha, gamma, mode=mode, max_new_tokens=3
         )
         sim = steered_generate(
-            smol, PROMPTS[:2], smol_h, alpha, gamma, mode=mode, max_new_tokens=3, backend="serialised"
+            smol,
+            PROMPTS[:2],
+            smol_h,
+            alpha,
+            gamma,
+            mode=mode,
+            max_new_tokens=3,
+            backend="serialised",
         )
         assert _ids(sim) == _ids(local)
 

@@ -7,11 +7,11 @@ import random
 import httpx
 import pytest
 
+from fsnn.backends.ndif import is_transient
+from fsnn.backends.retry import RETRYABLE_STATUS, RetryPolicy, is_retryable_status
 from fsnn.errors import FsnnError
 from fsnn.judges import JudgeConfig
 from fsnn.judges.http import HttpJudge
-from fsnn.backends.ndif import is_transient
-from fsnn.backends.retry import RETRYABLE_STATUS, RetryPolicy, is_retryable_status
 
 CODES = [c for c in range(100, 600) if c != 200]
 
@@ -25,7 +25,11 @@ def _judge_retries(code: int) -> bool:
         return httpx.Response(code, json={})
 
     config = JudgeConfig(
-        backend="http", model="m", base_url="http://judge.invalid/v1", max_retries=1, backoff_base=0.0
+        backend="http",
+        model="m",
+        base_url="http://judge.invalid/v1",
+        max_retries=1,
+        backoff_base=0.0,
     )
     judge = HttpJudge(config, transport=httpx.MockTransport(handler))
     grades = judge.grade_quality([("q", "a", "p")])
@@ -67,7 +71,12 @@ def test_policy_validation(kwargs) -> None:
 
 def test_judge_policy_comes_from_its_config() -> None:
     config = JudgeConfig(
-        backend="http", model="m", base_url="http://x/v1", max_retries=4, backoff_base=0.5, backoff_max=7.0
+        backend="http",
+        model="m",
+        base_url="http://x/v1",
+        max_retries=4,
+        backoff_base=0.5,
+        backoff_max=7.0,
     )
     policy = HttpJudge(config).policy
     assert (policy.attempts, policy.backoff_base, policy.backoff_max) == (5, 0.5, 7.0)
@@ -85,8 +94,13 @@ def test_retry_call_is_the_one_loop() -> None:
             raise TimeoutError("slow")
         return "ok"
 
-    got = retry_call(flaky, policy=policy, transient=lambda e: isinstance(e, TimeoutError),
-                     on_retry=lambda e, k, w: retries.append((str(e), k, w)), sleep=waits.append)
+    got = retry_call(
+        flaky,
+        policy=policy,
+        transient=lambda e: isinstance(e, TimeoutError),
+        on_retry=lambda e, k, w: retries.append((str(e), k, w)),
+        sleep=waits.append,
+    )
     assert got == "ok" and len(calls) == 3
     assert waits == [1.0, 2.0] and retries == [("slow", 0, 1.0), ("slow", 1, 2.0)]
 
@@ -96,8 +110,14 @@ def test_retry_call_is_the_one_loop() -> None:
     def down() -> str:
         raise TimeoutError("down")
 
-    got = retry_call(down, policy=policy, transient=lambda e: True, retry_after=lambda e: 0.5,
-                     on_failure=lambda e, n: f"{e} after {n}", sleep=waits.append)
+    got = retry_call(
+        down,
+        policy=policy,
+        transient=lambda e: True,
+        retry_after=lambda e: 0.5,
+        on_failure=lambda e, n: f"{e} after {n}",
+        sleep=waits.append,
+    )
     assert got == "down after 4" and waits == [0.5, 0.5, 0.5]
     # a failure that is not transient ends at once; without on_failure it is re-raised
     with pytest.raises(KeyError):
@@ -105,9 +125,14 @@ def test_retry_call_is_the_one_loop() -> None:
     assert len(waits) == 3
     # passthrough types leave untouched, never retried, never given to on_failure
     with pytest.raises(FsnnError, match="bad input"):
-        retry_call(lambda: (_ for _ in ()).throw(FsnnError("bad input")), policy=policy,
-                   transient=lambda e: True, on_failure=lambda e, n: "no", passthrough=(FsnnError,),
-                   sleep=waits.append)
+        retry_call(
+            lambda: (_ for _ in ()).throw(FsnnError("bad input")),
+            policy=policy,
+            transient=lambda e: True,
+            on_failure=lambda e, n: "no",
+            passthrough=(FsnnError,),
+            sleep=waits.append,
+        )
     assert len(waits) == 3
 
 
@@ -115,5 +140,8 @@ def test_judge_retry_defaults_are_the_policys() -> None:
     config = JudgeConfig(backend="http", model="m", base_url="http://x/v1")
     default = RetryPolicy()
     assert (config.max_retries + 1, config.backoff_base, config.backoff_max) == (
-        default.attempts, default.backoff_base, default.backoff_max)
+        default.attempts,
+        default.backoff_base,
+        default.backoff_max,
+    )
     assert HttpJudge(config).policy == default

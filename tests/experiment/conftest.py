@@ -21,15 +21,21 @@ ROWS6 = [*ROWS, *[(m, f"{q} (again)", a) for m, q, a in ROWS[:2]]]
 
 
 def stable(ds: xr.Dataset) -> xr.Dataset:
-    ds.attrs = {k: v for k, v in ds.attrs.items() if k not in VOLATILE and not k.startswith("version_")}
+    ds.attrs = {
+        k: v for k, v in ds.attrs.items() if k not in VOLATILE and not k.startswith("version_")
+    }
     return ds
 
 
 def assert_same_run(a: Path, b: Path) -> None:
     """Two run folders hold the same numbers, texts, dims, order and attributes."""
-    assert json.loads((a / "config.json").read_text()) == json.loads((b / "config.json").read_text())
+    assert json.loads((a / "config.json").read_text()) == json.loads(
+        (b / "config.json").read_text()
+    )
     for name in FILES:
-        xr.testing.assert_identical(stable(read_dataset(a / f"{name}.nc")), stable(read_dataset(b / f"{name}.nc")))
+        xr.testing.assert_identical(
+            stable(read_dataset(a / f"{name}.nc")), stable(read_dataset(b / f"{name}.nc"))
+        )
     assert _trials(a) == _trials(b)
     assert (a / "summary.json").read_text() == (b / "summary.json").read_text()
 
@@ -40,9 +46,13 @@ def _trials(folder: Path) -> dict[str, list[tuple]]:
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{folder / 'optuna.db'}")
     try:
-        return {s.study_name: [(t.number, t.state.name, t.params, t.value) for t in
-                               optuna.load_study(study_name=s.study_name, storage=storage).get_trials()]
-                for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+        return {
+            s.study_name: [
+                (t.number, t.state.name, t.params, t.value)
+                for t in optuna.load_study(study_name=s.study_name, storage=storage).get_trials()
+            ]
+            for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+        }
     finally:
         storage.engine.dispose()
 
@@ -74,7 +84,14 @@ def shard_config(model: str, **kw):
     """6 rows; batch_size 4, so the single run's baseline batches differ from the shards'
     (3 + 3); 3 trials asked one at a time (6 rounds per search chunk of 3 prompts): one
     enqueued start point, then TPE."""
-    return small_config(model=model, limit=6, batch_size=4, batch_rows=3, n_trials=3, batch_trials=1,
-                        start_trials=1, sampler="tpe", **kw)
-
-
+    return small_config(
+        model=model,
+        limit=6,
+        batch_size=4,
+        batch_rows=3,
+        n_trials=3,
+        batch_trials=1,
+        start_trials=1,
+        sampler="tpe",
+        **kw,
+    )

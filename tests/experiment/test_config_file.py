@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fsnn.errors import FsnnError
 from fsnn.experiment.config_file import (
     PAPER_PRESET,
     config_sources,
@@ -14,9 +15,8 @@ from fsnn.experiment.config_file import (
     load_config_file,
     resolve_run_config,
 )
-from fsnn.errors import FsnnError
-from fsnn.search.objective import ObjectiveConfig
 from fsnn.experiment.pipeline import RunConfig
+from fsnn.search.objective import ObjectiveConfig
 from fsnn.search.run import SearchConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,9 @@ def _toml(tmp_path: Path, text: str) -> Path:
 
 
 def test_file_values_are_typed(tmp_path):
-    path = _toml(tmp_path, '''
+    path = _toml(
+        tmp_path,
+        """
 model = "gemma3-270m"
 limit = 20
 ids = [3, 7]
@@ -43,10 +45,13 @@ ppl_model = "smollm2-135m"
 [objective]
 w_to = 1
 ppl_cap = 50.0
-''')
+""",
+    )
     values = load_config_file(path)
     assert values["ids"] == (3, 7) and values["methods"] == ("full", "early=0-3")
-    assert values["judge"] is None and values["backend"] == "local" and values["chat_template"] is True
+    assert (
+        values["judge"] is None and values["backend"] == "local" and values["chat_template"] is True
+    )
     assert values["objective"] == ObjectiveConfig(w_to=1.0, ppl_cap=50.0)
     config = resolve_run_config(values)
     assert config.n_trials == 4 and config.objective.w_ppl == ObjectiveConfig().w_ppl
@@ -61,7 +66,12 @@ def test_precedence_flags_over_file_over_preset_over_defaults():
     assert c.seed == RunConfig().seed
     src = config_sources(file_values, preset, flags)
     assert (src["model"], src["n_trials"], src["mode"], src["limit"], src["seed"]) == (
-        "preset", "file", "flag", "preset", "default")
+        "preset",
+        "file",
+        "flag",
+        "preset",
+        "default",
+    )
 
 
 # The paper preset asks for CUDA and the Mistral key, which RunConfig checks on construction:
@@ -76,12 +86,22 @@ def test_paper_preset_is_the_experiment_s_config():
     # the paper's search whatever RunConfig's defaults become: (alpha, gamma) ~ U[0.01, 1], TPE with
     # Optuna's 10 random start-up trials, every trial asked at once, eq. (6) unguarded
     search = paper.search_config()
-    assert (search.parametrization, search.range, search.sampler) == ("alpha_gamma", (0.01, 1.0), "tpe")
+    assert (search.parametrization, search.range, search.sampler) == (
+        "alpha_gamma",
+        (0.01, 1.0),
+        "tpe",
+    )
     assert (search.n_startup_trials, search.start_trials, search.batch_trials) == (10, 0, 5)
     assert search.unreadable_penalty == 0.0
-    assert search == SearchConfig.paper(batch_rows=search.batch_rows)  # the preset and the API agree
-    assert RunConfig().search_config().parametrization != "alpha_gamma"  # the default is not the paper's
-    spec = importlib.util.spec_from_file_location("simpleqa_paper", REPO_ROOT / "experiments" / "simpleqa_paper.py")
+    assert search == SearchConfig.paper(
+        batch_rows=search.batch_rows
+    )  # the preset and the API agree
+    assert (
+        RunConfig().search_config().parametrization != "alpha_gamma"
+    )  # the default is not the paper's
+    spec = importlib.util.spec_from_file_location(
+        "simpleqa_paper", REPO_ROOT / "experiments" / "simpleqa_paper.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.PAPER_PRESET is PAPER_PRESET
@@ -94,7 +114,7 @@ def test_format_config_round_trips_through_a_file(tmp_path):
     text = format_config(config, config_sources({"n_trials": 2}, preset, flags))
     assert 'mode = "cached"  # flag' in text
     assert "n_trials = 2  # file" in text and 'model = "gemma3-270m"  # preset' in text
-    assert '# judge = (none)' not in text and 'judge = "none"  # default' in text
+    assert "# judge = (none)" not in text and 'judge = "none"  # default' in text
     again = resolve_run_config(load_config_file(_toml(tmp_path, text)))
     assert again == config
 
@@ -150,13 +170,33 @@ def test_fsnn_run_config_and_paper_flags(tmp_path, monkeypatch, capsys):
         return make_results(judged=False)
 
     monkeypatch.setattr(fsnn.experiment.pipeline, "run_pipeline", fake_run)
-    path = _toml(tmp_path, 'n_trials = 2\nmode = "cached"\nlimit = 4\ndevice = "cpu"\njudge = "none"\n')
-    rc = cli.main(["run", "--config", str(path), "--mode", "faithful", "--out", str(tmp_path / "r"), "--paper"])
+    path = _toml(
+        tmp_path, 'n_trials = 2\nmode = "cached"\nlimit = 4\ndevice = "cpu"\njudge = "none"\n'
+    )
+    rc = cli.main(
+        [
+            "run",
+            "--config",
+            str(path),
+            "--mode",
+            "faithful",
+            "--out",
+            str(tmp_path / "r"),
+            "--paper",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     (config,) = seen
-    assert (config.n_trials, config.mode, config.limit, config.model) == (2, "faithful", 4, PAPER_PRESET["model"])
-    assert out.index('mode = "faithful"  # flag') < out.index("| metric |")  # header before the summary
+    assert (config.n_trials, config.mode, config.limit, config.model) == (
+        2,
+        "faithful",
+        4,
+        PAPER_PRESET["model"],
+    )
+    assert out.index('mode = "faithful"  # flag') < out.index(
+        "| metric |"
+    )  # header before the summary
     assert "n_trials = 2  # file" in out and "load_in_8bit = true  # preset" in out
     bad = _toml(tmp_path, "n_trails = 2\n")
     rc = cli.main(["run", "--config", str(bad), "--out", str(tmp_path / "r")])
@@ -173,10 +213,34 @@ def test_fsnn_run_search_flags_reach_the_config(tmp_path, monkeypatch):
     from fsnn import cli
 
     seen = []
-    monkeypatch.setattr(fsnn.experiment.pipeline, "run_pipeline", lambda config, out, **kw: seen.append(config) or make_results())
-    rc = cli.main(["run", "--out", str(tmp_path / "r"), "--parametrization", "norm_relative", "--sampler", "gp",
-                   "--start-trials", "3", "--n-startup-trials", "2", "--batch-trials", "1"])
+    monkeypatch.setattr(
+        fsnn.experiment.pipeline,
+        "run_pipeline",
+        lambda config, out, **kw: seen.append(config) or make_results(),
+    )
+    rc = cli.main(
+        [
+            "run",
+            "--out",
+            str(tmp_path / "r"),
+            "--parametrization",
+            "norm_relative",
+            "--sampler",
+            "gp",
+            "--start-trials",
+            "3",
+            "--n-startup-trials",
+            "2",
+            "--batch-trials",
+            "1",
+        ]
+    )
     assert rc == 0
     search = seen[0].search_config()
-    assert (search.parametrization, search.sampler, search.start_trials, search.n_startup_trials,
-            search.batch_trials) == ("norm_relative", "gp", 3, 2, 1)
+    assert (
+        search.parametrization,
+        search.sampler,
+        search.start_trials,
+        search.n_startup_trials,
+        search.batch_trials,
+    ) == ("norm_relative", "gp", 3, 2, 1)

@@ -10,7 +10,11 @@ from fsnn.errors import FsnnError
 from fsnn.experiment.simpleqa import load_simpleqa
 
 HEADER = ("metadata", "problem", "answer")
-GOOD = ("{'topic': 'Art', 'answer_type': 'Person', 'urls': ['https://a']}", "Who painted X?", "Someone")
+GOOD = (
+    "{'topic': 'Art', 'answer_type': 'Person', 'urls': ['https://a']}",
+    "Who painted X?",
+    "Someone",
+)
 
 
 def write_rows(path, rows, header=HEADER):

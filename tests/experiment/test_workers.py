@@ -54,7 +54,9 @@ class KillingPool(RayPool):
             self.killed.append((chunk, pid, trials))
 
 
-def test_two_workers_equal_one_process_and_survive_a_killed_worker(tiny_folder, single_run, tmp_path):
+def test_two_workers_equal_one_process_and_survive_a_killed_worker(
+    tiny_folder, single_run, tmp_path
+):
     csv, one = single_run
     # batch_trials 1, 3 trials: 6 rounds per chunk, so the kill lands inside a chunk
     config = shard_config(tiny_folder)
@@ -96,11 +98,18 @@ def test_a_single_run_killed_mid_search_resumes_on_workers(tiny_folder, single_r
     script = tmp_path / "run.py"
     script.write_text(KILLED_SEARCH.format(root=str(ROOT)))
     out = tmp_path / "run"
-    killed = subprocess.run([sys.executable, str(script), tiny_folder, str(out), str(csv)], capture_output=True,
-                            text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    killed = subprocess.run(
+        [sys.executable, str(script), tiny_folder, str(out), str(csv)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert killed.returncode == -9, killed.stderr[-3000:]
     storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'optuna.db'}")
-    states = {t.state.name for s in storage.get_all_studies() for t in storage.get_all_trials(s._study_id)}
+    states = {
+        t.state.name for s in storage.get_all_studies() for t in storage.get_all_trials(s._study_id)
+    }
     storage.engine.dispose()
     assert {"COMPLETE", "RUNNING"} <= states, states
     with RayPool(2, progress=False) as pool:
@@ -116,8 +125,26 @@ def test_a_worker_that_cannot_load_the_model_is_one_line(tiny_folder, single_run
     shutil.copytree(tiny_folder, broken)
     (broken / "model.safetensors").write_bytes(b"not a checkpoint")  # the driver's checks pass
     started = time.perf_counter()
-    code = main(["run", "--model", str(broken), "--limit", "2", "--trials", "1", "--max-new-tokens", "2",
-                 "--simpleqa-csv", str(csv), "--out", str(tmp_path / "run"), "--workers", "2", "--no-progress"])
+    code = main(
+        [
+            "run",
+            "--model",
+            str(broken),
+            "--limit",
+            "2",
+            "--trials",
+            "1",
+            "--max-new-tokens",
+            "2",
+            "--simpleqa-csv",
+            str(csv),
+            "--out",
+            str(tmp_path / "run"),
+            "--workers",
+            "2",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0, err
     assert err.startswith("fsnn: error: worker ") and f"cannot load model {broken}" in err
@@ -129,13 +156,30 @@ def test_a_second_driver_is_refused_and_ray_errors_are_one_line(tiny_folder, sin
     from fsnn.store.lock import run_folder_lock
 
     csv, _ = single_run
-    with run_folder_lock(tmp_path / "busy"), pytest.raises(FsnnError, match="in use by another fsnn process"):
+    with (
+        run_folder_lock(tmp_path / "busy"),
+        pytest.raises(FsnnError, match="in use by another fsnn process"),
+    ):
         with RayPool(2, progress=False) as pool:
-            run_pipeline(shard_config(tiny_folder), tmp_path / "busy", simpleqa_csv=csv, progress=False, pool=pool)
+            run_pipeline(
+                shard_config(tiny_folder),
+                tmp_path / "busy",
+                simpleqa_csv=csv,
+                progress=False,
+                pool=pool,
+            )
     assert not ray.is_initialized()  # refused before Ray started
-    with pytest.raises(FsnnError, match=r"cannot join the Ray cluster at 127\.0\.0\.1:9"), \
-            RayPool(1, "127.0.0.1:9", progress=False) as pool:
-        run_pipeline(shard_config(tiny_folder), tmp_path / "nocluster", simpleqa_csv=csv, progress=False, pool=pool)
+    with (
+        pytest.raises(FsnnError, match=r"cannot join the Ray cluster at 127\.0\.0\.1:9"),
+        RayPool(1, "127.0.0.1:9", progress=False) as pool,
+    ):
+        run_pipeline(
+            shard_config(tiny_folder),
+            tmp_path / "nocluster",
+            simpleqa_csv=csv,
+            progress=False,
+            pool=pool,
+        )
 
 
 def _free_port() -> int:
@@ -148,8 +192,13 @@ def _ray_start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Po
     """``ray start ... --block`` in the foreground of a child we own (stopped by its pid)."""
     fh = open(log, "w")  # noqa: SIM115 - closed with the process
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
-    proc = subprocess.Popen([ray_cli, "start", *args, "--block"], env=env,
-                            stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [ray_cli, "start", *args, "--block"],
+        env=env,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     proc._log = fh  # type: ignore[attr-defined]
     deadline = time.monotonic() + 180
     while "block forever" not in log.read_text():
@@ -174,29 +223,85 @@ def test_two_nodes_on_this_machine(tiny_folder, single_run, tmp_path):
     """A Ray head and a second node (one CPU each), joined with --ray-address."""
     csv, one = single_run
     port = _free_port()
-    temp = Path(tempfile.mkdtemp(prefix="fsnnray", dir="/tmp"))  # Ray's socket paths must stay short
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    temp = Path(
+        tempfile.mkdtemp(prefix="fsnnray", dir="/tmp")
+    )  # Ray's socket paths must stay short
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     nodes = []
     try:
-        nodes.append(_ray_start(["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-                                 "--include-dashboard=false", f"--temp-dir={temp}"], env, tmp_path / "head.log"))
-        nodes.append(_ray_start([f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=1"],
-                                env, tmp_path / "node.log"))
+        nodes.append(
+            _ray_start(
+                [
+                    "--head",
+                    f"--port={port}",
+                    "--node-ip-address=127.0.0.1",
+                    "--num-cpus=1",
+                    "--include-dashboard=false",
+                    f"--temp-dir={temp}",
+                ],
+                env,
+                tmp_path / "head.log",
+            )
+        )
+        nodes.append(
+            _ray_start(
+                [f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=1"],
+                env,
+                tmp_path / "node.log",
+            )
+        )
         c = shard_config(tiny_folder)
         toml = tmp_path / "run.toml"  # the single run's config (batch_size has no flag)
-        toml.write_text("\n".join(f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in (
-            ("model", c.model), ("limit", c.limit), ("batch_size", c.batch_size), ("batch_rows", c.batch_rows),
-            ("n_trials", c.n_trials), ("batch_trials", c.batch_trials), ("start_trials", c.start_trials),
-            ("max_new_tokens", c.max_new_tokens),
-            ("mode", c.mode), ("sampler", c.sampler), ("methods", c.methods), ("select", c.select))) + "\n")
-        cmd = [sys.executable, "-m", "fsnn", "run", "--config", str(toml), "--simpleqa-csv", str(csv),
-               "--out", str(tmp_path / "w"), "--workers", "2", "--ray-address", f"127.0.0.1:{port}", "--no-progress"]
+        toml.write_text(
+            "\n".join(
+                f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}"
+                for k, v in (
+                    ("model", c.model),
+                    ("limit", c.limit),
+                    ("batch_size", c.batch_size),
+                    ("batch_rows", c.batch_rows),
+                    ("n_trials", c.n_trials),
+                    ("batch_trials", c.batch_trials),
+                    ("start_trials", c.start_trials),
+                    ("max_new_tokens", c.max_new_tokens),
+                    ("mode", c.mode),
+                    ("sampler", c.sampler),
+                    ("methods", c.methods),
+                    ("select", c.select),
+                )
+            )
+            + "\n"
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "fsnn",
+            "run",
+            "--config",
+            str(toml),
+            "--simpleqa-csv",
+            str(csv),
+            "--out",
+            str(tmp_path / "w"),
+            "--workers",
+            "2",
+            "--ray-address",
+            f"127.0.0.1:{port}",
+            "--no-progress",
+        ]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         assert_same_run(one, tmp_path / "w")
-        assert env["RAY_AUTH_TOKEN"] not in "".join(p.read_bytes().decode(errors="replace")
-                                                    for p in (tmp_path / "w").iterdir() if p.is_file())
+        assert env["RAY_AUTH_TOKEN"] not in "".join(
+            p.read_bytes().decode(errors="replace")
+            for p in (tmp_path / "w").iterdir()
+            if p.is_file()
+        )
     finally:
         for proc in reversed(nodes):
             _ray_stop(proc)

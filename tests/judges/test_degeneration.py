@@ -32,12 +32,16 @@ def test_longest_repeat_hand_cases():
 
 
 def test_guard_flags_planted_repetition_and_passes_fluent_text():
-    fluent = ("Michio Sugeno received the award in 2010 for his pioneering work on fuzzy logic "
-              "and its applications to control systems.")
+    fluent = (
+        "Michio Sugeno received the award in 2010 for his pioneering work on fuzzy logic "
+        "and its applications to control systems."
+    )
     assert readable(fluent)
     assert not readable("Cricket\nCricket\nCricket\nCricket\nCricket\nCricket")
     assert not readable("Bredo-Bredo-Bredo-Bredo-Bredo")
-    assert not readable("The answer is Paris. The answer is Paris. The answer is Paris. The answer is Paris.")
+    assert not readable(
+        "The answer is Paris. The answer is Paris. The answer is Paris. The answer is Paris."
+    )
     assert not readable("")  # answers nothing
 
 
@@ -49,7 +53,9 @@ def test_guarded_objective_never_prefers_degenerate_at_equal_overlap():
             fluent = guarded_objective(to, ppl_good, True)
             assert fluent > degenerate
     # penalty 0 is eq. (6): the paper's objective does prefer the degenerate text
-    assert guarded_objective(1.0, 2.0, False, penalty=0.0) > guarded_objective(1.0, 99.0, True, penalty=0.0)
+    assert guarded_objective(1.0, 2.0, False, penalty=0.0) > guarded_objective(
+        1.0, 99.0, True, penalty=0.0
+    )
     with pytest.raises(ValueError, match="penalty"):
         guarded_objective(1.0, 2.0, True, penalty=-1)
 

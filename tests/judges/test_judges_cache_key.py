@@ -37,8 +37,19 @@ ANSWER_CHANGES = {
 }
 # Settings that do not change the raw answer.
 NEUTRAL_CHANGES = {
-    "http": {"timeout": 5.0, "max_retries": 1, "concurrency": 2, "backoff_base": 0.1, "letter_rule": "simple-evals"},
-    "local": {"batch_size": 2, "device": "meta", "local_prefix_cache": False, "letter_rule": "simple-evals"},
+    "http": {
+        "timeout": 5.0,
+        "max_retries": 1,
+        "concurrency": 2,
+        "backoff_base": 0.1,
+        "letter_rule": "simple-evals",
+    },
+    "local": {
+        "batch_size": 2,
+        "device": "meta",
+        "local_prefix_cache": False,
+        "letter_rule": "simple-evals",
+    },
 }
 
 
@@ -78,7 +89,11 @@ def test_answer_changes_cover_every_answer_setting():
 
 @pytest.mark.parametrize(
     "base, field, value",
-    [(c, f, v) for c, name in ((HTTP, "http"), (LOCAL, "local")) for f, v in ANSWER_CHANGES[name].items()],
+    [
+        (c, f, v)
+        for c, name in ((HTTP, "http"), (LOCAL, "local"))
+        for f, v in ANSWER_CHANGES[name].items()
+    ],
 )
 def test_toggling_an_answer_setting_misses_the_cache(tmp_path, base, field, value):
     cache = JudgeCache(tmp_path / "answers.sqlite")
@@ -92,7 +107,11 @@ def test_toggling_an_answer_setting_misses_the_cache(tmp_path, base, field, valu
 
 @pytest.mark.parametrize(
     "base, field, value",
-    [(c, f, v) for c, name in ((HTTP, "http"), (LOCAL, "local")) for f, v in NEUTRAL_CHANGES[name].items()],
+    [
+        (c, f, v)
+        for c, name in ((HTTP, "http"), (LOCAL, "local"))
+        for f, v in NEUTRAL_CHANGES[name].items()
+    ],
 )
 def test_settings_that_do_not_change_answers_keep_hits(tmp_path, base, field, value):
     cache = JudgeCache(tmp_path / "answers.sqlite")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fsnn.models import load as models
 from fsnn.errors import FsnnError
 from fsnn.judges import JudgeConfig, check_judge_spec
+from fsnn.models import load as models
 
 
 @pytest.fixture(autouse=True)

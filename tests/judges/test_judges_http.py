@@ -140,21 +140,48 @@ def fake_release(folder: Path, n: int = 12) -> Path:
     qs = [f"Question {i}?" for i in range(n)]
     gts = [f"answer {i}" for i in range(n)]
     texts = [f"Question {i}?\nsome text" for i in range(n)]
-    write("incorrect.csv", ["prompt", "response", "ground_truth", "grade_string"],
-          [[q, t, g, "INCORRECT"] for q, t, g in zip(qs, texts, gts, strict=True)])
+    write(
+        "incorrect.csv",
+        ["prompt", "response", "ground_truth", "grade_string"],
+        [[q, t, g, "INCORRECT"] for q, t, g in zip(qs, texts, gts, strict=True)],
+    )
     tail = ["generated_text", "prompt", "ground_truth", "explanation", "score"]
-    write("per_prompt_optuna_summary_full.csv",
-          ["prompt_idx", "alpha", "gamma", "token_overlap", "perplexity", "combined_score", *tail],
-          [[i, 0.5, 0.5, 0.0, 10.0, -0.03, texts[i], qs[i], gts[i], "", i % 5 + 1] for i in range(n)])
+    write(
+        "per_prompt_optuna_summary_full.csv",
+        ["prompt_idx", "alpha", "gamma", "token_overlap", "perplexity", "combined_score", *tail],
+        [[i, 0.5, 0.5, 0.0, 10.0, -0.03, texts[i], qs[i], gts[i], "", i % 5 + 1] for i in range(n)],
+    )
     seg_cols = [f"{p}_{s}" for p in ("alpha", "gamma") for s in ("early", "middle", "late")]
-    write("per_prompt_optuna_summary_segmented.csv",
-          ["prompt_idx", *seg_cols, "token_overlap", "perplexity", "combined_score", *tail],
-          [[i, .1, .2, .3, .4, .5, .6, 0.0, 10.0, -0.03, texts[i], qs[i], gts[i], "", i % 5 + 1]
-           for i in range(n)])
+    write(
+        "per_prompt_optuna_summary_segmented.csv",
+        ["prompt_idx", *seg_cols, "token_overlap", "perplexity", "combined_score", *tail],
+        [
+            [
+                i,
+                0.1,
+                0.2,
+                0.3,
+                0.4,
+                0.5,
+                0.6,
+                0.0,
+                10.0,
+                -0.03,
+                texts[i],
+                qs[i],
+                gts[i],
+                "",
+                i % 5 + 1,
+            ]
+            for i in range(n)
+        ],
+    )
     for method in ("baseline", "full", "segmented"):
-        write(f"mistral_grader_results_{method}.csv",
-              ["prompt_id", "question", "target", "predicted", "score", "notes"],
-              [[i, qs[i], gts[i], texts[i], i % 5 + 1, "n"] for i in range(n)])
+        write(
+            f"mistral_grader_results_{method}.csv",
+            ["prompt_id", "question", "target", "predicted", "score", "notes"],
+            [[i, qs[i], gts[i], texts[i], i % 5 + 1, "n"] for i in range(n)],
+        )
     return folder
 
 

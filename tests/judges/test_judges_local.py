@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from tests.conftest import ARCHS
 
 from fsnn.judges import JudgeCache, JudgeConfig, make_judge
 from fsnn.judges.local import LocalJudge
+from tests.conftest import ARCHS
 
 ITEMS = [
     ("Who wrote Hamlet?", "William Shakespeare", "Shakespeare wrote it around 1600."),

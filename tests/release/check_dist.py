@@ -124,7 +124,9 @@ def check_sdist(sdist: Path) -> list[str]:
     for name in sorted(inside):
         path = PurePosixPath(name)
         fixture = path.is_relative_to(SDIST_FIXTURES)
-        if path.parts[0] in ("runs", "figures") or (_run_output(path, images=False) and not fixture):
+        if path.parts[0] in ("runs", "figures") or (
+            _run_output(path, images=False) and not fixture
+        ):
             problems.append(f"{sdist.name}: {name} is run output or a figure")
     return problems
 

@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _experiment():
-    spec = importlib.util.spec_from_file_location("beyond_oracle", ROOT / "experiments" / "beyond_oracle.py")
+    spec = importlib.util.spec_from_file_location(
+        "beyond_oracle", ROOT / "experiments" / "beyond_oracle.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -108,7 +110,9 @@ def test_dola_pick_equal_layers_is_argmax_and_contrast_picks_within_plausible_se
     early = torch.log(torch.tensor([[0.7, 0.1, 0.1, 0.1]]))
     assert beyond.dola_pick(final, early, 0.1).tolist() == [1]
     # token 3 (p 1e-4) would win on contrast but is not plausible
-    assert beyond.dola_pick(final, torch.log(torch.tensor([[0.7, 0.1, 0.1, 1e-9]])), 0.1).tolist() == [1]
+    assert beyond.dola_pick(
+        final, torch.log(torch.tensor([[0.7, 0.1, 0.1, 1e-9]])), 0.1
+    ).tolist() == [1]
 
 
 def test_dola_with_the_final_layer_as_early_layer_is_greedy(tiny_factory):
@@ -129,8 +133,16 @@ def test_dola_with_the_final_layer_as_early_layer_is_greedy(tiny_factory):
 
 
 def _questions(n: int, start: int, answer: str) -> list[Question]:
-    return [Question(id=start + i, question=f"Which city hosted event number {start + i}?",
-                     answer=answer.format(i=start + i), topic="t", answer_type="Place") for i in range(n)]
+    return [
+        Question(
+            id=start + i,
+            question=f"Which city hosted event number {start + i}?",
+            answer=answer.format(i=start + i),
+            topic="t",
+            answer_type="Place",
+        )
+        for i in range(n)
+    ]
 
 
 def test_label_free_inputs_do_not_depend_on_test_answers(tiny_factory, monkeypatch):
@@ -142,8 +154,15 @@ def test_label_free_inputs_do_not_depend_on_test_answers(tiny_factory, monkeypat
     experiment = _experiment()
     model = tiny_factory("llama")
     layout = fsnn.SegmentLayout.full(model.n_layers)
-    oracle = fsnn.SearchConfig(n_trials=2, batch_trials=1, n_startup_trials=2, parametrization="log_product",
-                               start_trials=1, score_on="completion", seed=0)
+    oracle = fsnn.SearchConfig(
+        n_trials=2,
+        batch_trials=1,
+        n_startup_trials=2,
+        parametrization="log_product",
+        start_trials=1,
+        score_on="completion",
+        seed=0,
+    )
     free_config = experiment.label_free_search_config(oracle)
     assert free_config.objective.w_to == 0 and free_config.n_trials == oracle.n_trials
     searched_items = []
@@ -162,13 +181,35 @@ def test_label_free_inputs_do_not_depend_on_test_answers(tiny_factory, monkeypat
     for plant in ("Zqxplant Alpha {i}", "Vwkplant Omega {i}"):
         test = _questions(2, 200, plant)
         seen = beyond.Seen()
-        out = experiment.label_free_inputs(model, train, test, train_refs=refs, train_best=best, n_samples=2,
-                                           temperature=0.8, tokens=4, seed=0, seen=seen)
+        out = experiment.label_free_inputs(
+            model,
+            train,
+            test,
+            train_refs=refs,
+            train_best=best,
+            n_samples=2,
+            temperature=0.8,
+            tokens=4,
+            seed=0,
+            seen=seen,
+        )
         for name in experiment.SEARCHED:
-            trials = experiment.label_free_search(model, test, out[name], layout, free_config, name=name,
-                                                  seen=seen, tokens=4, progress=False)
-            out[f"{name}_searched"] = (trials["objective"].values, trials["completion"].values.tolist(),
-                                       trials["strength"].values)
+            trials = experiment.label_free_search(
+                model,
+                test,
+                out[name],
+                layout,
+                free_config,
+                name=name,
+                seen=seen,
+                tokens=4,
+                progress=False,
+            )
+            out[f"{name}_searched"] = (
+                trials["objective"].values,
+                trials["completion"].values.tolist(),
+                trials["strength"].values,
+            )
         texts = " ".join(t for ts in seen.texts.values() for t in ts).lower()
         for q in test:
             assert q.answer.lower() not in texts
@@ -198,8 +239,16 @@ def test_label_free_search_refuses_an_objective_that_weighs_token_overlap(tiny_f
     config = fsnn.SearchConfig(n_trials=1)  # eq. (6): w_to 0.7
     refs = np.zeros((1, model.n_layers, model.d_model), dtype=np.float32)
     with pytest.raises(FsnnError, match="must not weigh token overlap"):
-        experiment.label_free_search(model, _questions(1, 200, "X"), refs, fsnn.SegmentLayout.full(model.n_layers),
-                                     config, name="learned", seen=beyond.Seen(), progress=False)
+        experiment.label_free_search(
+            model,
+            _questions(1, 200, "X"),
+            refs,
+            fsnn.SegmentLayout.full(model.n_layers),
+            config,
+            name="learned",
+            seen=beyond.Seen(),
+            progress=False,
+        )
 
 
 def test_split_by_question_is_disjoint_and_seeded():
@@ -251,10 +300,15 @@ def test_quick_run_end_to_end_with_planted_test_answers(tmp_path, tiny_factory, 
     assert oracle_search["parametrization"] == "log_product" and oracle_search["batch_trials"] == 1
     assert oracle_search["n_startup_trials"] == 2 and oracle_search["unreadable_penalty"] == 1.0
     free_search = json.loads(ds.attrs["label_free_search"])
-    assert free_search["objective"]["w_to"] == 0.0 and free_search["n_trials"] == oracle_search["n_trials"]
+    assert (
+        free_search["objective"]["w_to"] == 0.0
+        and free_search["n_trials"] == oracle_search["n_trials"]
+    )
     # a rerun with other search settings into the same folder is refused, not mixed
     assert experiment.main([*args, "--parametrization", "alpha_gamma"]) == 2
     # resume: a rerun reuses every checkpoint and gives the same numbers
     before = ds["token_overlap"].values.copy()
     assert experiment.main(args) == 0
-    np.testing.assert_array_equal(read_dataset(out / "beyond_oracle.nc")["token_overlap"].values, before)
+    np.testing.assert_array_equal(
+        read_dataset(out / "beyond_oracle.nc")["token_overlap"].values, before
+    )

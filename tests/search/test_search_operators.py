@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fsnn.errors import FsnnError
-from fsnn.search.run import SearchConfig, run_search
 from fsnn.search import strength
+from fsnn.search.run import SearchConfig, run_search
 from fsnn.steering.layout import SegmentLayout
 from tests.search.test_search import _stub_generate, _stub_items, _stub_ppl, _StubModel
 
@@ -20,15 +20,18 @@ def test_defaults_are_the_steering_of_before():
     assert (paper.operator, paper.schedule, paper.windows) == ("fusion", "constant", False)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(operator="spin"), "unknown steering operator 'spin'"),
-    (dict(schedule="decay"), "decay needs a number RHO in \\[0, 1\\]"),
-    (dict(schedule="first_n:x"), "first_n needs an integer N >= 1"),
-    (dict(windows="yes"), "windows must be True or False"),
-    (dict(operator="angular"), "set operator='angular' with parametrization='angle'"),
-    (dict(parametrization="angle"), "set operator='angular' with parametrization='angle'"),
-    (dict(operator="angular", parametrization="angle", low=0.0), "low must be > 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(operator="spin"), "unknown steering operator 'spin'"),
+        (dict(schedule="decay"), "decay needs a number RHO in \\[0, 1\\]"),
+        (dict(schedule="first_n:x"), "first_n needs an integer N >= 1"),
+        (dict(windows="yes"), "windows must be True or False"),
+        (dict(operator="angular"), "set operator='angular' with parametrization='angle'"),
+        (dict(parametrization="angle"), "set operator='angular' with parametrization='angle'"),
+        (dict(operator="angular", parametrization="angle", low=0.0), "low must be > 0"),
+    ],
+)
 def test_config_refuses_bad_operator_settings_in_one_line(kwargs, message):
     with pytest.raises(FsnnError, match=message) as info:
         SearchConfig(**kwargs)
@@ -45,7 +48,9 @@ def test_angle_parametrization():
     assert [round(p["theta_all"], 6) for p in start] == [0.003162, 0.01, 0.031623]
     params = {"theta_early": 0.02, "theta_late": 0.05}
     alpha, gamma = strength.per_layer(params, ((0, 1), (2, 3)), ("early", "late"), 4)
-    assert alpha.tolist() == [1.0] * 4 and torch.equal(gamma, torch.tensor([0.02, 0.02, 0.05, 0.05]))
+    assert alpha.tolist() == [1.0] * 4 and torch.equal(
+        gamma, torch.tensor([0.02, 0.02, 0.05, 0.05])
+    )
     assert strength.strengths(params, ("early", "late")) == [0.02, 0.05]
 
 
@@ -68,10 +73,21 @@ def test_search_passes_the_operator_and_gates_off_windows(monkeypatch):
     monkeypatch.setattr(search, "steered_generate", fake)
     layout = SegmentLayout(name="two", ranges=((0, 1), (2, 3)), segment_names=("early", "late"))
     mu = torch.randn(4, 8)
-    cfg = SearchConfig(n_trials=6, operator="angular", parametrization="angle", schedule="first_n:2", windows=True,
-                       sampler="random", start_trials=1)
-    ds = run_search(_StubModel(), _stub_items(2), layout, cfg, ppl=_stub_ppl, progress=False, mu_generic=mu)
-    assert all(call["operator"] == "angular" and call["schedule"] == "first_n:2" for call in fake.seen)
+    cfg = SearchConfig(
+        n_trials=6,
+        operator="angular",
+        parametrization="angle",
+        schedule="first_n:2",
+        windows=True,
+        sampler="random",
+        start_trials=1,
+    )
+    ds = run_search(
+        _StubModel(), _stub_items(2), layout, cfg, ppl=_stub_ppl, progress=False, mu_generic=mu
+    )
+    assert all(
+        call["operator"] == "angular" and call["schedule"] == "first_n:2" for call in fake.seen
+    )
     assert all(torch.equal(call["mu_generic"], mu) for call in fake.seen)
     assert list(ds.param.values) == ["theta_early", "theta_late", "on_early", "on_late"]
     assert ds.attrs["operator"] == "angular" and ds.attrs["windows"] == 1
@@ -87,7 +103,9 @@ def test_search_passes_the_operator_and_gates_off_windows(monkeypatch):
                 if on[p, t, s] == 0:
                     assert (steered == 0).all()  # off: exactly 0, its layers untouched
                 else:
-                    assert (steered > 0).all() and steered[0] == pytest.approx(ds.strength.values[p, t, s])
+                    assert (steered > 0).all() and steered[0] == pytest.approx(
+                        ds.strength.values[p, t, s]
+                    )
     rows = torch.cat([call["gamma"] for call in fake.seen])
     assert (rows == 0).any()  # some evaluated row had a window off
 
@@ -97,9 +115,17 @@ def test_default_search_calls_steered_generate_as_before(monkeypatch):
 
     fake = _recording_generate()
     monkeypatch.setattr(search, "steered_generate", fake)
-    run_search(_StubModel(), _stub_items(2), SegmentLayout.full(4), SearchConfig(n_trials=2), ppl=_stub_ppl,
-               progress=False)
-    assert all(set(call) == {"alpha", "gamma", "mode", "max_new_tokens", "backend"} for call in fake.seen)
+    run_search(
+        _StubModel(),
+        _stub_items(2),
+        SegmentLayout.full(4),
+        SearchConfig(n_trials=2),
+        ppl=_stub_ppl,
+        progress=False,
+    )
+    assert all(
+        set(call) == {"alpha", "gamma", "mode", "max_new_tokens", "backend"} for call in fake.seen
+    )
 
 
 def test_centred_norm_relative_measures_against_mu_generic(tiny_gemma2):
@@ -109,14 +135,32 @@ def test_centred_norm_relative_measures_against_mu_generic(tiny_gemma2):
 
     model = tiny_gemma2
     torch.manual_seed(0)
-    prompts = ["Question: What is the capital of France?\nAnswer and explanation:",
-               "Question: Which river flows through Vienna?\nAnswer and explanation:"]
-    items = [SearchItem(key=f"q{i}", prompt=p, answer="Paris", h=torch.randn(model.n_layers, model.d_model),
-                        norm_scale=torch.ones(model.n_layers)) for i, p in enumerate(prompts)]
+    prompts = [
+        "Question: What is the capital of France?\nAnswer and explanation:",
+        "Question: Which river flows through Vienna?\nAnswer and explanation:",
+    ]
+    items = [
+        SearchItem(
+            key=f"q{i}",
+            prompt=p,
+            answer="Paris",
+            h=torch.randn(model.n_layers, model.d_model),
+            norm_scale=torch.ones(model.n_layers),
+        )
+        for i, p in enumerate(prompts)
+    ]
     mu = torch.as_tensor(capture_generic_mean(model).values)
     cfg = SearchConfig(n_trials=2, operator="centred", windows=True, schedule="decay:0.9", seed=1)
-    ds = run_search(model, items, SegmentLayout.segmented(model.n_layers, 2), cfg, ppl=_stub_ppl, progress=False,
-                    mode="cached", max_new_tokens=4)
+    ds = run_search(
+        model,
+        items,
+        SegmentLayout.segmented(model.n_layers, 2),
+        cfg,
+        ppl=_stub_ppl,
+        progress=False,
+        mode="cached",
+        max_new_tokens=4,
+    )
     want = strength.norm_scales(model, prompts, torch.stack([it.h for it in items]), centre=mu)
     assert not torch.allclose(want, torch.ones_like(want))  # the items' own scales were replaced
     s = ds.strength.values  # (prompt, trial, segment)

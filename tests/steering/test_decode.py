@@ -19,8 +19,12 @@ def test_encode_left_pads_and_checks_the_context(tiny_gemma2):
         encode(model, [])
     n = int(mask[1].sum())
     limit = model.max_length
-    encode(model, ["Hi", "A much longer prompt than that"], max_new_tokens=limit - n)  # fits exactly
-    with pytest.raises(FsnnError, match=rf"prompt 1 is {n} tokens; with {limit - n + 1} new tokens it exceeds"):
+    encode(
+        model, ["Hi", "A much longer prompt than that"], max_new_tokens=limit - n
+    )  # fits exactly
+    with pytest.raises(
+        FsnnError, match=rf"prompt 1 is {n} tokens; with {limit - n + 1} new tokens it exceeds"
+    ):
         encode(model, ["Hi", "A much longer prompt than that"], max_new_tokens=limit - n + 1)
 
 
@@ -49,7 +53,8 @@ def test_decode_rows_cuts_at_the_first_eos(tiny_gemma2):
     assert rows[0].ids == word and rows[0].stopped and rows[0].completion == tok.decode(word)
     assert rows[1].ids == word * 3 and not rows[1].stopped
     assert rows[0].prompt == "Hi" and rows[0].text == tok.decode(
-        enc.input_ids[0][enc.attention_mask[0].bool()].tolist() + word, skip_special_tokens=True)
+        enc.input_ids[0][enc.attention_mask[0].bool()].tolist() + word, skip_special_tokens=True
+    )
 
 
 def test_greedy_config_is_plain_greedy(tiny_gemma2):
@@ -59,4 +64,5 @@ def test_greedy_config_is_plain_greedy(tiny_gemma2):
     assert cfg.eos_token_id == [1, 3] and cfg.pad_token_id == model.tokenizer.pad_token_id
     # no EOS at all: an id the model cannot emit, so transformers cannot fill one in
     assert greedy_config(model, 7, use_cache=True, eos=set()).eos_token_id == [
-        model.hf_model.config.vocab_size]
+        model.hf_model.config.vocab_size
+    ]

@@ -32,8 +32,9 @@ def test_fuse_equals_the_literal_formula():
     a = torch.randn(4, 5, 32)
     h, mu = torch.randn(4, 32), torch.randn(4, 32)
     alpha, gamma = torch.rand(4), torch.rand(4)
-    torch.testing.assert_close(fuse(a, h, mu, alpha, gamma), literal_eq5(a, h, mu, alpha, gamma),
-                               rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        fuse(a, h, mu, alpha, gamma), literal_eq5(a, h, mu, alpha, gamma), rtol=1e-6, atol=1e-6
+    )
     # only the product alpha*gamma matters (docs/method.md §3: eq. (5) collapses)
     out2 = fuse(a, h, mu, alpha * 2, gamma / 2)
     torch.testing.assert_close(fuse(a, h, mu, alpha, gamma), out2, rtol=1e-6, atol=1e-6)
@@ -74,7 +75,13 @@ def test_fuse_decode_step_equals_running_mean_then_fuse():
         alpha, gamma = torch.rand(3), torch.rand(3)
         mu, t2, c2 = running_mean_update(total, count, a)
         expected = fuse(a, h, mu, alpha, gamma)
-        got, t3, c3 = fuse_decode_step(a, h[:, None], total[:, None], count[:, None], alpha[:, None, None],
-                                       gamma[:, None, None])
+        got, t3, c3 = fuse_decode_step(
+            a,
+            h[:, None],
+            total[:, None],
+            count[:, None],
+            alpha[:, None, None],
+            gamma[:, None, None],
+        )
         assert torch.equal(got, expected)
         assert torch.equal(t3[:, 0], t2) and torch.equal(c3[:, 0], c2)

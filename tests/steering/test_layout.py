@@ -13,7 +13,11 @@ from fsnn.steering.layout import SegmentLayout, Strengths, parse_strengths
 
 @pytest.mark.parametrize(
     "n, ranges",
-    [(26, ((0, 8), (9, 17), (18, 25))), (30, ((0, 9), (10, 19), (20, 29))), (28, ((0, 9), (10, 18), (19, 27)))],
+    [
+        (26, ((0, 8), (9, 17), (18, 25))),
+        (30, ((0, 9), (10, 19), (20, 29))),
+        (28, ((0, 9), (10, 18), (19, 27))),
+    ],
 )
 def test_segmented_thirds_match_array_split(n, ranges):
     assert SegmentLayout.segmented(n).ranges == ranges
@@ -34,7 +38,9 @@ def test_validation_errors():
     with pytest.raises(FsnnError, match="overlap"):
         SegmentLayout(name="x", ranges=((0, 4), (3, 6)))
     with pytest.raises(FsnnError, match="outside a model"):
-        Strengths(layout=SegmentLayout(name="x", ranges=((0, 40),)), alpha=(1,), gamma=(1,)).per_layer(30)
+        Strengths(
+            layout=SegmentLayout(name="x", ranges=((0, 40),)), alpha=(1,), gamma=(1,)
+        ).per_layer(30)
     with pytest.raises(FsnnError, match="finite"):
         Strengths.full(4, math.nan, 0.5)
     with pytest.raises(FsnnError, match="finite"):

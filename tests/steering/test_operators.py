@@ -30,8 +30,11 @@ _INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.floa
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Bit-for-bit equality: unlike torch.equal, tells -0.0 from +0.0 and NaN from NaN."""
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.view(_INT_VIEW[a.dtype]),
-                                                                     b.view(_INT_VIEW[b.dtype]))
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and torch.equal(a.view(_INT_VIEW[a.dtype]), b.view(_INT_VIEW[b.dtype]))
+    )
 
 
 def one_line_error(excinfo: pytest.ExceptionInfo, needle: str) -> None:
@@ -74,15 +77,20 @@ def test_rotation_hand_computed_2d():
     x = torch.tensor([[[1.0, 0.0]]])
     up = torch.tensor([0.0, 1.0])
     out = rotate_toward(x, up, math.pi / 6)
-    torch.testing.assert_close(out, torch.tensor([[[math.cos(math.pi / 6), math.sin(math.pi / 6)]]]),
-                               rtol=0, atol=1e-7)
+    torch.testing.assert_close(
+        out, torch.tensor([[[math.cos(math.pi / 6), math.sin(math.pi / 6)]]]), rtol=0, atol=1e-7
+    )
     # clamped at the angle to r (pi/2): lands on ||x|| * r^, never past it
     far = rotate_toward(torch.tensor([[[2.0, 0.0]]]), torch.tensor([0.0, 5.0]), 3.0)
     torch.testing.assert_close(far, torch.tensor([[[0.0, 2.0]]]), rtol=0, atol=1e-6)
     # relative: half of the way from 0 to pi/2 is pi/4
     half = rotate_toward(x, up, 0.5, relative=True)
-    torch.testing.assert_close(half, torch.tensor([[[math.sqrt(0.5), math.sqrt(0.5)]]]), rtol=0, atol=1e-7)
-    torch.testing.assert_close(rotate_toward(x, up, 1.0, relative=True), up.view(1, 1, 2), rtol=0, atol=1e-7)
+    torch.testing.assert_close(
+        half, torch.tensor([[[math.sqrt(0.5), math.sqrt(0.5)]]]), rtol=0, atol=1e-7
+    )
+    torch.testing.assert_close(
+        rotate_toward(x, up, 1.0, relative=True), up.view(1, 1, 2), rtol=0, atol=1e-7
+    )
 
 
 def test_rotation_matches_the_slerp_oracle_and_keeps_the_norm():
@@ -91,12 +99,16 @@ def test_rotation_matches_the_slerp_oracle_and_keeps_the_norm():
     r = torch.randn(3, 16)
     for theta in (0.05, 0.4, 1.2, math.pi):
         out = rotate_toward(x, r, theta)
-        torch.testing.assert_close(out.double(), slerp_oracle(x, r[:, None], theta), rtol=0, atol=2e-6)
+        torch.testing.assert_close(
+            out.double(), slerp_oracle(x, r[:, None], theta), rtol=0, atol=2e-6
+        )
         torch.testing.assert_close(out.norm(dim=-1), x.norm(dim=-1), rtol=1e-6, atol=0)
     # the angle to r shrinks by exactly min(theta, phi)
     cos = torch.nn.functional.cosine_similarity
     phi = torch.arccos(cos(x.double(), r[:, None].double(), dim=-1))
-    after = torch.arccos(cos(rotate_toward(x, r, 0.3).double(), r[:, None].double(), dim=-1).clamp(-1, 1))
+    after = torch.arccos(
+        cos(rotate_toward(x, r, 0.3).double(), r[:, None].double(), dim=-1).clamp(-1, 1)
+    )
     torch.testing.assert_close(after, (phi - 0.3).clamp_min(0), rtol=0, atol=1e-5)
 
 
@@ -125,7 +137,9 @@ def test_rotation_edge_cases_give_no_nan():
     assert same_bits(out[:, 3], x[:, 3])  # tiny but parallel
     # anti-parallel: a quarter turn in the fallback plane (e_1, the first smallest |u_k|)
     torch.testing.assert_close(out[0, 2], torch.tensor([0.0, 2.0, 0.0]), rtol=0, atol=1e-6)
-    torch.testing.assert_close(rotate_toward(x[:, 2:3], r, math.pi)[0, 0], -x[0, 2], rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        rotate_toward(x[:, 2:3], r, math.pi)[0, 0], -x[0, 2], rtol=0, atol=1e-6
+    )
     # zero reference direction: nothing to rotate toward
     assert same_bits(rotate_toward(x, torch.zeros(3), 1.0), x)
     # nearly parallel: stays finite and norm-preserving
@@ -186,7 +200,12 @@ def test_schedules_by_hand():
 
 def test_schedules_are_vectorised():
     t = torch.tensor([[0, 4, 1], [2, 0, 7]])
-    for kind, kw in (("constant", {}), ("prompt_only", {}), ("first_n", {"n": 2}), ("decay", {"rho": 0.8})):
+    for kind, kw in (
+        ("constant", {}),
+        ("prompt_only", {}),
+        ("first_n", {"n": 2}),
+        ("decay", {"rho": 0.8}),
+    ):
         m = schedule(kind, t, **kw)
         assert m.shape == t.shape and m.dtype == torch.float32
         flat = [schedule(kind, [int(v)], **kw).item() for v in t.flatten()]
@@ -194,20 +213,23 @@ def test_schedules_are_vectorised():
     assert schedule("constant", 0).shape == ()
 
 
-@pytest.mark.parametrize(("kind", "kw", "t", "needle"), [
-    ("linear", {}, [0], "'linear'"),
-    ("first_n", {}, [0], "n=None"),
-    ("first_n", {"n": 0}, [0], "n=0"),
-    ("first_n", {"n": 2.5}, [0], "n=2.5"),
-    ("decay", {}, [0], "rho=None"),
-    ("decay", {"rho": 1.5}, [0], "rho=1.5"),
-    ("decay", {"rho": -0.1}, [0], "rho=-0.1"),
-    ("decay", {"rho": float("nan")}, [0], "rho=nan"),
-    ("constant", {"n": 3}, [0], "n=3"),
-    ("prompt_only", {"rho": 0.5}, [0], "rho=0.5"),
-    ("constant", {}, [0, -1], "-1"),
-    ("constant", {}, [0.0, 1.0], "float32"),
-])
+@pytest.mark.parametrize(
+    ("kind", "kw", "t", "needle"),
+    [
+        ("linear", {}, [0], "'linear'"),
+        ("first_n", {}, [0], "n=None"),
+        ("first_n", {"n": 0}, [0], "n=0"),
+        ("first_n", {"n": 2.5}, [0], "n=2.5"),
+        ("decay", {}, [0], "rho=None"),
+        ("decay", {"rho": 1.5}, [0], "rho=1.5"),
+        ("decay", {"rho": -0.1}, [0], "rho=-0.1"),
+        ("decay", {"rho": float("nan")}, [0], "rho=nan"),
+        ("constant", {"n": 3}, [0], "n=3"),
+        ("prompt_only", {"rho": 0.5}, [0], "rho=0.5"),
+        ("constant", {}, [0, -1], "-1"),
+        ("constant", {}, [0.0, 1.0], "float32"),
+    ],
+)
 def test_schedule_bad_parameters(kind, kw, t, needle):
     with pytest.raises(FsnnError) as e:
         schedule(kind, t, **kw)
@@ -264,7 +286,9 @@ def test_window_search_encoding():
     for _ in range(12):
         params = study.ask(dists).params
         acting = gated_strengths([0.2, 0.3, 0.4], params, names)
-        assert acting == [v if params[f"on_{n}"] else 0.0 for v, n in zip([0.2, 0.3, 0.4], names, strict=True)]
+        assert acting == [
+            v if params[f"on_{n}"] else 0.0 for v, n in zip([0.2, 0.3, 0.4], names, strict=True)
+        ]
         seen.update(params.values())
     assert seen == {True, False}
     assert gated_strengths([0.2], {"on_all": False}, ["all"]) == [0.0]
@@ -285,8 +309,12 @@ def test_generic_mean_against_a_hand_computation():
     per_prompt = [a[0].mean(dim=1), a[1, :, 2:].mean(dim=1), a[2, :, 3]]
     want = (per_prompt[0] + per_prompt[1] + per_prompt[2]) / 3
     torch.testing.assert_close(generic_mean(a, mask), want, rtol=1e-6, atol=1e-6)
-    tokens = torch.cat([a[0], a[1, :, 2:], a[2, :, 3:]], dim=1)  # (layer, 7 valid positions, hidden)
-    torch.testing.assert_close(generic_mean(a, mask, per="token"), tokens.mean(dim=1), rtol=1e-6, atol=1e-6)
+    tokens = torch.cat(
+        [a[0], a[1, :, 2:], a[2, :, 3:]], dim=1
+    )  # (layer, 7 valid positions, hidden)
+    torch.testing.assert_close(
+        generic_mean(a, mask, per="token"), tokens.mean(dim=1), rtol=1e-6, atol=1e-6
+    )
     assert generic_mean(a.bfloat16(), mask).dtype == torch.float32
     with pytest.raises(FsnnError) as e:
         generic_mean(a, torch.tensor([[1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 1]]))
@@ -307,9 +335,18 @@ def test_mean_centred_by_hand_and_as_eq5_with_the_generic_mean(dtype):
     assert out.shape == x.shape and out.dtype == dtype
     assert same_bits(out[0], x[0]) and same_bits(mean_centred(x, h_ref, mu_g, 0.0), x)
     # independent hand computation, element by element in Python floats
-    want = [[[float(x[1, t, i].float()) + 0.8 * (float(h_ref[1, i]) - float(mu_g[1, i])) for i in range(4)]
-             for t in range(3)]]
-    torch.testing.assert_close(out[1:].float(), torch.tensor(want).to(dtype).float(), rtol=0, atol=1e-6)
+    want = [
+        [
+            [
+                float(x[1, t, i].float()) + 0.8 * (float(h_ref[1, i]) - float(mu_g[1, i]))
+                for i in range(4)
+            ]
+            for t in range(3)
+        ]
+    ]
+    torch.testing.assert_close(
+        out[1:].float(), torch.tensor(want).to(dtype).float(), rtol=0, atol=1e-6
+    )
     # eq. (5) with mu replaced by the generic mean and k = alpha * gamma: the same bits
     assert torch.equal(out[1], fuse(x, h_ref, mu_g, torch.ones(2), k)[1])
     assert torch.equal(centred_direction(h_ref, mu_g), h_ref - mu_g)
@@ -321,7 +358,9 @@ def test_mean_centred_with_per_layer_directions():
     d = centred_direction(h_ref, mu_g)
     x = torch.randn(2, 3, 6)
     layer = 2
-    out = mean_centred(x, h_ref[layer], mu_g[layer], torch.tensor([[0.1, 0.0, 0.2], [0.3, 0.3, 0.0]]))
+    out = mean_centred(
+        x, h_ref[layer], mu_g[layer], torch.tensor([[0.1, 0.0, 0.2], [0.3, 0.3, 0.0]])
+    )
     torch.testing.assert_close(out[0, 0], x[0, 0] + 0.1 * d[layer])
     assert same_bits(out[0, 1], x[0, 1]) and same_bits(out[1, 2], x[1, 2])
     with pytest.raises(FsnnError) as e:
@@ -354,8 +393,13 @@ def test_kl_bisection_against_the_closed_form_crossing():
     from scipy.optimize import brentq
 
     eps, s_max, n = 0.05, 4.0, 20
-    strength, kl = kl_bounded_strength(lambda s: torch.stack([torch.zeros_like(s), s], -1), torch.zeros(2), eps,
-                                       s_max=s_max, n_iter=n)
+    strength, kl = kl_bounded_strength(
+        lambda s: torch.stack([torch.zeros_like(s), s], -1),
+        torch.zeros(2),
+        eps,
+        s_max=s_max,
+        n_iter=n,
+    )
     crossing = brentq(lambda s: bernoulli_kl(s) - eps, 0.0, s_max, xtol=1e-12)
     assert strength.shape == () and strength.item() <= crossing + 1e-5
     assert crossing - strength.item() < s_max / 2**n + 1e-5
@@ -368,7 +412,9 @@ def test_kl_bisection_equals_a_brute_force_grid():
     n, s_max, eps = 10, 2.0, 0.1
     plain = torch.randn(3, 32)
     direction = torch.randn(3, 32) * torch.tensor([[0.5], [1.0], [3.0]])
-    strength, kl = kl_bounded_strength(lambda s: plain + s[:, None] * direction, plain, eps, s_max=s_max, n_iter=n)
+    strength, kl = kl_bounded_strength(
+        lambda s: plain + s[:, None] * direction, plain, eps, s_max=s_max, n_iter=n
+    )
     grid = torch.arange(2**n + 1, dtype=torch.float64) * (s_max / 2**n)
     for b in range(3):
         logp = torch.log_softmax(plain[b].double() + grid[:, None] * direction[b].double(), -1)
@@ -380,8 +426,9 @@ def test_kl_bisection_equals_a_brute_force_grid():
         assert kl[b].item() == pytest.approx(float(grid_kl[best]), abs=1e-6)
     # each row bisects on its own: the batch gives every row its single-row answer
     for b in range(3):
-        alone, _ = kl_bounded_strength(lambda s, b=b: plain[b] + s * direction[b], plain[b], eps, s_max=s_max,
-                                       n_iter=n)
+        alone, _ = kl_bounded_strength(
+            lambda s, b=b: plain[b] + s * direction[b], plain[b], eps, s_max=s_max, n_iter=n
+        )
         assert alone.item() == strength[b].item()
 
 
@@ -396,8 +443,9 @@ def test_kl_bisection_ends():
     assert strength.item() == 0.0 and kl.item() == 0.0 and len(calls) == 1 + 7
     assert calls[-1].item() == 1.0 / 2**7  # the smallest step was tried
     # s_max feasible: returned at once, with its KL
-    strength, kl = kl_bounded_strength(lambda s: torch.stack([torch.zeros_like(s), s], -1), torch.zeros(2), 1.0,
-                                       s_max=0.5)
+    strength, kl = kl_bounded_strength(
+        lambda s: torch.stack([torch.zeros_like(s), s], -1), torch.zeros(2), 1.0, s_max=0.5
+    )
     assert strength.item() == 0.5 and kl.item() == pytest.approx(bernoulli_kl(0.5), abs=1e-6)
 
 
@@ -420,18 +468,23 @@ def test_kl_bisection_without_monotonicity_finds_a_crossing():
     strength, _ = kl_bounded_strength(logits, torch.zeros(2), eps, s_max=2 * math.pi, n_iter=n)
     assert strength.item() == pytest.approx(2 * math.pi) and kl_of(math.pi / 2) > eps
     # a NaN probe counts as infeasible
-    strength, kl = kl_bounded_strength(lambda s: torch.full((2,), float("nan")), torch.zeros(2), 1.0, s_max=1.0)
+    strength, kl = kl_bounded_strength(
+        lambda s: torch.full((2,), float("nan")), torch.zeros(2), 1.0, s_max=1.0
+    )
     assert strength.item() == 0.0 and kl.item() == 0.0
 
 
-@pytest.mark.parametrize(("kw", "needle"), [
-    ({"epsilon": -0.1}, "-0.1"),
-    ({"epsilon": float("nan")}, "nan"),
-    ({"s_max": 0.0}, "0.0"),
-    ({"s_max": float("inf")}, "inf"),
-    ({"n_iter": 0}, "n_iter"),
-    ({"n_iter": 2.0}, "2.0"),
-])
+@pytest.mark.parametrize(
+    ("kw", "needle"),
+    [
+        ({"epsilon": -0.1}, "-0.1"),
+        ({"epsilon": float("nan")}, "nan"),
+        ({"s_max": 0.0}, "0.0"),
+        ({"s_max": float("inf")}, "inf"),
+        ({"n_iter": 0}, "n_iter"),
+        ({"n_iter": 2.0}, "2.0"),
+    ],
+)
 def test_kl_bisection_bad_parameters(kw, needle):
     args = {"epsilon": 0.1, "s_max": 1.0, "n_iter": 4} | kw
     with pytest.raises(FsnnError) as e:
@@ -450,7 +503,11 @@ def test_every_public_name_is_exported():
     from fsnn.steering import operators
 
     assert sorted(operators.__all__) == sorted(
-        name for name in vars(operators) if not name.startswith("_") and name.isidentifier()
+        name
+        for name in vars(operators)
+        if not name.startswith("_")
+        and name.isidentifier()
         and (callable(getattr(operators, name)) or name.isupper())
-        and getattr(getattr(operators, name), "__module__", operators.__name__) == operators.__name__
+        and getattr(getattr(operators, name), "__module__", operators.__name__)
+        == operators.__name__
     )

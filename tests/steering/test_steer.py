@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fsnn.steering.decode import eos_ids
 from fsnn.errors import FsnnError
+from fsnn.steering.decode import eos_ids
 from fsnn.steering.generation import generate
 from fsnn.steering.layout import Strengths
 from fsnn.steering.references import ReferenceItem, capture_references
@@ -56,7 +56,9 @@ class HookOracle:
     def generate(self, prompt: str, max_new_tokens: int) -> list[int]:
         model = self.model
         hf = model.hf_model
-        handles = [model.hf_layer(li).register_forward_hook(self.hook(li)) for li in range(model.n_layers)]
+        handles = [
+            model.hf_layer(li).register_forward_hook(self.hook(li)) for li in range(model.n_layers)
+        ]
         eos = eos_ids(model)
         try:
             ids = model.tokenizer(prompt, return_tensors="pt").input_ids
@@ -68,8 +70,12 @@ class HookOracle:
                     out = hf(input_ids=step_ids, past_key_values=past, use_cache=True)
                     past = out.past_key_values
                 else:
-                    out = hf(input_ids=torch.cat([ids, torch.tensor([new], dtype=torch.long)], 1)
-                             if new else ids, use_cache=False)
+                    out = hf(
+                        input_ids=torch.cat([ids, torch.tensor([new], dtype=torch.long)], 1)
+                        if new
+                        else ids,
+                        use_cache=False,
+                    )
                 tok = int(out.logits[0, -1].argmax())
                 if tok in eos:
                     break
@@ -93,7 +99,9 @@ def test_matches_hook_oracle_tiny_gemma2(tiny_gemma2, mode):
     model = tiny_gemma2
     h = _refs(model, 1)
     alpha, gamma = torch.rand(model.n_layers), torch.rand(model.n_layers)
-    ours = steered_generate(model, PROMPTS[:1], h, alpha[None], gamma[None], mode=mode, max_new_tokens=8)[0]
+    ours = steered_generate(
+        model, PROMPTS[:1], h, alpha[None], gamma[None], mode=mode, max_new_tokens=8
+    )[0]
     oracle = HookOracle(model, h[0], alpha, gamma, cached=mode == "cached").generate(PROMPTS[0], 8)
     assert ours.ids == oracle
     assert len(oracle) > 0
@@ -106,11 +114,15 @@ def test_steered_activation_equals_oracle_at_checked_layer(tiny_gemma2):
     alpha, gamma = torch.full((model.n_layers,), 0.6), torch.full((model.n_layers,), 0.8)
     seen = {}
     handle = model.hf_layer(k + 1).register_forward_pre_hook(
-        lambda m, args, kwargs: seen.__setitem__("x", (args[0] if args else kwargs["hidden_states"]).clone()),
+        lambda m, args, kwargs: seen.__setitem__(
+            "x", (args[0] if args else kwargs["hidden_states"]).clone()
+        ),
         with_kwargs=True,
     )
     try:
-        steered_generate(model, PROMPTS[:1], h, alpha[None], gamma[None], mode="faithful", max_new_tokens=1)
+        steered_generate(
+            model, PROMPTS[:1], h, alpha[None], gamma[None], mode="faithful", max_new_tokens=1
+        )
     finally:
         handle.remove()
     oracle = HookOracle(model, h[0], alpha, gamma, cached=False, record_layer=k)
@@ -123,8 +135,8 @@ def test_zero_strength_gives_bit_identical_logits(tiny_gemma2, which):
     """alpha=0 or gamma=0 on every layer: logits of the steered pass == unsteered, bitwise."""
     import nnsight
 
-    from fsnn.steering.fusion import fuse, masked_mean
     from fsnn.models.layers import residual, with_residual
+    from fsnn.steering.fusion import fuse, masked_mean
 
     model = tiny_gemma2
     enc = dict(model.tokenizer(PROMPTS, return_tensors="pt", padding=True))
@@ -135,8 +147,9 @@ def test_zero_strength_gives_bit_identical_logits(tiny_gemma2, which):
         for li in range(model.n_layers):
             out = model.layer(li).output
             a = residual(out)
-            model.layer(li).output = with_residual(out, fuse(a, h[:, li], masked_mean(a, enc["attention_mask"]),
-                                                            alpha, gamma))
+            model.layer(li).output = with_residual(
+                out, fuse(a, h[:, li], masked_mean(a, enc["attention_mask"]), alpha, gamma)
+            )
         steered = nnsight.save(model.lm.output.logits)
     with model.lm.trace(enc):  # the same input path, nothing written
         plain = nnsight.save(model.lm.output.logits)
@@ -154,8 +167,15 @@ def test_batched_equals_sequential(tiny_gemma2, mode):
     alpha[1, :2] = 0.0  # rows differ in which layers they steer, too
     batched = steered_generate(model, PROMPTS, h, alpha, gamma, mode=mode, max_new_tokens=6)
     for i in range(n):
-        alone = steered_generate(model, PROMPTS[i : i + 1], h[i : i + 1], alpha[i : i + 1], gamma[i : i + 1],
-                                 mode=mode, max_new_tokens=6)[0]
+        alone = steered_generate(
+            model,
+            PROMPTS[i : i + 1],
+            h[i : i + 1],
+            alpha[i : i + 1],
+            gamma[i : i + 1],
+            mode=mode,
+            max_new_tokens=6,
+        )[0]
         assert batched[i].ids == alone.ids, f"row {i}"
 
 
@@ -170,14 +190,20 @@ def test_zero_spec_equals_plain_generation(tiny_gemma2):
 
 def test_capture_with_padding_equals_alone(tiny_gemma2):
     items = [
-        ReferenceItem(question="Who won?", answer="Michio Sugeno", explanation="A long explanation, with words."),
+        ReferenceItem(
+            question="Who won?",
+            answer="Michio Sugeno",
+            explanation="A long explanation, with words.",
+        ),
         ReferenceItem(question="Where is Paris?", answer="France"),
     ]
     both = capture_references(tiny_gemma2, items)
     assert both.dims == ("prompt", "layer", "hidden") and both.dtype == "float32"
     for i, item in enumerate(items):
         alone = capture_references(tiny_gemma2, [item])
-        torch.testing.assert_close(torch.tensor(both.values[i]), torch.tensor(alone.values[0]), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            torch.tensor(both.values[i]), torch.tensor(alone.values[0]), rtol=1e-4, atol=1e-5
+        )
     per_layer = capture_references(tiny_gemma2, items, per_layer_passes=True)
     torch.testing.assert_close(torch.tensor(per_layer.values), torch.tensor(both.values))
 
@@ -188,7 +214,11 @@ def test_capture_span_anchored_after_header(tiny_gemma2):
 
     item = ReferenceItem(question="Is Paris the capital of France?", answer="Paris", explanation="")
     ids, att, span, _ = reference_inputs(tiny_gemma2, [item])
-    body_tokens = [tiny_gemma2.tokenizer.decode([t]) for t, s in zip(ids[0].tolist(), span[0].tolist(), strict=True) if s]
+    body_tokens = [
+        tiny_gemma2.tokenizer.decode([t])
+        for t, s in zip(ids[0].tolist(), span[0].tolist(), strict=True)
+        if s
+    ]
     assert "".join(body_tokens).strip() == "Paris"
 
 
@@ -210,7 +240,9 @@ def test_bad_inputs(tiny_gemma2):
     with pytest.raises(FsnnError, match="unknown steering mode"):
         steered_generate(model, PROMPTS[:1], h, ok, ok, mode="fast")
     with pytest.raises(FsnnError, match="span is empty"):
-        capture_references(model, [ReferenceItem(question="long question " * 30, answer="Paris")], max_length=20)
+        capture_references(
+            model, [ReferenceItem(question="long question " * 30, answer="Paris")], max_length=20
+        )
 
 
 # --------------------------------------------------------------------------- SmolLM2
@@ -219,12 +251,17 @@ def test_bad_inputs(tiny_gemma2):
 @pytest.mark.real
 def test_smollm2_faithful_matches_oracle_and_steering_changes_output(smollm2):
     model = smollm2
-    item = ReferenceItem(question="Who received the IEEE Frank Rosenblatt Award in 2010?", answer="Michio Sugeno",
-                         explanation="Michio Sugeno is a Japanese researcher known for fuzzy control.")
+    item = ReferenceItem(
+        question="Who received the IEEE Frank Rosenblatt Award in 2010?",
+        answer="Michio Sugeno",
+        explanation="Michio Sugeno is a Japanese researcher known for fuzzy control.",
+    )
     h = torch.tensor(capture_references(model, [item]).values)
     spec = Strengths.full(model.n_layers, 0.8, 0.9)
     alpha, gamma = spec.per_layer(model.n_layers)
-    ours = steered_generate(model, PROMPTS[:1], h, alpha[None], gamma[None], mode="faithful", max_new_tokens=12)[0]
+    ours = steered_generate(
+        model, PROMPTS[:1], h, alpha[None], gamma[None], mode="faithful", max_new_tokens=12
+    )[0]
     oracle = HookOracle(model, h[0], alpha, gamma, cached=False).generate(PROMPTS[0], 12)
     assert ours.ids == oracle
     plain = generate(model, PROMPTS[:1], max_new_tokens=12, stop_at_eos=False)[0]
@@ -237,14 +274,21 @@ def test_stop_at_eos_false_ignores_the_checkpoint_eos(tiny_factory):
     model = tiny_factory("llama")
     h = _refs(model, 1)
     a = torch.full((1, model.n_layers), 0.5)
-    free = steered_generate(model, PROMPTS[:1], h, a, a, mode="cached", max_new_tokens=6, stop_at_eos=False)[0]
+    free = steered_generate(
+        model, PROMPTS[:1], h, a, a, mode="cached", max_new_tokens=6, stop_at_eos=False
+    )[0]
     cfg = model.hf_model.generation_config
     original = cfg.eos_token_id
     cfg.eos_token_id = free.ids[0]  # the first token the row emits
     try:
         for mode in ("cached", "faithful"):
-            again = steered_generate(model, PROMPTS[:1], h, a, a, mode=mode, max_new_tokens=6, stop_at_eos=False)[0]
+            again = steered_generate(
+                model, PROMPTS[:1], h, a, a, mode=mode, max_new_tokens=6, stop_at_eos=False
+            )[0]
             assert len(again.ids) == 6
-        assert steered_generate(model, PROMPTS[:1], h, a, a, mode="cached", max_new_tokens=6)[0].ids == []
+        assert (
+            steered_generate(model, PROMPTS[:1], h, a, a, mode="cached", max_new_tokens=6)[0].ids
+            == []
+        )
     finally:
         cfg.eos_token_id = original

@@ -40,8 +40,19 @@ def _strength(op: str) -> float:
 
 def _run(model, prompts, h, k, *, op, mu, mode, schedule="constant", n=6, **kw):
     alpha = torch.ones_like(k)
-    return steered_generate(model, prompts, h, alpha, k, mode=mode, max_new_tokens=n, operator=op,
-                            schedule=schedule, mu_generic=None if op == "fusion" else mu, **kw)
+    return steered_generate(
+        model,
+        prompts,
+        h,
+        alpha,
+        k,
+        mode=mode,
+        max_new_tokens=n,
+        operator=op,
+        schedule=schedule,
+        mu_generic=None if op == "fusion" else mu,
+        **kw,
+    )
 
 
 # --------------------------------------------------------------------------- identity, windows
@@ -70,11 +81,21 @@ def test_an_off_segment_leaves_its_layers_untouched(tiny_gemma2, mu, op):
     h = _refs(model, 1, seed=2)
     layout = SegmentLayout(name="two", ranges=((0, 1), (2, model.n_layers - 1)))
     s = _strength(op)
-    off = Steering(references=h[0], strengths=Strengths(layout=layout, alpha=(1.0, 1.0), gamma=(s, 0.0)),
-                   mode="faithful", operator=op, mu_generic=None if op == "fusion" else mu)
+    off = Steering(
+        references=h[0],
+        strengths=Strengths(layout=layout, alpha=(1.0, 1.0), gamma=(s, 0.0)),
+        mode="faithful",
+        operator=op,
+        mu_generic=None if op == "fusion" else mu,
+    )
     first = SegmentLayout(name="first", ranges=((0, 1),))
-    only = Steering(references=h[0], strengths=Strengths(layout=first, alpha=(1.0,), gamma=(s,)),
-                    mode="faithful", operator=op, mu_generic=None if op == "fusion" else mu)
+    only = Steering(
+        references=h[0],
+        strengths=Strengths(layout=first, alpha=(1.0,), gamma=(s,)),
+        mode="faithful",
+        operator=op,
+        mu_generic=None if op == "fusion" else mu,
+    )
     enc = dict(model.tokenizer(PROMPTS[:1], return_tensors="pt"))
     logits = []
     for steering in (off, only):
@@ -112,7 +133,13 @@ def _oracle(op, a, h_l, mu_l, k, m=1.0):
     operators take the float32 product k * m as their strength.
     """
     if op == "fusion":
-        return fuse(a, h_l[None], masked_mean(a, torch.ones(a.shape[:2])), torch.tensor([m]), torch.tensor([k]))
+        return fuse(
+            a,
+            h_l[None],
+            masked_mean(a, torch.ones(a.shape[:2])),
+            torch.tensor([m]),
+            torch.tensor([k]),
+        )
     km = float(torch.tensor([k], dtype=torch.float32) * m) if m != 1.0 else k
     if op == "centred":
         return mean_centred(a, h_l, mu_l, km)
@@ -121,7 +148,9 @@ def _oracle(op, a, h_l, mu_l, k, m=1.0):
 
 @pytest.mark.parametrize("schedule", ["constant", "decay:0.7"])
 @pytest.mark.parametrize("op", OPERATORS)
-def test_steered_block_output_is_the_operator_of_the_unsteered_one_faithful(tiny_gemma2, mu, op, schedule):
+def test_steered_block_output_is_the_operator_of_the_unsteered_one_faithful(
+    tiny_gemma2, mu, op, schedule
+):
     """Only block L is steered; at every faithful step, the input of block L+1 (= steered
     output of block L) equals the pure operator applied to block L's unsteered output of the
     same sequence, with the strength m(t) * k, bit for bit."""
@@ -131,12 +160,24 @@ def test_steered_block_output_is_the_operator_of_the_unsteered_one_faithful(tiny
     k[0, layer] = _strength(op)
     inputs = []
     handle = model.hf_layer(layer + 1).register_forward_pre_hook(
-        lambda m, args, kwargs: inputs.append((args[0] if args else kwargs["hidden_states"]).detach().clone()),
+        lambda m, args, kwargs: inputs.append(
+            (args[0] if args else kwargs["hidden_states"]).detach().clone()
+        ),
         with_kwargs=True,
     )
     try:
-        out = _run(model, PROMPTS[:1], h, k, op=op, mu=mu, mode="faithful", schedule=schedule, n=4,
-                   stop_at_eos=False)[0]
+        out = _run(
+            model,
+            PROMPTS[:1],
+            h,
+            k,
+            op=op,
+            mu=mu,
+            mode="faithful",
+            schedule=schedule,
+            n=4,
+            stop_at_eos=False,
+        )[0]
     finally:
         handle.remove()
     prompt_ids = model.tokenizer(PROMPTS[0]).input_ids
@@ -159,7 +200,9 @@ def test_steered_block_output_is_the_operator_of_the_unsteered_one_cached(tiny_g
     k[0, layer] = _strength(op)
     inputs = []
     handle = model.hf_layer(layer + 1).register_forward_pre_hook(
-        lambda m, args, kwargs: inputs.append((args[0] if args else kwargs["hidden_states"]).detach().clone()),
+        lambda m, args, kwargs: inputs.append(
+            (args[0] if args else kwargs["hidden_states"]).detach().clone()
+        ),
         with_kwargs=True,
     )
     try:
@@ -192,8 +235,16 @@ def test_batched_equals_sequential(tiny_gemma2, mu, op, mode):
     k[1, :2] = 0.0  # rows differ in which layers they steer
     batched = _run(model, PROMPTS, h, k, op=op, mu=mu, mode=mode, schedule="first_n:3")
     for i in range(n):
-        alone = _run(model, PROMPTS[i : i + 1], h[i : i + 1], k[i : i + 1], op=op, mu=mu, mode=mode,
-                     schedule="first_n:3")[0]
+        alone = _run(
+            model,
+            PROMPTS[i : i + 1],
+            h[i : i + 1],
+            k[i : i + 1],
+            op=op,
+            mu=mu,
+            mode=mode,
+            schedule="first_n:3",
+        )[0]
         assert batched[i].ids == alone.ids, f"row {i}"
 
 
@@ -203,14 +254,20 @@ def test_schedules_that_coincide_give_the_same_tokens(tiny_gemma2, mu, mode):
     h = _refs(model, 2, seed=7)
     k = torch.full((2, model.n_layers), 0.8)
     for op in OPERATORS:
+
         def ids(schedule, op=op):
-            return [o.ids for o in _run(model, PROMPTS[:2], h, k, op=op, mu=mu, mode=mode, schedule=schedule)]
+            return [
+                o.ids
+                for o in _run(model, PROMPTS[:2], h, k, op=op, mu=mu, mode=mode, schedule=schedule)
+            ]
 
         constant = ids("constant")
         assert ids("decay:1") == constant
         assert ids("first_n:6") == constant
         assert ids("decay:0") == ids("prompt_only") == ids("first_n:1")
-        assert [c[0] for c in ids("prompt_only")] == [c[0] for c in constant]  # step 0 is steered alike
+        assert [c[0] for c in ids("prompt_only")] == [
+            c[0] for c in constant
+        ]  # step 0 is steered alike
 
 
 def test_faithful_prompt_only_continues_unsteered(tiny_gemma2, mu):
@@ -220,14 +277,31 @@ def test_faithful_prompt_only_continues_unsteered(tiny_gemma2, mu):
     h = _refs(model, 1, seed=8)
     k = torch.full((1, model.n_layers), 0.8)
     for op in OPERATORS:
-        got = _run(model, PROMPTS[:1], h, k, op=op, mu=mu, mode="faithful", schedule="first_n:2",
-                   stop_at_eos=False)[0].ids
-        constant = _run(model, PROMPTS[:1], h, k, op=op, mu=mu, mode="faithful", stop_at_eos=False)[0].ids
+        got = _run(
+            model,
+            PROMPTS[:1],
+            h,
+            k,
+            op=op,
+            mu=mu,
+            mode="faithful",
+            schedule="first_n:2",
+            stop_at_eos=False,
+        )[0].ids
+        constant = _run(model, PROMPTS[:1], h, k, op=op, mu=mu, mode="faithful", stop_at_eos=False)[
+            0
+        ].ids
         assert got[:2] == constant[:2]
         ids = model.tokenizer(PROMPTS[0]).input_ids + got[:2]
         with torch.no_grad():
             for _ in range(4):
-                ids.append(int(model.hf_model(input_ids=torch.tensor([ids]), use_cache=False).logits[0, -1].argmax()))
+                ids.append(
+                    int(
+                        model.hf_model(input_ids=torch.tensor([ids]), use_cache=False)
+                        .logits[0, -1]
+                        .argmax()
+                    )
+                )
         assert got == ids[-6:], op
 
 
@@ -242,14 +316,20 @@ def test_generic_mean_capture(tiny_gemma2):
     # the same as operators.generic_mean over captured block outputs (per prompt, special tokens out)
     ids, att, span = generic_inputs(model, GENERIC_PROMPTS)
     with torch.no_grad():
-        hs = model.hf_model(input_ids=ids, attention_mask=att, output_hidden_states=True).hidden_states
+        hs = model.hf_model(
+            input_ids=ids, attention_mask=att, output_hidden_states=True
+        ).hidden_states
     # hidden_states[l + 1] is block l's output except the last, which is after the final norm
     acts = torch.stack([hs[li + 1] for li in range(model.n_layers - 1)], dim=1)
     want = generic_mean(acts, span)
     torch.testing.assert_close(torch.as_tensor(mu.values)[:-1], want, rtol=1e-4, atol=1e-4)
     # batching does not change it; BOS (a special token) is never in the span
-    torch.testing.assert_close(torch.as_tensor(capture_generic_mean(model, batch_size=3).values),
-                               torch.as_tensor(mu.values), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        torch.as_tensor(capture_generic_mean(model, batch_size=3).values),
+        torch.as_tensor(mu.values),
+        rtol=1e-4,
+        atol=1e-5,
+    )
     assert span[:, :][att == 1].sum() <= att.sum()
     with pytest.raises(FsnnError, match="no generic prompt"):
         capture_generic_mean(model, ())
@@ -258,16 +338,34 @@ def test_generic_mean_capture(tiny_gemma2):
 def test_steering_value_validates_and_describes(tiny_gemma2, mu):
     model = tiny_gemma2
     h = _refs(model, 1)[0]
-    s = Steering.full(h, alpha=1.0, gamma=0.3, operator="angular", schedule="decay:0.8", mu_generic=mu,
-                      mode="cached")
+    s = Steering.full(
+        h,
+        alpha=1.0,
+        gamma=0.3,
+        operator="angular",
+        schedule="decay:0.8",
+        mu_generic=mu,
+        mode="cached",
+    )
     d = s.describe()
     assert d["operator"] == "angular" and d["schedule"] == "decay:0.8" and d["mode"] == "cached"
     assert d["mu_generic"].startswith(f"{model.n_layers}x{model.d_model} sha256:")
     plain = Steering.full(h, alpha=0.5, gamma=0.4)
     assert plain.describe()["operator"] == "fusion" and "mu_generic" not in plain.describe()
-    assert s.generate(model, PROMPTS[:1], max_new_tokens=3)[0].ids == _run(
-        model, PROMPTS[:1], h[None], torch.full((1, model.n_layers), 0.3), op="angular", mu=mu, mode="cached",
-        schedule="decay:0.8", n=3)[0].ids
+    assert (
+        s.generate(model, PROMPTS[:1], max_new_tokens=3)[0].ids
+        == _run(
+            model,
+            PROMPTS[:1],
+            h[None],
+            torch.full((1, model.n_layers), 0.3),
+            op="angular",
+            mu=mu,
+            mode="cached",
+            schedule="decay:0.8",
+            n=3,
+        )[0].ids
+    )
     cases = [
         (dict(operator="rotate"), "unknown steering operator 'rotate'"),
         (dict(schedule="sometimes"), "unknown schedule 'sometimes'"),
@@ -282,8 +380,14 @@ def test_steering_value_validates_and_describes(tiny_gemma2, mu):
     with pytest.raises(FsnnError, match="angle in radians"):
         Steering.full(h, alpha=1.0, gamma=-0.3, operator="angular", mu_generic=mu)
     with pytest.raises(FsnnError, match="unknown steering operator"):
-        steered_generate(model, PROMPTS[:1], h[None], torch.ones(1, model.n_layers), torch.ones(1, model.n_layers),
-                         operator="nope")
+        steered_generate(
+            model,
+            PROMPTS[:1],
+            h[None],
+            torch.ones(1, model.n_layers),
+            torch.ones(1, model.n_layers),
+            operator="nope",
+        )
 
 
 # --------------------------------------------------------------------------- SmolLM2
@@ -294,14 +398,23 @@ def test_smollm2_angular_changes_the_greedy_output(smollm2):
     from fsnn.steering.references import ReferenceItem, capture_references
 
     model = smollm2
-    item = ReferenceItem(question="Who received the IEEE Frank Rosenblatt Award in 2010?", answer="Michio Sugeno",
-                         explanation="Michio Sugeno is a Japanese researcher known for fuzzy control.")
+    item = ReferenceItem(
+        question="Who received the IEEE Frank Rosenblatt Award in 2010?",
+        answer="Michio Sugeno",
+        explanation="Michio Sugeno is a Japanese researcher known for fuzzy control.",
+    )
     h = torch.tensor(capture_references(model, [item]).values)
     mu = torch.as_tensor(capture_generic_mean(model).values)
     for mode in MODES:
+
         def run(theta, stop_at_eos=False, mode=mode):
-            return Steering.full(h[0], alpha=1.0, gamma=theta, operator="angular", mu_generic=mu, mode=mode).generate(
-                model, PROMPTS[:1], max_new_tokens=12, stop_at_eos=stop_at_eos)[0].ids
+            return (
+                Steering.full(
+                    h[0], alpha=1.0, gamma=theta, operator="angular", mu_generic=mu, mode=mode
+                )
+                .generate(model, PROMPTS[:1], max_new_tokens=12, stop_at_eos=stop_at_eos)[0]
+                .ids
+            )
 
         # angle 0 is the plain model (the EOS-stopping path compared with plain greedy decoding)
         assert run(0.0, stop_at_eos=True) == generate(model, PROMPTS[:1], max_new_tokens=12)[0].ids

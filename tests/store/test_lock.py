@@ -28,20 +28,30 @@ def test_lock_writes_the_pid_and_empties_it_on_release(tmp_path):
 def test_a_second_holder_is_refused_with_the_pid(tmp_path):
     # flock locks belong to open file descriptions: a second open in this process conflicts too
     with run_folder_lock(tmp_path):
-        with pytest.raises(FsnnError, match=rf"in use by another fsnn process \(pid {os.getpid()}\)"):
+        with pytest.raises(
+            FsnnError, match=rf"in use by another fsnn process \(pid {os.getpid()}\)"
+        ):
             with run_folder_lock(tmp_path):
                 pass
 
 
 def test_another_process_is_refused_while_held_and_admitted_after(tmp_path):
-    code = ("import sys\nfrom fsnn.store.lock import run_folder_lock\n"
-            "try:\n    with run_folder_lock(sys.argv[1]):\n        print('got it')\n"
-            "except Exception as exc:\n    print(exc)\n")
+    code = (
+        "import sys\nfrom fsnn.store.lock import run_folder_lock\n"
+        "try:\n    with run_folder_lock(sys.argv[1]):\n        print('got it')\n"
+        "except Exception as exc:\n    print(exc)\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def other() -> str:
-        return subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
-                              env=env, timeout=60, check=True).stdout.strip()
+        return subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
 
     with run_folder_lock(tmp_path):
         message = other()

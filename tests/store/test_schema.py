@@ -22,10 +22,27 @@ def test_str_array_makes_python_str_and_blanks_missing():
 
 
 ROWS = [
-    {"completion": "Paris.", "text": "Q? Paris.", "grade": "CORRECT", "grade_source": "proxy:containment",
-     "token_overlap": 1.0, "simpleqa_id": 7, "question": "Q?", "answer": "Paris", "topic": "Geo"},
-    {"completion": "", "text": "Q2?", "grade": "NOT_ATTEMPTED", "grade_source": "local:x",
-     "token_overlap": 0.0, "simpleqa_id": 9, "question": "Q2?", "answer": "Rome"},  # no topic
+    {
+        "completion": "Paris.",
+        "text": "Q? Paris.",
+        "grade": "CORRECT",
+        "grade_source": "proxy:containment",
+        "token_overlap": 1.0,
+        "simpleqa_id": 7,
+        "question": "Q?",
+        "answer": "Paris",
+        "topic": "Geo",
+    },
+    {
+        "completion": "",
+        "text": "Q2?",
+        "grade": "NOT_ATTEMPTED",
+        "grade_source": "local:x",
+        "token_overlap": 0.0,
+        "simpleqa_id": 9,
+        "question": "Q2?",
+        "answer": "Rome",
+    },  # no topic
 ]
 
 
@@ -46,12 +63,16 @@ def test_baseline_dataset_layout_and_round_trip(tmp_path):
 
 @pytest.mark.parametrize("kind", sorted(REQUIRED))
 def test_required_dims_are_checked(kind):
-    good = xr.Dataset({name: (dims, np.zeros((1,) * len(dims))) for name, dims in REQUIRED[kind].items()})
+    good = xr.Dataset(
+        {name: (dims, np.zeros((1,) * len(dims))) for name, dims in REQUIRED[kind].items()}
+    )
     check_dims(good, kind)  # the schema's own shape passes
     name, dims = next(iter(REQUIRED[kind].items()))
     with pytest.raises(FsnnError, match=rf"not a {kind} file, variable '{name}' is missing"):
         check_dims(good.drop_vars(name), kind, "f.nc")
-    bad = good.assign({name: (tuple(reversed(dims)) + ("extra",), np.zeros((1,) * (len(dims) + 1)))})
+    bad = good.assign(
+        {name: (tuple(reversed(dims)) + ("extra",), np.zeros((1,) * (len(dims) + 1)))}
+    )
     with pytest.raises(FsnnError, match=rf"variable '{name}' has dims"):
         check_dims(bad, kind)
 

@@ -19,17 +19,26 @@ def _write(path, rows):
 
 
 def test_records_keep_the_text_as_written_and_ids_count_bad_rows(tmp_path, capsys):
-    path = _write(tmp_path / "qa.csv", [
-        ("{'topic': 'Art', 'urls': ['u']}", " Who? ", "Someone "),
-        ("not a dict", "Q?", "A"),
-        ("{'answer_type': 'Date'}", "When?", "1999"),
-    ])
-    with pytest.raises(FsnnError, match=r"qa\.csv: row 2: field 'metadata' is not a Python dict literal"):
+    path = _write(
+        tmp_path / "qa.csv",
+        [
+            ("{'topic': 'Art', 'urls': ['u']}", " Who? ", "Someone "),
+            ("not a dict", "Q?", "A"),
+            ("{'answer_type': 'Date'}", "When?", "1999"),
+        ],
+    )
+    with pytest.raises(
+        FsnnError, match=r"qa\.csv: row 2: field 'metadata' is not a Python dict literal"
+    ):
         read_simpleqa_csv(path)
     first, third = read_simpleqa_csv(path, on_bad="skip")
     assert "skipped 1 bad SimpleQA row" in capsys.readouterr().err
     assert (first.id, first.problem, first.answer, first.metadata) == (
-        0, " Who? ", "Someone ", {"topic": "Art", "urls": ["u"]})
+        0,
+        " Who? ",
+        "Someone ",
+        {"topic": "Art", "urls": ["u"]},
+    )
     assert (third.id, third.metadata) == (2, {"answer_type": "Date"})
 
     from fsnn.experiment.simpleqa import load_simpleqa  # the experiment strips the text

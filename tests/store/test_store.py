@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from fsnn.store import files as store
 from fsnn.errors import FsnnError
+from fsnn.store import files as store
 from fsnn.store.files import (
     atomic_write,
     atomic_write_bytes,

@@ -23,7 +23,16 @@ import numpy as np
 
 from fsnn.judges.scoring import normalise_answer
 
-__all__ = ["FEATURES", "MAX_CHARS", "answer_part", "dates", "feature_matrix", "features", "normalise", "numbers"]
+__all__ = [
+    "FEATURES",
+    "MAX_CHARS",
+    "answer_part",
+    "dates",
+    "feature_matrix",
+    "features",
+    "normalise",
+    "numbers",
+]
 
 MAX_CHARS = 20_000  # about 4k tokens; longer answers are cut (and the cut recorded)
 
@@ -116,7 +125,6 @@ _REFUSALS = (
     "cannot find",
     "could not find",
 )
-
 
 
 def _to_text(value: Any) -> tuple[str, list[str]]:
@@ -230,7 +238,7 @@ def dates(text: str) -> list[_Date]:
             return
         y = int(year) if year else None
         taken.append((m.start(), m.end()))
-        found.append((m.start(), _Date(d, mon, y, bool(year) and len(year) == 2)))
+        found.append((m.start(), _Date(d, mon, y, year is not None and len(year) == 2)))
 
     mon = rf"(?P<mon>{_MONTH_RE})\.?"
     day = r"(?P<day>\d{1,2})(?:st|nd|rd|th)?"

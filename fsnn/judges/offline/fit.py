@@ -15,8 +15,17 @@ from fsnn.judges.scoring import JUDGE_THRESHOLD
 from .features import FEATURES, feature_matrix
 from .model import DECODES, Calibration, decode_grades, ordinal_probs
 
-__all__ = ["CV_FOLDS", "L2_GRID", "N_PROMPTS", "SPLIT_SEED", "TRAIN_FRACTION", "cross_validate", "fit_calibration",
-           "fit_ordinal", "split_prompts"]
+__all__ = [
+    "CV_FOLDS",
+    "L2_GRID",
+    "N_PROMPTS",
+    "SPLIT_SEED",
+    "TRAIN_FRACTION",
+    "cross_validate",
+    "fit_calibration",
+    "fit_ordinal",
+    "split_prompts",
+]
 
 N_PROMPTS = 260  # the release's prompts, ids 0..259
 SPLIT_SEED = 0

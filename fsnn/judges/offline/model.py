@@ -18,8 +18,15 @@ from fsnn.errors import FsnnError
 
 from .features import FEATURES
 
-__all__ = ["CALIBRATION_FILE", "DECODES", "Calibration", "decode_grades", "load_calibration", "median_grade",
-           "ordinal_probs"]
+__all__ = [
+    "CALIBRATION_FILE",
+    "DECODES",
+    "Calibration",
+    "decode_grades",
+    "load_calibration",
+    "median_grade",
+    "ordinal_probs",
+]
 
 CALIBRATION_FILE = "offline-v1.json"
 

@@ -38,7 +38,9 @@ def test_ordinal_probs_and_decoding_oracles():
     # one cut at 0 between two classes: P(grade 1) = sigmoid(0 - z)
     p = O.ordinal_probs(np.array([0.0, np.log(3.0)]), np.array([0.0]))
     np.testing.assert_allclose(p, [[0.5, 0.5], [0.25, 0.75]])
-    probs = np.array([[0.1, 0.3, 0.2, 0.2, 0.2], [0.6, 0.1, 0.1, 0.1, 0.1], [0.0, 0.0, 0.5, 0.0, 0.5]])
+    probs = np.array(
+        [[0.1, 0.3, 0.2, 0.2, 0.2], [0.6, 0.1, 0.1, 0.1, 0.1], [0.0, 0.0, 0.5, 0.0, 0.5]]
+    )
     # median: the largest k with P(grade >= k) >= 1/2; expected: E[grade] rounded half up
     assert O.median_grade(probs).tolist() == [3, 1, 5]  # P(grade >= 5) = 1/2 in the last row
     assert O.decode_grades(probs, "median").tolist() == [3, 1, 5]
