@@ -28,7 +28,7 @@ from fsnn.models.load import load_model
 from fsnn.steering.layout import SegmentLayout
 from fsnn.steering.prompts import PAPER_TEMPLATES
 from fsnn.steering.steer import steered_generate
-from fsnn.store.files import atomic_write_text, read_dataset
+from fsnn.store.files import atomic_write_text, open_run
 
 
 def _match(a: list[int], b: list[int]) -> tuple[float, int]:
@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     run = Path(args.run)
-    refs, results = read_dataset(run / "references.nc"), read_dataset(run / "results.nc", "results")
+    folder = open_run(run, require=("references", "results"))
+    refs, results = folder.require("references"), folder.require("results")
     config = json.loads(results.attrs["config"])
     model = load_model(config["model"], dtype=config.get("dtype", "float32"))
     max_new = args.max_new_tokens or config["max_new_tokens"]

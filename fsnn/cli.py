@@ -569,9 +569,10 @@ def _figures(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from fsnn.analysis.inspect import format_prompt, format_prompt_table, open_run
+    from fsnn.analysis.inspect import format_prompt, format_prompt_table
+    from fsnn.store.files import open_run
 
-    run = open_run(args.run)
+    run = open_run(args.run, require=("results",))
     if args.prompt is None:
         print(format_prompt_table(run, args.method, width=args.width, limit=args.limit))
     else:
@@ -580,10 +581,12 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from fsnn.analysis.inspect import compare_runs, format_compare, open_run
+    from fsnn.analysis.inspect import compare_runs, format_compare
+    from fsnn.store.files import open_run
 
     comparison = compare_runs(
-        [open_run(r) for r in args.runs], allow_different=args.allow_different
+        [open_run(r, require=("results",)) for r in args.runs],
+        allow_different=args.allow_different,
     )
     print(json.dumps(comparison, indent=2) if args.json else format_compare(comparison))
     return 0
@@ -665,13 +668,13 @@ def _merge_parser(sub: Any) -> None:
 def _merge(args: argparse.Namespace) -> int:
     from fsnn.analysis.summary import summary_table
     from fsnn.experiment.shards import merge_runs
-    from fsnn.store.files import read_dataset
+    from fsnn.store.files import open_run
 
     report = merge_runs(
         args.runs, args.out, simpleqa_csv=args.simpleqa_csv, force_new=args.force_new
     )
     if report.steered:
-        print(summary_table(read_dataset(report.out / "results.nc")))
+        print(summary_table(open_run(report.out, require=("results",)).require("results")))
     print(
         f"\nmerged {len(report.shards)} shard(s): {report.prompts} question(s), {report.steered} steered, "
         f"into {report.out}"

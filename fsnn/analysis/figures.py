@@ -40,7 +40,7 @@ from matplotlib.patches import Patch
 from fsnn.errors import FsnnError
 from fsnn.judges.scoring import COMPOSITE_FORMULA, COMPOSITE_THRESHOLD, JUDGE_THRESHOLD
 from fsnn.judges.scoring import TOKEN_OVERLAP_THRESHOLD as TO_THRESHOLD
-from fsnn.store.files import read_dataset
+from fsnn.store.files import open_run
 
 from .stats import bootstrap_mean
 from .summary import COMPOSITE_RATE, CORRECT_RATE, JUDGE_RATE, STATES_ANSWER, TO_RATE, outcomes
@@ -708,8 +708,9 @@ def render_all(
 ) -> list[Path]:
     """Draw every figure a run folder allows and save it.
 
-    Reads ``results.nc`` (required), ``subsets.nc`` (fig. 1), ``trial_grades.nc``
-    (best-of-k variant of fig. 2) and ``trials.nc`` (fig. 6), each when present.
+    Opens the folder with :func:`fsnn.store.files.open_run` (the one reader) and uses
+    ``results.nc`` (required), ``subsets.nc`` (fig. 1), ``trial_grades.nc`` (best-of-k
+    variant of fig. 2) and ``trials.nc`` (fig. 6), each when present.
 
     Args:
         run: the run folder.
@@ -721,23 +722,17 @@ def render_all(
         the written paths.
 
     Raises:
-        FsnnError: no or malformed ``results.nc``, or an unknown format.
+        FsnnError: no run folder, no or malformed ``results.nc``, or an unknown format.
     """
-    run = Path(run)
-    out = Path(out) if out is not None else run / "figures"
     bad = [f for f in formats if f not in ("png", "pdf", "svg")]
     if bad or not formats:
         raise FsnnError(
             f"unknown figure format(s) {', '.join(bad) or '(none)'}; use png, pdf or svg"
         )
-    results = read_dataset(run / "results.nc", "results")
-    optional = {}
-    for name, kind in (("subsets", None), ("trial_grades", None), ("trials", "trials")):
-        path = run / f"{name}.nc"
-        optional[name] = read_dataset(path, kind) if path.is_file() else None
-
-    figures = run_figures(results, subsets=optional["subsets"], trials=optional["trials"],
-                          trial_grades=optional["trial_grades"], best_of_k=best_of_k)  # fmt: skip
+    folder = open_run(run, require=("results",))
+    out = Path(out) if out is not None else folder.path / "figures"
+    figures = run_figures(folder.require("results"), subsets=folder.subsets, trials=folder.trials,
+                          trial_grades=folder.trial_grades, best_of_k=best_of_k)  # fmt: skip
     paths = []
     for stem, fig in figures:
         paths += save_figure(fig, out / stem, formats)

@@ -14,7 +14,9 @@ on those prompts. Runs of different models or datasets are refused unless
 ``--allow-different``.
 
 A run folder is any folder holding an fsnn ``results.nc`` (our runs and an imported
-release alike); anything else is a one-line :class:`~fsnn.errors.FsnnError`.
+release alike); anything else is a one-line :class:`~fsnn.errors.FsnnError`. Runs are
+opened by the one reader, :func:`fsnn.store.files.open_run` (``require=("results",)``):
+this module only looks at the :class:`~fsnn.store.files.Run` it returns.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import difflib
 import json
 import shutil
 import textwrap
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,101 +34,76 @@ import numpy as np
 import xarray as xr
 
 from fsnn.errors import FsnnError
-from fsnn.store.files import check_dims, read_dataset
+from fsnn.store import files as _files
+from fsnn.store.files import Run
 
 from .stats import DEFAULT_N_BOOT, DEFAULT_SEED, mcnemar_exact, paired_bootstrap_diff
 from .summary import LEADING, MEAN_TO, METRICS, fmt_diff, fmt_mean, fmt_rate, outcomes, summarize
 
 __all__ = [
-    "RunFolder",
     "compare_runs",
     "format_compare",
     "format_prompt",
     "format_prompt_table",
-    "open_run",
     "prompt_table",
     "resolve_prompt",
+    "run_dataset",
+    "run_model",
     "side_by_side",
 ]
 
 
-@dataclass(frozen=True, kw_only=True)
-class RunFolder:
-    """The datasets of one run folder.
-
-    Attributes:
-        path: the folder.
-        results: ``results.nc``, dims (method, prompt[, segment]).
-        trials: ``trials.nc`` (method, prompt, trial[, segment]) or None.
-        trial_grades: ``trial_grades.nc`` (the imported release) or None.
-    """
-
-    path: Path
-    results: xr.Dataset
-    trials: xr.Dataset | None = None
-    trial_grades: xr.Dataset | None = None
-
-    @property
-    def config(self) -> dict[str, Any]:
-        try:
-            value = json.loads(self.results.attrs.get("config") or "{}")
-        except json.JSONDecodeError:
-            return {}
-        return value if isinstance(value, dict) else {}
-
-    @property
-    def model(self) -> str:
-        return str(self.results.attrs.get("model") or self.config.get("model") or "?")
-
-    @property
-    def dataset(self) -> str:
-        """What the prompts were drawn from: the SimpleQA file's sha256, or the release."""
-        cfg = self.config
-        if cfg.get("simpleqa_sha256"):
-            return f"SimpleQA sha256 {str(cfg['simpleqa_sha256'])[:12]}"
-        if cfg.get("source") == "release":
-            return "the authors' release"
-        return "unknown"
-
-    @property
-    def methods(self) -> list[str]:
-        return [str(m) for m in self.results["method"].values]
+def _results_config(run: Run) -> dict[str, Any]:
+    """The config recorded in ``results.nc``: an imported release has no ``config.json``."""
+    try:
+        value = json.loads(run.require("results").attrs.get("config") or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
-def open_run(path: str | Path) -> RunFolder:
-    """Read a run folder's datasets.
+def run_model(run: Run) -> str:
+    """The model a run's results come from (``results.nc``'s provenance), "?" when unknown."""
+    model = run.require("results").attrs.get("model") or _results_config(run).get("model")
+    return str(model or "?")
 
-    Raises:
-        FsnnError: no such folder, no ``results.nc``, or a ``results.nc`` that is not
-            an fsnn results file.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FsnnError(f"run folder not found: {path}")
-    if not path.is_dir():
-        raise FsnnError(f"not a run folder (not a directory): {path}")
-    if not (path / "results.nc").is_file():
-        raise FsnnError(
-            f"not a run folder: {path} has no results.nc (run `fsnn run` or `fsnn import-release`)"
-        )
-    results = read_dataset(path / "results.nc")
-    schema = str(results.attrs.get("fsnn_schema", ""))
-    if not schema.startswith("results/"):
-        raise FsnnError(
-            f"{path / 'results.nc'} is not an fsnn results file (fsnn_schema {schema or 'missing'!r})"
-        )
-    check_dims(results, "results", str(path / "results.nc"))
-    trials = read_dataset(path / "trials.nc", "trials") if (path / "trials.nc").is_file() else None
-    grades = (
-        read_dataset(path / "trial_grades.nc") if (path / "trial_grades.nc").is_file() else None
+
+def run_dataset(run: Run) -> str:
+    """What the prompts were drawn from: the SimpleQA file's sha256, or the release."""
+    cfg = _results_config(run)
+    if cfg.get("simpleqa_sha256"):
+        return f"SimpleQA sha256 {str(cfg['simpleqa_sha256'])[:12]}"
+    if cfg.get("source") == "release":
+        return "the authors' release"
+    return "unknown"
+
+
+def _open_results_run(path: str | Path) -> Run:
+    """0.2's ``open_run`` of this module: :func:`fsnn.store.files.open_run` needing results."""
+    return _files.open_run(path, require=("results",))
+
+
+# 0.2 names of this module -> the one reader (issue 23); they go away with ``fsnn.inspect``
+_DEPRECATED = {"RunFolder": ("fsnn.store.files.Run", Run),
+               "open_run": ('fsnn.store.files.open_run(path, require=("results",))', _open_results_run)}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _DEPRECATED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    new, value = _DEPRECATED[name]
+    warnings.warn(
+        f"{__name__}.{name} is now {new}; the old name goes away after 0.3",
+        FutureWarning,
+        stacklevel=2,
     )
-    return RunFolder(path=path, results=results, trials=trials, trial_grades=grades)
+    return value
 
 
 # ------------------------------------------------------------------------- show
 
 
-def _steered(run: RunFolder, method: str | None) -> list[str]:
+def _steered(run: Run, method: str | None) -> list[str]:
     steered = [m for m in run.methods if m != "baseline"]
     if method is None:
         return steered
@@ -151,14 +128,15 @@ def _ids(results: xr.Dataset) -> np.ndarray:
     return np.full(results.sizes["prompt"], -1, dtype=np.int64)
 
 
-def resolve_prompt(run: RunFolder, prompt_id: int) -> int:
+def resolve_prompt(run: Run, prompt_id: int) -> int:
     """Position in ``results`` of a SimpleQA id (or of a position when a run has no ids).
 
     Raises:
         FsnnError: the id is not a prompt of this run.
     """
-    ids = _ids(run.results)
-    n = run.results.sizes["prompt"]
+    res = run.require("results")
+    ids = _ids(res)
+    n = res.sizes["prompt"]
     if (ids >= 0).any():
         hit = np.flatnonzero(ids == prompt_id)
         if hit.size:
@@ -174,7 +152,7 @@ def resolve_prompt(run: RunFolder, prompt_id: int) -> int:
     )
 
 
-def prompt_table(run: RunFolder, method: str | None = None) -> list[dict[str, Any]]:
+def prompt_table(run: Run, method: str | None = None) -> list[dict[str, Any]]:
     """One row per prompt, sorted by the steering gain (largest first).
 
     Returns:
@@ -182,7 +160,7 @@ def prompt_table(run: RunFolder, method: str | None = None) -> list[dict[str, An
         (what the gain is measured on), ``baseline`` (its value), ``<method>`` (each
         steered method's value), ``gain`` (the largest steered minus baseline).
     """
-    res = run.results
+    res = run.require("results")
     metric = _gain_metric(res)
     steered = _steered(run, method)
     ids = _ids(res)
@@ -206,7 +184,7 @@ def _width(width: int | None) -> int:
     return max(40, width if width else shutil.get_terminal_size((100, 24)).columns)
 
 
-def format_prompt_table(run: RunFolder, method: str | None = None, *, width: int | None = None,
+def format_prompt_table(run: Run, method: str | None = None, *, width: int | None = None,
                         limit: int | None = None) -> str:  # fmt: skip
     """The prompts sorted by steering gain, as a fixed-width table."""
     rows = prompt_table(run, method)
@@ -277,7 +255,7 @@ def _scores(res: xr.Dataset, m: str, i: int) -> str:
     return ", ".join(parts)
 
 
-def _trial_lines(run: RunFolder, m: str, sid: int, i: int) -> list[str]:
+def _trial_lines(run: Run, m: str, sid: int, i: int) -> list[str]:
     t = run.trials
     if t is not None and m in [str(x) for x in t["method"].values]:
         tm = t.sel({"method": m})
@@ -328,11 +306,11 @@ def _trial_lines(run: RunFolder, m: str, sid: int, i: int) -> list[str]:
     return [f"  trials ({m}): no trials.nc in this run folder"]
 
 
-def format_prompt(run: RunFolder, prompt_id: int, method: str | None = None, *, width: int | None = None,
+def format_prompt(run: Run, prompt_id: int, method: str | None = None, *, width: int | None = None,
                   diff: bool = False) -> str:  # fmt: skip
     """Everything about one prompt (see the module docstring)."""
     i = resolve_prompt(run, prompt_id)
-    res = run.results
+    res = run.require("results")
     w = _width(width)
     sid = int(_ids(res)[i])
     lines = [f"prompt {prompt_id} of {run.path} (position {i}, SimpleQA id {sid})"]
@@ -396,7 +374,7 @@ def _shared(a: xr.Dataset, b: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(pa, dtype=np.int64), np.asarray(pb, dtype=np.int64)
 
 
-def compare_runs(runs: Sequence[RunFolder], *, allow_different: bool = False, n_boot: int = DEFAULT_N_BOOT,
+def compare_runs(runs: Sequence[Run], *, allow_different: bool = False, n_boot: int = DEFAULT_N_BOOT,
                  seed: int = DEFAULT_SEED) -> dict[str, Any]:  # fmt: skip
     """The summaries of several runs and the paired differences of each later run vs the first.
 
@@ -414,8 +392,8 @@ def compare_runs(runs: Sequence[RunFolder], *, allow_different: bool = False, n_
     if not allow_different:
         for r in runs[1:]:
             for what, x, y in (
-                ("model", first.model, r.model),
-                ("dataset", first.dataset, r.dataset),
+                ("model", run_model(first), run_model(r)),
+                ("dataset", run_dataset(first), run_dataset(r)),
             ):
                 if x != y:
                     raise FsnnError(f"runs differ in {what}: {first.path} has {x}, {r.path} has {y} "
@@ -423,15 +401,15 @@ def compare_runs(runs: Sequence[RunFolder], *, allow_different: bool = False, n_
     labels = [chr(ord("A") + k) if k < 26 else f"R{k}" for k in range(len(runs))]
     out: dict[str, Any] = {"runs": [], "paired": []}
     for label, r in zip(labels, runs, strict=True):
-        out["runs"].append({"label": label, "path": str(r.path), "model": r.model, "dataset": r.dataset,
-                            "summary": summarize(r.results, n_boot=n_boot, seed=seed)})  # fmt: skip
+        out["runs"].append({"label": label, "path": str(r.path), "model": run_model(r), "dataset": run_dataset(r),
+                            "summary": summarize(r.require("results"), n_boot=n_boot, seed=seed)})  # fmt: skip
     out["metrics"] = _union_metrics([r["summary"] for r in out["runs"]])
     keys = [m["key"] for m in out["metrics"]]
     for label, r in zip(labels[1:], runs[1:], strict=True):
-        pa, pb = _shared(first.results, r.results)
+        pa, pb = _shared(first.require("results"), r.require("results"))
         for m in [m for m in r.methods if m in first.methods]:
-            oa = outcomes(first.results, m)
-            ob = outcomes(r.results, m)
+            oa = outcomes(first.require("results"), m)
+            ob = outcomes(r.require("results"), m)
             metrics: dict[str, Any] = {}
             for k in keys:
                 va, vb = oa.get(k), ob.get(k)

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from fsnn.errors import FsnnError
+from fsnn.store.files import Run, open_run
 
-from .inspect import RunFolder, open_run, prompt_table
+from .inspect import prompt_table
 from .summary import paired_grid, summarize, summary_grid, summary_notes
 
 __all__ = ["build_report", "highlight_answer", "write_report"]
@@ -119,15 +120,15 @@ def _png_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def _figures_html(run: RunFolder) -> str:
-    from fsnn.store.files import read_dataset
-
+def _figures_html(run: Run) -> str:
     from .figures import figure_png, run_figures
 
-    subsets = read_dataset(run.path / "subsets.nc") if (run.path / "subsets.nc").is_file() else None
     parts = []
     for stem, fig in run_figures(
-        run.results, subsets=subsets, trials=run.trials, trial_grades=run.trial_grades
+        run.require("results"),
+        subsets=run.subsets,
+        trials=run.trials,
+        trial_grades=run.trial_grades,
     ):
         text = _FIGURE_TEXT.get(stem, stem)
         parts.append(f'<figure id="{stem}"><img src="{_png_uri(figure_png(fig))}" alt="{_e(text)}">'
@@ -135,10 +136,10 @@ def _figures_html(run: RunFolder) -> str:
     return "\n".join(parts)
 
 
-def _sample(run: RunFolder, n_examples: int, seed: int) -> list[tuple[int, str]]:
+def _sample(run: Run, n_examples: int, seed: int) -> list[tuple[int, str]]:
     """Positions to show: the largest gains first, then a seeded random draw; with why."""
     rows = prompt_table(run) if any(m != "baseline" for m in run.methods) else []
-    n = run.results.sizes["prompt"]
+    n = run.require("results").sizes["prompt"]
     top = [r["position"] for r in rows if np.isfinite(r["gain"]) and r["gain"] > 0][
         : (n_examples + 1) // 2
     ]
@@ -170,8 +171,8 @@ def _score_text(res: Any, m: str, i: int) -> str:
     return ", ".join(parts)
 
 
-def _examples_html(run: RunFolder, n_examples: int, seed: int) -> str:
-    res = run.results
+def _examples_html(run: Run, n_examples: int, seed: int) -> str:
+    res = run.require("results")
     ids = (
         res["simpleqa_id"].values
         if "simpleqa_id" in res.coords
@@ -194,12 +195,12 @@ def _examples_html(run: RunFolder, n_examples: int, seed: int) -> str:
     return "\n".join(parts)
 
 
-def _provenance_html(run: RunFolder) -> str:
-    attrs = dict(run.results.attrs)
+def _provenance_html(run: Run) -> str:
+    attrs = dict(run.require("results").attrs)
     try:
         config = json.dumps(json.loads(attrs.pop("config", "{}") or "{}"), indent=2, sort_keys=True)
     except json.JSONDecodeError:
-        config = str(run.results.attrs.get("config"))
+        config = str(run.require("results").attrs.get("config"))
     rows = [["attribute", "value"], *[[k, str(v)] for k, v in sorted(attrs.items())]]
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows[1:])
     return (f"<h3>Run configuration</h3><pre id=\"config\">{_e(config)}</pre>"
@@ -207,19 +208,21 @@ def _provenance_html(run: RunFolder) -> str:
             f"<th>value</th></tr></thead><tbody>{body}</tbody></table>")  # fmt: skip
 
 
-def build_report(run: RunFolder | str | Path, *, examples: int = 12, seed: int = 0) -> str:
+def build_report(run: Run | str | Path, *, examples: int = 12, seed: int = 0) -> str:
     """The report of a run folder as one HTML string (see the module docstring).
 
     Args:
-        run: a run folder (path or :class:`fsnn.analysis.inspect.RunFolder`).
+        run: a run folder: its path, or the :class:`fsnn.store.files.Run` that
+            :func:`fsnn.store.files.open_run` returned (it must hold ``results.nc``).
         examples: prompts shown in the examples section.
         seed: seed of the random part of the example sample.
     """
     if examples < 0:
         raise FsnnError(f"--examples must be >= 0, got {examples}")
-    run = run if isinstance(run, RunFolder) else open_run(run)
-    s = summarize(run.results)
-    a = run.results.attrs
+    run = run if isinstance(run, Run) else open_run(run, require=("results",))
+    results = run.require("results")
+    s = summarize(results)
+    a = results.attrs
     paired = paired_grid(s)
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in summary_notes(s))
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
@@ -234,7 +237,7 @@ def build_report(run: RunFolder | str | Path, *, examples: int = 12, seed: int =
 <body>
 <h1>fsnn report: {_e(run.path.name)}</h1>
 <p class="meta">model {_e(a.get("model", "?"))} · mode {_e(a.get("mode", "?"))} · judge {_e(a.get("judge", "none"))}
-· {run.results.sizes["prompt"]} prompts · methods {_e(", ".join(run.methods))} · run created {_e(a.get("created", "?"))}
+· {results.sizes["prompt"]} prompts · methods {_e(", ".join(run.methods))} · run created {_e(a.get("created", "?"))}
 · report made {_e(created)} by fsnn {_e(__version__)}</p>
 <p class="note">Oracle setting: the ground truth builds the reference and scores the search, so these numbers
 bound what per-prompt activation control can do; they are not a deployable QA accuracy.</p>
@@ -260,7 +263,7 @@ def write_report(
     """Write the report of run folder ``run`` to ``out`` (default ``RUN/report.html``), atomically."""
     from fsnn.store.files import atomic_write_text
 
-    folder = open_run(run)
+    folder = open_run(run, require=("results",))
     path = Path(out) if out is not None else folder.path / "report.html"
     try:
         return atomic_write_text(path, build_report(folder, examples=examples, seed=seed))

@@ -13,8 +13,7 @@ import os
 import re
 import secrets
 import subprocess
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from fsnn.errors import FsnnError
 from .schema import REQUIRED
 
 __all__ = [
+    "RUN_FILES",
     "Run",
     "open_run",
     "SCHEMA_VERSION",
@@ -324,42 +324,150 @@ def check_dims(ds: xr.Dataset, kind: str, where: str = "dataset") -> None:
             )
 
 
-RUN_FILES = ("baseline", "references", "trials", "results")
+# Stage files of ``fsnn run``, then the imported release's own files (fsnn.analysis.release).
+RUN_FILES = ("baseline", "references", "trials", "results", "trial_grades", "subsets")
+
+# what to run when a file a reader requires is missing
+_MAKES = {
+    "baseline": "`fsnn run`",
+    "references": "`fsnn run`",
+    "trials": "`fsnn run`",
+    "results": "`fsnn run` or `fsnn import-release`",
+    "trial_grades": "`fsnn import-release`",
+    "subsets": "`fsnn import-release` with a SimpleQA CSV",
+}
 
 
-@dataclass(frozen=True, kw_only=True)
 class Run:
-    """A run folder's datasets, opened (see :mod:`fsnn.store.schema` for what each holds).
+    """A run folder's datasets (see :mod:`fsnn.store.schema` for what each holds).
+
+    The one reader of run folders: ``fsnn show``, ``compare``, ``report``, ``figures`` and
+    the experiments open folders through :func:`open_run`, so every one of them applies the
+    same checks (schema attribute, dims). Each file is read on first use and kept, so that
+    looking at ``results.nc`` does not load a large ``references.nc``.
 
     Attributes:
         path: the run folder.
         config: ``config.json`` (the run's identity), {} when absent.
-        baseline, references, trials, results: the datasets present (None when the
-            stage has not written its file yet).
+        baseline, references, trials, results, trial_grades, subsets: the datasets
+            present, None for a file the folder lacks (a stage not written yet; the
+            release files exist only in an imported release). :meth:`require` raises
+            instead of returning None.
     """
 
-    path: Path
-    config: dict[str, Any]
-    baseline: xr.Dataset | None = None
-    references: xr.Dataset | None = None
-    trials: xr.Dataset | None = None
-    results: xr.Dataset | None = None
+    def __init__(
+        self,
+        *,
+        path: str | Path,
+        config: Mapping[str, Any] | None = None,
+        baseline: xr.Dataset | None = None,
+        references: xr.Dataset | None = None,
+        trials: xr.Dataset | None = None,
+        results: xr.Dataset | None = None,
+        trial_grades: xr.Dataset | None = None,
+        subsets: xr.Dataset | None = None,
+        files: Mapping[str, Path] | None = None,
+    ) -> None:
+        """A run of the given datasets; ``files`` (name -> path, from :func:`open_run`)
+        are read when first used."""
+        self.path = Path(path)
+        self.config: dict[str, Any] = dict(config or {})
+        given = {"baseline": baseline, "references": references, "trials": trials,
+                 "results": results, "trial_grades": trial_grades, "subsets": subsets}  # fmt: skip
+        self._data: dict[str, xr.Dataset] = {k: v for k, v in given.items() if v is not None}
+        self._files = {k: Path(v) for k, v in (files or {}).items() if k not in self._data}
+
+    def __repr__(self) -> str:
+        return f"Run(path={str(self.path)!r}, files={list(self.files)!r})"
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Names of the datasets this run holds, in :data:`RUN_FILES` order."""
+        return tuple(n for n in RUN_FILES if n in self._data or n in self._files)
+
+    def _get(self, name: str) -> xr.Dataset | None:
+        if name not in self._data and name in self._files:
+            self._data[name] = _read_run_file(self._files[name], name)
+        return self._data.get(name)
+
+    @property
+    def baseline(self) -> xr.Dataset | None:
+        return self._get("baseline")
+
+    @property
+    def references(self) -> xr.Dataset | None:
+        return self._get("references")
+
+    @property
+    def trials(self) -> xr.Dataset | None:
+        return self._get("trials")
+
+    @property
+    def results(self) -> xr.Dataset | None:
+        return self._get("results")
+
+    @property
+    def trial_grades(self) -> xr.Dataset | None:
+        return self._get("trial_grades")
+
+    @property
+    def subsets(self) -> xr.Dataset | None:
+        return self._get("subsets")
+
+    def require(self, name: str) -> xr.Dataset:
+        """The dataset ``name``, or a one-line FsnnError saying the folder lacks it.
+
+        For readers that cannot do without a file (``fsnn show`` needs ``results.nc``).
+        """
+        if name not in RUN_FILES:
+            raise ValueError(f"unknown run file {name!r}; one of {', '.join(RUN_FILES)}")
+        ds = self._get(name)
+        if ds is None and name == "results":  # the text fsnn show has always given
+            raise FsnnError(f"not a run folder: {self.path} has no results.nc (run {_MAKES[name]})")
+        if ds is None:
+            raise FsnnError(f"{self.path} has no {name}.nc (written by {_MAKES[name]})")
+        return ds
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods of ``results.nc`` (baseline first in runs of ``fsnn run``)."""
+        return [str(m) for m in self.require("results")["method"].values]
 
 
-def open_run(path: str | Path) -> Run:
-    """Open every dataset of a run folder (``fsnn run`` or ``fsnn import-release`` output).
+def _read_run_file(file: Path, name: str) -> xr.Dataset:
+    """Read one run file and check it is one: its ``fsnn_schema`` kind, then its dims.
+
+    ``results.nc`` must carry ``fsnn_schema`` (``fsnn show`` has always refused a results
+    file without it); other files are refused only when it names another kind.
+    """
+    ds = read_dataset(file)
+    schema = str(ds.attrs.get("fsnn_schema", ""))
+    if not schema.startswith(f"{name}/") and (schema or name == "results"):
+        raise FsnnError(f"{file} is not an fsnn {name} file (fsnn_schema {schema or 'missing'!r})")
+    if name in REQUIRED:
+        check_dims(ds, name, str(file))
+    return ds
+
+
+def open_run(path: str | Path, *, require: Iterable[str] = ()) -> Run:
+    """Open a run folder (``fsnn run`` or ``fsnn import-release`` output): the one reader.
+
+    Args:
+        path: the run folder.
+        require: files the caller cannot do without (e.g. ``("results",)``): read and
+            checked now, and their absence is the error instead of a None later.
 
     Raises:
-        FsnnError: the folder does not exist, holds no fsnn file, or a file is unreadable.
+        FsnnError: the folder does not exist or is not a directory, holds no fsnn file,
+            lacks a required file, a required file is unreadable or not of its kind, or
+            ``config.json`` is not JSON. Other files raise the same way when first used.
     """
     folder = Path(path)
-    if not folder.is_dir():
+    if not folder.exists():
         raise FsnnError(f"run folder not found: {folder}")
-    datasets = {}
-    for name in RUN_FILES:
-        file = folder / f"{name}.nc"
-        if file.exists():
-            datasets[name] = read_dataset(file, name if name in REQUIRED else None)
+    if not folder.is_dir():
+        raise FsnnError(f"not a run folder (not a directory): {folder}")
+    files = {n: folder / f"{n}.nc" for n in RUN_FILES if (folder / f"{n}.nc").is_file()}
     config: dict[str, Any] = {}
     cfg_path = folder / "config.json"
     if cfg_path.exists():
@@ -369,8 +477,9 @@ def open_run(path: str | Path) -> Run:
             raise FsnnError(
                 f"{cfg_path} is not valid JSON (remove it, or rerun with --force-new)"
             ) from None
-    if not datasets:
-        raise FsnnError(
-            f"{folder} is not an fsnn run folder (no baseline/references/trials/results .nc file)"
-        )
-    return Run(path=folder, config=config, **datasets)
+    run = Run(path=folder, config=config, files=files)
+    for name in require:
+        run.require(name)
+    if not files:
+        raise FsnnError(f"{folder} is not an fsnn run folder (no {'/'.join(RUN_FILES)} .nc file)")
+    return run

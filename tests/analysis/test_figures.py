@@ -202,7 +202,7 @@ def test_results_with_wrong_dims_is_an_error(tmp_path):
     with pytest.raises(FsnnError, match="has dims"):
         render_all(run)
     assert cli.main(["figures", str(run)]) == 2
-    with pytest.raises(FsnnError, match="result file not found"):
+    with pytest.raises(FsnnError, match="run folder not found"):
         render_all(tmp_path / "empty")
     write_dataset(synthetic_results(), run / "results.nc")
     with pytest.raises(FsnnError, match="unknown figure format"):

@@ -13,12 +13,11 @@ from fsnn.analysis.inspect import (
     compare_runs,
     format_compare,
     format_prompt,
-    open_run,
     prompt_table,
     side_by_side,
 )
 from fsnn.errors import FsnnError
-from fsnn.store.files import write_dataset
+from fsnn.store.files import open_run, write_dataset
 
 TO = np.array([
     [0.0, 0.5, 0.0, 0.0, 0.0, 0.25],   # baseline

@@ -99,8 +99,9 @@ def test_optuna_dashboard_reads_the_run(run_folder):
 
 
 def test_show_and_report_on_the_pipeline_s_own_run(run_folder):
-    from fsnn.analysis.inspect import format_prompt, open_run, prompt_table
+    from fsnn.analysis.inspect import format_prompt, prompt_table
     from fsnn.analysis.report import build_report
+    from fsnn.store.files import open_run
 
     run = open_run(run_folder)
     rows = prompt_table(run)

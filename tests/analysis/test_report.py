@@ -11,9 +11,9 @@ import pytest
 from run_fixtures import make_results, make_run
 
 from fsnn import cli
-from fsnn.analysis.inspect import open_run
 from fsnn.analysis.report import build_report, highlight_answer, write_report
 from fsnn.analysis.summary import paired_grid, summarize, summary_grid
+from fsnn.store.files import open_run
 
 
 class Page(HTMLParser):
