@@ -137,7 +137,7 @@ def package_plan(
         stages_module.generate = original_generate
     best = {
         str(m): [
-            round(v, 4) for v in trials["objective"].sel(method=m).max("trial").values.tolist()
+            round(v, 4) for v in trials["objective"].sel({"method": m}).max("trial").values.tolist()
         ]
         for m in trials.method.values
     }

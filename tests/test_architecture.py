@@ -351,3 +351,16 @@ def test_method_doc_quotes_the_templates_fsnn_uses() -> None:
     assert SIMPLEQA_TEMPLATE in text and QUALITY_TEMPLATE in text
     for eq in range(1, 8):
         assert f"({eq}) " in text, f"equation ({eq}) is not numbered in docs/method.md"
+
+
+def test_no_code_selects_a_method_with_the_sel_keyword():
+    # ``method`` is a keyword of xarray's ``sel`` itself (the lookup method): selecting
+    # a method by that keyword silently returns every method. Select with a dict.
+    pattern = ".sel(" + "method="
+    offenders = []
+    for folder in ("fsnn", "experiments", "benchmarks", "tests"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if pattern in line.replace(" ", ""):
+                    offenders.append(f"{path.relative_to(ROOT)}:{n}")
+    assert not offenders, offenders

@@ -21,7 +21,13 @@ The rule: a completion *states the answer* when
    :func:`commitments`), some commitment states the answer: listing the gold among
    options and then choosing another ("A. Piano B. Violin ... The answer is (A) Piano")
    is not stating it;
-4. a gold with alternatives is stated when any alternative is (:func:`alternatives`):
+4. an enumeration is not a statement: when the stated alternative is a number or date
+   and the completion runs through :data:`ENUMERATION_MIN` or more distinct numbers or
+   dates the question lacks ("2000\n2001\n2002\n2003\n2004\n2005 ...", "2013-01-01\n
+   2013-01-02 ..."), it is stated only by a commitment that names it (rule 3); the
+   fluent study's screen found searches counting their way through years (added after
+   the labels' validation, re-scored on every split in ``experiments/answer_check/``);
+5. a gold with alternatives is stated when any alternative is (:func:`alternatives`):
    the answer without a parenthesis, a closing parenthesised alias ("Nelson Oduber
    (Nelson Orlando Oduber)", "... Association (ISKA)"), "X also known as Y", and the
    parts of "X or Y" when each part is a number/date or has two or more content tokens
@@ -512,6 +518,21 @@ def _check_one(question: str, alt: str, comp: tuple[str, ...], comp_set: set[str
     )
 
 
+# distinct numbers/dates (those the question lacks) from which a completion is a list of
+# candidates rather than a statement of one (rule 4); a sentence with a date, a count and
+# a year stays below it
+ENUMERATION_MIN = 4
+
+
+def _enumerates(question: str, text: str) -> bool:
+    """True when ``text`` names ENUMERATION_MIN or more distinct numbers or dates that
+    ``question`` does not contain (coarser forms of one date count once)."""
+    asked = set(answer_tokens(question))
+    values = {t for t in answer_tokens(text) if _is_numeric(t) and t not in asked}
+    years = {v[:4] for v in values if re.fullmatch(r"\d{4}-\d\d(?:-\d\d)?", v)}
+    return len(values - years) >= ENUMERATION_MIN
+
+
 def _best(question: str, alts: Sequence[str], text: str) -> AnswerCheck:
     """The alternative stated in ``text``, else the one missing the smallest share."""
     comp = answer_tokens(text)
@@ -561,10 +582,13 @@ def check(question: str, answer: str, completion: str) -> AnswerCheck:
     best = _best(question, alts, completion)
     committed = [(c, _best(question, alts, c)) for c in commitments(completion)]
     commitment, commit_ok = "", True
+    stated = [c for c, v in committed if v.states]
     if committed:
-        stated = [c for c, v in committed if v.states]
         commit_ok = bool(stated)
         commitment = stated[0] if stated else committed[0][0]
+    numeric = all(_is_numeric(t) for t in best.required) and bool(best.required)
+    if best.states and numeric and not stated and _enumerates(question, completion):
+        commit_ok = False  # a list of candidates, none chosen (rule 4)
     return AnswerCheck(
         states=ok and best.states and commit_ok,
         readable=ok,

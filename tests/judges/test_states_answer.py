@@ -219,3 +219,32 @@ def test_frozen_agreement_with_tune_labels(monkeypatch):
     assert {r["split"] for r in rows} == {"tune"}
     result = validate.evaluate(rows)
     assert result["confusion"] == {(1, 1): 14, (0, 1): 1, (1, 0): 1, (0, 0): 114}
+
+
+HAILE = "In what year did Haile Gebrselassie go undefeated in all of his road races?"
+
+
+@pytest.mark.parametrize(
+    ("answer", "completion", "states"),
+    [
+        # counting through candidates is not stating one (read in the fluent study's screen)
+        ("2005", " 2000\n2001\n2002\n2003\n2004\n2005\n2006\n2007\n2008\n20", False),
+        ("2013", " 2013-01-01\n2013-01-02\n2013-01-03\n2013-01-04\n201", False),
+        # ... unless a commitment names the gold
+        ("2005", "2001, 2003, 2005, 2007. The answer is 2005.", True),
+        # a sentence with a few numbers is still a statement
+        ("2005", "He was undefeated in 2005, after losing twice in 1999.", True),
+        ("2013", "2013-08-28 12:59:00 +0000\n\nThe answer is:2013-08-28 12:59:0", True),
+        # three distinct values stay below the enumeration threshold
+        ("2005", "Not in 2003 or 2004 but in 2005.", True),
+    ],
+)
+def test_an_enumeration_of_numbers_is_not_a_statement(answer, completion, states):
+    assert states_answer(HAILE, answer, completion) is states
+
+
+def test_enumeration_counts_values_the_question_lacks():
+    question = "Which of 2001, 2002, 2003 and 2004 did he win in?"
+    # the question's own years are not candidates the completion lists
+    assert states_answer(question, "2003", "Of 2001, 2002, 2003 and 2004 he won in 2003.")
+    assert not states_answer(question, "2003", "2003 2005 2006 2007 2008")
