@@ -224,6 +224,20 @@ def sample_pool(
     return pool, split
 
 
+def _generate_in_steps(model: Any, prompts: list[str], desc: str, max_new_tokens: int) -> list:
+    """:func:`generate` in batches of 16 with a progress bar (the preparation takes minutes)."""
+    from tqdm.auto import tqdm
+
+    out: list = []
+    with tqdm(total=len(prompts), desc=desc, unit="prompt") as bar:
+        for i in range(0, len(prompts), 16):
+            out += generate(
+                model, prompts[i : i + 16], max_new_tokens=max_new_tokens, batch_size=16
+            )
+            bar.update(len(prompts[i : i + 16]))
+    return out
+
+
 def prepare(model: Any, out: Path, args: argparse.Namespace) -> xr.Dataset:
     """Per model: the baseline failures of both splits, with references, norm scales and mu_generic (``prep.nc``)."""
     path = out / "prep.nc"
@@ -231,11 +245,11 @@ def prepare(model: Any, out: Path, args: argparse.Namespace) -> xr.Dataset:
         return read_dataset(path)
     questions = load_simpleqa()
     pool, split = sample_pool(questions, args.pool_size, args.seed)
-    base = generate(
+    base = _generate_in_steps(
         model,
         [PAPER_TEMPLATES.baseline_prompt(q.question) for q in pool],
-        max_new_tokens=MAX_NEW_TOKENS,
-        batch_size=16,
+        "baseline",
+        MAX_NEW_TOKENS,
     )
     rows: dict[str, list[tuple[Question, str]]] = {s: [] for s in SPLITS}
     for q, o in zip(pool, base, strict=True):
@@ -250,11 +264,11 @@ def prepare(model: Any, out: Path, args: argparse.Namespace) -> xr.Dataset:
                 f"only {len(rows[s])} baseline failures in the {s} half of the pool; raise --pool-size"
             )
     picked = rows["screen"] + rows["heldout"]
-    enrich = generate(
+    enrich = _generate_in_steps(
         model,
         [PAPER_TEMPLATES.enrichment_prompt(q.question, q.answer) for q, _ in picked],
-        max_new_tokens=ENRICH_TOKENS,
-        batch_size=16,
+        "enrichment",
+        ENRICH_TOKENS,
     )
     items = [
         ReferenceItem(

@@ -21,7 +21,8 @@ Where traces run
     :class:`LocalBackend`, :class:`SerialisedBackend` (the remote path, run here),
     :class:`NdifBackend`
 Judge
-    :func:`make_judge`
+    :func:`states_answer` (the headline check: readable and stating the gold answer,
+    docs/answer_check.md), :func:`make_judge`
 Errors
     :class:`FsnnError` (one line, naming the problem)
 
@@ -66,6 +67,7 @@ _EXPORTS: dict[str, str] = {
     "SearchConfig": "fsnn.search.run",
     "SearchItem": "fsnn.search.run",
     "token_overlap": "fsnn.judges.metrics",
+    "states_answer": "fsnn.judges.states_answer",
     "RunConfig": "fsnn.experiment.pipeline",
     "run_pipeline": "fsnn.experiment.pipeline",
     "open_run": "fsnn.store.files",
@@ -106,6 +108,7 @@ __all__ = [
     "run_pipeline",
     "run_search",
     "select_questions",
+    "states_answer",
     "token_overlap",
 ]
 
@@ -114,6 +117,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fsnn.experiment.pipeline import RunConfig, run_pipeline
     from fsnn.experiment.simpleqa import Question, load_simpleqa, select_questions
     from fsnn.judges.metrics import token_overlap
+    from fsnn.judges.states_answer import states_answer
     from fsnn.models.load import LoadedModel, load_model
     from fsnn.search.run import SearchConfig, SearchItem, run_search
     from fsnn.steering.decode import GenerationOutput

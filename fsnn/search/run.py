@@ -311,6 +311,8 @@ def run_search(
             {**p, **{f"{WINDOW_PREFIX}_{name}": True for name in layout.segment_names}}
             for p in start
         ]
+    # one "study created" line per prompt is noise (and open_storage does the same)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     studies = {}
     for item in items:
         name = f"{study_prefix}{item.key}"

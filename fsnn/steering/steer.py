@@ -32,7 +32,9 @@ the row run alone. Greedy; each row stops at its own EOS.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -597,6 +599,17 @@ def steered_generate(
 
 
 @torch.no_grad()
+@contextmanager
+def _eos_may_end_the_loop() -> Iterator[None]:
+    """Silence nnsight's note that the bounded step loop ended before ``max_new_tokens``.
+
+    Every row hitting EOS early ends the generation, and the loop's remaining steps are
+    never reached: that is the intended stop, not a problem to show the user."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*was never reached", category=UserWarning)
+        yield
+
+
 def steer_rows(
     model: Any, plan: RowPlan, *, mode: Mode, max_new_tokens: int, remote: bool | str = False
 ) -> list[GenerationOutput]:
@@ -609,7 +622,10 @@ def steer_rows(
     options = _loop_options(
         plan
     )  # outside the trace: its body ships to the server, this module does not
-    with model.lm.generate(plan.enc, generation_config=plan.config, remote=remote) as tracer:
+    with (
+        _eos_may_end_the_loop(),
+        model.lm.generate(plan.enc, generation_config=plan.config, remote=remote) as tracer,
+    ):
         picked = nnsight.save([])  # saved before the loop: survives an early EOS stop
         steer_steps(
             tracer,
@@ -712,7 +728,7 @@ def steer_in_session(
     remote = resolve_backend(backend).nnsight_remote
     if remote:
         register_for_remote()
-    with lm.session(remote=remote):
+    with _eos_may_end_the_loop(), lm.session(remote=remote):
         results = nnsight.save([])
         for enc, config, envoys, h_act, a_act, g_act, mask, options in chunks:
             picked: list[Any] = []  # filled in place, so an early EOS stop keeps the steps it ran
