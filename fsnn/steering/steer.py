@@ -517,6 +517,35 @@ def plan_rows(
     )
 
 
+def _validated_call(
+    model: Any,
+    n: int,
+    h: Any,
+    alpha: Any,
+    gamma: Any,
+    mode: Mode,
+    max_new_tokens: int,
+    operator: str,
+    schedule: str,
+    mu_generic: Any,
+) -> tuple[Any, Any, Any, Any]:
+    """The checks every steered-generation entry point makes before any trace:
+    (h, alpha, gamma) as tensors of the model's shape, then the operator's inputs."""
+    h, alpha, gamma = validated_inputs(
+        model, n, h, alpha, gamma, mode=mode, max_new_tokens=max_new_tokens
+    )
+    mu = validated_operator(
+        operator,
+        schedule,
+        mu_generic,
+        n_layers=model.n_layers,
+        d_model=model.d_model,
+        alpha=alpha,
+        gamma=gamma,
+    )
+    return h, alpha, gamma, mu
+
+
 def steered_generate(
     model: Any,
     prompts: Sequence[str],
@@ -562,17 +591,8 @@ def steered_generate(
             long for the context.
     """
     n = len(prompts)
-    h, alpha, gamma = validated_inputs(
-        model, n, h, alpha, gamma, mode=mode, max_new_tokens=max_new_tokens
-    )
-    mu = validated_operator(
-        operator,
-        schedule,
-        mu_generic,
-        n_layers=model.n_layers,
-        d_model=model.d_model,
-        alpha=alpha,
-        gamma=gamma,
+    h, alpha, gamma, mu = _validated_call(
+        model, n, h, alpha, gamma, mode, max_new_tokens, operator, schedule, mu_generic
     )
     remote = resolve_backend(backend).nnsight_remote
     step = batch_size or n
@@ -689,17 +709,8 @@ def steer_in_session(
         One :class:`~fsnn.steering.generation.GenerationOutput` per row, in order.
     """
     n = len(prompts)
-    h, alpha, gamma = validated_inputs(
-        model, n, h, alpha, gamma, mode=mode, max_new_tokens=max_new_tokens
-    )
-    mu = validated_operator(
-        operator,
-        schedule,
-        mu_generic,
-        n_layers=model.n_layers,
-        d_model=model.d_model,
-        alpha=alpha,
-        gamma=gamma,
+    h, alpha, gamma, mu = _validated_call(
+        model, n, h, alpha, gamma, mode, max_new_tokens, operator, schedule, mu_generic
     )
     faithful = mode == "faithful"
     step_rows = batch_size or n
