@@ -604,6 +604,68 @@ def figure(summary_path: Path, path: Path) -> None:
     plt.close(fig)
 
 
+# parameters of each offline model (docs/fluent_study.md, ASSETS): the size figure's x axis
+MODEL_PARAMS = {
+    "smollm2-135m": 135e6,
+    "gemma3-270m": 270e6,
+    "qwen2.5-coder-0.5b": 494e6,
+    "qwen2.5-coder-1.5b": 1.54e9,
+}
+
+
+def size_figure(summary_path: Path, path: Path) -> None:
+    """States-the-answer rate (95% interval) against model size, one line per config, at the largest budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = read_dataset(summary_path)
+    b = summary.sizes["budget"] - 1
+    models = [str(m) for m in summary.model.values if str(m) in MODEL_PARAMS]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for c, config in enumerate(str(v) for v in summary.config.values):
+        pts = [
+            (
+                MODEL_PARAMS[m],
+                *(
+                    summary.sel(model=m)[k].values[c, b]
+                    for k in ("states_rate", "states_lo", "states_hi")
+                ),
+            )
+            for m in models
+        ]
+        pts = [p for p in pts if np.isfinite(p[1])]
+        if not pts:
+            continue
+        x, y, lo, hi = (np.asarray(v, dtype=float) for v in zip(*pts, strict=True))
+        shift = 1 + 0.04 * (c - summary.sizes["config"] / 2)  # side by side on a log axis
+        ax.errorbar(
+            x * shift,
+            100 * y,
+            yerr=[100 * (y - lo), 100 * (hi - y)],
+            fmt="o-",
+            capsize=3,
+            label=config,
+        )
+    ax.set_xscale("log")
+    ax.set_xticks([MODEL_PARAMS[m] for m in models], models, fontsize=8)
+    ax.minorticks_off()
+    n = int(np.nanmax(summary.n.values)) if np.isfinite(summary.n.values).any() else 0
+    ax.set_ylabel(f"states the answer, % (n = {n}, 95% bootstrap)")
+    ax.set_title(
+        f"{summary.attrs['mode']}, {summary.attrs['split']}, "
+        f"{int(summary.budget.values[b])} trials per prompt"
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
 def markdown_table(summary: xr.Dataset) -> str:
     lines = [
         "| model | config | trials/prompt | states answer [95% CI] | TO>=0.5 [95% CI] | readable | "
@@ -713,6 +775,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         prep = prepare(model, out, args)
         prep = prep.isel(prompt=np.flatnonzero(prep.split.values == args.split))
+        if prep.sizes["prompt"] < args.n_prompts:
+            raise FsnnError(
+                f"{name}: prep.nc holds {prep.sizes['prompt']} {args.split} prompts, fewer than "
+                f"--n-prompts {args.n_prompts}; prepare a new study folder"
+            )
+        # A smaller --n-prompts than prep.nc was made with searches the split's first N
+        # failures in pool order: a subset of the larger cells, paired with them.
+        prep = prep.isel(prompt=slice(0, args.n_prompts))
         ppl = Perplexity(model.hf_model, model.tokenizer)
         for config in configs:
             t0 = time.perf_counter()
@@ -741,6 +811,7 @@ def main(argv: list[str] | None = None) -> int:
     summary_path = args.out / f"summary-{args.mode}-{args.split}.nc"
     write_dataset(summary, summary_path)
     figure(summary_path, args.out / f"states_answer-{args.mode}-{args.split}.png")
+    size_figure(summary_path, args.out / f"states_answer-by-size-{args.mode}-{args.split}.png")
     print(markdown_table(read_dataset(summary_path)))
     print(
         f"fluent study: {time.perf_counter() - started:.0f} s wall ({', '.join(ran) or 'collect only'})"

@@ -185,7 +185,7 @@ LAYERS = {
     "__main__": 5,
     "": 5,
 }
-SAME_LAYER_ALLOWED = {("models", "store")}
+SAME_LAYER_ALLOWED = {("models", "store"), ("models", "backends")}
 
 
 def _folder(module: str) -> str:

@@ -184,7 +184,7 @@ def run_pipeline(
                 dtype=config.dtype,
                 device=config.device,
                 load_in_8bit=config.load_in_8bit,
-                remote=backend.remote_model,
+                backend=backend,
             )
         if judge is None and config.judge is not None:
             from fsnn.judges import make_judge

@@ -37,7 +37,13 @@ from fsnn.steering.modes import as_mode
 from fsnn.steering.prompts import Templates, apply_chat, split_explanation
 from fsnn.steering.references import ReferenceItem, capture_references
 from fsnn.store.files import provenance, read_dataset, write_dataset
-from fsnn.store.schema import baseline_dataset, str_array
+from fsnn.store.schema import (
+    baseline_dataset,
+    references_dataset,
+    results_dataset,
+    str_array,
+    trials_dataset,
+)
 
 from .config import SELECTED_GRADES
 from .simpleqa import Question
@@ -48,9 +54,9 @@ __all__ = [
     "baseline_stage",
     "reference_batch",
     "reference_stage",
-    "results_dataset",
     "results_stage",
     "resumable_stage",
+    "score_results",
     "search_methods",
     "search_stage",
     "select_failures",
@@ -295,17 +301,15 @@ def reference_batch(ctx: RunContext, batch: list[Question]) -> xr.Dataset:
         ),
         what="reference capture",
     )
-    part = h.to_dataset(name="h").assign(
-        explanation=("prompt", str_array(explanations)),
-        enrichment_raw=("prompt", str_array([o.completion for o in outs])),
+    return references_dataset(
+        h,
+        explanations=explanations,
+        enrichment_raw=[o.completion for o in outs],
+        simpleqa_id=[q.id for q in batch],
+        question=[q.question for q in batch],
+        answer=[q.answer for q in batch],
+        attrs=ctx.attrs("references"),
     )
-    part = part.assign_coords(
-        simpleqa_id=("prompt", np.asarray([q.id for q in batch], dtype=np.int64)),
-        question=("prompt", str_array([q.question for q in batch])),
-        answer=("prompt", str_array([q.answer for q in batch])),
-    )
-    part.attrs = ctx.attrs("references")
-    return part
 
 
 def reference_stage(ctx: RunContext, failures: Sequence[Question]) -> xr.Dataset:
@@ -387,21 +391,13 @@ def search_stage(ctx: RunContext, refs: xr.Dataset) -> xr.Dataset:
         searched = searcher(items, layouts, storage)
     except sqlalchemy.exc.DatabaseError as exc:  # a page damaged past the header
         raise storage_error(url, exc, OPTUNA_RECOVER) from None
-    per_method = [
-        ds.expand_dims(method=[layout.name]) for layout, ds in zip(layouts, searched, strict=True)
-    ]
-    # methods differ in segments/params: outer join, NaN where a method has none
-    trials = (
-        xr.concat(per_method, dim="method", join="outer") if len(per_method) > 1 else per_method[0]
+    trials = trials_dataset(
+        {layout.name: ds for layout, ds in zip(layouts, searched, strict=True)},
+        simpleqa_id=refs.simpleqa_id.values,
+        question=refs.question.values,
+        answer=refs.answer.values,
+        attrs=ctx.attrs("trials"),
     )
-    trials = trials.assign_coords(
-        simpleqa_id=("prompt", refs.simpleqa_id.values),
-        question=("prompt", refs.question.values),
-        answer=("prompt", refs.answer.values),
-    )
-    trials.attrs = ctx.attrs("trials")
-    for k in ("completion", "text"):
-        trials[k] = trials[k].fillna("")
     write_dataset(trials, ctx.out / "trials.nc")
     return trials
 
@@ -414,13 +410,13 @@ def results_stage(
 ) -> xr.Dataset:
     """Stage 6: each method's selected text per prompt, scored and judged (``results.nc``)."""
     # issue 24: with --workers the pool scores chunks of prompts (row by row, as here)
-    compute = ctx.pool.results if ctx.pool is not None else partial(results_dataset, ctx)
+    compute = ctx.pool.results if ctx.pool is not None else partial(score_results, ctx)
     ds = compute(baseline, refs, trials)
     write_dataset(ds, ctx.out / "results.nc")
     return ds
 
 
-def results_dataset(
+def score_results(
     ctx: RunContext, baseline: xr.Dataset, refs: xr.Dataset, trials: xr.Dataset
 ) -> xr.Dataset:
     """The rows of ``results.nc`` for the prompts of ``refs`` (each row computed on its own)."""
@@ -488,32 +484,29 @@ def results_dataset(
                 for q, s in zip(q_grades, s_grades, strict=True)
             ]
             comp_score[m] = composite(to[m], judge_score[m], missing=c.judge_missing)
-    ds = xr.Dataset(
+    return results_dataset(
         {
-            "completion": (("method", "prompt"), str_array(comp)),
-            "text": (("method", "prompt"), str_array(text)),
-            "readable": (("method", "prompt"), readable_),
-            "token_overlap": (("method", "prompt"), to),
-            "perplexity": (("method", "prompt"), ppl),
-            "objective": (("method", "prompt"), obj),
-            "judge_score": (("method", "prompt"), judge_score),
-            "simpleqa_grade": (("method", "prompt"), str_array(grade)),
-            "judge_error": (("method", "prompt"), str_array(judge_error)),
-            "composite": (("method", "prompt"), comp_score),
-            "alpha": (("method", "prompt", "segment"), alpha),
-            "gamma": (("method", "prompt", "segment"), gamma),
-            "baseline_grade": ("prompt", str_array(baseline.grade.values[rows])),
-            "baseline_grade_source": ("prompt", str_array(baseline.grade_source.values[rows])),
+            "completion": str_array(comp),
+            "text": str_array(text),
+            "readable": readable_,
+            "token_overlap": to,
+            "perplexity": ppl,
+            "objective": obj,
+            "judge_score": judge_score,
+            "simpleqa_grade": str_array(grade),
+            "judge_error": str_array(judge_error),
+            "composite": comp_score,
+            "alpha": alpha,
+            "gamma": gamma,
+            "baseline_grade": str_array(baseline.grade.values[rows]),
+            "baseline_grade_source": str_array(baseline.grade_source.values[rows]),
         },
-        coords={
-            "method": np.asarray(methods, dtype=object),
-            "prompt": np.arange(n),
-            "segment": trials.segment.values,
-            "question": ("prompt", str_array(questions)),
-            "answer": ("prompt", str_array(answers)),
-            "topic": ("prompt", str_array(baseline.topic.values[rows])),
-            "simpleqa_id": ("prompt", refs.simpleqa_id.values.astype(np.int64)),
-        },
+        methods=methods,
+        segments=trials.segment.values,
+        question=questions,
+        answer=answers,
+        topic=baseline.topic.values[rows],
+        simpleqa_id=refs.simpleqa_id.values,
         attrs=ctx.attrs(
             "results",
             judged=int(ctx.judge is not None),
@@ -522,4 +515,3 @@ def results_dataset(
             prompts_without_finished_trial=int(missing.sum()),
         ),
     )
-    return ds

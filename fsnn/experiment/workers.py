@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from fsnn.errors import FsnnError
 
 from .simpleqa import Question
-from .stages import RunContext, baseline_batch, reference_batch, results_dataset, search_methods
+from .stages import RunContext, baseline_batch, reference_batch, score_results, search_methods
 
 __all__ = ["RayPool", "Worker", "WorkerJudge", "WorkerModel"]
 
@@ -175,7 +175,7 @@ class Worker:
     def results(
         self, chunk: int, baseline: xr.Dataset, refs: xr.Dataset, trials: xr.Dataset
     ) -> tuple[int, xr.Dataset]:
-        return chunk, results_dataset(self._loaded(), baseline, refs, trials)
+        return chunk, score_results(self._loaded(), baseline, refs, trials)
 
 
 # ----------------------------------------------------------------------------- driver side

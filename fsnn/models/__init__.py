@@ -5,7 +5,8 @@
 - :mod:`.layers`: where each architecture keeps its decoder blocks, and how to read and
   write a block's residual output inside a trace.
 
-May import: :mod:`fsnn.errors`, :mod:`fsnn.store` (paths and the model cache).
+May import: :mod:`fsnn.errors`, :mod:`fsnn.store` (paths and the model cache),
+:mod:`fsnn.backends` (whether a backend keeps the weights elsewhere).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from fsnn.backends.base import Backend, resolve_backend
 from fsnn.errors import FsnnError
 from fsnn.store.environment import cache_dir
 
@@ -391,8 +392,9 @@ def load_model(
     dtype: str = "float32",
     device: str = "cpu",
     load_in_8bit: bool = False,
-    remote: bool = False,
+    backend: Backend | str | None = None,
     revision: str | None = None,
+    remote: bool | None = None,
 ) -> LoadedModel:
     """Load a causal LM from a model spec (alias, .gguf path, folder or hub id).
 
@@ -403,9 +405,11 @@ def load_model(
             ``load_in_8bit`` it is the dtype of the non-quantised parts (paper: fp16).
         device: torch device for the weights (``cpu``, ``cuda``, ``cuda:1``...).
         load_in_8bit: quantise linear layers with bitsandbytes LLM.int8 (paper setting).
-        remote: build the model on the meta device for NDIF (hub ids only; nothing is
-            loaded locally, traces run with ``remote=True``).
+        backend: where its traces will run (:mod:`fsnn.backends.base`; default local).
+            A backend whose weights live elsewhere (``ndif``) gets the model built on the
+            meta device (hub ids only; nothing is loaded locally).
         revision: hub revision (branch, tag or commit) for hub ids.
+        remote: deprecated (0.2): ``remote=True`` is ``backend="ndif"``.
 
     Returns:
         The wrapped model; ``.describe()`` says what was loaded.
@@ -416,8 +420,16 @@ def load_model(
     if dtype not in DTYPES:
         raise FsnnError(f"unknown dtype {dtype!r}; choose one of {sorted(set(DTYPES))}")
     torch_dtype = DTYPES[dtype]
+    if remote is not None:
+        warnings.warn(
+            "load_model(remote=...) is deprecated and goes in 0.3; pass backend='ndif'",
+            FutureWarning,
+            stacklevel=2,
+        )
+        if remote:
+            backend = "ndif"
     source, rev, is_hub = _resolve_spec(spec, revision)
-    if remote:
+    if resolve_backend(backend).remote_model:
         return _load_remote(spec, source, rev)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig

@@ -8,8 +8,8 @@
   resumable Optuna storage).
 - :mod:`.label_free`: strengths and references that need no answer (docs/beyond_oracle.md).
 
-May import: :mod:`fsnn.errors`, :mod:`fsnn.backends`, :mod:`fsnn.models`,
-:mod:`fsnn.steering`, :mod:`fsnn.judges`.
+May import: :mod:`fsnn.errors`, :mod:`fsnn.store` (the trials' schema), :mod:`fsnn.backends`,
+:mod:`fsnn.models`, :mod:`fsnn.steering`, :mod:`fsnn.judges`.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from fsnn.steering.decode import GenerationOutput
 from fsnn.steering.layout import SegmentLayout
 from fsnn.steering.modes import Mode
 from fsnn.steering.steer import steered_generate
+from fsnn.store.schema import search_trials_dataset
 
 from . import strength
 from .config import SAMPLERS, SearchConfig
@@ -509,29 +510,27 @@ def trials_dataset(
         if np.isfinite(row).any():
             best[i] = int(np.nanargmax(row))
             is_best[i, best[i]] = 1
-    return xr.Dataset(
+    return search_trials_dataset(
         {
-            "alpha": (("prompt", "trial", "segment"), alpha),
-            "gamma": (("prompt", "trial", "segment"), gamma),
-            "strength": (("prompt", "trial", "segment"), sampled),
-            "layer_alpha": (("prompt", "trial", "layer"), layer_alpha),
-            "layer_gamma": (("prompt", "trial", "layer"), layer_gamma),
-            "params": (("prompt", "trial", "param"), raw),
-            "trial_number": (("prompt", "trial"), numbers),
-            **{k: (("prompt", "trial"), v) for k, v in scores.items()},
-            **{k: (("prompt", "trial"), v) for k, v in ints.items()},
-            **{k: (("prompt", "trial"), v) for k, v in texts.items()},
-            "is_best": (("prompt", "trial"), is_best),
-            "best_trial": (("prompt",), best),
-            "failed_trials": (("prompt",), failed),
+            "alpha": alpha,
+            "gamma": gamma,
+            "strength": sampled,
+            "layer_alpha": layer_alpha,
+            "layer_gamma": layer_gamma,
+            "params": raw,
+            "trial_number": numbers,
+            **scores,
+            **ints,
+            **texts,
+            "is_best": is_best,
+            "best_trial": best,
+            "failed_trials": failed,
         },
-        coords={
-            "prompt_key": ("prompt", np.asarray([it.key for it in items], dtype=object)),
-            "trial": np.arange(t),
-            "segment": np.asarray(layout.segment_names, dtype=object),
-            "param": np.asarray(params, dtype=object),
-            "layer": np.arange(n_layers),
-        },
+        prompt_keys=[it.key for it in items],
+        n_trials=t,
+        segments=layout.segment_names,
+        params=params,
+        n_layers=n_layers,
         attrs={
             "layout": layout.to_json(),
             "search": str(config.to_dict()),

@@ -41,7 +41,7 @@ from fsnn.backends.base import resolve_backend
 from fsnn.errors import FsnnError
 from fsnn.models.layers import residual
 from fsnn.steering.fusion import masked_sum
-from fsnn.steering.remote_code import register_for_remote
+from fsnn.steering.remote_code import trace_remote
 
 from .config import DEFAULT_RANGES, PARAMETRIZATIONS
 
@@ -211,15 +211,13 @@ def norm_scales(
             f"got {tuple(h.shape)}"
         )
     envoys = [model.layer(i) for i in range(model.n_layers)]
+    where = resolve_backend(backend)
     out = []
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
         enc = encode(model, chunk)
         mask = enc.attention_mask.to(model.device)
-        remote = resolve_backend(backend).nnsight_remote
-        if remote:
-            register_for_remote()
-        with model.lm.trace(dict(enc), remote=remote):
+        with model.lm.trace(dict(enc), remote=trace_remote(where)):
             stats = nnsight.save([])
             for envoy in envoys:
                 a = residual(envoy.output)

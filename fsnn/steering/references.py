@@ -25,7 +25,7 @@ from fsnn.models.layers import residual
 
 from .fusion import masked_sum
 from .prompts import PAPER_TEMPLATES, Templates, apply_chat
-from .remote_code import register_for_remote
+from .remote_code import trace_remote
 
 __all__ = [
     "GENERIC_PROMPTS",
@@ -120,7 +120,7 @@ def _span_means(
     input_ids: torch.Tensor,
     attention: torch.Tensor,
     span_mask: torch.Tensor,
-    remote: bool | str,
+    backend: Backend,
     per_layer_passes: bool = False,
 ) -> torch.Tensor:
     """Mean of every layer's block output over each row's span, from one traced pass: (B, layer, hidden)."""
@@ -133,10 +133,8 @@ def _span_means(
         else [list(range(model.n_layers))]
     )
     per_layer: dict[int, torch.Tensor] = {}
-    if remote:
-        register_for_remote()
     for group in layer_groups:
-        with model.lm.trace(enc, remote=remote):
+        with model.lm.trace(enc, remote=trace_remote(backend)):
             means = nnsight.save([])
             for li in group:
                 total, count = masked_sum(residual(envoys[li].output), span_mask)
@@ -175,7 +173,7 @@ def capture_references(
     """
     if not items:
         raise FsnnError("no prompt to capture references for")
-    remote = resolve_backend(backend).nnsight_remote
+    where = resolve_backend(backend)
     chunks: list[torch.Tensor] = []
     spans: list[int] = []
     texts: list[str] = []
@@ -186,7 +184,7 @@ def capture_references(
         )
         texts.extend(batch_texts)
         spans.extend(span_mask.sum(1).tolist())
-        chunks.append(_span_means(model, input_ids, attention, span_mask, remote, per_layer_passes))
+        chunks.append(_span_means(model, input_ids, attention, span_mask, where, per_layer_passes))
     h = torch.cat(chunks, dim=0).float()
     return xr.DataArray(
         h.numpy(),
@@ -269,11 +267,11 @@ def capture_generic_mean(
 
     if not prompts:
         raise FsnnError("no generic prompt to average")
-    remote = resolve_backend(backend).nnsight_remote
+    where = resolve_backend(backend)
     per_prompt = []
     for start in range(0, len(prompts), batch_size):
         ids, attention, span = generic_inputs(model, list(prompts[start : start + batch_size]))
-        per_prompt.append(_span_means(model, ids, attention, span, remote))
+        per_prompt.append(_span_means(model, ids, attention, span, where))
     mu = torch.cat(per_prompt, dim=0).float().mean(dim=0)
     digest = hashlib.sha256("\x00".join(prompts).encode()).hexdigest()[:16]
     return xr.DataArray(

@@ -9,8 +9,12 @@ would patch nnsight for every user of ``import fsnn``.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
-__all__ = ["register_for_remote"]
+if TYPE_CHECKING:
+    from fsnn.backends.base import Backend
+
+__all__ = ["register_for_remote", "trace_remote"]
 
 
 @functools.cache
@@ -24,3 +28,16 @@ def register_for_remote() -> None:
 
     for module in (fusion, operators, layers, intervention):
         nnsight.register(module)
+
+
+def trace_remote(backend: Backend) -> bool | str:
+    """The ``remote=`` argument of a trace that runs on ``backend``.
+
+    The one place a backend object becomes nnsight's flag, called where the trace is
+    made; the shipped code is registered here, at the first trace that leaves (or
+    serialises as if leaving) this process.
+    """
+    remote = backend.nnsight_remote
+    if remote:
+        register_for_remote()
+    return remote

@@ -50,7 +50,7 @@ from .intervention import steer_pass, steer_steps
 from .layout import SegmentLayout, Strengths
 from .modes import MODES, Mode, check_generation
 from .operators import schedule_multipliers
-from .remote_code import register_for_remote
+from .remote_code import trace_remote
 from .specs import OPERATORS, check_operator, parse_schedule
 
 __all__ = [
@@ -594,7 +594,7 @@ def steered_generate(
     h, alpha, gamma, mu = _validated_call(
         model, n, h, alpha, gamma, mode, max_new_tokens, operator, schedule, mu_generic
     )
-    remote = resolve_backend(backend).nnsight_remote
+    where = resolve_backend(backend)
     step = batch_size or n
     outputs: list[GenerationOutput] = []
     for start in range(0, n, step):
@@ -613,7 +613,7 @@ def steered_generate(
             mu_generic=mu,
         )
         outputs.extend(
-            steer_rows(model, plan, mode=mode, max_new_tokens=max_new_tokens, remote=remote)
+            steer_rows(model, plan, mode=mode, max_new_tokens=max_new_tokens, backend=where)
         )
     return outputs
 
@@ -631,20 +631,25 @@ def _eos_may_end_the_loop() -> Iterator[None]:
 
 
 def steer_rows(
-    model: Any, plan: RowPlan, *, mode: Mode, max_new_tokens: int, remote: bool | str = False
+    model: Any,
+    plan: RowPlan,
+    *,
+    mode: Mode,
+    max_new_tokens: int,
+    backend: Backend,
 ) -> list[GenerationOutput]:
     """One nnsight-traced generate call over one planned batch of rows."""
     lm_head = model.lm.lm_head
     envoys, h_act, a_act, g_act, mask = plan.envoys, plan.h, plan.alpha, plan.gamma, plan.mask
     faithful = mode == "faithful"
-    if remote:
-        register_for_remote()
     options = _loop_options(
         plan
     )  # outside the trace: its body ships to the server, this module does not
     with (
         _eos_may_end_the_loop(),
-        model.lm.generate(plan.enc, generation_config=plan.config, remote=remote) as tracer,
+        model.lm.generate(
+            plan.enc, generation_config=plan.config, remote=trace_remote(backend)
+        ) as tracer,
     ):
         picked = nnsight.save([])  # saved before the loop: survives an early EOS stop
         steer_steps(
@@ -736,10 +741,7 @@ def steer_in_session(
     chunks = [
         (p.enc, p.config, p.envoys, p.h, p.alpha, p.gamma, p.mask, _loop_options(p)) for p in plans
     ]
-    remote = resolve_backend(backend).nnsight_remote
-    if remote:
-        register_for_remote()
-    with _eos_may_end_the_loop(), lm.session(remote=remote):
+    with _eos_may_end_the_loop(), lm.session(remote=trace_remote(resolve_backend(backend))):
         results = nnsight.save([])
         for enc, config, envoys, h_act, a_act, g_act, mask, options in chunks:
             picked: list[Any] = []  # filled in place, so an early EOS stop keeps the steps it ran

@@ -404,7 +404,7 @@ def _meta_client(folder: Path):
     """A meta-device (remote) model of ``folder``; its model key needs no Hub lookup."""
     from nnsight.modeling import huggingface
 
-    client = load_model(str(folder), remote=True)
+    client = load_model(str(folder), backend="ndif")
     huggingface._ID_CACHE[client.lm.repo_id] = "fsnn-test/" + folder.name
     try:
         yield client
