@@ -1249,7 +1249,7 @@ GUARANTEES = """\
   (`fsnn.errors.BackendUnavailable`: transport errors, HTTP statuses) stops the search with one
   line; the batch's trials stay RUNNING and a rerun evaluates them with the same parameters
   (before, they were marked FAILED and replaced by new trials).
-- **No pickle.** `tests/test_reliability.py::test_no_pickle_loads_in_the_package` parses
+- **No pickle.** `tests/store/test_reliability_store.py::test_no_pickle_loads_in_the_package` parses
   every module of `fsnn/` and fails on `pickle`/`joblib`/`dill`/`shelve`/`marshal` imports or
   loads and on `torch.load` without `weights_only=True`.
 """

@@ -94,3 +94,30 @@ def test_serialised_call_retries_transient_failures_like_ndif():
     ) as info:
         backend.call(raising(ValueError("bug")))
     assert not isinstance(info.value, BackendUnavailable) and len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("backend", "flag", "registers"),
+    [
+        (LocalBackend(), False, False),
+        (SerialisedBackend(), "local", True),
+        (NdifBackend(), True, True),
+    ],
+)
+def test_trace_remote_is_the_flag_and_registers_only_for_remote(
+    monkeypatch, backend, flag, registers
+):
+    from fsnn.steering import remote_code
+
+    calls = []
+    monkeypatch.setattr(remote_code, "register_for_remote", lambda: calls.append(1))
+    assert remote_code.trace_remote(backend) == flag
+    assert calls == ([1] if registers else [])
+
+
+def test_load_model_remote_flag_is_deprecated_for_backend():
+    from fsnn.models.load import load_model
+
+    # the warning comes first, then the spec is checked (no load, no network)
+    with pytest.warns(FutureWarning, match=r"backend='ndif'"), pytest.raises(FsnnError):
+        load_model("no-such-model-alias", remote=True)
