@@ -820,4 +820,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except FsnnError as exc:  # bad input or a missing file: one line, no traceback
+        print(f"fluent study: {exc}", file=sys.stderr)
+        sys.exit(2)
