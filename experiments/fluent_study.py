@@ -544,6 +544,17 @@ def collect(
     )
 
 
+def _save(fig: Any, path: Path) -> None:
+    """Write a figure atomically (temp file + rename) and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
 def figure(summary_path: Path, path: Path) -> None:
     """One panel per model: each config's states-answer rate (filled) with its 95% interval, TO >= 0.5
     (hollow) and the any-trial ceiling (x), one row per (config, budget); read from the saved summary."""
@@ -597,11 +608,7 @@ def figure(summary_path: Path, path: Path) -> None:
         ax.set_title(f"{model} ({summary.attrs['mode']}, {summary.attrs['split']})")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
-    plt.close(fig)
+    _save(fig, path)
 
 
 # parameters of each offline model (docs/fluent_study.md, ASSETS): the size figure's x axis
@@ -659,11 +666,7 @@ def size_figure(summary_path: Path, path: Path) -> None:
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def markdown_table(summary: xr.Dataset) -> str:

@@ -40,10 +40,12 @@ from fsnn.store.files import provenance, read_dataset, write_dataset
 from fsnn.store.schema import (
     baseline_dataset,
     references_dataset,
-    results_dataset,
     str_array,
     trials_dataset,
 )
+
+# results_dataset under another name: stages.results_dataset was 0.2's score_results
+from fsnn.store.schema import results_dataset as build_results_file
 
 from .config import SELECTED_GRADES
 from .simpleqa import Question
@@ -484,7 +486,7 @@ def score_results(
                 for q, s in zip(q_grades, s_grades, strict=True)
             ]
             comp_score[m] = composite(to[m], judge_score[m], missing=c.judge_missing)
-    return results_dataset(
+    return build_results_file(
         {
             "completion": str_array(comp),
             "text": str_array(text),
@@ -515,3 +517,17 @@ def score_results(
             prompts_without_finished_trial=int(missing.sum()),
         ),
     )
+
+
+def __getattr__(name: str) -> Any:
+    # 0.2's name of score_results (the builder of results.nc is fsnn.store.schema's now)
+    if name == "results_dataset":
+        import warnings
+
+        warnings.warn(
+            "fsnn.experiment.stages.results_dataset is now score_results; the old name goes in 0.3",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return score_results
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

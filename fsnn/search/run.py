@@ -246,7 +246,7 @@ def run_search(
             it (||h_l - mu_generic,l||), replacing the items' own.
 
     Returns:
-        The trials of all prompts, :func:`trials_dataset`.
+        The trials of all prompts, :func:`collect_trials`.
     """
     import optuna
 
@@ -420,7 +420,7 @@ def run_search(
             if on_round is not None:
                 on_round()
     bar.close()
-    ds = trials_dataset(items, layout, studies, config, n_layers=model.n_layers)
+    ds = collect_trials(items, layout, studies, config, n_layers=model.n_layers)
     if mu_generic is not None:
         import hashlib
 
@@ -446,7 +446,7 @@ def _n_state(study: Any, state: str) -> int:
     return len(study.get_trials(deepcopy=False, states=(getattr(optuna.trial.TrialState, state),)))
 
 
-def trials_dataset(
+def collect_trials(
     items: Sequence[SearchItem],
     layout: SegmentLayout,
     studies: dict[str, Any],
