@@ -181,7 +181,7 @@ def _counting_steer(counter: dict[str, int], clock: _Stages) -> Iterator[None]:
     """Count and time run_search's steered generates (a wrapper; nothing else changes)."""
     import fsnn.search.run as search_module
 
-    original = search_module.steered_generate
+    original = search_module.steer_each
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         with clock("search: steered generate"):
@@ -190,11 +190,11 @@ def _counting_steer(counter: dict[str, int], clock: _Stages) -> Iterator[None]:
         counter["calls"] += 1
         return outputs
 
-    search_module.steered_generate = counting
+    search_module.steer_each = counting
     try:
         yield
     finally:
-        search_module.steered_generate = original
+        search_module.steer_each = original
 
 
 def _reload_scorer(source: str) -> Perplexity:

@@ -320,14 +320,14 @@ def install_hooks(kill: tuple[str, int] | None, counts: Counter) -> None:
         return out
 
     http.HttpJudge._request = request
-    real_steer = fsnn.search.run.steered_generate
+    real_steer = fsnn.search.run.steer_each
 
     def steer(*a, **k):
         out = real_steer(*a, **k)
         event("search batch")
         return out
 
-    fsnn.search.run.steered_generate = steer
+    fsnn.search.run.steer_each = steer
     real_tell = optuna.study.Study.tell
 
     def tell(self, *a, **k):
@@ -647,7 +647,7 @@ def ndif_campaign(env: Env, rounds: int) -> Row:
 
         import fsnn.search.run
 
-        real = fsnn.search.run.steered_generate
+        real = fsnn.search.run.steer_each
         calls = Counter()
 
         def steer(*a, **k):
@@ -659,7 +659,7 @@ def ndif_campaign(env: Env, rounds: int) -> Row:
                 )
             return real(*a, **k)
 
-        fsnn.search.run.steered_generate = steer
+        fsnn.search.run.steer_each = steer
         env.run(folder, cache=env.work / "ndif-half.judge.sqlite", backend="serialised")
 
     code, payload = fork_call(failing, env.work / "stderr.log")

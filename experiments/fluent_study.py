@@ -238,12 +238,16 @@ def _generate_in_steps(model: Any, prompts: list[str], desc: str, max_new_tokens
     return out
 
 
-def prepare(model: Any, out: Path, args: argparse.Namespace) -> xr.Dataset:
-    """Per model: the baseline failures of both splits, with references, norm scales and mu_generic (``prep.nc``)."""
+def prepare(
+    model: Any, out: Path, args: argparse.Namespace, questions: list[Question] | None = None
+) -> xr.Dataset:
+    """Per model: the baseline failures of both splits, with references, norm scales and
+    mu_generic (``prep.nc``); ``questions``: SimpleQA as read (default: read it now)."""
     path = out / "prep.nc"
     if path.exists():
         return read_dataset(path)
-    questions = load_simpleqa()
+    if questions is None:
+        questions = load_simpleqa()
     pool, split = sample_pool(questions, args.pool_size, args.seed)
     base = _generate_in_steps(
         model,
@@ -770,13 +774,18 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
     started = time.perf_counter()
     ran = []
-    for name in [] if args.collect_only else models:
+    todo = [] if args.collect_only else models
+    # SimpleQA is read before any model loads: a missing file is one line, not minutes later
+    questions = (
+        load_simpleqa() if any(not (args.out / m / "prep.nc").exists() for m in todo) else None
+    )
+    for name in todo:
         out = args.out / name
         (out / "cells").mkdir(parents=True, exist_ok=True)
         model = _load(name)
         if model is None:
             continue
-        prep = prepare(model, out, args)
+        prep = prepare(model, out, args, questions)
         prep = prep.isel(prompt=np.flatnonzero(prep.split.values == args.split))
         if prep.sizes["prompt"] < args.n_prompts:
             raise FsnnError(

@@ -106,3 +106,17 @@ def test_quick_study_end_to_end(tmp_path):
     )  # resumed: finished cells are not searched again
     assert [c.stat().st_mtime_ns for c in cells] == stamps
     assert fs.main(["--out", str(out), "--quick", "--collect-only"]) == 0
+
+
+def test_missing_simpleqa_is_reported_before_any_model_loads(tmp_path, monkeypatch):
+    from fsnn.errors import FsnnError
+
+    missing = tmp_path / "nowhere" / "simple_qa_test_set.csv"
+    monkeypatch.setenv("FSNN_SIMPLEQA_CSV", str(missing))
+
+    def no_model(name):
+        raise AssertionError(f"{name} loaded before SimpleQA was read")
+
+    monkeypatch.setattr(fs, "_load", no_model)
+    with pytest.raises(FsnnError, match="nowhere"):
+        fs.main(["--out", str(tmp_path / "study"), "--quick"])

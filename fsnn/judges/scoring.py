@@ -3,7 +3,8 @@
 Every threshold a summary, figure or judge uses is defined here and nowhere else:
 ``COMPOSITE_THRESHOLD`` (0.6), ``TOKEN_OVERLAP_THRESHOLD`` (0.5), ``JUDGE_THRESHOLD`` (4);
 so are the weights of eq. (7), ``W_TO``, ``W_JUDGE`` and ``JUDGE_MAX`` (0.5, 0.5, 5), and its
-text ``COMPOSITE_FORMULA``; and so is the one answer normalisation, :func:`normalise_answer`.
+text ``COMPOSITE_FORMULA``; and so is the answer normalisation of SimpleQA's containment rule, :func:`normalise_answer`
+(defined with the other strictnesses in :mod:`fsnn.judges.normalise`).
 
 Pure functions on numpy arrays; a missing judge score is NaN, a missing SimpleQA grade
 is ``""`` or None.
@@ -24,15 +25,14 @@ attempted); F1 = harmonic mean of the correct rate and accuracy-given-attempted.
 
 from __future__ import annotations
 
-import re
-import string
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal, cast
 
 import numpy as np
 import numpy.typing as npt
+
+from .normalise import normalise_answer
 
 __all__ = [
     "COMPOSITE_FORMULA",
@@ -240,76 +240,6 @@ def scored_texts(
     if mode == "completion":
         return [str(t) for t in completion]
     raise ValueError(f"text mode must be 'full' or 'completion', not {mode!r}")
-
-
-_UNITS = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = {
-    "twenty": 20,
-    "thirty": 30,
-    "forty": 40,
-    "fifty": 50,
-    "sixty": 60,
-    "seventy": 70,
-    "eighty": 80,
-    "ninety": 90,
-}
-_ORDINALS = (
-    "zeroth first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth "
-    "thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth"
-).split()
-_WORD_NUMBERS = {w: str(i) for i, w in enumerate(_UNITS)} | {w: str(v) for w, v in _TENS.items()}
-_WORD_NUMBERS |= {w: str(i) for i, w in enumerate(_ORDINALS) if i}
-_ASCII_PUNCTUATION = str.maketrans("", "", string.punctuation)
-
-
-def _number_words(text: str) -> str:
-    # "twenty-three" -> "23", "three" -> "3", "fifteenth" -> "15th" (ordinals keep "th").
-    def compound(m: re.Match[str]) -> str:
-        return str(_TENS[m.group(1)] + _UNITS.index(m.group(2)))
-
-    text = re.sub(rf"\b({'|'.join(_TENS)})[\s-]({'|'.join(_UNITS[1:10])})\b", compound, text)
-
-    def single(m: re.Match[str]) -> str:
-        w = m.group(0)
-        return _WORD_NUMBERS[w] + ("th" if w in _ORDINALS else "")
-
-    return re.sub(rf"\b({'|'.join(_WORD_NUMBERS)})\b", single, text)
-
-
-def normalise_answer(text: str, *, values: bool = False) -> str:
-    """An answer as compared with another: lower case, no punctuation, no articles
-    (a, an, the), single spaces. The one normalisation rule of fsnn.
-
-    Args:
-        text: the answer or text.
-        values: ``False`` (the SimpleQA containment rule of :func:`proxy_grade` and the
-            self-consistency vote): ASCII punctuation is deleted (``"don't"`` ->
-            ``"dont"``). ``True`` (the offline judge, which compares numbers and dates as
-            values): NFKC first, number words become digits (``"twenty-three"`` ->
-            ``"23"``, ``"fifteenth"`` -> ``"15"``), thousands separators and ordinal
-            suffixes go, every other non-word character of any script is a word break
-            (``"don't"`` -> ``"don t"``) except a decimal point between digits.
-
-    Example:
-        >>> normalise_answer("The 1,000 Acres of Twenty-Three Fields!")
-        '1000 acres of twentythree fields'
-        >>> normalise_answer("The 1,000 Acres of Twenty-Three Fields!", values=True)
-        '1000 acres of 23 fields'
-    """
-    if values:
-        text = unicodedata.normalize("NFKC", text).lower()
-        text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # 1,000 -> 1000
-        text = _number_words(text)
-        text = re.sub(r"(\d)(st|nd|rd|th)\b", r"\1", text)  # 15th -> 15
-        text = re.sub(r"[^\w\s.]|_", " ", text)
-        text = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", text)  # keep decimal points only
-    else:
-        text = text.lower().translate(_ASCII_PUNCTUATION)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
 
 
 def proxy_grade(answer: str, completion: str) -> str:

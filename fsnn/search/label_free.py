@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from fsnn.errors import FsnnError
-from fsnn.judges.scoring import normalise_answer
+from fsnn.judges.normalise import normalise_answer
 
 __all__ = [
     "STEP_BY_STEP",

@@ -33,7 +33,7 @@ from fsnn.judges.metrics import token_overlap
 from fsnn.steering.decode import GenerationOutput
 from fsnn.steering.layout import SegmentLayout
 from fsnn.steering.modes import Mode
-from fsnn.steering.steer import steered_generate
+from fsnn.steering.steer import Steering, steer_each
 from fsnn.store.schema import search_trials_dataset
 
 from . import strength
@@ -155,6 +155,20 @@ def trial_layers(
                 alpha[first : last + 1] = 0.0
                 gamma[first : last + 1] = 0.0
     return alpha, gamma
+
+
+def _trial_steering(
+    item: Any,
+    params: dict[str, Any],
+    layout: SegmentLayout,
+    model: Any,
+    mode: Mode,
+    config: SearchConfig,
+    operator_options: dict[str, Any],
+) -> Steering:
+    """The :class:`Steering` value one trial of one prompt generates with."""
+    alpha, gamma = trial_layers(params, layout, model.n_layers, item.norm_scale, config)
+    return Steering.layerwise(item.h, alpha=alpha, gamma=gamma, mode=mode, **operator_options)
 
 
 def score_texts(
@@ -365,29 +379,21 @@ def run_search(
             break
         for first in range(0, len(rows), config.batch_rows):
             chunk = rows[first : first + config.batch_rows]
-            h = torch.stack([by_key[k].h for k, _ in chunk]).float()
-            alphas, gammas = [], []
-            for k, trial in chunk:
-                a, g = trial_layers(
-                    trial.params, layout, model.n_layers, by_key[k].norm_scale, config
-                )
-                alphas.append(a)
-                gammas.append(g)
-
-            def evaluate(chunk=chunk, h=h, alphas=alphas, gammas=gammas):
-                return steered_generate(
-                    model,
-                    [by_key[k].prompt for k, _ in chunk],
-                    h,
-                    torch.stack(alphas),
-                    torch.stack(gammas),
-                    mode=mode,
-                    max_new_tokens=max_new_tokens,
-                    backend=backend,
-                    **operator_options,
-                )
-
+            prompts = [by_key[k].prompt for k, _ in chunk]
             try:
+                # each (prompt, trial) row is one Steering value; the batch is one call
+                steerings = [
+                    _trial_steering(
+                        by_key[k], trial.params, layout, model, mode, config, operator_options
+                    )
+                    for k, trial in chunk
+                ]
+
+                def evaluate(prompts=prompts, steerings=steerings):
+                    return steer_each(
+                        model, prompts, steerings, max_new_tokens=max_new_tokens, backend=backend
+                    )
+
                 outputs = backend.call(evaluate, what=f"steering batch of {len(chunk)} rows")
                 scores = score_texts(outputs, [by_key[k].answer for k, _ in chunk], ppl, config)
             except BackendUnavailable:

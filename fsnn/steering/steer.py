@@ -60,6 +60,7 @@ __all__ = [
     "RowPlan",
     "Steering",
     "plan_rows",
+    "steer_each",
     "steer_in_session",
     "steer_rows",
     "steered_generate",
@@ -263,6 +264,44 @@ class Steering:
             **options,
         )
 
+    @classmethod
+    def layerwise(
+        cls,
+        references: Any,
+        *,
+        alpha: Any,
+        gamma: Any,
+        mode: Mode = "faithful",
+        **options: Any,
+    ) -> Steering:
+        """One (alpha, gamma) per layer, each layer its own segment: what one search trial
+        steers with once norm scaling and windows made its segment pairs per-layer
+        (:func:`fsnn.search.run.trial_layers`); ``options`` as :meth:`full`.
+
+        Args:
+            references: (layer, hidden) or (prompt, layer, hidden), as for the class.
+            alpha, gamma: (layer,) each; a layer with alpha * gamma = 0 is left as it is.
+        """
+        n_layers = _as_tensor(references, "references").shape[-2]
+        a = _as_tensor(alpha, "alpha").reshape(-1).tolist()
+        g = _as_tensor(gamma, "gamma").reshape(-1).tolist()
+        if len(a) != n_layers or len(g) != n_layers:
+            raise FsnnError(
+                f"layerwise steering needs {n_layers} alpha and gamma values, "
+                f"got {len(a)} and {len(g)}"
+            )
+        layout = SegmentLayout(
+            name="layerwise",
+            ranges=tuple((i, i) for i in range(n_layers)),
+            segment_names=tuple(f"L{i}" for i in range(n_layers)),
+        )
+        return cls(
+            references=references,
+            strengths=Strengths(layout=layout, alpha=tuple(a), gamma=tuple(g)),
+            mode=mode,
+            **options,
+        )
+
     @property
     def layout(self) -> SegmentLayout:
         return self.strengths.layout
@@ -310,6 +349,19 @@ class Steering:
             stop_at_eos=stop_at_eos,
             **self._options(),
         )
+
+    def _same_call(self, other: Steering) -> bool:
+        """``other`` can share one steered generation call with this (rows differ only in
+        references and strengths)."""
+        if (self.mode, self.operator, self.schedule) != (
+            other.mode,
+            other.operator,
+            other.schedule,
+        ):
+            return False
+        if self.mu_generic is None or other.mu_generic is None:
+            return self.mu_generic is other.mu_generic
+        return self.mu_generic is other.mu_generic or torch.equal(self.mu_generic, other.mu_generic)
 
     def _options(self) -> dict[str, Any]:
         """The operator keywords of :func:`steered_generate`; none for the default (the paper's call)."""
@@ -616,6 +668,63 @@ def steered_generate(
             steer_rows(model, plan, mode=mode, max_new_tokens=max_new_tokens, backend=where)
         )
     return outputs
+
+
+def steer_each(
+    model: Any,
+    prompts: Sequence[str],
+    steerings: Sequence[Steering],
+    *,
+    max_new_tokens: int = 100,
+    batch_size: int | None = None,
+    backend: Backend | str | None = None,
+    stop_at_eos: bool = True,
+) -> list[GenerationOutput]:
+    """Greedy generation of each prompt with its own :class:`Steering`, batched.
+
+    The search's call: one row per (prompt, trial), each trial its own references and
+    strengths. The values must share mode, operator, schedule and ``mu_generic`` (they
+    are one generation call); each holds one prompt's references.
+
+    Returns:
+        One :class:`GenerationOutput` per prompt, in order; the same as calling each
+        value's :meth:`Steering.generate` alone (the batch is the same computation).
+
+    Raises:
+        FsnnError: counts that differ, a value holding several prompts' references, or
+            values that cannot share one call.
+    """
+    if len(prompts) != len(steerings):
+        raise FsnnError(f"{len(prompts)} prompt(s) for {len(steerings)} steering value(s)")
+    if not steerings:
+        return []
+    first = steerings[0]
+    rows = []
+    for i, s in enumerate(steerings):
+        if s.references.ndim == 3 and s.references.shape[0] != 1:
+            raise FsnnError(
+                f"steering value {i} holds {s.references.shape[0]} prompts' references, want 1"
+            )
+        if not first._same_call(s):
+            raise FsnnError(
+                f"steering value {i} differs from value 0 in mode, operator, schedule or "
+                "mu_generic: they cannot share one generation call"
+            )
+        rows.append(s.rows(1))
+    h, alpha, gamma = (torch.cat(parts) for parts in zip(*rows, strict=True))
+    return steered_generate(
+        model,
+        prompts,
+        h,
+        alpha,
+        gamma,
+        mode=first.mode,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        backend=backend,
+        stop_at_eos=stop_at_eos,
+        **first._options(),
+    )
 
 
 @torch.no_grad()

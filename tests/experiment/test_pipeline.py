@@ -235,13 +235,13 @@ SCRIPT = textwrap.dedent(
     from fsnn.experiment.pipeline import run_pipeline
     model = make_tiny("gemma2", resolve_alias(ALIASES["smollm2-135m"]))
     calls = []
-    real = fsnn.search.run.steered_generate
+    real = fsnn.search.run.steer_each
     def counting(*a, **k):
         calls.append(1)
         if sys.argv[3] == "kill" and len(calls) == 2:
             os.kill(os.getpid(), signal.SIGKILL)
         return real(*a, **k)
-    fsnn.search.run.steered_generate = counting
+    fsnn.search.run.steer_each = counting
     run_pipeline(small_config(batch_rows=2, sampler="tpe"), sys.argv[1], simpleqa_csv=sys.argv[2], model=model,
                  progress=False)
     """

@@ -78,13 +78,13 @@ from fsnn.experiment.pipeline import run_pipeline
 from tests.experiment.conftest import shard_config
 torch.set_num_threads(1)
 calls = []
-real = fsnn.search.run.steered_generate
+real = fsnn.search.run.steer_each
 def counting(*a, **k):
     calls.append(1)
     if len(calls) == 3:  # the second round: the first trials told, the second ones RUNNING
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*a, **k)
-fsnn.search.run.steered_generate = counting
+fsnn.search.run.steer_each = counting
 run_pipeline(shard_config(sys.argv[1]), sys.argv[2], simpleqa_csv=sys.argv[3], progress=False)
 """
 

@@ -262,10 +262,8 @@ def _stub_ppl(texts):
 def test_failed_evaluation_marks_trials_failed_retries_and_carries_on(monkeypatch, tmp_path):
     import optuna
 
-    import fsnn.search.run as search
-
     fake = _stub_generate(fail_prompts=("prompt 1",))
-    monkeypatch.setattr(search, "steered_generate", fake)
+    monkeypatch.setattr("fsnn.steering.steer.steered_generate", fake)
     cfg = SearchConfig(n_trials=3, batch_trials=1, batch_rows=1, sampler="random", max_failures=2)
     storage = open_storage(f"sqlite:///{tmp_path}/f.db")
     ds = run_search(
@@ -296,7 +294,7 @@ def test_nan_objective_fails_the_trial(monkeypatch, tmp_path):
 
     import fsnn.search.run as search
 
-    monkeypatch.setattr(search, "steered_generate", _stub_generate())
+    monkeypatch.setattr("fsnn.steering.steer.steered_generate", _stub_generate())
     monkeypatch.setattr(search, "guarded_objective", lambda *a, **k: float("nan"))
     cfg = SearchConfig(n_trials=2, batch_trials=2, sampler="random", max_failures=1)
     storage = open_storage(f"sqlite:///{tmp_path}/n.db")
@@ -316,11 +314,10 @@ def test_nan_objective_fails_the_trial(monkeypatch, tmp_path):
 
 
 def test_enqueued_start_trials_are_evaluated_first(monkeypatch, tmp_path):
-    import fsnn.search.run as search
     from fsnn.search.strength import start_params
 
     fake = _stub_generate()
-    monkeypatch.setattr(search, "steered_generate", fake)
+    monkeypatch.setattr("fsnn.steering.steer.steered_generate", fake)
     cfg = SearchConfig(
         n_trials=5,
         batch_trials=1,
@@ -348,9 +345,8 @@ def test_enqueued_start_trials_are_evaluated_first(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("sampler", ["tpe", "gp"])
 def test_resumed_study_asks_what_an_uninterrupted_one_would(monkeypatch, tmp_path, sampler):
-    import fsnn.search.run as search
 
-    monkeypatch.setattr(search, "steered_generate", _stub_generate())
+    monkeypatch.setattr("fsnn.steering.steer.steered_generate", _stub_generate())
     cfg = SearchConfig(
         n_trials=5,
         batch_trials=1,
@@ -411,7 +407,6 @@ def test_resume_of_an_interrupted_round_asks_nothing_new_until_it_is_told(monkey
     """A kill inside a round leaves its trials RUNNING: the resumed search evaluates them
     and only then asks the next round, as the uninterrupted search did (issue 24: before,
     it asked the next trial beside them, and TPE saw another history)."""
-    import fsnn.search.run as search
 
     cfg = SearchConfig(
         n_trials=6,
@@ -423,7 +418,7 @@ def test_resume_of_an_interrupted_round_asks_nothing_new_until_it_is_told(monkey
         seed=4,
     )
     layout = SegmentLayout.segmented(4, 2)
-    monkeypatch.setattr(search, "steered_generate", _stub_generate())
+    monkeypatch.setattr("fsnn.steering.steer.steered_generate", _stub_generate())
     clean = run_search(
         _StubModel(),
         _stub_items(2),
@@ -445,7 +440,7 @@ def test_resume_of_an_interrupted_round_asks_nothing_new_until_it_is_told(monkey
         return stub(*a, **k)
 
     url = f"sqlite:///{tmp_path}/r.db"
-    monkeypatch.setattr(search, "steered_generate", killed_in_round_two)
+    monkeypatch.setattr("fsnn.steering.steer.steered_generate", killed_in_round_two)
     with pytest.raises(Stop):
         run_search(
             _StubModel(),
@@ -456,7 +451,7 @@ def test_resume_of_an_interrupted_round_asks_nothing_new_until_it_is_told(monkey
             ppl=_stub_ppl,
             progress=False,
         )
-    monkeypatch.setattr(search, "steered_generate", _stub_generate())
+    monkeypatch.setattr("fsnn.steering.steer.steered_generate", _stub_generate())
     resumed = run_search(
         _StubModel(),
         _stub_items(2),
@@ -471,9 +466,8 @@ def test_resume_of_an_interrupted_round_asks_nothing_new_until_it_is_told(monkey
 
 
 def test_search_stores_degeneration_and_prefers_readable(monkeypatch, tmp_path):
-    import fsnn.search.run as search
 
-    monkeypatch.setattr(search, "steered_generate", _stub_generate())
+    monkeypatch.setattr("fsnn.steering.steer.steered_generate", _stub_generate())
     cfg = SearchConfig(
         n_trials=3,
         batch_trials=3,

@@ -67,10 +67,9 @@ def _recording_generate():
 
 
 def test_search_passes_the_operator_and_gates_off_windows(monkeypatch):
-    import fsnn.search.run as search
 
     fake = _recording_generate()
-    monkeypatch.setattr(search, "steered_generate", fake)
+    monkeypatch.setattr("fsnn.steering.steer.steered_generate", fake)
     layout = SegmentLayout(name="two", ranges=((0, 1), (2, 3)), segment_names=("early", "late"))
     mu = torch.randn(4, 8)
     cfg = SearchConfig(
@@ -111,10 +110,9 @@ def test_search_passes_the_operator_and_gates_off_windows(monkeypatch):
 
 
 def test_default_search_calls_steered_generate_as_before(monkeypatch):
-    import fsnn.search.run as search
 
     fake = _recording_generate()
-    monkeypatch.setattr(search, "steered_generate", fake)
+    monkeypatch.setattr("fsnn.steering.steer.steered_generate", fake)
     run_search(
         _StubModel(),
         _stub_items(2),
@@ -123,8 +121,13 @@ def test_default_search_calls_steered_generate_as_before(monkeypatch):
         ppl=_stub_ppl,
         progress=False,
     )
-    assert all(
-        set(call) == {"alpha", "gamma", "mode", "max_new_tokens", "backend"} for call in fake.seen
+    # one Steering value per row, batched by steer_each: no operator keywords, defaults kept
+    assert fake.seen and all(
+        set(call)
+        == {"alpha", "gamma", "mode", "max_new_tokens", "backend", "batch_size", "stop_at_eos"}
+        and call["batch_size"] is None
+        and call["stop_at_eos"] is True
+        for call in fake.seen
     )
 
 

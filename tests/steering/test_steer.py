@@ -292,3 +292,46 @@ def test_stop_at_eos_false_ignores_the_checkpoint_eos(tiny_factory):
         )
     finally:
         cfg.eos_token_id = original
+
+
+@pytest.mark.parametrize("mode", ["faithful", "cached"])
+def test_steer_each_equals_each_value_alone_and_the_raw_call(tiny_gemma2, mode):
+    """The search's call: one layerwise Steering value per row, batched, is the same
+    generation as each value alone and as steered_generate on the stacked tensors."""
+    from fsnn.steering.steer import Steering, steer_each
+
+    model = tiny_gemma2
+    n = len(PROMPTS)
+    h = _refs(model, n, seed=7)
+    torch.manual_seed(8)
+    alpha, gamma = torch.rand(n, model.n_layers), torch.rand(n, model.n_layers)
+    gamma[0, 1:] = 0.0  # a row steering one layer only
+    values = [Steering.layerwise(h[i], alpha=alpha[i], gamma=gamma[i], mode=mode) for i in range(n)]
+    for i, v in enumerate(values):  # per-layer strengths kept bit for bit
+        a, g = v.per_layer()
+        assert torch.equal(a, alpha[i]) and torch.equal(g, gamma[i])
+    batched = steer_each(model, PROMPTS, values, max_new_tokens=6)
+    raw = steered_generate(model, PROMPTS, h, alpha, gamma, mode=mode, max_new_tokens=6)
+    assert [o.ids for o in batched] == [o.ids for o in raw]
+    for i, v in enumerate(values):
+        assert v.generate(model, PROMPTS[i : i + 1], max_new_tokens=6)[0].ids == batched[i].ids
+
+
+def test_steer_each_refuses_values_that_cannot_share_a_call(tiny_gemma2):
+    from fsnn.steering.steer import Steering, steer_each
+
+    model = tiny_gemma2
+    h = _refs(model, 2)
+    ones = torch.ones(model.n_layers)
+    a = Steering.layerwise(h[0], alpha=ones, gamma=0.1 * ones, mode="cached")
+    b = Steering.layerwise(h[1], alpha=ones, gamma=0.1 * ones, mode="faithful")
+    with pytest.raises(FsnnError, match="value 1 differs from value 0 in mode"):
+        steer_each(model, PROMPTS[:2], [a, b], max_new_tokens=2)
+    with pytest.raises(FsnnError, match="1 prompt\\(s\\) for 2 steering value\\(s\\)"):
+        steer_each(model, PROMPTS[:1], [a, a], max_new_tokens=2)
+    both = Steering.layerwise(h, alpha=ones, gamma=ones, mode="cached")
+    with pytest.raises(FsnnError, match="holds 2 prompts' references, want 1"):
+        steer_each(model, PROMPTS[:1], [both], max_new_tokens=2)
+    with pytest.raises(FsnnError, match="needs 4 alpha and gamma values, got 3 and 4"):
+        Steering.layerwise(h[0], alpha=ones[:3], gamma=ones)
+    assert steer_each(model, [], [], max_new_tokens=2) == []

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from fsnn.judges.scoring import normalise_answer
+from fsnn.judges.normalise import MONTHS as _MONTHS
+from fsnn.judges.normalise import normalise_answer
 
 __all__ = [
     "FEATURES",
@@ -66,26 +67,6 @@ FEATURES = (
     "punct_ratio",  # fraction of the answer's characters that are punctuation
 )
 
-_MONTHS = {
-    m: i + 1
-    for i, names in enumerate(
-        [
-            ("january", "jan"),
-            ("february", "feb"),
-            ("march", "mar"),
-            ("april", "apr"),
-            ("may",),
-            ("june", "jun"),
-            ("july", "jul"),
-            ("august", "aug"),
-            ("september", "sep", "sept"),
-            ("october", "oct"),
-            ("november", "nov"),
-            ("december", "dec"),
-        ]
-    )
-    for m in names
-}
 _MONTH_RE = "|".join(sorted(_MONTHS, key=len, reverse=True))
 _HEDGES = (
     "not sure",
@@ -147,7 +128,7 @@ def _to_text(value: Any) -> tuple[str, list[str]]:
 
 
 def normalise(text: str) -> str:
-    """The offline judge's matching rule: :func:`fsnn.judges.scoring.normalise_answer` with
+    """The offline judge's matching rule: :func:`fsnn.judges.normalise.normalise_answer` with
     ``values=True`` (NFKC, lower case, number words as digits, thousands separators and
     punctuation gone, no articles).
 
