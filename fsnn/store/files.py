@@ -243,9 +243,18 @@ def write_dataset(ds: xr.Dataset, path: str | Path) -> Path:
     A crash mid-write leaves the previous file (or none) in place, never half a file.
 
     Raises:
-        FsnnError: the folder cannot be created or written, or the write fails (disk
+        FsnnError: a package file (``fsnn_schema``) with a dimension outside
+            :data:`fsnn.store.schema.DIMENSIONS`; the folder cannot be created or written, or the write fails (disk
             full, permission denied, an HDF5 write error): one line naming the file.
     """
+    if "fsnn_schema" in ds.attrs:  # a package file: one dimension vocabulary
+        from .schema import DIMENSIONS
+
+        unknown = sorted(set(ds.dims) - set(DIMENSIONS))
+        if unknown:
+            raise FsnnError(
+                f"{path}: dimension(s) {unknown} are not in fsnn.store.schema.DIMENSIONS"
+            )
     ds = ds.copy()
     for name, var in {**ds.data_vars, **ds.coords}.items():
         if var.dtype.kind == "U":

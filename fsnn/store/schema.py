@@ -5,8 +5,9 @@ give them their variables, dims, coords and attributes (:func:`baseline_dataset`
 :func:`references_dataset`, :func:`search_trials_dataset` and :func:`trials_dataset`,
 :func:`results_dataset`); :func:`fsnn.store.files.open_run` reads them back.
 
-Dimension vocabulary (shared by tensors, datasets and files): ``prompt``, ``layer``,
-``hidden``, ``segment``, ``trial``, ``method``, ``param``, ``token``.
+Dimension vocabulary (shared by tensors, datasets and files): :data:`DIMENSIONS`, each
+name with what it counts. Every file fsnn writes with an ``fsnn_schema`` attribute uses
+these names only (:func:`fsnn.store.files.write_dataset` refuses another).
 
 Files of a run folder (all netCDF4, written atomically: temp file + rename):
 
@@ -56,6 +57,7 @@ import numpy as np
 import xarray as xr
 
 __all__ = [
+    "DIMENSIONS",
     "REQUIRED",
     "RESULTS_DIMS",
     "SEARCH_TRIAL_DIMS",
@@ -66,6 +68,23 @@ __all__ = [
     "str_array",
     "trials_dataset",
 ]
+
+# The one dimension vocabulary of fsnn's datasets: name -> what one index along it is.
+DIMENSIONS: dict[str, str] = {
+    "prompt": "one steered question (a SimpleQA row) of a run",
+    "method": "baseline, full, segmented or a custom layout (results, trials)",
+    "trial": "one steered generation of a prompt's strength search",
+    "segment": "one layer range of a layout, steered with one (alpha, gamma)",
+    "layer": "one decoder block",
+    "hidden": "one coordinate of the residual stream",
+    "param": "one searched parameter of a trial (alpha_all, theta_early, on_late...)",
+    "token": "one generated token",
+    "row": "one graded text of the authors' release (judge agreement, trial grades)",
+    "grade": "one point of the 1-5 quality scale (a judge's probabilities)",
+    "simpleqa_id": "one SimpleQA question by its row number (the release's metadata)",
+    "mistral_grade": "a confusion matrix's row: the release's Mistral grade (judge agreement)",
+    "judge_grade": "a confusion matrix's column: the judge's grade (judge agreement)",
+}
 
 # Variables each file kind must hold with exactly these dims (checked on read).
 REQUIRED: dict[str, dict[str, tuple[str, ...]]] = {

@@ -193,3 +193,20 @@ def test_references_dataset_layout():
     check_dims(ds, "references")
     assert ds.explanation.values.tolist() == ["e1", ""]
     assert ds.simpleqa_id.dtype == np.int64 and ds.attrs == {"model": "m"}
+
+
+def test_package_files_use_the_one_dimension_vocabulary(tmp_path):
+    """A file carrying ``fsnn_schema`` with a dimension outside DIMENSIONS is refused,
+    before anything is written; other files (a study's own summaries) are not checked."""
+    from fsnn.store.schema import DIMENSIONS
+
+    assert {"prompt", "method", "trial", "segment", "layer", "row", "simpleqa_id"} <= set(
+        DIMENSIONS
+    )
+    odd = xr.Dataset({"x": (("prompts",), np.zeros(2))}, attrs={"fsnn_schema": "results/3"})
+    with pytest.raises(FsnnError, match=r"dimension\(s\) \['prompts'\] are not in"):
+        write_dataset(odd, tmp_path / "odd.nc")
+    assert not (tmp_path / "odd.nc").exists()
+    write_dataset(odd.rename(prompts="prompt"), tmp_path / "ok.nc")
+    odd.attrs = {}
+    write_dataset(odd, tmp_path / "study.nc")  # not a package file: free names
