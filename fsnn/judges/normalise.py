@@ -10,10 +10,12 @@ Three strictnesses of one rule, each used where its name says, sharing one vocab
   words as digits, thousands separators and ordinal suffixes gone, every non-word
   character a word break (a decimal point between digits stays). The offline judge's
   matching rule (:mod:`fsnn.judges.offline.features`).
-- **tokens** (:func:`answer_tokens`, :func:`normalise_answer_text`): values plus
-  casefolding, diacritics off, possessives, aliases ("Univ." = "University"), scales
-  ("3.5 million"), decimals ("3.50" = "3.5"), "%" = "percent", and every date as one
-  token ("April 2, 1985" = "1985-04-02"). The states-the-answer check
+- **tokens** (:func:`answer_tokens`, :func:`normalise_answer_text`): a pipeline of its
+  own on the same vocabulary, the richest: casefolding and diacritics off, possessives,
+  thousands separators, number words, scales ("3.5 million") and decimals ("3.50" =
+  "3.5") as one number token, aliases ("Univ." = "University"), "%" = "percent", every
+  date as one token ("April 2, 1985" = "1985-04-02"); :func:`answer_tokens` keeps the
+  articles, :func:`normalise_answer_text` drops them. The states-the-answer check
   (:mod:`fsnn.judges.states_answer`, which documents each step).
 
 The three are not merged into one because each is part of a result already on record:

@@ -157,20 +157,6 @@ def trial_layers(
     return alpha, gamma
 
 
-def _trial_steering(
-    item: Any,
-    params: dict[str, Any],
-    layout: SegmentLayout,
-    model: Any,
-    mode: Mode,
-    config: SearchConfig,
-    operator_options: dict[str, Any],
-) -> Steering:
-    """The :class:`Steering` value one trial of one prompt generates with."""
-    alpha, gamma = trial_layers(params, layout, model.n_layers, item.norm_scale, config)
-    return Steering.layerwise(item.h, alpha=alpha, gamma=gamma, mode=mode, **operator_options)
-
-
 def score_texts(
     outputs: Sequence[GenerationOutput],
     answers: Sequence[str],
@@ -380,13 +366,17 @@ def run_search(
         for first in range(0, len(rows), config.batch_rows):
             chunk = rows[first : first + config.batch_rows]
             prompts = [by_key[k].prompt for k, _ in chunk]
+            # a trial's parameters that do not fit the layout stop the search (as always);
+            # what the steering itself refuses fails the batch's trials, below
+            layers = [
+                trial_layers(trial.params, layout, model.n_layers, by_key[k].norm_scale, config)
+                for k, trial in chunk
+            ]
             try:
                 # each (prompt, trial) row is one Steering value; the batch is one call
                 steerings = [
-                    _trial_steering(
-                        by_key[k], trial.params, layout, model, mode, config, operator_options
-                    )
-                    for k, trial in chunk
+                    Steering.layerwise(by_key[k].h, alpha=a, gamma=g, mode=mode, **operator_options)
+                    for (k, _), (a, g) in zip(chunk, layers, strict=True)
                 ]
 
                 def evaluate(prompts=prompts, steerings=steerings):

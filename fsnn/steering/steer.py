@@ -710,6 +710,11 @@ def steer_each(
                 f"steering value {i} differs from value 0 in mode, operator, schedule or "
                 "mu_generic: they cannot share one generation call"
             )
+        if s.references.shape[-2:] != first.references.shape[-2:]:
+            raise FsnnError(
+                f"steering value {i} has references of shape {tuple(s.references.shape[-2:])}, "
+                f"value 0 {tuple(first.references.shape[-2:])}"
+            )
         rows.append(s.rows(1))
     h, alpha, gamma = (torch.cat(parts) for parts in zip(*rows, strict=True))
     return steered_generate(

@@ -84,6 +84,10 @@ DIMENSIONS: dict[str, str] = {
     "simpleqa_id": "one SimpleQA question by its row number (the release's metadata)",
     "mistral_grade": "a confusion matrix's row: the release's Mistral grade (judge agreement)",
     "judge_grade": "a confusion matrix's column: the judge's grade (judge agreement)",
+    "metric": "one rate of a summary table (a study's per-metric intervals)",
+    "subset": "one subset of prompts a rate is computed on (all, a topic, ...)",
+    "stat": "one number of an interval: estimate, low, high",
+    "searched": "one search whose strengths a study compares (oracle, label-free...)",
 }
 
 # Variables each file kind must hold with exactly these dims (checked on read).

@@ -48,14 +48,13 @@ def test_backend_down_mid_search_stops_and_resumes_to_the_same_trials(monkeypatc
     """An outage is not the trial's fault: no FAILED trial, the resume asks nothing new."""
     import optuna
 
-    import fsnn.search.run as search
     from fsnn.errors import BackendUnavailable
     from fsnn.search.run import SearchConfig, open_storage, run_search
     from fsnn.steering.layout import SegmentLayout
     from tests.search.test_search import _stub_generate, _stub_items, _stub_ppl, _StubModel
 
     cfg = SearchConfig(n_trials=3, batch_trials=1, batch_rows=2, sampler="tpe", n_startup_trials=1)
-    monkeypatch.setattr(search, "steered_generate", _stub_generate())
+    monkeypatch.setattr("fsnn.steering.steer.steered_generate", _stub_generate())
     clean = run_search(
         _StubModel(),
         _stub_items(),
@@ -76,7 +75,7 @@ def test_backend_down_mid_search_stops_and_resumes_to_the_same_trials(monkeypatc
             )
         return works(*a, **k)
 
-    monkeypatch.setattr(search, "steered_generate", down_once)
+    monkeypatch.setattr("fsnn.steering.steer.steered_generate", down_once)
     storage = open_storage(f"sqlite:///{tmp_path}/down.db")
     with pytest.raises(BackendUnavailable):
         run_search(
