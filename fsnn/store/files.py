@@ -250,7 +250,7 @@ def write_dataset(ds: xr.Dataset, path: str | Path) -> Path:
     if "fsnn_schema" in ds.attrs:  # a package file: one dimension vocabulary
         from .schema import DIMENSIONS
 
-        unknown = sorted(set(ds.dims) - set(DIMENSIONS))
+        unknown = sorted(str(d) for d in set(ds.dims) - set(DIMENSIONS))
         if unknown:
             raise FsnnError(
                 f"{path}: dimension(s) {unknown} are not in fsnn.store.schema.DIMENSIONS"
