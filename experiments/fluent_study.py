@@ -12,8 +12,8 @@ TO >= 0.5 on the completion (paper parity), the readable rate, and the any-trial
 
 Configurations (:data:`CONFIGS`): ``paper`` (SearchConfig.paper()), ``default``
 (SearchConfig()), and the new operators with the default search otherwise: ``angular``,
-``centred``, ``prompt_only`` (fusion), ``decay`` (fusion, decay:0.9), ``windows``
-(segmented layout with on/off windows). Every cell is searched at the largest budget; a
+``centred``, ``prompt_only`` (fusion), ``decay`` (fusion, decay:0.9), ``kl`` (fusion,
+kl:1.0, ``cached`` only), ``windows`` (segmented layout with on/off windows). Every cell is searched at the largest budget; a
 smaller budget's result is the first b trials of that search (every trial is asked with a
 seed of its own trial number after the same history, so it equals a b-trial search): every
 configuration gets exactly b steered generations per prompt at budget b.
@@ -60,6 +60,7 @@ from fsnn.steering.generation import generate
 from fsnn.steering.layout import SegmentLayout
 from fsnn.steering.prompts import PAPER_TEMPLATES, split_explanation
 from fsnn.steering.references import ReferenceItem, capture_generic_mean, capture_references
+from fsnn.steering.specs import check_schedule_mode
 from fsnn.store.files import read_dataset, write_dataset
 from fsnn.store.schema import str_array
 
@@ -99,11 +100,22 @@ CONFIGS: dict[str, Config] = {
         Config(name="centred", options=(("operator", "centred"),)),
         Config(name="prompt_only", options=(("schedule", "prompt_only"),)),
         Config(name="decay", options=(("schedule", "decay:0.9"),)),
+        # the KL-bounded strength per step (cached only); 1 nat fixed before any measurement
+        Config(name="kl", options=(("schedule", "kl:1.0"),)),
         # windows switch segments: a one-segment (full) layout would only switch everything off
         Config(name="windows", layout="segmented", options=(("windows", True),)),
     ]
 }
 QUICK_CONFIGS = ("default", "angular")
+
+
+def _runs_in(config: str, mode: str) -> bool:
+    """Whether a configuration's schedule runs in ``mode`` (the rule of fsnn.steering.specs)."""
+    try:
+        check_schedule_mode(dict(CONFIGS[config].options).get("schedule", "constant"), mode)
+    except FsnnError:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- the sample
@@ -730,7 +742,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--split", default="screen", choices=SPLITS, help="which half of the questions to search"
     )
-    p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations")
+    p.add_argument(
+        "--configs",
+        default=None,
+        help=f"comma-separated configurations of {','.join(CONFIGS)} "
+        "(default: every one that runs in the mode)",
+    )
     p.add_argument(
         "--budgets", default="5,10", help="trials per prompt; each cell is searched at the largest"
     )
@@ -758,7 +775,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if args.configs is None:
+        configs = [c for c in CONFIGS if _runs_in(c, args.mode)]
+    else:
+        configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     budgets = sorted({int(b) for b in args.budgets.split(",")})
     if args.quick:  # a shape check, not a measurement
         models, configs, budgets, args.n_prompts, args.pool_size = (
@@ -772,6 +792,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         p.error(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
+    for c in configs:
+        if not _runs_in(c, args.mode):
+            p.error(f"configuration {c!r} does not run in {args.mode} mode (kl: cached only)")
     started = time.perf_counter()
     ran = []
     todo = [] if args.collect_only else models

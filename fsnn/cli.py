@@ -330,8 +330,8 @@ _RUN_FIELDS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
         "--schedule",
         "schedule",
         {},
-        "strength over decode steps: constant, prompt_only, first_n:N, decay:RHO "
-        "(default {default})",
+        "strength over decode steps: constant, prompt_only, first_n:N, decay:RHO, "
+        "kl:EPS (cached mode only) (default {default})",
     ),
     (
         "--windows",

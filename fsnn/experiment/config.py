@@ -24,6 +24,7 @@ from fsnn.errors import FsnnError
 from fsnn.models import DEFAULT_MODEL, DTYPE_NAMES
 from fsnn.search.config import SearchConfig
 from fsnn.steering.modes import check_generation
+from fsnn.steering.specs import check_schedule_mode
 
 __all__ = ["SELECTED_GRADES", "RunConfig"]
 
@@ -135,6 +136,7 @@ class RunConfig:
         from fsnn.steering.layout import SegmentLayout
 
         check_generation(mode=self.mode, max_new_tokens=self.max_new_tokens)
+        check_schedule_mode(self.search.schedule, self.mode, self.backend)
         if self.select not in SELECTED_GRADES:
             raise FsnnError(f"select must be incorrect or not-correct, got {self.select!r}")
         if self.baseline_prompt not in ("qa", "bare"):

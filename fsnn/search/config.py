@@ -61,7 +61,9 @@ class SearchConfig:
             ``angular`` (rotate toward the reference, norm kept; searched with the
             ``angle`` parametrization) or ``centred`` (the reference minus a generic mean).
         schedule: the strength's multiplier over decode steps: ``constant``,
-            ``prompt_only``, ``first_n:N`` or ``decay:RHO``.
+            ``prompt_only``, ``first_n:N``, ``decay:RHO`` or ``kl:EPS`` (per step the
+            largest share of the strength within EPS nats of the unsteered next-token
+            distribution; ``cached`` mode, local models).
         windows: each segment also gets a categorical on/off (``on_S``) beside its
             strength; off leaves the segment's layers untouched
             (:func:`fsnn.steering.operators.window_distributions`).

@@ -28,6 +28,8 @@ class GenerationOutput:
         ids: the new token ids (EOS excluded).
         text: prompt + completion decoded together, as the release scored it.
         stopped: True when the row ended on EOS before max_new_tokens.
+        strength_scale: with the ``kl:EPS`` schedule, the multiplier m the bound allowed
+            at the step of each new token (in [0, 1]); None otherwise.
     """
 
     prompt: str
@@ -35,6 +37,7 @@ class GenerationOutput:
     ids: list[int]
     text: str
     stopped: bool
+    strength_scale: tuple[float, ...] | None = None
 
 
 def encode(model: Any, prompts: Sequence[str], max_new_tokens: int = 0) -> Any:

@@ -45,7 +45,7 @@ from fsnn.errors import FsnnError
 
 from .fusion import masked_mean, masked_sum
 from .layout import SegmentLayout, expand_segments
-from .specs import OPERATORS, SCHEDULES, parse_schedule
+from .specs import FIXED_SCHEDULES, OPERATORS, SCHEDULES, parse_schedule
 
 __all__ = [
     "OPERATORS",
@@ -271,7 +271,8 @@ def schedule(kind: str, t: Any, *, n: int | None = None, rho: float | None = Non
     strength; for a position-wise operator the two modes then coincide.
 
     Args:
-        kind: one of :data:`SCHEDULES`.
+        kind: one of :data:`FIXED_SCHEDULES` (``kl`` has no fixed multipliers: it is chosen
+            while generating, :mod:`fsnn.steering.kl_decode`).
         t: step (or position) indices, integers >= 0: an int, a sequence or an integer
             tensor of any shape.
         n: the count of ``first_n`` (an int >= 1); only for ``first_n``.
@@ -284,8 +285,13 @@ def schedule(kind: str, t: Any, *, n: int | None = None, rho: float | None = Non
         FsnnError: an unknown kind, a missing, superfluous or out-of-range n or rho, or
             t that is not made of integers >= 0.
     """
-    if kind not in SCHEDULES:
-        raise FsnnError(f"unknown schedule {kind!r}; choose one of {SCHEDULES}")
+    if kind == "kl":
+        raise FsnnError(
+            "schedule 'kl' has no fixed multipliers: each step's is chosen from the logits "
+            "while generating (fsnn.steering.kl_decode)"
+        )
+    if kind not in FIXED_SCHEDULES:
+        raise FsnnError(f"unknown schedule {kind!r}; choose one of {FIXED_SCHEDULES}")
     if n is not None and kind != "first_n":
         raise FsnnError(f"schedule {kind!r} takes no n (got n={n!r})")
     if rho is not None and kind != "decay":
@@ -325,6 +331,8 @@ def schedule_multipliers(spec: str, n_steps: int) -> list[float] | None:
         raise FsnnError(f"a schedule needs n_steps >= 1, got {n_steps}")
     if kind == "constant":
         return None
+    if kind == "kl":
+        schedule(kind, 0)  # raises the one-line error: kl has no fixed multipliers
     return [float(v) for v in schedule(kind, torch.arange(n_steps), **kw)]
 
 

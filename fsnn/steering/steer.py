@@ -51,7 +51,7 @@ from .layout import SegmentLayout, Strengths
 from .modes import MODES, Mode, check_generation
 from .operators import schedule_multipliers
 from .remote_code import trace_remote
-from .specs import OPERATORS, check_operator, parse_schedule
+from .specs import OPERATORS, check_operator, check_schedule_mode, parse_schedule
 
 __all__ = [
     "MODES",
@@ -191,6 +191,9 @@ class Steering:
             ``decay:RHO`` (:mod:`fsnn.steering.specs`). ``faithful``: step t's pass
             re-runs every position, all steered with m(t) k. ``cached``: step t steers
             its new position with m(t) k; cached positions keep their own step's.
+            ``kl:EPS`` (``cached`` only, local models): m(t) per row and step, the
+            largest in [0, 1] that keeps the step's next-token distribution within
+            EPS nats of the unsteered one (:mod:`fsnn.steering.kl_decode`).
         mu_generic: (layer, hidden) generic mean (:func:`fsnn.steering.references.capture_generic_mean`),
             needed by ``centred`` and ``angular``, refused by ``fusion``.
 
@@ -215,6 +218,7 @@ class Steering:
         if not bool(torch.isfinite(h).all()):
             raise FsnnError("reference vectors hold NaN or inf")
         check_generation(mode=self.mode)
+        check_schedule_mode(self.schedule, self.mode)
         self.strengths.layout.check(h.shape[-2])
         alpha, gamma = self.strengths.per_layer(h.shape[-2])
         mu = validated_operator(
@@ -445,7 +449,8 @@ class RowPlan:
         eos: token ids that end a row.
         gates: per active layer, None or (B, 1, 1) bool: the rows steered there (fusion).
         operator: the operator name.
-        scales: the schedule's m(t) per step, None for ``constant``.
+        scales: the schedule's m(t) per step, None for ``constant`` and ``kl``.
+        kl_epsilon: the bound of the ``kl:EPS`` schedule, None for the fixed schedules.
     """
 
     prompts: list[str]
@@ -460,6 +465,7 @@ class RowPlan:
     gates: list[Any] | None = None
     operator: str = "fusion"
     scales: list[float] | None = None
+    kl_epsilon: float | None = None
 
     def outputs(self, model: Any, picked: Sequence[torch.Tensor]) -> list[GenerationOutput]:
         """Decode the tokens a trace picked (one (B,) tensor per step)."""
@@ -553,6 +559,7 @@ def plan_rows(
         model, h, alpha, gamma, operator=operator, mu_generic=mu_generic
     )
     config = greedy_config(model, max_new_tokens, use_cache=mode != "faithful", eos=eos)
+    kind, schedule_args = parse_schedule(schedule)
     return RowPlan(
         prompts=prompts,
         enc=enc,
@@ -565,7 +572,8 @@ def plan_rows(
         eos=eos,
         gates=gates,
         operator=operator,
-        scales=schedule_multipliers(schedule, max_new_tokens),
+        scales=None if kind == "kl" else schedule_multipliers(schedule, max_new_tokens),
+        kl_epsilon=schedule_args.get("epsilon"),
     )
 
 
@@ -580,12 +588,15 @@ def _validated_call(
     operator: str,
     schedule: str,
     mu_generic: Any,
+    backend: str = "local",
 ) -> tuple[Any, Any, Any, Any]:
     """The checks every steered-generation entry point makes before any trace:
-    (h, alpha, gamma) as tensors of the model's shape, then the operator's inputs."""
+    (h, alpha, gamma) as tensors of the model's shape, the schedule against the mode
+    and the backend (by name), then the operator's inputs."""
     h, alpha, gamma = validated_inputs(
         model, n, h, alpha, gamma, mode=mode, max_new_tokens=max_new_tokens
     )
+    check_schedule_mode(schedule, mode, backend)
     mu = validated_operator(
         operator,
         schedule,
@@ -643,10 +654,20 @@ def steered_generate(
             long for the context.
     """
     n = len(prompts)
-    h, alpha, gamma, mu = _validated_call(
-        model, n, h, alpha, gamma, mode, max_new_tokens, operator, schedule, mu_generic
-    )
     where = resolve_backend(backend)
+    h, alpha, gamma, mu = _validated_call(
+        model,
+        n,
+        h,
+        alpha,
+        gamma,
+        mode,
+        max_new_tokens,
+        operator,
+        schedule,
+        mu_generic,
+        _backend_name(model, where),
+    )
     step = batch_size or n
     outputs: list[GenerationOutput] = []
     for start in range(0, n, step):
@@ -664,10 +685,22 @@ def steered_generate(
             schedule=schedule,
             mu_generic=mu,
         )
+        if plan.kl_epsilon is not None:
+            from .kl_decode import kl_bounded_rows
+
+            outputs.extend(
+                kl_bounded_rows(model, plan, epsilon=plan.kl_epsilon, max_new_tokens=max_new_tokens)
+            )
+            continue
         outputs.extend(
             steer_rows(model, plan, mode=mode, max_new_tokens=max_new_tokens, backend=where)
         )
     return outputs
+
+
+def _backend_name(model: Any, backend: Backend) -> str:
+    """Where the traces of a call run, by name: a model loaded for NDIF counts as remote."""
+    return "ndif" if getattr(model, "remote", False) else backend.name
 
 
 def steer_each(
@@ -828,8 +861,20 @@ def steer_in_session(
         One :class:`~fsnn.steering.generation.GenerationOutput` per row, in order.
     """
     n = len(prompts)
+    session_backend = resolve_backend(backend)
     h, alpha, gamma, mu = _validated_call(
-        model, n, h, alpha, gamma, mode, max_new_tokens, operator, schedule, mu_generic
+        model,
+        n,
+        h,
+        alpha,
+        gamma,
+        mode,
+        max_new_tokens,
+        operator,
+        schedule,
+        mu_generic,
+        # a session's traces run together, so even a local session cannot probe between them
+        "session" if session_backend.name == "local" else session_backend.name,
     )
     faithful = mode == "faithful"
     step_rows = batch_size or n
@@ -855,7 +900,7 @@ def steer_in_session(
     chunks = [
         (p.enc, p.config, p.envoys, p.h, p.alpha, p.gamma, p.mask, _loop_options(p)) for p in plans
     ]
-    with _eos_may_end_the_loop(), lm.session(remote=trace_remote(resolve_backend(backend))):
+    with _eos_may_end_the_loop(), lm.session(remote=trace_remote(session_backend)):
         results = nnsight.save([])
         for enc, config, envoys, h_act, a_act, g_act, mask, options in chunks:
             picked: list[Any] = []  # filled in place, so an early EOS stop keeps the steps it ran

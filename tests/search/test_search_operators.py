@@ -175,3 +175,45 @@ def test_centred_norm_relative_measures_against_mu_generic(tiny_gemma2):
                 expect = s[p, t, seg] * want[p, first : last + 1] * on[p, t, seg]
                 torch.testing.assert_close(got, expect.float(), rtol=1e-5, atol=0)
     assert (ds.completion.values != "").all()
+
+
+def test_a_kl_bounded_search_runs_end_to_end(tiny_gemma2):
+    """The search steers with the kl:EPS schedule through the same Steering values: EPS 0
+    gives every trial the plain model's completion, a huge EPS the constant schedule's."""
+    from fsnn.search.run import SearchItem
+    from fsnn.steering.generation import generate
+
+    model = tiny_gemma2
+    torch.manual_seed(0)
+    prompt = "Question: What is the capital of France?\nAnswer and explanation:"
+    items = [
+        SearchItem(
+            key="q0",
+            prompt=prompt,
+            answer="Paris",
+            h=torch.randn(model.n_layers, model.d_model) * 50,
+            norm_scale=torch.ones(model.n_layers),
+        )
+    ]
+    layout = SegmentLayout.full(model.n_layers)
+
+    def search(schedule):
+        cfg = SearchConfig(n_trials=2, schedule=schedule, seed=1, low=0.5, high=0.9)
+        ds = run_search(
+            model,
+            items,
+            layout,
+            cfg,
+            ppl=_stub_ppl,
+            progress=False,
+            mode="cached",
+            max_new_tokens=4,
+        )
+        assert ds.attrs.get("failed_trials", 0) == 0
+        return [str(c) for c in ds.completion.values[0]]
+
+    plain = generate(model, [prompt], max_new_tokens=4)[0].completion
+    assert search("kl:0") == [plain, plain]
+    constant = search("constant")
+    assert search("kl:1e30") == constant
+    assert constant != [plain, plain]  # non-vacuous: the trials' strengths change the text
