@@ -25,8 +25,11 @@ def smol_tokenizer_dir():
     return resolve_alias(ALIASES["smollm2-135m"])
 
 
-def make_tiny(arch: str, tokenizer_dir, *, n_layers: int = 4, hidden: int = 64, seed: int = 0):
-    """A seeded random causal LM of ``arch`` wrapped like any loaded model."""
+def make_tiny(
+    arch: str, tokenizer_dir, *, n_layers: int = 4, hidden: int = 64, seed: int = 0, **config
+):
+    """A seeded random causal LM of ``arch`` wrapped like any loaded model; ``config``
+    overrides fields of a non-GPT-2 config (e.g. ``sliding_window``)."""
     import transformers as tf
     from transformers import AutoTokenizer
 
@@ -53,6 +56,7 @@ def make_tiny(arch: str, tokenizer_dir, *, n_layers: int = 4, hidden: int = 64, 
             max_position_embeddings=512,
             **common,
         )
+        kw.update(config)
         if arch in ("gemma2", "gemma3_text"):
             kw["head_dim"] = 16
         cfg_cls, cls = {

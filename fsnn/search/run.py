@@ -33,6 +33,7 @@ from fsnn.judges.metrics import token_overlap
 from fsnn.steering.decode import GenerationOutput
 from fsnn.steering.layout import SegmentLayout
 from fsnn.steering.modes import Mode
+from fsnn.steering.specs import check_schedule_mode
 from fsnn.steering.steer import Steering, steer_each
 from fsnn.store.schema import search_trials_dataset
 
@@ -251,6 +252,10 @@ def run_search(
     import optuna
 
     backend = resolve_backend(backend)
+    # before any capture: a schedule that cannot run here fails every trial otherwise
+    check_schedule_mode(
+        config.schedule, mode, "ndif" if getattr(model, "remote", False) else backend.name
+    )
     if storage is None:
         storage = optuna.storages.InMemoryStorage()
     if ppl is None:

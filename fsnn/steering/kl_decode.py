@@ -138,31 +138,38 @@ def kl_bounded_rows(
     pad = model.tokenizer.pad_token_id
     eos = torch.tensor(sorted(plan.eos), dtype=torch.long, device=device)
     cache = _new_cache(hf)
+    # sliding-window layers trim their states at each update unless told to keep them for
+    # a crop; without this, a crop past the window (probes on long inputs) would fail
+    if hasattr(cache, "activate_past_recording"):
+        cache.activate_past_recording()
     sums: list[Any] | None = None
     done = torch.zeros(n_rows, dtype=torch.bool, device=device)
     picked: list[torch.Tensor] = []
     scales: list[torch.Tensor] = []
 
-    def forward(m: torch.Tensor | None) -> tuple[torch.Tensor, list[Any]]:
-        """One step's forward at multipliers m (appends its positions to the cache)."""
+    def forward(m: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
+        """One step's forward at multipliers m (appends its positions to the cache):
+        (the token generate would pick, the final logits, fusion's running sums)."""
         inputs = {"input_ids": ids, "attention_mask": attention}
         with lm.trace(inputs, position_ids=positions, use_cache=True, **{cache_kw: cache}):
             new_sums = nnsight.save([])
             _steer_forward(plan, m, sums, new_sums, attention.shape[1])
-            logits = lm.lm_head.output[:, -1].float().save()
-        return logits, list(new_sums)
+            # the token as the generate trace picks it (argmax of lm_head's output) ...
+            token = lm.lm_head.output[:, -1].argmax(dim=-1).save()
+            # ... and the distribution the model samples from: Gemma-2 soft-caps lm_head
+            logits = lm.output.logits[:, -1].float().save()
+        return token, logits, list(new_sums)
 
     def probe(m: torch.Tensor) -> torch.Tensor:
-        logits, _ = forward(m)
+        _, logits, _ = forward(m)
         cache.crop(-ids.shape[1])
         return logits
 
     for _ in range(max_new_tokens):
-        plain, _ = forward(None)
+        _, plain, _ = forward(None)
         cache.crop(-ids.shape[1])
         m, _ = kl_bounded_strength(probe, plain, epsilon, s_max=1.0, n_iter=KL_BISECTIONS)
-        logits, sums = forward(m)
-        token = logits.argmax(dim=-1)
+        token, _, sums = forward(m)
         if pad is not None:  # rows already ended feed padding, as generate does
             token = torch.where(done, torch.full_like(token, pad), token)
         picked.append(token.cpu())

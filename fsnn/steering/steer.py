@@ -388,6 +388,11 @@ class Steering:
             rows: batch rows of the trace (default: the number of reference rows).
             mask: 1 for real tokens, 0 for padding (left-padded batches need it).
         """
+        if parse_schedule(self.schedule)[0] == "kl":
+            raise FsnnError(
+                f"schedule {self.schedule!r} chooses each step's strength while generating: "
+                "use generate(); apply() steers one pass at full strength"
+            )
         n = (
             rows
             if rows is not None
@@ -546,6 +551,7 @@ def plan_rows(
     mu_generic: torch.Tensor | None = None,
 ) -> RowPlan:
     """Encode rows and lay out their per-layer operands (validated inputs)."""
+    check_schedule_mode(schedule, mode)
     enc = encode(model, prompts, max_new_tokens)
     eos = eos_ids(model) if stop_at_eos else set()
     mask = torch.cat(
@@ -685,13 +691,6 @@ def steered_generate(
             schedule=schedule,
             mu_generic=mu,
         )
-        if plan.kl_epsilon is not None:
-            from .kl_decode import kl_bounded_rows
-
-            outputs.extend(
-                kl_bounded_rows(model, plan, epsilon=plan.kl_epsilon, max_new_tokens=max_new_tokens)
-            )
-            continue
         outputs.extend(
             steer_rows(model, plan, mode=mode, max_new_tokens=max_new_tokens, backend=where)
         )
@@ -785,7 +784,13 @@ def steer_rows(
     max_new_tokens: int,
     backend: Backend,
 ) -> list[GenerationOutput]:
-    """One nnsight-traced generate call over one planned batch of rows."""
+    """One nnsight-traced generate call over one planned batch of rows (the ``kl:EPS``
+    schedule: its own decode loop, :mod:`fsnn.steering.kl_decode`)."""
+    if plan.kl_epsilon is not None:
+        from .kl_decode import kl_bounded_rows
+
+        check_schedule_mode(f"kl:{plan.kl_epsilon!r}", mode, _backend_name(model, backend))
+        return kl_bounded_rows(model, plan, epsilon=plan.kl_epsilon, max_new_tokens=max_new_tokens)
     lm_head = model.lm.lm_head
     envoys, h_act, a_act, g_act, mask = plan.envoys, plan.h, plan.alpha, plan.gamma, plan.mask
     faithful = mode == "faithful"

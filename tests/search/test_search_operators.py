@@ -212,6 +212,8 @@ def test_a_kl_bounded_search_runs_end_to_end(tiny_gemma2):
         assert ds.attrs.get("failed_trials", 0) == 0
         return [str(c) for c in ds.completion.values[0]]
 
+    with pytest.raises(FsnnError, match="needs mode 'cached'"):  # before any capture
+        run_search(model, items, layout, SearchConfig(schedule="kl:1"), ppl=_stub_ppl)
     plain = generate(model, [prompt], max_new_tokens=4)[0].completion
     assert search("kl:0") == [plain, plain]
     constant = search("constant")

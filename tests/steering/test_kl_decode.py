@@ -15,7 +15,7 @@ from fsnn.steering.kl_decode import KL_BISECTIONS
 from fsnn.steering.operators import kl_divergence, schedule, schedule_multipliers
 from fsnn.steering.references import capture_generic_mean
 from fsnn.steering.specs import parse_schedule
-from fsnn.steering.steer import Steering, steer_in_session, steered_generate
+from fsnn.steering.steer import Steering, plan_rows, steer_in_session, steered_generate
 
 PROMPTS = [
     "Question: What is the capital of France?\nAnswer:",
@@ -98,7 +98,7 @@ def _prompt_pass_logits(model, mu, op, h, k, m: float) -> torch.Tensor:
     enc = model.tokenizer(PROMPTS[:1], return_tensors="pt")
     with model.lm.trace(enc):
         steering.apply(model)
-        logits = model.lm.lm_head.output[:, -1].detach().float().save()
+        logits = model.lm.output.logits[:, -1].detach().float().save()  # soft-capped (Gemma-2)
     return logits
 
 
@@ -122,17 +122,99 @@ def test_the_prompt_pass_takes_the_largest_strength_within_the_bound(tiny_gemma2
         kl_divergence(_prompt_pass_logits(model, mu, op, h, k, m0 + 2.0**-KL_BISECTIONS), plain)[0]
     )
     assert at <= eps < above
-    # the bound acts at later steps too: every m is a bisection point in [0, 1]
-    assert all(0.0 <= s <= 1.0 and s * 32 == int(s * 32) for s in out.strength_scale)
 
 
-def test_batched_rows_bisect_alone(tiny_gemma2, mu):
-    """Each row's strengths and tokens are those of the row generated alone."""
-    model = tiny_gemma2
-    h, alpha, k = _inputs(model, len(PROMPTS), "centred")
-    kw = dict(
-        mode="cached", max_new_tokens=5, operator="centred", schedule="kl:1e-4", mu_generic=mu
+def _plain_forward_logits(model, ids, strength, h, mu):
+    """Final last-position logits of a plain transformers forward (no cache, no nnsight) of
+    ``ids``, every layer's output mean-centred-shifted with a per-position strength (1, T)."""
+    from fsnn.models.layers import residual, with_residual
+    from fsnn.steering.operators import mean_centred
+
+    def hook(li):
+        def fn(module, args, output):
+            x = residual(output)
+            return with_residual(output, mean_centred(x, h[0, li], mu[li], strength))
+
+        return fn
+
+    handles = [model.hf_layer(li).register_forward_hook(hook(li)) for li in range(model.n_layers)]
+    try:
+        with torch.no_grad():
+            return model.hf_model(torch.tensor([ids])).logits[:, -1].float()
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def test_every_step_takes_the_largest_strength_within_the_bound(tiny_gemma2, mu):
+    """Every decode step against an oracle without cache or nnsight: a plain forward of the
+    prompt and the tokens so far, each position steered (forward hooks, the pure
+    ``mean_centred``) with the m of the step that computed it (prompt: m(0); generated
+    token j: m(j + 1)) and the step's new position with a candidate m. At every step
+    KL(m(t)) <= EPS, and where m(t) < 1, KL(m(t) + 1/32) > EPS (to float rounding: the
+    cache computes the same positions in another order)."""
+    model, op = tiny_gemma2, "centred"
+    h, _, k = _inputs(model, 1, op)
+    k_value = STRENGTH[op]
+    prompt_ids = model.tokenizer(PROMPTS[0]).input_ids
+    n_prompt = len(prompt_ids)
+    full = torch.full((1, n_prompt), k_value)
+    eps = (
+        float(
+            kl_divergence(
+                _plain_forward_logits(model, prompt_ids, full, h, mu),
+                _plain_forward_logits(model, prompt_ids, full * 0, h, mu),
+            )[0]
+        )
+        / 4
     )
+    out = _run(model, mu, op, f"kl:{eps!r}", n_rows=1, max_new_tokens=6, stop_at_eos=False)[0]
+    ms = out.strength_scale
+    step = 2.0**-KL_BISECTIONS
+    for t, m in enumerate(ms):
+        ids = prompt_ids + out.ids[:t]
+        past = [ms[0]] * n_prompt + [ms[j + 1] for j in range(t - 1)] if t else []
+
+        def kl_at(candidate, ids=ids, past=past):
+            news = [candidate] * (len(ids) - len(past))
+            strength = torch.tensor([past + news], dtype=torch.float32) * k_value
+            plain = torch.tensor([past + [0.0] * len(news)], dtype=torch.float32) * k_value
+            steered = _plain_forward_logits(model, ids, strength, h, mu)
+            return float(kl_divergence(steered, _plain_forward_logits(model, ids, plain, h, mu))[0])
+
+        assert kl_at(m) <= eps * (1 + 1e-4) + 1e-9, f"step {t}"
+        if m < 1.0:
+            assert kl_at(m + step) > eps * (1 - 1e-4), f"step {t}"
+    assert any(0.0 < m < 1.0 for m in ms[1:])  # non-vacuous: the bound binds after step 0
+
+
+@pytest.mark.parametrize("arch", ["gemma3_text", "gemma2"])
+def test_probes_past_a_sliding_window(tiny_factory, arch):
+    """A sliding window of 4 positions, prompts longer than it: the probes crop the cache
+    past the window and the tokens still equal the generate trace's (m = 1 throughout)."""
+    model = tiny_factory(arch, sliding_window=4)
+    mu = torch.as_tensor(capture_generic_mean(model).values)
+    constant = _run(model, mu, "centred", "constant", max_new_tokens=8)
+    bounded = _run(model, mu, "centred", "kl:1e30", max_new_tokens=8)
+    assert [o.ids for o in bounded] == [o.ids for o in constant]
+    cut = _run(model, mu, "centred", "kl:1e-5", max_new_tokens=8)
+    assert all(len(o.strength_scale) == len(o.ids) for o in cut)
+
+
+@pytest.mark.parametrize("op", OPERATORS)
+def test_batched_rows_bisect_alone(tiny_gemma2, mu, op):
+    """Each row's strengths and tokens are those of the row generated alone (fusion: its
+    running mean across fractional m, and a row whose first layers are off)."""
+    model = tiny_gemma2
+    h, alpha, k = _inputs(model, len(PROMPTS), op)
+    kw = dict(
+        mode="cached",
+        max_new_tokens=5,
+        operator=op,
+        schedule="kl:1e-4",
+        mu_generic=None if op == "fusion" else mu,
+    )
+
     batched = steered_generate(model, PROMPTS, h, alpha, k, **kw)
     for i, prompt in enumerate(PROMPTS):
         alone = steered_generate(
@@ -159,6 +241,12 @@ def test_modes_and_backends_it_cannot_run_in(tiny_gemma2, mu):
     with pytest.raises(FsnnError, match="not through 'session'"):
         steer_in_session(
             model, PROMPTS[:1], h, alpha, k, mode="cached", schedule="kl:1", backend="local"
+        )
+    with pytest.raises(FsnnError, match=r"use generate\(\)"):
+        Steering.full(h[0], alpha=1.0, gamma=0.5, mode="cached", schedule="kl:1").apply(model)
+    with pytest.raises(FsnnError, match="needs mode 'cached'"):
+        plan_rows(
+            model, PROMPTS[:1], h, alpha, k, mode="faithful", max_new_tokens=2, schedule="kl:1"
         )
     with pytest.raises(FsnnError, match="needs mode 'cached'"):
         RunConfig(schedule="kl:1")  # faithful is the run's default mode
