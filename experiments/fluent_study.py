@@ -106,7 +106,7 @@ CONFIGS: dict[str, Config] = {
         Config(name="windows", layout="segmented", options=(("windows", True),)),
     ]
 }
-QUICK_CONFIGS = ("default", "angular")
+QUICK_CONFIGS = ("default", "angular", "kl")
 
 
 def _runs_in(config: str, mode: str) -> bool:
@@ -765,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="tiny shape: first model, 3 prompts, budget 2, 8 tokens, configs default and angular",
+        help="tiny shape: first model, 3 prompts, budget 2, 8 tokens, configs default, angular, kl",
     )
     p.add_argument(
         "--collect-only",

@@ -57,6 +57,8 @@ def test_configs_are_the_recipes_named():
     assert fs.CONFIGS["default"].search_config(5, 0) == SearchConfig(
         n_trials=5, batch_rows=64, seed=0
     )
+    assert fs.CONFIGS["kl"].search_config(5, 0).schedule == "kl:1.0"
+    assert fs._runs_in("kl", "cached") and not fs._runs_in("kl", "faithful")
     angular = fs.CONFIGS["angular"].search_config(5, 0)
     assert (angular.operator, angular.parametrization) == ("angular", "angle")
     assert (
@@ -68,6 +70,7 @@ def test_configs_are_the_recipes_named():
         "centred",
         "prompt_only",
         "decay",
+        "kl",
         "windows",
     ):  # the default search otherwise
         cfg = fs.CONFIGS[name].search_config(5, 0)
@@ -82,8 +85,8 @@ def test_quick_study_end_to_end(tmp_path):
     out = tmp_path / "study"
     assert fs.main(["--out", str(out), "--quick"]) == 0
     summary = xr.open_dataset(out / "summary-cached-screen.nc")
-    assert dict(summary.sizes) == {"model": 1, "config": 2, "budget": 1}
-    assert list(summary.config.values) == ["default", "angular"]
+    assert dict(summary.sizes) == {"model": 1, "config": 3, "budget": 1}
+    assert list(summary.config.values) == ["default", "angular", "kl"]
     assert (summary.n.values == 3).all() and np.isfinite(summary.states_rate.values).all()
     assert np.isfinite(summary.vs_default.values[0, 1, 0]) and (summary.wall_s.values > 0).all()
     assert (out / "states_answer-cached-screen.png").stat().st_size > 0
@@ -99,6 +102,7 @@ def test_quick_study_end_to_end(tmp_path):
     assert [c.name for c in cells] == [
         "cached-angular-b2-screen-n3.nc",
         "cached-default-b2-screen-n3.nc",
+        "cached-kl-b2-screen-n3.nc",
     ]
     stamps = [c.stat().st_mtime_ns for c in cells]
     assert (
