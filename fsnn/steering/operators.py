@@ -48,6 +48,7 @@ from .layout import SegmentLayout, expand_segments
 from .specs import FIXED_SCHEDULES, OPERATORS, SCHEDULES, parse_schedule
 
 __all__ = [
+    "FIXED_SCHEDULES",
     "OPERATORS",
     "SCHEDULES",
     "WINDOW_PREFIX",
