@@ -648,7 +648,8 @@ def steered_generate(
         operator: ``fusion`` (eq. (5), the default), ``centred`` or ``angular``; the
             strength of a row at a layer is alpha * gamma (for ``angular`` an angle in
             radians). :class:`Steering` says what each does.
-        schedule: ``constant`` (default), ``prompt_only``, ``first_n:N`` or ``decay:RHO``.
+        schedule: ``constant`` (default), ``prompt_only``, ``first_n:N``, ``decay:RHO`` or
+            ``kl:EPS`` (``cached`` mode on a local model; :mod:`fsnn.steering.kl_decode`).
         mu_generic: (layer, hidden) generic mean, for ``centred`` and ``angular``.
 
     Returns:
@@ -656,8 +657,8 @@ def steered_generate(
 
     Raises:
         FsnnError: shapes that do not match the model, NaN/inf coefficients, an unknown
-            mode, operator or schedule, a missing or misshapen mu_generic, a prompt too
-            long for the context.
+            mode, operator or schedule, ``kl:EPS`` in ``faithful`` mode or on a remote
+            backend, a missing or misshapen mu_generic, a prompt too long for the context.
     """
     n = len(prompts)
     where = resolve_backend(backend)
